@@ -1,0 +1,73 @@
+"""The intake's sections of keydesk.toml: a desk's mailbox, polling, and the safety limits."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from rules.config_base import HomePath, StrictModel
+
+LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+
+
+class MailboxFolders(StrictModel):
+    """Where a processed mail is moved (a courtesy to humans; the database is the truth)."""
+
+    accepted: str = "keydesk/受付済"
+    needs_review: str = "keydesk/要確認"
+    returned: str = "keydesk/返送"
+    ignored: str = "keydesk/自動送信"
+    quarantine: str = "keydesk/隔離"
+
+
+class MailboxSettings(StrictModel):
+    host: str
+    port: int = Field(default=993, ge=1, le=65535)
+    security: Literal["tls", "starttls", "plain"] = "tls"
+    username: str
+    auth: Literal["password", "xoauth2"] = "password"
+    password_env: str | None = None
+    password_file: HomePath | None = None
+    # XOAUTH2: a command that prints a fresh access token (e.g. a helper for Microsoft 365 or Gmail).
+    token_command: list[str] | None = None
+    folder: str = "INBOX"
+    # "move" to the folders below, or only "flag" the mail as seen.
+    action: Literal["move", "flag"] = "move"
+    folders: MailboxFolders = MailboxFolders()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "MailboxSettings":
+        if self.security == "plain" and self.host not in LOOPBACK_HOSTS:
+            raise ValueError(
+                f"security = \"plain\" sends the password in clear text and is allowed only to "
+                f"loopback (127.0.0.1), got host {self.host!r}: use \"tls\" or \"starttls\""
+            )
+        if self.auth == "xoauth2" and not self.token_command:
+            raise ValueError('auth = "xoauth2" needs token_command (a command that prints an access token)')
+        if self.auth == "password" and not (self.password_env or self.password_file):
+            raise ValueError('auth = "password" needs password_env or password_file')
+        return self
+
+
+class PollSettings(StrictModel):
+    # IDLE is renewed well before servers drop it (RFC 2177 allows 29 minutes; many cut at 10).
+    idle_renew_seconds: int = Field(default=540, ge=30, le=600)
+    poll_interval_seconds: int = Field(default=60, ge=5)
+    socket_timeout_seconds: int = Field(default=60, ge=5)
+    reconnect_max_seconds: int = Field(default=300, ge=1)
+    fetch_chunk_bytes: int = Field(default=1_048_576, ge=65_536)
+    # A mail whose processing fails this many times is quarantined and shown to staff.
+    max_attempts: int = Field(default=3, ge=1)
+
+
+class Limits(StrictModel):
+    mail_max_bytes: int = Field(default=25 * 1024 * 1024, ge=1024)
+    attachments_max: int = Field(default=20, ge=1)
+    archive_depth_max: int = Field(default=3, ge=0)
+    archive_entries_max: int = Field(default=100, ge=1)
+    archive_unpacked_max_bytes: int = Field(default=100 * 1024 * 1024, ge=1024)
+    pdf_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
+    pdf_cpu_seconds: int = Field(default=10, ge=1)
+    pdf_memory_mb: int = Field(default=512, ge=64)
+    replies_per_sender_per_hour: int = Field(default=5, ge=0)

@@ -1,0 +1,3 @@
+from keydesk.cli import main
+
+main()

@@ -1,0 +1,73 @@
+"""The keydesk command line. Composition only: every command calls into the packages.
+
+Errors a user can act on go to stderr as one line per problem with a non-zero exit code and no
+traceback; ``--debug`` shows the traceback and debug logs.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from keydesk import cli_admin
+from keydesk.errors import UserError, exit_code_for, message_for
+from keydesk.runtime import Runtime
+
+app = typer.Typer(
+    name="keydesk",
+    help="電子保証の認証キー受付システム keydesk — takes in 電子保証 key notices by email, verifies them, "
+    "replies, and gives staff a digest; also plays the guarantor's side.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+)
+cli_admin.register(app)
+
+_state = {"debug": False}
+
+
+@app.callback()
+def _root(
+    ctx: typer.Context,
+    config: Optional[Path] = typer.Option(
+        None, "--config", "-c", metavar="DIR", help="Config folder (default: $KEYDESK_CONFIG, else ./config)."
+    ),
+    debug: bool = typer.Option(False, "--debug", help="Show debug logs and tracebacks."),
+) -> None:
+    _state["debug"] = debug
+    _configure_logging(debug)
+    ctx.obj = Runtime(config, debug=debug)
+
+
+def _configure_logging(debug: bool) -> None:
+    logging.basicConfig(
+        level=logging.DEBUG if debug else logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+        force=True,
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: typer handles usage errors; our own failures become one line on stderr."""
+    try:
+        app(args=argv, prog_name="keydesk")
+    except UserError.handled as exc:
+        if _state["debug"]:
+            raise
+        print(message_for(exc), file=sys.stderr)
+        sys.exit(exit_code_for(exc))
+    except Exception as exc:  # noqa: BLE001 - the one place that turns failures into exit codes
+        if _state["debug"]:
+            raise
+        print(f"keydesk: unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,43 @@
+"""Secret files keydesk creates itself: the key-encryption key and embedded mail passwords."""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+from pathlib import Path
+from typing import Callable
+
+from store.key_vault import KeyVault
+
+log = logging.getLogger(__name__)
+
+
+def write_private_file(path: Path, content: str) -> None:
+    """Create ``path`` with mode 0600 from the start (never world-readable, not even briefly)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    os.chmod(path.parent, 0o700)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as handle:
+        handle.write(content + "\n")
+        handle.flush()
+        os.fsync(handle.fileno())
+
+
+def ensure_secret_file(path: Path, make: Callable[[], str], what: str) -> bool:
+    """Create the file when missing; returns True when it was created."""
+    if path.exists():
+        return False
+    write_private_file(path, make())
+    log.info("created %s at %s (mode 0600)", what, path)
+    return True
+
+
+def ensure_key_encryption_key(env_name: str, path: Path) -> bool:
+    if os.environ.get(env_name):
+        return False
+    return ensure_secret_file(path, KeyVault.new_key, "key-encryption key")
+
+
+def new_password() -> str:
+    return secrets.token_urlsafe(18)

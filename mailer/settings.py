@@ -1,0 +1,49 @@
+"""The mailer's sections of keydesk.toml: SMTP, the outbox's retries, the staff digest."""
+
+from __future__ import annotations
+
+from typing import Literal
+from pydantic import Field, field_validator, model_validator
+
+from rules.config_base import HomePath, StrictModel, TimeZoneName
+
+
+class SmtpSettings(StrictModel):
+    host: str
+    port: int = Field(default=587, ge=1, le=65535)
+    security: Literal["tls", "starttls", "plain"] = "starttls"
+    username: str | None = None
+    password_env: str | None = None
+    password_file: HomePath | None = None
+    timeout_seconds: int = Field(default=60, ge=1)
+
+    @model_validator(mode="after")
+    def _credentials(self) -> "SmtpSettings":
+        if self.username and not (self.password_env or self.password_file):
+            raise ValueError("username is set, so password_env or password_file is needed")
+        return self
+
+
+class OutboxSettings(StrictModel):
+    first_retry_seconds: int = Field(default=60, ge=1)
+    backoff_factor: float = Field(default=2.0, ge=1.0)
+    max_retry_seconds: int = Field(default=3600, ge=1)
+    give_up_after_hours: float = Field(default=96, gt=0)
+    batch_size: int = Field(default=100, ge=1)
+
+
+class DigestSettings(StrictModel):
+    # crontab fields: minute hour day month day_of_week (APScheduler's CronTrigger.from_crontab).
+    schedule: str = "30 8 * * mon-fri"
+    timezone: TimeZoneName = "Asia/Tokyo"
+
+    @field_validator("schedule")
+    @classmethod
+    def _crontab(cls, value: str) -> str:
+        from apscheduler.triggers.cron import CronTrigger
+
+        try:
+            CronTrigger.from_crontab(value)
+        except ValueError as exc:
+            raise ValueError(f"is not a crontab schedule such as \"30 8 * * mon-fri\": {exc}") from None
+        return value

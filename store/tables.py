@@ -1,0 +1,199 @@
+"""Every table keydesk keeps. Each row carries the ``desk`` (town) it belongs to.
+
+The database is the source of truth for what was processed; IMAP flags and folders are only a
+courtesy to humans. Schema changes go through an Alembic migration in keydesk/migrations.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime, timezone
+
+from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint
+from sqlmodel import Field, SQLModel
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class InboundMessage(SQLModel, table=True):
+    """One mail taken from a desk's mailbox, stored raw before anything else happens."""
+
+    __tablename__ = "inbound_message"
+    __table_args__ = (
+        UniqueConstraint("desk", "account", "mailbox", "uidvalidity", "uid", name="uq_inbound_imap_identity"),
+        UniqueConstraint("desk", "sha256", name="uq_inbound_sha256"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    desk: str = Field(index=True, max_length=64)
+    account: str = Field(max_length=320)
+    mailbox: str = Field(max_length=255)
+    uidvalidity: int
+    uid: int
+    sha256: str = Field(max_length=64)
+    size: int
+    # Relative to the storage directory; None when the mail was over the size limit (headers only).
+    raw_path: str | None = Field(default=None, max_length=255)
+    message_id: str | None = Field(default=None, sa_column=Column(Text))
+    sender: str | None = Field(default=None, sa_column=Column(Text))
+    subject: str | None = Field(default=None, sa_column=Column(Text))
+    received_at: datetime = Field(default_factory=utcnow)
+    # new → processed | quarantined; too_large mails are answered from headers.
+    state: str = Field(default="new", index=True, max_length=32)
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    receipt_no: str | None = Field(default=None, unique=True, max_length=32)
+    verdict: str | None = Field(default=None, max_length=32)
+    findings_json: str | None = Field(default=None, sa_column=Column(Text))
+    automatic: bool = False
+    # Set after the mailbox action (move/flag) succeeded; a crash before it only repeats the action.
+    mailbox_action_done: bool = False
+    processed_at: datetime | None = None
+
+
+class Document(SQLModel, table=True):
+    """A file found in a mail (attachment, archive member, forwarded part), stored by content hash."""
+
+    __tablename__ = "document"
+
+    id: int | None = Field(default=None, primary_key=True)
+    desk: str = Field(index=True, max_length=64)
+    inbound_id: int = Field(foreign_key="inbound_message.id", index=True)
+    display_name: str = Field(sa_column=Column(Text, nullable=False))
+    origin: str = Field(default="", sa_column=Column(Text, nullable=False))  # e.g. "転送メール / a.zip"
+    sha256: str = Field(max_length=64)
+    size: int
+    stored_path: str = Field(max_length=255)
+    kind: str = Field(max_length=32)  # key_notice, certificate_view, …
+    guarantee_no: str | None = Field(default=None, max_length=64)
+    access_key_encrypted: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    access_key_masked: str | None = Field(default=None, max_length=32)
+
+
+class Submission(SQLModel, table=True):
+    """One guarantee submitted in one mail, with its verdict."""
+
+    __tablename__ = "submission"
+
+    id: int | None = Field(default=None, primary_key=True)
+    desk: str = Field(index=True, max_length=64)
+    inbound_id: int = Field(foreign_key="inbound_message.id", index=True)
+    document_id: int | None = Field(default=None, foreign_key="document.id")
+    guarantee_no: str | None = Field(default=None, index=True, max_length=64)
+    guarantee_type: str | None = Field(default=None, max_length=32)
+    contract_no: str | None = Field(default=None, max_length=64)
+    contractor_name: str | None = Field(default=None, sa_column=Column(Text))
+    work_name: str | None = Field(default=None, sa_column=Column(Text))
+    department: str | None = Field(default=None, max_length=64)
+    access_key_encrypted: bytes | None = Field(default=None, sa_column=Column(LargeBinary))
+    access_key_masked: str | None = Field(default=None, max_length=32)
+    verdict: str = Field(max_length=32, index=True)
+    findings_json: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    # A resend that answers a returned mail points at the submission it replaces.
+    resend_of_id: int | None = Field(default=None, foreign_key="submission.id")
+    created_at: datetime = Field(default_factory=utcnow)
+
+
+class Contract(SQLModel, table=True):
+    """The town's contract register (契約台帳), imported from CSV."""
+
+    __tablename__ = "contract"
+    __table_args__ = (UniqueConstraint("desk", "contract_no", name="uq_contract_no"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    desk: str = Field(index=True, max_length=64)
+    contract_no: str = Field(max_length=64)
+    work_name: str = Field(sa_column=Column(Text, nullable=False))
+    work_category: str = Field(max_length=64)
+    contractor_name: str = Field(sa_column=Column(Text, nullable=False))
+    contract_amount: int
+    contract_date: date
+    completion_date: date
+    advance_amount: int | None = None
+    intermediate_advance_amount: int | None = None
+    department: str = Field(max_length=64)
+    updated_at: datetime = Field(default_factory=utcnow)
+
+
+class CertificateRecord(SQLModel, table=True):
+    """The guarantor's registry: one issued certificate. The 認証キー is kept only as a salted hash."""
+
+    __tablename__ = "certificate"
+
+    id: int | None = Field(default=None, primary_key=True)
+    desk: str = Field(index=True, max_length=64)
+    guarantee_no: str = Field(unique=True, max_length=64)
+    guarantee_type: str = Field(max_length=32)
+    contractor_name: str = Field(sa_column=Column(Text, nullable=False))
+    contractor_email: str = Field(max_length=320)
+    signed_json: str = Field(sa_column=Column(Text, nullable=False))  # SignedCertificate.to_json()
+    key_id: str = Field(max_length=32)
+    access_key_hash: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    access_key_salt: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    status: str = Field(default="active", max_length=16)  # active | revoked
+    revoked_reason: str | None = Field(default=None, sa_column=Column(Text))
+    revoked_at: datetime | None = None
+    issued_at: datetime = Field(default_factory=utcnow)
+
+
+class LookupFailure(SQLModel, table=True):
+    """A wrong key for a guarantee number: the brute-force guard counts these."""
+
+    __tablename__ = "lookup_failure"
+
+    id: int | None = Field(default=None, primary_key=True)
+    desk: str = Field(index=True, max_length=64)
+    guarantee_no: str = Field(index=True, max_length=64)
+    at: datetime = Field(default_factory=utcnow, index=True)
+
+
+class OutboxMessage(SQLModel, table=True):
+    """A mail to send. One Message-ID for its whole life, so retries never look like new mail."""
+
+    __tablename__ = "outbox_message"
+
+    id: int | None = Field(default=None, primary_key=True)
+    desk: str = Field(index=True, max_length=64)
+    # reply:<inbound id>, digest:<desk>:<dept>:<date>, notice:<certificate id>
+    idempotency_key: str = Field(unique=True, max_length=255)
+    kind: str = Field(max_length=16)  # reply | digest | notice
+    message_id: str = Field(max_length=255)
+    envelope_from: str = Field(max_length=320)
+    recipients_json: str = Field(sa_column=Column(Text, nullable=False))
+    raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+    # pending → sending → sent | failed; partially refused recipients are tracked per recipient.
+    state: str = Field(default="pending", index=True, max_length=16)
+    recipient_states_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    attempts: int = 0
+    next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
+    last_error: str | None = Field(default=None, sa_column=Column(Text))
+    inbound_id: int | None = Field(default=None, foreign_key="inbound_message.id")
+    created_at: datetime = Field(default_factory=utcnow)
+    sent_at: datetime | None = None
+
+
+class AuditEvent(SQLModel, table=True):
+    """Append-only and hash-chained: each row's hash covers the previous row's hash."""
+
+    __tablename__ = "audit_event"
+
+    id: int | None = Field(default=None, primary_key=True)
+    desk: str = Field(index=True, max_length=64)
+    at: datetime = Field(default_factory=utcnow)
+    actor: str = Field(max_length=64)  # intake, mailer, guarantor, staff:<name>, cli
+    action: str = Field(max_length=64)
+    subject: str = Field(default="", sa_column=Column(Text, nullable=False))
+    detail_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
+    # Unique, so two writers racing to extend the chain cannot fork it: one of them retries.
+    prev_hash: str = Field(unique=True, max_length=64)
+    hash: str = Field(unique=True, max_length=64)
+
+
+class Counter(SQLModel, table=True):
+    """Named sequences, e.g. receipt numbers per desk and year (receipt:misato:2026)."""
+
+    __tablename__ = "counter"
+
+    name: str = Field(primary_key=True, max_length=128)
+    value: int = 0
