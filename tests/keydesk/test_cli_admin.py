@@ -18,7 +18,7 @@ def test_init_then_config_check_prints_the_configuration(tmp_path: Path) -> None
     checked = run_keydesk("config", "check", config=config)
     assert checked.returncode == 0, checked.stderr
     assert "rules.desks.misato.amounts.advance_max_ratio = 0.4" in checked.stdout
-    assert f"storage.directory = {tmp_path / 'x' / 'var' / 'store'}" in checked.stdout
+    assert f"storage.directory = '{tmp_path / 'x' / 'var' / 'store'}'" in checked.stdout
     # Secrets are shown only as masked presence, never their value.
     secret = key_file.read_text().strip()
     assert secret not in checked.stdout

@@ -12,9 +12,11 @@ from rules.domain import GuaranteeType
 
 
 def _edit(path: Path, old: str, new: str) -> None:
+    """Replace the first occurrence; a bare dotted table name (desks.misato) is renamed everywhere."""
     text = path.read_text(encoding="utf-8")
     assert old in text, f"fixture drift: {old!r} not in {path.name}"
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
+    count = -1 if old.startswith("desks.") else 1
+    path.write_text(text.replace(old, new, count), encoding="utf-8")
 
 
 def _append(path: Path, text: str) -> None:
@@ -74,8 +76,6 @@ BAD_CONFIGS = [
      "config/keydesk.toml: timezone: is not a time zone such as \"Asia/Tokyo\", got 'Asia/Tokio'"),
     ("keydesk.toml", "imap_port = 1143", "imap_port = 70000",
      "config/keydesk.toml: embedded.imap_port: Input should be less than or equal to 65535"),
-    ("keydesk.toml", "[desks.misato]\n", "[desks.kamisato]\n",
-     "config/rules.toml: desks.kamisato: is missing (keydesk.toml has this desk)"),
     ("keydesk.toml", 'level = "INFO"', 'level = "LOUD"',
      "config/keydesk.toml: logging.level: must be one of 'DEBUG', 'INFO', 'WARNING' or 'ERROR', got 'LOUD'"),
     ("keydesk.toml", "pdf_cpu_seconds = 10", "pdf_cpu_seconds = \"ten\"",
@@ -96,12 +96,21 @@ def test_bad_config_gives_one_clear_line(deployment: Path, file: str, old: str, 
 
 
 def test_digest_time_zone_is_checked(deployment: Path) -> None:
-    _edit(deployment / "keydesk.toml", 'schedule = "30 8 * * mon-fri"\ntimezone = "Asia/Tokyo"',
-          'schedule = "30 8 * * mon-fri"\ntimezone = "Asia/Tokio"')
+    _edit(deployment / "keydesk.toml", 'timezone = "Asia/Tokyo"\n\n[embedded]', 'timezone = "Asia/Tokio"\n\n[embedded]')
     with pytest.raises(ConfigError) as caught:
         load_settings(deployment)
     assert caught.value.lines == [
         "config/keydesk.toml: digest.timezone: is not a time zone such as \"Asia/Tokyo\", got 'Asia/Tokio'"
+    ]
+
+
+def test_desks_must_agree_between_the_two_files(deployment: Path) -> None:
+    _edit(deployment / "keydesk.toml", "desks.misato", "desks.kamisato")
+    with pytest.raises(ConfigError) as caught:
+        load_settings(deployment)
+    assert caught.value.lines == [
+        "config/rules.toml: desks.kamisato: is missing (keydesk.toml has this desk)",
+        "config/keydesk.toml: desks.misato: is missing (rules.toml has rules for this desk)",
     ]
 
 

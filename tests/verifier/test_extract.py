@@ -1,0 +1,169 @@
+"""Key-notice fields (verifier/extract.py), from PDFs of several producers and from plain text."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from rules.domain import GuaranteeType
+from verifier import access_key
+from verifier.extract import KeyNoticeFields, ProblemKind, extract_fields, extract_key_notices
+from verifier.pdf_text import TextResult, TextStatus, extract_in_process
+
+from .conftest import NUMBER_1, NUMBER_2, PRINTED_AT, VALID_KEY, WRONG_CHECK_KEY, fixture_pdf
+
+EXPECTED_FIRST = dict(
+    guarantee_no=NUMBER_1,
+    access_key=access_key.canonical(VALID_KEY),
+    access_key_valid=True,
+    guarantee_type=GuaranteeType.ADVANCE,
+    obligee="美郷町長",
+    contractor="株式会社美郷建設",
+    work_name="町道美郷中央線道路改良工事",
+    guarantee_amount=49_380_000,
+    contract_amount=123_450_000,
+    period_start=date(2026, 4, 1),
+    period_end=date(2027, 3, 31),
+    issued_on=date(2026, 4, 3),
+    problems=(),
+)
+
+
+def _notices(name: str, signatures) -> list[KeyNoticeFields]:
+    return extract_key_notices(extract_in_process(fixture_pdf(name)), signatures)
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "key_notice_reportlab.pdf",  # label and value on separate lines
+        "key_notice_printed_chromium.pdf",  # a table; letter-spaced key; ２６－… and R8.4.1 dates
+        "key_notice_cairo.pdf",  # the key split as "1QFZ-2E8V -RKDT-WST0"
+        "key_notice_with_certificate_words_reportlab.pdf",
+    ],
+)
+def test_every_field_from_several_producers(name, signatures):
+    (notice,) = _notices(name, signatures)
+    for field, expected in EXPECTED_FIRST.items():
+        assert getattr(notice, field) == expected, field
+    assert notice.pages == (0,)
+
+
+@pytest.mark.parametrize("name", ["key_notice_two_reportlab.pdf", "key_notice_two_qpdf.pdf"])
+def test_one_pdf_with_two_notices_gives_two_and_reports_the_wrong_check_symbol(name, signatures):
+    first, second = _notices(name, signatures)
+    assert (first.pages, second.pages) == ((0,), (1,))
+    assert first.guarantee_no == NUMBER_1 and first.access_key_valid and first.problems == ()
+    assert second.guarantee_no == NUMBER_2
+    assert second.guarantee_type is GuaranteeType.CONTRACT
+    assert second.guarantee_amount == 12_345_000
+    # Not dropped: the key is kept and the problem says what is wrong with it, without leaking it.
+    assert second.access_key == access_key.canonical(WRONG_CHECK_KEY)
+    assert not second.access_key_valid
+    problem = second.problem("access_key")
+    assert problem.kind is ProblemKind.CHECKSUM
+    assert "check character" in problem.detail
+    assert access_key.canonical(WRONG_CHECK_KEY) not in problem.detail.replace("-", "")
+    assert "FR3A-****-****-XPF0" in problem.detail
+
+
+def test_guarantor_renderer_fixture(signatures):
+    (notice,) = _notices("key_notice_guarantor.pdf", signatures)
+    assert notice.guarantee_no == "26-000777-8"
+    assert notice.access_key == "RRT31E5RNMJMAS3R" and notice.access_key_valid
+    assert notice.guarantee_type is GuaranteeType.CONTRACT
+    assert notice.obligee == "美郷町長"  # label 保証債権者(発注者)
+    assert notice.contractor == "株式会社美郷建設"  # label 保証契約者(受注者)
+    assert notice.work_name == "町道美郷中央線道路改良工事(第2工区)"
+    assert notice.guarantee_amount == 3_086_250
+    assert notice.contract_amount is None  # not printed on the key notice: no problem either
+    # 令和8年4月1日(2026年4月1日)から令和9年3月31日(2027年3月31日)まで
+    assert (notice.period_start, notice.period_end) == (date(2026, 4, 1), date(2027, 3, 31))
+    assert notice.issued_on == date(2026, 4, 3)
+    assert notice.problems == ()
+
+
+def test_live_guarantor_renderer_round_trip(signatures, sample_certificate):
+    pdf = pytest.importorskip("guarantor.pdf")
+    key = access_key.generate()
+    data = pdf.render_key_notice(sample_certificate, key, PRINTED_AT)
+    (notice,) = extract_key_notices(extract_in_process(data), signatures)
+    c = sample_certificate
+    assert notice.guarantee_no == c.guarantee_no
+    assert notice.access_key == access_key.canonical(key) and notice.access_key_valid
+    assert notice.guarantee_type is c.guarantee_type
+    assert (notice.obligee, notice.contractor, notice.work_name) == (c.obligee, c.contractor_name, c.work_name)
+    assert notice.guarantee_amount == c.guarantee_amount
+    assert (notice.period_start, notice.period_end) == (c.period_start, c.period_end)
+    assert notice.problems == ()
+
+
+def test_garbled_re_save_reports_what_it_cannot_read(signatures):
+    # Ghostscript turned every digit into another letter: no number, no key, no amounts.
+    (notice,) = _notices("key_notice_gs.pdf", signatures)
+    assert notice.guarantee_no is None and notice.access_key is None
+    assert notice.guarantee_type is GuaranteeType.ADVANCE and notice.obligee == "美郷町長"
+    kinds = {problem.field: problem.kind for problem in notice.problems}
+    assert kinds["guarantee_no"] is ProblemKind.UNREADABLE
+    assert kinds["access_key"] is ProblemKind.UNREADABLE
+    assert kinds["guarantee_amount"] is ProblemKind.UNREADABLE
+    assert kinds["issued_on"] is ProblemKind.MISSING
+
+
+def test_missing_fields_are_problems_not_guesses(signatures):
+    notice = extract_fields("電子証書閲覧用「認証キー」等のお知らせ\n以上\n", signatures)
+    missing = {p.field for p in notice.problems if p.kind is ProblemKind.MISSING}
+    assert missing == {"guarantee_no", "access_key", "guarantee_type", "obligee", "work_name",
+                       "guarantee_amount", "period_start", "issued_on"}
+    assert notice.contractor is None and notice.contract_amount is None
+
+
+def test_labels_must_be_labels(signatures):
+    text = (
+        "発注者用保証確認サービス(D-Sure)に入力してください\n"  # a sentence, not the 発注者 field
+        "発注者:美郷町長 様\n"
+        "保証の種類:契約保証予約\n"
+        "契約金額 123,450,000円 保証金額 12,345,000円\n"  # two fields on one line
+    )
+    notice = extract_fields(text, signatures)
+    assert notice.obligee == "美郷町長"
+    assert notice.guarantee_type is GuaranteeType.CONTRACT_RESERVATION  # not read as 契約保証
+    assert (notice.contract_amount, notice.guarantee_amount) == (123_450_000, 12_345_000)
+
+
+def test_two_different_keys_without_labels_are_ambiguous(signatures):
+    text = f"電子証書閲覧用「認証キー」等のお知らせ\n{VALID_KEY}\n{WRONG_CHECK_KEY}\n"
+    notice = extract_fields(text, signatures)
+    assert notice.access_key is None
+    assert notice.problem("access_key").kind is ProblemKind.AMBIGUOUS
+
+
+def test_unreadable_key_is_masked_in_the_detail(signatures):
+    notice = extract_fields("認証キー:1QFZ-2E8V-RKDT\n", signatures)
+    problem = notice.problem("access_key")
+    assert problem.kind is ProblemKind.UNREADABLE
+    assert "1QFZ-2E8V" not in problem.detail
+
+
+def test_period_ending_before_it_starts_is_flagged(signatures):
+    notice = extract_fields("保証期間:令和9年3月31日から令和8年4月1日まで\n", signatures)
+    assert notice.problem("period_end").kind is ProblemKind.UNREADABLE
+
+
+def test_not_ok_results_have_no_notices(signatures):
+    assert extract_key_notices(TextResult(TextStatus.BROKEN, reason="x"), signatures) == []
+    assert extract_key_notices(TextResult(TextStatus.ENCRYPTED), signatures) == []
+
+
+@settings(max_examples=200, deadline=None)
+@given(text=st.text(alphabet=st.sampled_from(list("保証契約番号認証キー発注者:：\n -0123456789ABCDEFGHJK令和年月日円金¥(")),
+                    max_size=200))
+def test_arbitrary_text_never_raises(text, signatures):
+    notice = extract_fields(text, signatures)
+    assert isinstance(notice, KeyNoticeFields)
+    if notice.access_key_valid:
+        assert access_key.is_valid(notice.access_key)
+
