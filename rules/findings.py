@@ -176,6 +176,25 @@ _TABLE = [
     _code("key.unreadable", W, N, "お知らせから番号・キーを読み取れない",
           "「認証キー等のお知らせ」から保証契約番号または認証キーを読み取れなかったため、"
           "担当者が確認のうえご連絡します。"),
+    # Added with intake/mime.py and intake/archives.py (issue 5): limits and damaged containers.
+    _code("mail.too_many_attachments", E, R, "添付ファイルが多すぎる",
+          "添付ファイルの数が上限({limit}件)を超えているため、すべてを確認できませんでした。"
+          "「認証キー等のお知らせ」のPDFファイルのみを添付してお送りください。"),
+    _code("mail.malformed", W, N, "形式に問題のあるメール",
+          "メールの形式に問題があり、内容の一部を読み取れなかったため、担当者が確認のうえご連絡します。"),
+    _code("doc.too_large", E, R, "容量の大きすぎるPDF",
+          "添付のPDFファイル「{document}」は容量が上限({limit})を超えているため、読み取れませんでした。"
+          "e-Net保証からダウンロードしたPDFファイルを、そのままお送りください。"),
+    _code("doc.archive_too_large", E, R, "上限を超える圧縮ファイル",
+          "圧縮ファイル「{document}」は、展開後の容量・ファイル数・入れ子の深さのいずれかが上限を超えているため、"
+          "開封できませんでした。PDFファイルを圧縮せず、そのまま添付してお送りください。"),
+    _code("doc.archive_broken", E, R, "開けない圧縮ファイル",
+          "添付のファイル「{document}」を展開できませんでした。ファイルが壊れているおそれがあります。"
+          "PDFファイルを圧縮せず、そのまま添付してお送りください。"),
+    # Added with verifier/verify.py (issue 4): the STEP3 screen sent along with the key notice.
+    _code("doc.certificate_view_extra", I, A, "証書閲覧画面(お知らせと同封)",
+          "添付の「{document}」は電子証書の閲覧画面を保存したものです。"
+          "「認証キー等のお知らせ」で確認しますので、閲覧画面のご提出は不要です。"),
 ]
 
 CODES: dict[str, FindingCode] = {spec.code: spec for spec in _TABLE}

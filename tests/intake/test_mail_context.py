@@ -1,0 +1,212 @@
+"""Mail context: sender, authentication results, automatic mail, body text, keys typed in the body."""
+
+from __future__ import annotations
+
+import email
+from email import policy
+from pathlib import Path
+
+import pytest
+
+from intake.authentication_results import authentication, parse_authentication_results
+from intake.mail_context import automatic, choose_body, html_to_text, message_id, sender, sent_date, typed_keys
+from intake.mime import walk_mail
+from verifier import access_key, guarantee_no
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mail"
+AUTHSERV = "mx.town.misato.example.jp"
+KEYS = dict(line.split("=", 1) for line in (FIXTURES / "keys.txt").read_text(encoding="utf-8").split())
+
+
+def parse(raw: bytes):
+    return email.message_from_bytes(raw, policy=policy.default)
+
+
+def walk(name: str):
+    return walk_mail((FIXTURES / name).read_bytes(), authserv_id=AUTHSERV)
+
+
+# --- Authentication-Results -----------------------------------------------------------------
+
+
+def test_only_our_authserv_id_is_trusted_and_the_forged_pass_is_ignored():
+    walked = walk("authentication_results.eml")
+    auth = walked.authentication
+    assert (auth.spf, auth.dkim, auth.dmarc) == ("softfail", "none", "fail")
+    assert auth.trusted_headers == 1 and auth.ignored_headers == 1
+    assert auth.first("spf").get("smtp.mailfrom") == "suzuki@suzuki-koumu.example.jp"
+    assert auth.first("dmarc").get("header.from") == "suzuki-koumu.example.jp"
+    assert auth.dkim_pass_domains == ()
+
+
+def test_without_a_configured_authserv_id_nothing_is_trusted():
+    message = parse((FIXTURES / "authentication_results.eml").read_bytes())
+    auth = authentication(message, None)
+    assert auth.results == () and auth.trusted_headers == 0 and auth.ignored_headers == 2
+    assert auth.spf is None and auth.dmarc is None
+
+
+def test_topmost_header_of_our_server_wins_over_a_forged_one_with_our_id_below():
+    raw = (
+        b"Authentication-Results: MX.Town.Misato.Example.JP 1; dmarc=fail header.from=a.example.jp\r\n"
+        b"Received: from somewhere\r\n"
+        b"Authentication-Results: mx.town.misato.example.jp; dmarc=pass header.from=a.example.jp\r\n"
+        b"From: x@a.example.jp\r\n\r\nbody\r\n"
+    )
+    auth = authentication(parse(raw), AUTHSERV)
+    assert auth.dmarc == "fail"
+    assert auth.trusted_headers == 2
+
+
+def test_rfc8601_syntax_comments_quotes_versions_and_multiple_dkim():
+    authserv, results = parse_authentication_results(
+        'mx.example.jp (our "server"); spf = pass (sender IP is 192.0.2.1) smtp.mailfrom="a@b.example.jp";'
+        " dkim/1=fail reason=\"bad sig\" header.d=other.example; dkim=pass header.d=b.example.jp header.i=@b.example.jp;"
+        " dmarc=pass (p=reject) header.from=b.example.jp; iprev=pass policy.iprev=192.0.2.1")
+    assert authserv == "mx.example.jp"
+    assert [(r.method, r.result) for r in results] == [
+        ("spf", "pass"), ("dkim", "fail"), ("dkim", "pass"), ("dmarc", "pass"), ("iprev", "pass")]
+    assert results[0].get("smtp.mailfrom") == "a@b.example.jp"
+    assert results[1].reason == "bad sig"
+    auth_none = parse_authentication_results("mx.example.jp; none")
+    assert auth_none == ("mx.example.jp", [])
+    with pytest.raises(ValueError):
+        parse_authentication_results("  ")
+
+
+def test_any_passing_dkim_signature_counts():
+    raw = (b"Authentication-Results: mx.town.misato.example.jp; dkim=fail header.d=x.example;"
+           b" dkim=pass header.d=B.example.jp\r\nFrom: a@b.example.jp\r\n\r\n")
+    auth = authentication(parse(raw), AUTHSERV)
+    assert auth.dkim == "pass" and auth.dkim_pass_domains == ("b.example.jp",)
+
+
+# --- automatic mail -------------------------------------------------------------------------
+
+
+def test_bounce_is_automatic_for_every_reason_it_carries():
+    walked = walk("bounce_mailer_daemon.eml")
+    assert walked.automatic
+    assert set(walked.automatic_reasons) == {
+        "Auto-Submitted: auto-replied", "null Return-Path", "multipart/report (delivery or read report)",
+        "sent by MAILER-DAEMON"}
+    assert "could not" in walked.body_text  # the notification text, not the delivery-status part
+    assert walked.documents == ()
+
+
+def test_exchange_out_of_office_is_automatic():
+    walked = walk("out_of_office_exchange.eml")
+    assert walked.automatic
+    assert walked.automatic_reasons == ("Auto-Submitted: auto-replied", "X-Auto-Response-Suppress")
+    assert walked.subject == "自動応答: 【美郷町】受付のお知らせ"
+
+
+def test_subject_only_auto_reply_counts_only_as_a_reply_without_documents():
+    walked = walk("auto_reply_subject_only.eml")
+    assert walked.automatic and walked.automatic_reasons == ("auto-reply subject on a reply without documents",)
+    message = parse((FIXTURES / "auto_reply_subject_only.eml").read_bytes())
+    assert not automatic(message, "text/plain", walked.subject, has_documents=True).automatic
+    not_a_reply = parse(b"From: a@b.example.jp\r\nSubject: Out of Office\r\n\r\nx")
+    assert not automatic(not_a_reply, "text/plain", "Out of Office", has_documents=False).automatic
+
+
+@pytest.mark.parametrize(
+    ("header", "expected"),
+    [
+        (b"Auto-Submitted: no", False),
+        (b"Auto-Submitted: auto-generated (by a robot)", True),
+        (b"Auto-Submitted: (comment) auto-notified", True),
+        (b"Precedence: bulk", True),
+        (b"Precedence: JUNK", True),
+        (b"Precedence: first-class", False),
+        (b"List-Id: <news.example.jp>", True),
+        (b"List-Unsubscribe: <mailto:u@example.jp>", True),
+        (b"Return-Path: <>", True),
+        (b"Return-Path: < >", True),
+        (b"Return-Path: <a@b.example.jp>", False),
+        (b"X-Auto-Response-Suppress: OOF", True),
+        (b"X-Autoreply: yes", True),
+        (b"From: postmaster@b.example.jp", True),
+        (b"X-Mailer: Outlook", False),
+    ],
+)
+def test_automatic_headers(header, expected):
+    raw = header + b"\r\nFrom: tanaka@kensetsu-sato.example.jp\r\nSubject: hi\r\n\r\nbody\r\n"
+    assert automatic(parse(raw), "text/plain", "hi", has_documents=False).automatic is expected
+
+
+def test_contractor_mail_is_not_automatic():
+    assert not walk("outlook2010_iso2022jp.eml").automatic
+    assert not walk("thunderbird_forward_nested.eml").automatic
+
+
+# --- sender ---------------------------------------------------------------------------------
+
+
+def test_sender_from_and_reply_to_checked_and_invalid_ones_kept_flagged():
+    raw = (b"From: =?UTF-8?B?5Yqg6Jek?= <Kato@Example.JP>\r\n"
+           b"Reply-To: broken@@example.jp, good@example.jp, \"x\" <no-domain>\r\n\r\n")
+    found = sender(parse(raw))
+    assert found.valid and found.address.display_name == "加藤"
+    assert found.address.normalized == "Kato@example.jp"
+    reply = [(a.address, a.valid) for a in found.reply_to]
+    assert ("good@example.jp", True) in reply
+    assert all(not valid for address, valid in reply if address != "good@example.jp")
+    assert all(a.error for a in found.reply_to if not a.valid)
+
+
+def test_two_from_addresses_or_none_is_not_a_valid_sender():
+    assert not sender(parse(b"From: a@example.jp, b@example.jp\r\n\r\n")).valid
+    assert sender(parse(b"From: a@example.jp, b@example.jp\r\n\r\n")).address is None
+    assert not sender(parse(b"Subject: x\r\n\r\n")).valid
+
+
+def test_message_id_and_date():
+    message = parse(b"Message-ID:  <abc@example.jp> (comment)\r\nDate: Tue, 7 Apr 2026 10:15:32 +0900\r\n\r\n")
+    assert message_id(message) == "abc@example.jp"
+    assert sent_date(message).isoformat() == "2026-04-07T10:15:32+09:00"
+    assert sent_date(parse(b"Date: yesterday\r\n\r\n")) is None
+
+
+# --- body and typed keys --------------------------------------------------------------------
+
+
+def test_html_to_text():
+    html = ("<html><head><title>t</title><style>.a{}</style></head><body><table><tr><td>保証契約番号</td>"
+            "<td>26-000123-5</td></tr></table><p>a&nbsp;b&lt;c</p><br>end</body></html>")
+    assert html_to_text(html) == "保証契約番号 26-000123-5\n\na b<c\n\nend"
+    assert html_to_text("<p>unclosed <b>tags") == "unclosed tags"
+
+
+def test_choose_body_prefers_plain_text():
+    assert choose_body(["plain"], ["<p>html</p>"]) == "plain"
+    assert choose_body(["  "], ["<p>html</p>"]) == "html"
+    assert choose_body([], []) == ""
+
+
+def test_typed_keys_in_the_iphone_mail_including_a_mistyped_one():
+    walked = walk("iphone_cp932_8bit.eml")
+    right, wrong = walked.typed_keys
+    assert right.guarantee_no == KEYS["guarantee_no"] and right.guarantee_no_valid
+    assert right.access_key == access_key.canonical(KEYS["access_key"]) and right.access_key_valid
+    assert wrong.guarantee_no == KEYS["second_guarantee_no"]
+    assert wrong.access_key == access_key.canonical(KEYS["mistyped_key"]) and not wrong.access_key_valid
+    assert KEYS["access_key"] not in repr(walked.typed_keys)  # never in logs
+    assert right.access_key_masked == access_key.mask(KEYS["access_key"])
+
+
+def test_typed_keys_full_width_dashes_and_number_only():
+    key = KEYS["access_key"]
+    wide = key.translate({ord(c): ord(c) + 0xFEE0 for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"})
+    text = f"保証契約番号　２６ー０００１２３ー５\n認証キー　{wide.replace('-', '－')}\n別件 {guarantee_no.make(2026, 7)}"
+    found = typed_keys(text)
+    assert [(k.guarantee_no, k.access_key_valid) for k in found] == [
+        ("26-000123-5", True), (guarantee_no.make(2026, 7), False)]
+    assert found[1].access_key is None
+
+
+def test_typed_keys_ignore_card_numbers_words_and_urls():
+    text = ("カード 1234-5678-9012-3456 / ABCDEFGHJKMNPQRS / https://example.jp/P2KXFEDMZ56GQX9Nabc\n"
+            "番号 26-000123-4")  # wrong Luhn digit
+    found = typed_keys(text)
+    assert [(k.guarantee_no, k.guarantee_no_valid, k.access_key) for k in found] == [("26-000123-4", False, None)]
