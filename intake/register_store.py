@@ -1,0 +1,268 @@
+"""The desk's records in the database: the contract register (and its CSV import) and the index of
+guarantees already accepted. These are the adapters of ``verifier/register.py``'s ports.
+
+Adapters take a ``Session`` so that the intake pipeline reads them inside its own transaction.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from typing import Collection, Mapping
+
+from sqlmodel import Session, select
+
+from rules.domain import Certificate, Contract, GuaranteeType
+from rules.findings import Verdict
+from store.tables import CertificateRecord, Contract as ContractRow, InboundMessage, Submission
+from verifier.certificate_signature import SignedCertificate
+from verifier.normalise import nfkc, parse_amount, parse_date
+
+_ADVANCE_TYPES = (GuaranteeType.ADVANCE, GuaranteeType.INTERMEDIATE_ADVANCE)
+
+
+def to_contract(row: ContractRow) -> Contract:
+    return Contract(
+        contract_no=row.contract_no, desk=row.desk, work_name=row.work_name, work_category=row.work_category,
+        contractor_name=row.contractor_name, contract_amount=row.contract_amount, contract_date=row.contract_date,
+        completion_date=row.completion_date, advance_amount=row.advance_amount,
+        intermediate_advance_amount=row.intermediate_advance_amount, department=row.department,
+    )
+
+
+class DbContractRegister:
+    """``ContractRegister`` over the ``contract`` table."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def get(self, desk: str, contract_no: str) -> Contract | None:
+        row = self._session.exec(
+            select(ContractRow).where(ContractRow.desk == desk, ContractRow.contract_no == contract_no)
+        ).first()
+        return to_contract(row) if row else None
+
+
+class DbAcceptedIndex:
+    """``AcceptedIndex`` over accepted submissions and their mails' receipt numbers."""
+
+    def __init__(self, session: Session) -> None:
+        self._session = session
+
+    def receipt_for(self, desk: str, guarantee_no: str, before_id: int | None = None) -> str | None:
+        """``before_id``: only submissions recorded before that one (a replay must not find itself)."""
+        query = (
+            select(InboundMessage.receipt_no)
+            .join(Submission, Submission.inbound_id == InboundMessage.id)
+            .where(Submission.desk == desk, Submission.guarantee_no == guarantee_no,
+                   Submission.verdict == Verdict.ACCEPTED.value, InboundMessage.receipt_no.is_not(None))
+        )
+        if before_id is not None:
+            query = query.where(Submission.id < before_id)
+        return self._session.exec(query.order_by(Submission.id).limit(1)).first()
+
+    def advance_amounts(self, desk: str, contract_no: str) -> Mapping[GuaranteeType, int]:
+        rows = self._session.exec(
+            select(Submission.guarantee_no, Submission.guarantee_type)
+            .where(Submission.desk == desk, Submission.contract_no == contract_no,
+                   Submission.verdict == Verdict.ACCEPTED.value,
+                   Submission.guarantee_type.in_([t.value for t in _ADVANCE_TYPES]))
+            .order_by(Submission.id)
+        ).all()
+        amounts: dict[GuaranteeType, int] = {}
+        for guarantee_no, _type in rows:
+            certificate = stored_certificate(self._session, guarantee_no)
+            if certificate is not None and certificate.guarantee_type in _ADVANCE_TYPES:
+                amounts.setdefault(certificate.guarantee_type, certificate.guarantee_amount)
+        return amounts
+
+
+def stored_certificate(session: Session, guarantee_no: str | None) -> Certificate | None:
+    """The certificate as the embedded guarantor's registry holds it (same database), or None.
+
+    Submissions do not keep the certificate itself, so this is how accepted amounts and
+    ``rules check --replay`` find it; with a remote look-up service the registry is empty here.
+    """
+    if not guarantee_no:
+        return None
+    record = session.exec(select(CertificateRecord).where(CertificateRecord.guarantee_no == guarantee_no)).first()
+    if record is None:
+        return None
+    try:
+        return SignedCertificate.from_json(record.signed_json).certificate()
+    except (ValueError, KeyError, TypeError):
+        return None
+
+
+# ------------------------------------------------------------------------------------------
+# CSV import of the register
+# ------------------------------------------------------------------------------------------
+
+COLUMNS = (
+    "contract_no", "desk", "work_name", "work_category", "contractor_name", "contract_amount",
+    "contract_date", "completion_date", "advance_amount", "intermediate_advance_amount", "department",
+)
+_REQUIRED_TEXT = ("contract_no", "desk", "work_name", "work_category", "contractor_name", "department")
+
+
+@dataclass
+class ImportReport:
+    created: int = 0
+    updated: int = 0
+    by_desk: dict[str, int] = field(default_factory=dict)  # rows created or updated, per desk
+    errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason); header = line 1
+
+
+class CsvError(ValueError):
+    """The file as a whole cannot be read (encoding, header)."""
+
+
+def decode_csv(data: bytes) -> str:
+    """UTF-8 (with or without BOM) first, then CP932, as Excel writes either."""
+    for encoding in ("utf-8-sig", "cp932"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise CsvError("UTF-8 でも Shift_JIS (CP932) でもないファイルです")
+
+
+def import_contracts(
+    session: Session, data: bytes, departments: Mapping[str, Collection[str]], now: datetime
+) -> ImportReport:
+    """Insert or update register rows by (desk, contract_no); bad lines are reported and skipped.
+
+    ``departments`` maps each known desk to its department ids. Adds to ``session``; the caller
+    commits. Raises ``CsvError`` when the file cannot be read at all.
+    """
+    reader = csv.reader(io.StringIO(decode_csv(data), newline=""))
+    header_names = _read_header(reader)
+    report = ImportReport()
+    seen: dict[tuple[str, str], int] = {}
+    for line, values in _records(reader, report):
+        if not any(value.strip() for value in values):
+            continue
+        try:
+            if len(values) != len(header_names):
+                raise ValueError(f"列の数が{len(values)}です({len(header_names)}列必要です)")
+            contract = _parse_row(dict(zip(header_names, values)), departments)
+        except ValueError as error:
+            report.errors.append((line, str(error)))
+            continue
+        identity = (contract.desk, contract.contract_no)
+        if identity in seen:
+            report.errors.append((line, f"contract_no {contract.contract_no} は{seen[identity]}行目と重複しています"))
+            continue
+        seen[identity] = line
+        report.by_desk[contract.desk] = report.by_desk.get(contract.desk, 0) + 1
+        if _upsert(session, contract, now):
+            report.created += 1
+        else:
+            report.updated += 1
+    return report
+
+
+def _read_header(reader) -> list[str]:
+    try:
+        header = next(reader)
+    except StopIteration:
+        raise CsvError("ファイルが空です(1行目に列名が必要です)") from None
+    except csv.Error as error:
+        raise CsvError(f"1行目: CSVとして読めません: {error}") from None
+    names = [nfkc(name).strip() for name in header]
+    missing = [c for c in COLUMNS if c not in names]
+    unknown = [n for n in names if n not in COLUMNS]
+    repeated = sorted({n for n in names if names.count(n) > 1})
+    problems = []
+    if missing:
+        problems.append(f"足りない列: {', '.join(missing)}")
+    if unknown:
+        problems.append(f"不明な列: {', '.join(repr(n) for n in unknown)}")
+    if repeated:
+        problems.append(f"重複した列: {', '.join(repeated)}")
+    if problems:
+        raise CsvError(f"1行目: {'、'.join(problems)}(必要な列: {', '.join(COLUMNS)})")
+    return names
+
+
+def _records(reader, report: ImportReport):
+    """(first line number, values) per record; a quoted field may span lines."""
+    previous_end = reader.line_num
+    while True:
+        try:
+            values = next(reader)
+        except StopIteration:
+            return
+        except csv.Error as error:
+            report.errors.append((previous_end + 1, f"CSVとして読めません: {error}"))
+            return
+        yield previous_end + 1, values
+        previous_end = reader.line_num
+
+
+def _parse_row(row: dict[str, str], departments: Mapping[str, Collection[str]]) -> Contract:
+    text = {name: nfkc(row[name]).strip() for name in _REQUIRED_TEXT}
+    for name, value in text.items():
+        if not value:
+            raise ValueError(f"{name} が空欄です")
+    desk = text["desk"]
+    if desk not in departments:
+        raise ValueError(f"desk {desk!r} は設定にない窓口です(設定済み: {', '.join(sorted(departments))})")
+    if text["department"] not in departments[desk]:
+        known = ", ".join(sorted(departments[desk]))
+        raise ValueError(f"department {text['department']!r} は窓口 {desk} の部署にありません(設定済み: {known})")
+    contract_date = _date(row, "contract_date")
+    completion_date = _date(row, "completion_date")
+    if completion_date < contract_date:
+        raise ValueError(f"completion_date ({completion_date}) が contract_date ({contract_date}) より前です")
+    contract_amount = _amount(row, "contract_amount")
+    if contract_amount is None or contract_amount <= 0:
+        raise ValueError("contract_amount は1円以上の金額で入力してください")
+    return Contract(
+        contract_no=text["contract_no"], desk=desk, work_name=text["work_name"],
+        work_category=text["work_category"], contractor_name=text["contractor_name"],
+        contract_amount=contract_amount, contract_date=contract_date, completion_date=completion_date,
+        advance_amount=_amount(row, "advance_amount"),
+        intermediate_advance_amount=_amount(row, "intermediate_advance_amount"),
+        department=text["department"],
+    )
+
+
+def _date(row: dict[str, str], name: str) -> date:
+    value = row[name].strip()
+    if not value:
+        raise ValueError(f"{name} が空欄です")
+    try:
+        return parse_date(value)
+    except ValueError:
+        raise ValueError(f"{name} {value!r} は日付として読めません(例: 2026-04-01、2026/4/1、令和8年4月1日)") from None
+
+
+def _amount(row: dict[str, str], name: str) -> int | None:
+    value = row[name].strip()
+    if not value:
+        return None
+    try:
+        return parse_amount(value)
+    except ValueError:
+        raise ValueError(f"{name} {value!r} は金額として読めません(例: 12,345,000)") from None
+
+
+def _upsert(session: Session, contract: Contract, now: datetime) -> bool:
+    """True when a row was created, False when an existing one was updated."""
+    row = session.exec(
+        select(ContractRow).where(ContractRow.desk == contract.desk, ContractRow.contract_no == contract.contract_no)
+    ).first()
+    created = row is None
+    if created:
+        row = ContractRow(desk=contract.desk, contract_no=contract.contract_no, work_name="", work_category="",
+                          contractor_name="", contract_amount=0, contract_date=contract.contract_date,
+                          completion_date=contract.completion_date, department="")
+    for name in ("work_name", "work_category", "contractor_name", "contract_amount", "contract_date",
+                 "completion_date", "advance_amount", "intermediate_advance_amount", "department"):
+        setattr(row, name, getattr(contract, name))
+    row.updated_at = now
+    session.add(row)
+    return created

@@ -1,0 +1,73 @@
+"""From a walked mail to what ``verifier.verify.verify_mail`` takes: documents read within limits
+and the mail's context. Shared by the intake pipeline and ``keydesk verify`` so both judge a mail
+the same way.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Callable
+
+from intake.authentication_results import Authentication
+from intake.mail_context import typed_keys
+from intake.mime import MailDocument, WalkedMail
+from rules.findings import Finding
+from rules.signatures import Patterns
+from verifier.pdf_text import TextResult
+from verifier.verify import InputDocument, MailContext, SenderAuthentication
+
+PdfReader = Callable[[bytes], TextResult]
+
+
+def sender_authentication(authentication: Authentication) -> SenderAuthentication:
+    """What our own server's SPF/DKIM/DMARC results say about the sender, in one word.
+
+    DMARC decides when present (it already combines SPF and DKIM with alignment); without it a
+    passing DKIM signature or SPF check counts as passed, and a failing SPF with no passing DKIM as
+    failed. No trusted results at all is "unknown".
+    """
+    if not authentication.results:
+        return SenderAuthentication.UNKNOWN
+    dmarc = authentication.dmarc
+    if dmarc == "pass":
+        return SenderAuthentication.PASSED
+    if dmarc == "fail":
+        return SenderAuthentication.FAILED
+    if dmarc is None:
+        if authentication.dkim == "pass" or authentication.spf == "pass":
+            return SenderAuthentication.PASSED
+        if authentication.spf in ("fail", "softfail") or authentication.dkim == "fail":
+            return SenderAuthentication.FAILED
+    return SenderAuthentication.UNKNOWN
+
+
+def input_document(document: MailDocument, read_pdf: PdfReader) -> InputDocument:
+    """A PDF (by content) is read with the bounded reader; anything else is passed on unread."""
+    return InputDocument(document.display_name, read_pdf(document.content) if document.is_pdf else None)
+
+
+def verify_inputs(walked: WalkedMail, desk: str, read_pdf: PdfReader,
+                  patterns: Patterns | None = None) -> tuple[list[InputDocument], MailContext]:
+    """``patterns``: the number and key patterns of config/rules.toml for keys typed in the body
+    (without them, this project's own formats)."""
+    documents = [input_document(d, read_pdf) for d in walked.documents]
+    keys = walked.typed_keys
+    if patterns is not None:
+        keys = typed_keys(walked.body_text, re.compile(patterns.guarantee_no), re.compile(patterns.access_key))
+    context = MailContext(
+        desk=desk,
+        automatic=walked.automatic,
+        authentication=sender_authentication(walked.authentication),
+        typed_keys=tuple(keys),
+        problems=tuple(walked.problems),
+        automatic_reason="; ".join(walked.automatic_reasons),
+    )
+    return documents, context
+
+
+def too_large_context(desk: str, limit_bytes: int) -> MailContext:
+    """The context of a mail over the size limit: answered from its headers, nothing else read."""
+    limit = f"{limit_bytes // (1024 * 1024)}MB" if limit_bytes >= 1024 * 1024 else f"{limit_bytes}バイト"
+    return MailContext(desk=desk, problems=(
+        Finding("mail.too_large", detail=f"the mail is over {limit_bytes} bytes", params={"limit": limit}),
+    ))

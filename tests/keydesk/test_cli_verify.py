@@ -1,0 +1,203 @@
+"""End to end: the guarantor issues, the desk imports its register, `keydesk verify` decides.
+
+This is issue 4's "Done when": after `keydesk guarantor issue` and `keydesk contracts import` on
+matching CSVs, `keydesk verify --json` says accepted for a key notice, returned with
+doc.certificate_view for its certificate view, and broken for the key notice cut in half.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, select
+from typer.testing import CliRunner
+
+from keydesk import cli_guarantor, cli_verify
+from keydesk.cli import app
+from keydesk.runtime import Runtime
+from store.tables import Contract as ContractRow, InboundMessage, Submission
+
+cli_guarantor.register(app)
+cli_verify.register(app)
+
+GUARANTEES = """guarantee_type,contractor_name,contractor_email,obligee,desk,contract_no,work_name,work_category,contract_amount,guarantee_amount,fee,contract_date,completion_date,period_start,period_end,bulk_fee_payment
+前払金保証,株式会社美郷建設,info@misato-kensetsu.example,美郷町長,misato,R8-土木-001,町道美郷中央線道路改良工事,工事,30862500,12345000,98760,2026-04-01,2027-03-15,2026-04-01,2027-03-31,false
+中間前払金保証,株式会社美郷建設,info@misato-kensetsu.example,美郷町長,misato,R8-土木-001,町道美郷中央線道路改良工事,工事,30862500,6172500,41500,2026-04-01,2027-03-15,2026-09-01,2027-03-31,false
+契約保証,有限会社山田土木,keiri@yamada-doboku.example,美郷町長,misato,R8-土木-002,美郷川護岸補修工事,工事,15400000,1540000,12300,2026-04-10,2026-12-25,2026-04-10,2026-12-25,true
+"""
+# The register as the town keeps it: other spellings of the firms, amounts with commas, CP932.
+CONTRACTS = """contract_no,desk,work_name,work_category,contractor_name,contract_amount,contract_date,completion_date,advance_amount,intermediate_advance_amount,department
+R8-土木-001,misato,町道美郷中央線道路改良工事,工事,㈱美郷建設,"30,862,500",2026/4/1,2027/3/15,"12,345,000",,kensetsu
+R8-土木-002,misato,美郷川護岸補修工事,工事,山田土木 有限会社,"15,400,000",2026/4/10,2026/12/25,,,keiyaku
+"""
+
+
+def invoke(config: Path, *args: str):
+    result = CliRunner().invoke(app, ["--config", str(config), *args], catch_exceptions=False)
+    return result
+
+
+@pytest.fixture
+def issued(deployment: Path, tmp_path: Path) -> dict:
+    """A deployment with a signing key, three issued guarantees and the matching register."""
+    assert invoke(deployment, "db", "upgrade").exit_code == 0
+    assert invoke(deployment, "guarantor", "init").exit_code == 0
+    guarantees = tmp_path / "guarantees.csv"
+    guarantees.write_text(GUARANTEES, encoding="utf-8")
+    out = tmp_path / "documents"
+    result = invoke(deployment, "guarantor", "issue", str(guarantees), "--out", str(out), "--json")
+    assert result.exit_code == 0, result.output
+    rows = [json.loads(line) for line in result.stdout.splitlines()]
+    assert len(rows) == 3 and all("guarantee_no" in row for row in rows), result.output
+    contracts = tmp_path / "contracts.csv"
+    contracts.write_bytes(CONTRACTS.encode("cp932"))
+    result = invoke(deployment, "contracts", "import", str(contracts))
+    assert result.exit_code == 0, result.output
+    assert "新規 2 件" in result.output
+    return {"rows": rows, "config": deployment, "tmp": tmp_path}
+
+
+def verify_json(config: Path, *paths: Path) -> list[dict]:
+    result = invoke(config, "verify", "--json", *map(str, paths))
+    assert result.exit_code == 0, result.output
+    return [json.loads(line) for line in result.stdout.splitlines()]
+
+
+def test_done_when_accepted_certificate_view_returned_half_notice_broken(issued: dict) -> None:
+    advance = issued["rows"][0]
+    notice = Path(advance["files"]["key_notice"])
+    view = Path(advance["files"]["certificate_view"])
+    half = issued["tmp"] / "half.pdf"
+    data = notice.read_bytes()
+    half.write_bytes(data[: len(data) // 2])
+
+    accepted, returned, broken = verify_json(issued["config"], notice, view, half)
+
+    assert accepted["path"] == str(notice)
+    assert accepted["verdict"] == "accepted", accepted
+    assert accepted["findings"] == []
+    key = advance["access_key"]
+    assert accepted["documents"] == [{"kind": "key_notice", "guarantee_no": advance["guarantee_no"],
+                                      "access_key_masked": f"{key[:4]}-****-****-{key[-4:]}"}]
+
+    assert returned["verdict"] == "returned"
+    assert [f["code"] for f in returned["findings"]] == ["doc.certificate_view"]
+    assert returned["findings"][0]["severity"] == "error"
+    assert "STEP4" in returned["findings"][0]["message"]
+    assert returned["documents"] == [{"kind": "certificate_view", "guarantee_no": None, "access_key_masked": None}]
+
+    assert broken["verdict"] == "returned"
+    assert broken["documents"][0]["kind"] == "broken"
+    assert [f["code"] for f in broken["findings"]] == ["doc.broken"]
+
+
+def test_every_issued_guarantee_matches_the_register(issued: dict) -> None:
+    paths = [Path(row["files"]["key_notice"]) for row in issued["rows"]]
+    results = verify_json(issued["config"], *paths)
+    # 前払金 exactly 40%, 中間前払金 exactly 20% with the register's advance: 60% in total.
+    assert [r["verdict"] for r in results] == ["accepted"] * 3, results
+
+
+def test_a_mail_with_the_notice_and_its_fee_receipt(issued: dict) -> None:
+    from email.message import EmailMessage
+
+    row = issued["rows"][2]  # 契約保証 with bulk fee payment: receipt and statement exist
+    message = EmailMessage()
+    message["From"] = "keiri@yamada-doboku.example"
+    message["To"] = "keiyaku@town.misato.example"
+    message["Subject"] = "【電子保証】美郷川護岸補修工事"
+    message.set_content("認証キー等のお知らせを送付します。")
+    for kind in ("key_notice", "fee_receipt"):
+        message.add_attachment(Path(row["files"][kind]).read_bytes(), maintype="application", subtype="pdf",
+                               filename=f"{kind}.pdf")
+    mail = issued["tmp"] / "mail.eml"
+    mail.write_bytes(message.as_bytes())
+    [result] = verify_json(issued["config"], mail)
+    assert result["verdict"] == "accepted", result
+    assert [f["code"] for f in result["findings"]] == ["doc.fee_receipt"]
+    assert [d["kind"] for d in result["documents"]] == ["key_notice", "fee_receipt"]
+
+
+def test_verify_records_nothing_and_reports_unreadable_paths(issued: dict) -> None:
+    config = issued["config"]
+    runtime = Runtime(config)
+    with Session(runtime.engine) as session:
+        before = len(session.exec(select(Submission)).all()), len(session.exec(select(InboundMessage)).all())
+    result = invoke(config, "verify", "--json", str(issued["tmp"] / "missing.pdf"), str(issued["tmp"] / "x.txt"))
+    lines = [json.loads(line) for line in result.stdout.splitlines()]
+    assert result.exit_code == 1
+    assert [("error" in line) for line in lines] == [True, True]
+    assert ".pdf または .eml" in lines[1]["error"]
+    with Session(runtime.engine) as session:
+        after = len(session.exec(select(Submission)).all()), len(session.exec(select(InboundMessage)).all())
+    assert before == after == (0, 0)
+
+
+def test_human_readable_output_is_japanese(issued: dict) -> None:
+    view = Path(issued["rows"][0]["files"]["certificate_view"])
+    result = invoke(issued["config"], "verify", str(view))
+    assert result.exit_code == 0
+    assert "返送" in result.output and "doc.certificate_view" in result.output and "STEP4" in result.output
+
+
+def test_contracts_import_reports_bad_lines_and_updates_on_reimport(issued: dict) -> None:
+    config, tmp = issued["config"], issued["tmp"]
+    changed = tmp / "changed.csv"
+    changed.write_text(
+        CONTRACTS.splitlines()[0] + "\n"
+        + "R8-土木-002,misato,美郷川護岸補修工事,工事,有限会社山田土木,\"16,000,000\",2026/4/10,2026/12/25,,,keiyaku\n"
+        + "R8-土木-009,tonari,隣町の工事,工事,隣村組,1000000,2026/4/10,2026/12/25,,,somu\n",
+        encoding="utf-8-sig",
+    )
+    result = invoke(config, "contracts", "import", str(changed))
+    assert result.exit_code == 1
+    assert "更新 1 件" in result.output and "エラー 1 行" in result.output
+    assert "changed.csv:3行目" in result.output and "tonari" in result.output
+    with Session(Runtime(config).engine) as session:
+        row = session.exec(select(ContractRow).where(ContractRow.contract_no == "R8-土木-002")).one()
+        assert row.contract_amount == 16_000_000
+
+
+def test_contracts_import_of_an_unreadable_file_fails_with_one_line(issued: dict) -> None:
+    bad = issued["tmp"] / "bad.csv"
+    bad.write_text("a,b\n1,2\n", encoding="utf-8")
+    result = CliRunner().invoke(app, ["--config", str(issued["config"]), "contracts", "import", str(bad)])
+    assert result.exit_code != 0
+    assert "足りない列" in str(result.exception)
+
+
+def test_rules_check_and_replay(issued: dict) -> None:
+    config = issued["config"]
+    result = invoke(config, "rules", "check")
+    assert result.exit_code == 0 and "rules.toml は正常です" in result.output
+
+    # Two submissions accepted under the current rules (as the intake would have recorded them).
+    runtime = Runtime(config)
+    advance, contract = issued["rows"][0], issued["rows"][2]
+    with Session(runtime.engine) as session:
+        for uid, (row, kind, department) in enumerate([(advance, "前払金保証", "kensetsu"),
+                                                        (contract, "契約保証", "keiyaku")], start=1):
+            mail = InboundMessage(desk="misato", account="a", mailbox="INBOX", uidvalidity=1, uid=uid,
+                                  sha256=f"{uid:064d}", size=1, receipt_no=f"K-2026-00000{uid}")
+            session.add(mail)
+            session.flush()
+            session.add(Submission(desk="misato", inbound_id=mail.id, guarantee_no=row["guarantee_no"],
+                                   guarantee_type=kind, contract_no="R8", department=department, verdict="accepted",
+                                   findings_json="[]"))
+        session.commit()
+
+    result = invoke(config, "rules", "check", "--replay", "10")
+    assert result.exit_code == 0, result.output
+    assert "判定が変わるもの 0 件" in result.output
+
+    # Stricter rules: advances at most 30% → the 前払金 (40%) would now need review.
+    rules_file = config / "rules.toml"
+    text = rules_file.read_text(encoding="utf-8")
+    rules_file.write_text(text.replace("advance_max_ratio = 0.40", "advance_max_ratio = 0.30", 1), encoding="utf-8")
+    result = invoke(config, "rules", "check", "--replay", "10")
+    assert result.exit_code == 0, result.output
+    assert "判定が変わるもの 1 件" in result.output
+    assert f"K-2026-000001 {advance['guarantee_no']}: accepted → needs_review" in result.output
+    assert "追加: amount.advance_high" in result.output

@@ -1,0 +1,470 @@
+"""The decision over one mail, with in-memory fakes of the ports and the guarantor's real PDFs."""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, replace
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from guarantor.pdf import render_certificate_view, render_fee_receipt, render_fee_statement, render_key_notice
+from rules.domain import Certificate, Contract, GuaranteeType
+from rules.findings import CODES, Finding, Verdict
+from rules.schema import DeskRules, SenderPolicy
+from rules.signatures import DocumentKind, DocumentSignatures
+from verifier import access_key as keys
+from verifier.certificate_signature import SignedCertificate, canonical_json, key_id
+from verifier.lookup import LookupResult, LookupStatus
+from verifier.pdf_text import TextResult, TextStatus, extract_in_process
+from verifier.verify import (
+    BODY, InputDocument, MailContext, MailVerdict, Ports, SenderAuthentication, notice_differences, verify_mail,
+)
+
+RULES_TOML = tomllib.loads((Path(__file__).parents[2] / "config" / "rules.toml").read_text(encoding="utf-8"))
+SIGNATURES = DocumentSignatures.model_validate(RULES_TOML["documents"])
+RULES = DeskRules.model_validate(RULES_TOML["desks"]["misato"])
+NOW = datetime(2026, 4, 15, 10, 0, tzinfo=timezone.utc)
+ISSUED = datetime(2026, 4, 12, 9, 0, tzinfo=timezone.utc)
+SIGNING_KEY = Ed25519PrivateKey.generate()
+TRUSTED = {key_id(SIGNING_KEY.public_key()): SIGNING_KEY.public_key()}
+
+ADVANCE_CERT = Certificate(
+    guarantee_no="26-000123-4", guarantee_type=GuaranteeType.ADVANCE, guarantor="西日本建設業保証株式会社",
+    contractor_name="株式会社美郷建設", obligee="美郷町長", desk="misato", contract_no="R8-001",
+    work_name="町道美郷線 道路改良工事", work_category="工事", contract_amount=12_345_000,
+    guarantee_amount=4_938_000, fee=30_000, contract_date=date(2026, 4, 10), completion_date=date(2027, 3, 15),
+    period_start=date(2026, 4, 10), period_end=date(2027, 3, 15), issued_on=date(2026, 4, 12),
+)
+CONTRACT_CERT = replace(ADVANCE_CERT, guarantee_no="26-000124-2", guarantee_type=GuaranteeType.CONTRACT,
+                        guarantee_amount=1_234_500)
+INTERMEDIATE_CERT = replace(ADVANCE_CERT, guarantee_no="26-000125-9",
+                            guarantee_type=GuaranteeType.INTERMEDIATE_ADVANCE, guarantee_amount=2_469_001)
+REGISTER_ROW = Contract(
+    contract_no="R8-001", desk="misato", work_name="町道美郷線 道路改良工事", work_category="工事",
+    contractor_name="㈱美郷建設", contract_amount=12_345_000, contract_date=date(2026, 4, 10),
+    completion_date=date(2027, 3, 15), advance_amount=None, intermediate_advance_amount=None, department="kensetsu",
+)
+
+
+def sign(certificate: Certificate, private_key: Ed25519PrivateKey = SIGNING_KEY) -> SignedCertificate:
+    payload = canonical_json(certificate)
+    return SignedCertificate(payload, private_key.sign(payload), key_id(private_key.public_key()))
+
+
+class FakeLookup:
+    def __init__(self) -> None:
+        self.answers: dict[tuple[str, str], LookupResult] = {}
+        self.calls: list[tuple[str, str, datetime]] = []
+
+    def issue(self, certificate: Certificate, signed: SignedCertificate | None = None) -> str:
+        key = keys.generate()
+        self.answers[(certificate.guarantee_no, keys.parse(key))] = LookupResult(
+            LookupStatus.FOUND, signed or sign(certificate)
+        )
+        return key
+
+    def lookup(self, guarantee_no: str, access_key: str, now: datetime) -> LookupResult:
+        self.calls.append((guarantee_no, access_key, now))
+        return self.answers.get((guarantee_no, access_key), LookupResult(LookupStatus.NO_MATCH))
+
+
+class FakeRegister:
+    def __init__(self, *rows: Contract) -> None:
+        self.rows = {(row.desk, row.contract_no): row for row in rows}
+
+    def get(self, desk: str, contract_no: str) -> Contract | None:
+        return self.rows.get((desk, contract_no))
+
+
+class FakeAccepted:
+    def __init__(self, receipts: dict[str, str] | None = None, advances: dict | None = None) -> None:
+        self.receipts = receipts or {}
+        self.advances = advances or {}
+
+    def receipt_for(self, desk: str, guarantee_no: str) -> str | None:
+        return self.receipts.get(guarantee_no)
+
+    def advance_amounts(self, desk: str, contract_no: str):
+        return self.advances.get(contract_no, {})
+
+
+@dataclass
+class Desk:
+    lookup: FakeLookup
+    register: FakeRegister
+    accepted: FakeAccepted
+    rules: DeskRules = RULES
+
+    @property
+    def ports(self) -> Ports:
+        return Ports(self.lookup, self.register, self.accepted, TRUSTED)
+
+    def verify(self, *documents: InputDocument, context: MailContext | None = None) -> MailVerdict:
+        return verify_mail(documents, context or MailContext(desk="misato"), self.rules, SIGNATURES, self.ports, NOW)
+
+
+@pytest.fixture
+def desk() -> Desk:
+    return Desk(FakeLookup(), FakeRegister(REGISTER_ROW), FakeAccepted())
+
+
+def pdf(name: str, data: bytes) -> InputDocument:
+    return InputDocument(name, extract_in_process(data))
+
+
+def notice(certificate: Certificate, key: str, name: str = "認証キー等のお知らせ.pdf") -> InputDocument:
+    return pdf(name, render_key_notice(certificate, key, ISSUED))
+
+
+def codes(findings) -> list[str]:
+    return [f.code for f in findings]
+
+
+def all_codes(verdict: MailVerdict) -> set[str]:
+    return set(codes(verdict.all_findings))
+
+
+# -- the good path --------------------------------------------------------------------------
+
+
+def test_a_good_key_notice_is_accepted_with_everything_the_caller_needs(desk: Desk) -> None:
+    key = desk.lookup.issue(ADVANCE_CERT)
+    result = desk.verify(notice(ADVANCE_CERT, key))
+    assert result.verdict is Verdict.ACCEPTED
+    assert result.all_findings == ()
+    [guarantee] = result.guarantees
+    assert guarantee.guarantee_no == "26-000123-4"
+    assert guarantee.access_key == keys.parse(key)
+    assert guarantee.access_key_masked == keys.mask(key)
+    assert keys.parse(key)[4:12] not in repr(guarantee)  # the key never shows in logs
+    assert guarantee.certificate == ADVANCE_CERT
+    assert guarantee.contract_no == "R8-001"
+    assert guarantee.department == "kensetsu"
+    assert guarantee.verdict is Verdict.ACCEPTED
+    [document] = result.documents
+    assert (document.name, document.kind) == ("認証キー等のお知らせ.pdf", DocumentKind.KEY_NOTICE)
+    assert document.guarantee_nos == ("26-000123-4",)
+    assert desk.lookup.calls == [("26-000123-4", keys.parse(key), NOW)]
+
+
+def test_contract_guarantee_goes_to_the_contracts_section(desk: Desk) -> None:
+    key = desk.lookup.issue(CONTRACT_CERT)
+    result = desk.verify(notice(CONTRACT_CERT, key))
+    assert result.verdict is Verdict.ACCEPTED
+    assert result.guarantees[0].department == "keiyaku"
+
+
+def test_fee_documents_and_claims_beside_a_good_notice_are_informational(desk: Desk) -> None:
+    key = desk.lookup.issue(ADVANCE_CERT)
+    result = desk.verify(
+        notice(ADVANCE_CERT, key),
+        pdf("領収書.pdf", render_fee_receipt(ADVANCE_CERT, ISSUED)),
+        pdf("計算書.pdf", render_fee_statement(ADVANCE_CERT, ISSUED)),
+        pdf("閲覧画面.pdf", render_certificate_view(ADVANCE_CERT, ISSUED, "https://portal.example/c/1")),
+        InputDocument("請求書.pdf", TextResult(TextStatus.OK, ("前払金請求書\n下記のとおり請求します。\n請求金額 4,938,000円\n振込先 美郷銀行",), 1)),
+    )
+    assert result.verdict is Verdict.ACCEPTED
+    assert codes(result.findings) == ["doc.fee_receipt", "doc.fee_statement", "doc.certificate_view_extra",
+                                      "doc.advance_claim"]
+    assert "閲覧画面.pdf" in result.findings[2].message
+    assert [d.kind for d in result.documents] == [
+        DocumentKind.KEY_NOTICE, DocumentKind.FEE_RECEIPT, DocumentKind.FEE_STATEMENT,
+        DocumentKind.CERTIFICATE_VIEW, DocumentKind.ADVANCE_CLAIM,
+    ]
+
+
+# -- mails without a key notice -------------------------------------------------------------
+
+
+def test_the_certificate_view_alone_is_returned_with_the_step4_advice(desk: Desk) -> None:
+    result = desk.verify(pdf("電子証書.pdf", render_certificate_view(ADVANCE_CERT, ISSUED, "https://portal.example/c/1")))
+    assert result.verdict is Verdict.RETURNED
+    assert codes(result.findings) == ["doc.certificate_view"]  # it says what to send: no key.missing too
+    assert "STEP4" in result.findings[0].message
+    assert result.guarantees == ()
+    assert desk.lookup.calls == []
+
+
+def test_a_fee_receipt_alone_is_returned_as_missing_the_key(desk: Desk) -> None:
+    result = desk.verify(pdf("領収書.pdf", render_fee_receipt(ADVANCE_CERT, ISSUED)))
+    assert result.verdict is Verdict.RETURNED
+    assert codes(result.findings) == ["doc.fee_receipt", "key.missing"]
+
+
+def test_a_mail_without_attachments_misses_the_key(desk: Desk) -> None:
+    result = desk.verify()
+    assert (result.verdict, codes(result.findings)) == (Verdict.RETURNED, ["key.missing"])
+
+
+@pytest.mark.parametrize("text, code, verdict", [
+    (TextResult(TextStatus.OK, ("", ""), 2), "doc.no_text", Verdict.RETURNED),
+    (TextResult(TextStatus.ENCRYPTED, reason="password"), "doc.encrypted", Verdict.RETURNED),
+    (TextResult(TextStatus.BROKEN, reason="truncated"), "doc.broken", Verdict.RETURNED),
+    (TextResult(TextStatus.OK, ("公共工事履行保証証券\n保険会社 美郷損害保険株式会社\n証券番号 A-1\n保険金額 1,234,500円\nパスワード 別途通知",), 1),
+     "doc.insurer_bond", Verdict.NEEDS_REVIEW),
+])
+def test_unreadable_or_foreign_documents_explain_themselves(desk: Desk, text, code: str, verdict: Verdict) -> None:
+    result = desk.verify(InputDocument("添付.pdf", text))
+    assert codes(result.findings) == [code]
+    assert result.verdict is verdict
+    assert result.findings[0].document == "添付.pdf"
+
+
+def test_the_key_notice_cut_in_half_is_broken(desk: Desk) -> None:
+    key = desk.lookup.issue(ADVANCE_CERT)
+    data = render_key_notice(ADVANCE_CERT, key, ISSUED)
+    result = desk.verify(pdf("half.pdf", data[: len(data) // 2]))
+    assert result.documents[0].kind is DocumentKind.BROKEN
+    assert (result.verdict, codes(result.findings)) == (Verdict.RETURNED, ["doc.broken"])
+    assert "half.pdf" in result.findings[0].message
+
+
+def test_other_documents_alone_miss_the_key(desk: Desk) -> None:
+    result = desk.verify(InputDocument("memo.docx", None),
+                         InputDocument("letter.pdf", TextResult(TextStatus.OK, ("いつもお世話になっております。" * 5,), 1)))
+    assert codes(result.findings) == ["doc.other", "doc.other", "key.missing"]
+    assert [d.kind for d in result.documents] == [DocumentKind.OTHER, DocumentKind.OTHER]
+    assert result.verdict is Verdict.RETURNED
+
+
+def test_problems_met_while_walking_the_mail_count(desk: Desk) -> None:
+    problem = Finding("doc.encrypted_archive", detail="zip with password", params={"document": "a.zip"}, document="a.zip")
+    result = desk.verify(context=MailContext(desk="misato", problems=(problem,)))
+    assert codes(result.findings) == ["doc.encrypted_archive"]  # no key.missing on top: it says what to do
+    assert result.verdict is Verdict.RETURNED
+
+
+# -- automatic mail and the sender ----------------------------------------------------------
+
+
+def test_automatic_mail_is_ignored_and_nothing_is_looked_up(desk: Desk) -> None:
+    key = desk.lookup.issue(ADVANCE_CERT)
+    result = desk.verify(notice(ADVANCE_CERT, key),
+                         context=MailContext(desk="misato", automatic=True, automatic_reason="Auto-Submitted"))
+    assert result.verdict is Verdict.IGNORED
+    assert codes(result.findings) == ["mail.automatic"]
+    assert result.guarantees == ()
+    assert result.documents[0].kind is DocumentKind.KEY_NOTICE
+    assert desk.lookup.calls == []
+
+
+@pytest.mark.parametrize("authentication, expected", [
+    (SenderAuthentication.PASSED, Verdict.ACCEPTED),
+    (SenderAuthentication.FAILED, Verdict.NEEDS_REVIEW),
+    (SenderAuthentication.UNKNOWN, Verdict.NEEDS_REVIEW),
+])
+def test_required_authentication(desk: Desk, authentication, expected: Verdict) -> None:
+    desk.rules = RULES.model_copy(update={"sender": SenderPolicy(require_authentication=True)})
+    key = desk.lookup.issue(ADVANCE_CERT)
+    result = desk.verify(notice(ADVANCE_CERT, key), context=MailContext(desk="misato", authentication=authentication))
+    assert result.verdict is expected
+    assert ("sender.not_authenticated" in codes(result.findings)) is (expected is Verdict.NEEDS_REVIEW)
+
+
+def test_authentication_not_required_by_default(desk: Desk) -> None:
+    key = desk.lookup.issue(ADVANCE_CERT)
+    result = desk.verify(notice(ADVANCE_CERT, key),
+                         context=MailContext(desk="misato", authentication=SenderAuthentication.FAILED))
+    assert result.verdict is Verdict.ACCEPTED
+
+
+# -- keys typed into the body ---------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Typed:
+    guarantee_no: str | None
+    access_key: str | None
+
+
+def test_typed_key_asks_for_the_pdf_by_default(desk: Desk) -> None:
+    key = desk.lookup.issue(ADVANCE_CERT)
+    result = desk.verify(context=MailContext(desk="misato", typed_keys=(Typed("26-000123-4", keys.parse(key)),)))
+    assert codes(result.findings) == ["key.in_body"]
+    assert result.verdict is Verdict.RETURNED
+    assert keys.parse(key) not in result.findings[0].detail
+    assert desk.lookup.calls == []
+
+
+def test_typed_key_is_verified_when_the_desk_accepts_them(desk: Desk) -> None:
+    desk.rules = RULES.model_copy(update={"sender": SenderPolicy(key_in_body="accept")})
+    key = desk.lookup.issue(ADVANCE_CERT)
+    typed = (Typed("26‐000123‐4", keys.format_key(key).lower()), Typed("26-000999-0", None))
+    result = desk.verify(context=MailContext(desk="misato", typed_keys=typed))
+    assert result.verdict is Verdict.ACCEPTED
+    [guarantee] = result.guarantees
+    assert (guarantee.document, guarantee.certificate) == (BODY, ADVANCE_CERT)
+
+
+def test_typed_key_beside_its_notice_is_not_judged_twice(desk: Desk) -> None:
+    key = desk.lookup.issue(ADVANCE_CERT)
+    result = desk.verify(notice(ADVANCE_CERT, key),
+                         context=MailContext(desk="misato", typed_keys=(Typed("26-000123-4", keys.parse(key)),)))
+    assert result.verdict is Verdict.ACCEPTED
+    assert len(result.guarantees) == 1 and len(desk.lookup.calls) == 1
+
+
+def test_typed_key_with_a_wrong_check_symbol_when_accepted(desk: Desk) -> None:
+    desk.rules = RULES.model_copy(update={"sender": SenderPolicy(key_in_body="accept")})
+    key = keys.parse(desk.lookup.issue(ADVANCE_CERT))
+    typo = key[:-1] + ("0" if key[-1] != "0" else "1")
+    result = desk.verify(context=MailContext(desk="misato", typed_keys=(Typed("26-000123-4", typo),)))
+    assert all_codes(result) == {"key.checksum"}
+    assert desk.lookup.calls == []
+
+
+# -- key notice problems and the look-up ----------------------------------------------------
+
+
+def test_mistyped_key_on_a_notice_is_caught_before_the_lookup(desk: Desk) -> None:
+    key = keys.parse(desk.lookup.issue(ADVANCE_CERT))
+    typo = key[:-1] + ("0" if key[-1] != "0" else "1")
+    result = desk.verify(notice(ADVANCE_CERT, typo))
+    [guarantee] = result.guarantees
+    assert codes(guarantee.findings) == ["key.checksum"]
+    assert "26-000123-4" in guarantee.findings[0].message
+    assert result.verdict is Verdict.RETURNED
+    assert desk.lookup.calls == []
+
+
+def test_notice_without_a_readable_key_goes_to_a_person(desk: Desk) -> None:
+    text = ("電子証書閲覧用「認証キー」等のお知らせ\n保証契約番号:26-000123-4\n認証キー:(印字なし)\n"
+            "保証の種類:前払金保証\n保証金額:4,938,000円\n発注者用保証確認サービスで電子証書を閲覧してください。")
+    result = desk.verify(InputDocument("n.pdf", TextResult(TextStatus.OK, (text,), 1)))
+    assert result.documents[0].kind is DocumentKind.KEY_NOTICE
+    [guarantee] = result.guarantees
+    assert codes(guarantee.findings) == ["key.unreadable"]
+    assert "access_key" in guarantee.findings[0].detail
+    assert result.verdict is Verdict.NEEDS_REVIEW
+
+
+@pytest.mark.parametrize("status, code, verdict", [
+    (LookupStatus.NO_MATCH, "lookup.no_match", Verdict.RETURNED),
+    (LookupStatus.REVOKED, "lookup.revoked", Verdict.RETURNED),
+    (LookupStatus.REFUSED, "lookup.refused", Verdict.NEEDS_REVIEW),
+    (LookupStatus.UNAVAILABLE, "lookup.unavailable", Verdict.NEEDS_REVIEW),
+])
+def test_lookup_answers(desk: Desk, status: LookupStatus, code: str, verdict: Verdict) -> None:
+    key = keys.parse(desk.lookup.issue(ADVANCE_CERT))
+    desk.lookup.answers[("26-000123-4", key)] = LookupResult(status, reason="because")
+    result = desk.verify(notice(ADVANCE_CERT, key))
+    [guarantee] = result.guarantees
+    assert codes(guarantee.findings) == [code]
+    assert "because" in guarantee.findings[0].detail or status is LookupStatus.NO_MATCH
+    assert (guarantee.verdict, result.verdict) == (verdict, verdict)
+    assert guarantee.certificate is None
+
+
+def test_untrusted_or_forged_signature(desk: Desk) -> None:
+    other = Ed25519PrivateKey.generate()
+    key1 = desk.lookup.issue(ADVANCE_CERT, sign(ADVANCE_CERT, other))
+    # A trusted signature over other bytes: the payload was changed after signing.
+    good = sign(CONTRACT_CERT)
+    forged = SignedCertificate(canonical_json(replace(CONTRACT_CERT, guarantee_amount=9_999_999)), good.signature,
+                               good.key_id)
+    key2 = desk.lookup.issue(CONTRACT_CERT, forged)
+    result = desk.verify(notice(ADVANCE_CERT, key1), notice(CONTRACT_CERT, key2))
+    assert [codes(g.findings) for g in result.guarantees] == [["cert.signature"], ["cert.signature"]]
+    assert "unknown_key" in result.guarantees[0].findings[0].detail
+    assert "invalid" in result.guarantees[1].findings[0].detail
+    assert all(g.certificate is None for g in result.guarantees)
+    assert result.verdict is Verdict.NEEDS_REVIEW
+
+
+def test_a_notice_that_says_something_else_than_the_certificate(desk: Desk) -> None:
+    key = desk.lookup.issue(ADVANCE_CERT)
+    edited = replace(ADVANCE_CERT, guarantee_amount=5_000_000, period_end=date(2027, 3, 31), obligee="美郷町長")
+    result = desk.verify(notice(edited, key))
+    [guarantee] = result.guarantees
+    assert codes(guarantee.findings) == ["cert.notice_mismatch"]
+    detail = guarantee.findings[0].detail
+    assert "guarantee_amount" in detail and "period_end" in detail and "obligee" not in detail
+    assert result.verdict is Verdict.NEEDS_REVIEW
+
+
+def test_notice_differences_tolerate_spelling_and_wrapping() -> None:
+    from verifier.extract import KeyNoticeFields
+
+    same = KeyNoticeFields(pages=(0,), guarantee_no="26‐000123‐4", obligee="美郷町長 殿", contractor="美郷建設(株)",
+                           work_name="町道美郷線 道路改良", guarantee_type=GuaranteeType.ADVANCE)
+    assert notice_differences(same, ADVANCE_CERT) == []
+    other = replace(same, work_name="町道", guarantee_type=GuaranteeType.CONTRACT, contractor="北郷建設")
+    assert [d.split(":")[0] for d in notice_differences(other, ADVANCE_CERT)] == ["guarantee_type", "contractor", "work_name"]
+
+
+def test_a_certificate_for_another_number_is_a_mismatch(desk: Desk) -> None:
+    key = keys.parse(desk.lookup.issue(ADVANCE_CERT))
+    desk.lookup.answers[("26-000123-4", key)] = LookupResult(LookupStatus.FOUND, sign(CONTRACT_CERT))
+    result = desk.verify(notice(ADVANCE_CERT, key))
+    assert codes(result.guarantees[0].findings) == ["cert.notice_mismatch"]
+    assert result.guarantees[0].certificate is None
+
+
+# -- the desk's rules through the whole pipeline ---------------------------------------------
+
+
+def test_rules_findings_reach_the_guarantee(desk: Desk) -> None:
+    elsewhere = replace(ADVANCE_CERT, obligee="北郷町長", contract_no="R8-999")
+    key = desk.lookup.issue(elsewhere)
+    result = desk.verify(notice(elsewhere, key))
+    assert codes(result.guarantees[0].findings) == ["cert.other_obligee", "register.no_contract"]
+    assert result.verdict is Verdict.RETURNED
+    assert result.guarantees[0].department == "kensetsu"
+
+
+def test_already_accepted_guarantee_is_a_duplicate(desk: Desk) -> None:
+    desk.accepted.receipts["26-000123-4"] = "K-2026-000042"
+    key = desk.lookup.issue(ADVANCE_CERT)
+    result = desk.verify(notice(ADVANCE_CERT, key))
+    assert codes(result.guarantees[0].findings) == ["submission.duplicate"]
+    assert "K-2026-000042" in result.guarantees[0].findings[0].message
+    assert result.verdict is Verdict.ACCEPTED
+
+
+def test_several_notices_in_one_mail_are_judged_each_and_the_strongest_wins(desk: Desk) -> None:
+    key_a = desk.lookup.issue(ADVANCE_CERT)
+    key_c = desk.lookup.issue(CONTRACT_CERT)
+    low = replace(CONTRACT_CERT, guarantee_no="26-000126-7", guarantee_amount=1_000)
+    key_low = desk.lookup.issue(low)
+    result = desk.verify(notice(ADVANCE_CERT, key_a), notice(CONTRACT_CERT, key_c, "b.pdf"), notice(low, key_low, "c.pdf"))
+    assert [g.verdict for g in result.guarantees] == [Verdict.ACCEPTED, Verdict.ACCEPTED, Verdict.RETURNED]
+    assert codes(result.guarantees[2].findings) == ["amount.contract_guarantee_low"]
+    assert result.verdict is Verdict.RETURNED
+
+
+def test_the_same_notice_twice_is_judged_once(desk: Desk) -> None:
+    key = desk.lookup.issue(ADVANCE_CERT)
+    result = desk.verify(notice(ADVANCE_CERT, key), notice(ADVANCE_CERT, key, "copy.pdf"))
+    assert len(result.guarantees) == 1 and len(desk.lookup.calls) == 1
+    assert len(result.documents) == 2
+
+
+def test_advances_in_the_same_mail_count_towards_the_total(desk: Desk) -> None:
+    # 4,938,000 (40%) + 2,469,001 (20% + 1 yen) exceeds 60% together; the 中間前払金 alone also exceeds 20%.
+    key_a = desk.lookup.issue(ADVANCE_CERT)
+    key_i = desk.lookup.issue(INTERMEDIATE_CERT)
+    result = desk.verify(notice(ADVANCE_CERT, key_a), notice(INTERMEDIATE_CERT, key_i, "i.pdf"))
+    assert codes(result.guarantees[0].findings) == ["amount.advance_total_high"]
+    assert codes(result.guarantees[1].findings) == ["amount.intermediate_advance_high", "amount.advance_total_high"]
+
+
+def test_accepted_advances_count_towards_the_total(desk: Desk) -> None:
+    desk.accepted.advances["R8-001"] = {GuaranteeType.ADVANCE: 4_938_000}
+    fine = replace(INTERMEDIATE_CERT, guarantee_amount=2_469_000)
+    key = desk.lookup.issue(fine)
+    assert desk.verify(notice(fine, key)).verdict is Verdict.ACCEPTED
+    desk.accepted.advances["R8-001"] = {GuaranteeType.ADVANCE: 4_938_001}
+    assert "amount.advance_total_high" in all_codes(desk.verify(notice(fine, key)))
+
+
+def test_every_code_this_module_uses_is_in_the_table() -> None:
+    import verifier.verify as module
+
+    used = set(module._DOCUMENT_CODES.values()) | set(module._LOOKUP_CODES.values()) | {
+        "doc.certificate_view_extra", "key.missing", "key.in_body", "key.checksum", "key.unreadable",
+        "cert.signature", "cert.notice_mismatch", "sender.not_authenticated", "mail.automatic",
+    }
+    assert used <= set(CODES)

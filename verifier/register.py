@@ -1,0 +1,27 @@
+"""The desk's own records the verifier consults: its contract register and what it already accepted.
+
+Ports only (``Protocol``); the database adapters live in ``intake/register_store.py`` and tests
+pass small in-memory fakes. Keeping them out of the core keeps ``verify`` free of I/O.
+"""
+
+from __future__ import annotations
+
+from typing import Mapping, Protocol
+
+from rules.domain import Contract, GuaranteeType
+
+
+class ContractRegister(Protocol):
+    def get(self, desk: str, contract_no: str) -> Contract | None:
+        """The register entry for this contract number at this desk, or None."""
+        ...
+
+
+class AcceptedIndex(Protocol):
+    def receipt_for(self, desk: str, guarantee_no: str) -> str | None:
+        """The receipt number of the mail in which this guarantee was accepted, or None."""
+        ...
+
+    def advance_amounts(self, desk: str, contract_no: str) -> Mapping[GuaranteeType, int]:
+        """Guaranteed amounts of the contract's accepted 前払金 / 中間前払金 guarantees, by type."""
+        ...
