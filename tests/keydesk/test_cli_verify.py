@@ -14,50 +14,10 @@ import pytest
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
-from keydesk import cli_guarantor, cli_verify
-from keydesk.cli import app
 from keydesk.runtime import Runtime
 from store.tables import Contract as ContractRow, InboundMessage, Submission
-
-cli_guarantor.register(app)
-cli_verify.register(app)
-
-GUARANTEES = """guarantee_type,contractor_name,contractor_email,obligee,desk,contract_no,work_name,work_category,contract_amount,guarantee_amount,fee,contract_date,completion_date,period_start,period_end,bulk_fee_payment
-前払金保証,株式会社美郷建設,info@misato-kensetsu.example,美郷町長,misato,R8-土木-001,町道美郷中央線道路改良工事,工事,30862500,12345000,98760,2026-04-01,2027-03-15,2026-04-01,2027-03-31,false
-中間前払金保証,株式会社美郷建設,info@misato-kensetsu.example,美郷町長,misato,R8-土木-001,町道美郷中央線道路改良工事,工事,30862500,6172500,41500,2026-04-01,2027-03-15,2026-09-01,2027-03-31,false
-契約保証,有限会社山田土木,keiri@yamada-doboku.example,美郷町長,misato,R8-土木-002,美郷川護岸補修工事,工事,15400000,1540000,12300,2026-04-10,2026-12-25,2026-04-10,2026-12-25,true
-"""
-# The register as the town keeps it: other spellings of the firms, amounts with commas, CP932.
-CONTRACTS = """contract_no,desk,work_name,work_category,contractor_name,contract_amount,contract_date,completion_date,advance_amount,intermediate_advance_amount,department
-R8-土木-001,misato,町道美郷中央線道路改良工事,工事,㈱美郷建設,"30,862,500",2026/4/1,2027/3/15,"12,345,000",,kensetsu
-R8-土木-002,misato,美郷川護岸補修工事,工事,山田土木 有限会社,"15,400,000",2026/4/10,2026/12/25,,,keiyaku
-"""
-
-
-def invoke(config: Path, *args: str):
-    result = CliRunner().invoke(app, ["--config", str(config), *args], catch_exceptions=False)
-    return result
-
-
-@pytest.fixture
-def issued(deployment: Path, tmp_path: Path) -> dict:
-    """A deployment with a signing key, three issued guarantees and the matching register."""
-    assert invoke(deployment, "db", "upgrade").exit_code == 0
-    assert invoke(deployment, "guarantor", "init").exit_code == 0
-    guarantees = tmp_path / "guarantees.csv"
-    guarantees.write_text(GUARANTEES, encoding="utf-8")
-    out = tmp_path / "documents"
-    result = invoke(deployment, "guarantor", "issue", str(guarantees), "--out", str(out), "--json")
-    assert result.exit_code == 0, result.output
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(rows) == 3 and all("guarantee_no" in row for row in rows), result.output
-    contracts = tmp_path / "contracts.csv"
-    contracts.write_bytes(CONTRACTS.encode("cp932"))
-    result = invoke(deployment, "contracts", "import", str(contracts))
-    assert result.exit_code == 0, result.output
-    assert "新規 2 件" in result.output
-    return {"rows": rows, "config": deployment, "tmp": tmp_path}
-
+from keydesk.cli import app
+from tests.conftest import CONTRACTS, invoke
 
 def verify_json(config: Path, *paths: Path) -> list[dict]:
     result = invoke(config, "verify", "--json", *map(str, paths))

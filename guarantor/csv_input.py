@@ -1,0 +1,245 @@
+"""Reading ``keydesk guarantor issue`` CSV files: one guarantee request per row, validated.
+
+Excel writes CSV as UTF-8 with a BOM or as CP932 (Shift_JIS), and turns ISO dates into
+``2026/4/1`` and amounts into ``12,345,000``: all of these are read. Each bad row becomes a
+``RowError`` with its line number (the header is line 1) and every problem in it, so the person
+fixing the file sees them at once; good rows are unaffected.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import re
+import unicodedata
+from dataclasses import dataclass
+from datetime import date
+
+from email_validator import EmailNotValidError, validate_email
+
+from guarantor.errors import GuarantorError
+from rules.domain import GuaranteeType
+
+COLUMNS = (
+    "guarantee_type",
+    "contractor_name",
+    "contractor_email",
+    "obligee",
+    "desk",
+    "contract_no",
+    "work_name",
+    "work_category",
+    "contract_amount",
+    "guarantee_amount",
+    "fee",
+    "contract_date",
+    "completion_date",
+    "period_start",
+    "period_end",
+    "bulk_fee_payment",
+)
+# Longest text accepted per column: they go into PDFs, mails and columns of limited size.
+_MAX_CHARS = {
+    "contractor_name": 100,
+    "obligee": 100,
+    "desk": 64,
+    "contract_no": 64,
+    "work_name": 200,
+    "work_category": 64,
+}
+MAX_ROWS = 10_000
+_MAX_YEN = 10**13
+_AMOUNT_RE = re.compile(r"[0-9]{1,3}(?:,[0-9]{3})+|[0-9]+")
+_DATE_RE = re.compile(r"([0-9]{4})[-/]([0-9]{1,2})[-/]([0-9]{1,2})")
+_DESK_RE = re.compile(r"[A-Za-z0-9_-]+")
+_TRUE = {"true", "1", "yes"}
+_FALSE = {"false", "0", "no", ""}
+
+RESERVATION_REASON = "契約保証予約は電子交付の対象外のため、電子証書を発行できません(書面での交付となります)"
+
+
+@dataclass(frozen=True)
+class GuaranteeRequest:
+    line: int
+    guarantee_type: GuaranteeType
+    contractor_name: str
+    contractor_email: str
+    obligee: str
+    desk: str
+    contract_no: str
+    work_name: str
+    work_category: str
+    contract_amount: int
+    guarantee_amount: int
+    fee: int
+    contract_date: date
+    completion_date: date
+    period_start: date
+    period_end: date
+    bulk_fee_payment: bool
+
+
+@dataclass(frozen=True)
+class RowError:
+    line: int
+    reason: str
+
+
+def decode(data: bytes) -> str:
+    """UTF-8 (with or without BOM) first, then CP932; GuarantorError when it is neither."""
+    for encoding in ("utf-8-sig", "cp932"):
+        try:
+            return data.decode(encoding)
+        except UnicodeDecodeError:
+            continue
+    raise GuarantorError("CSV ファイルの文字コードを判別できません(UTF-8 または Shift_JIS(CP932)で保存してください)")
+
+
+def read_requests(data: bytes) -> list[GuaranteeRequest | RowError]:
+    """Every non-blank row after the header, as a request or an error, in file order."""
+    reader = csv.reader(io.StringIO(decode(data), newline=""))
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise GuarantorError("CSV ファイルが空です(1行目に見出し行が必要です)")
+        columns = _check_header(header)
+        results: list[GuaranteeRequest | RowError] = []
+        line = reader.line_num + 1
+        for fields in reader:
+            if any(value.strip() for value in fields):
+                if len(results) >= MAX_ROWS:
+                    raise GuarantorError(f"行が多すぎます(1ファイル{MAX_ROWS}行まで。ファイルを分けてください)")
+                results.append(_read_row(line, columns, fields))
+            line = reader.line_num + 1
+    except csv.Error as exc:
+        raise GuarantorError(f"{reader.line_num}行目: CSV として読めません: {exc}") from None
+    return results
+
+
+def _check_header(header: list[str]) -> list[str]:
+    names = [name.strip() for name in header]
+    while names and not names[-1]:
+        names.pop()  # Excel may leave empty columns at the end
+    problems = []
+    missing = [c for c in COLUMNS if c not in names]
+    if missing:
+        problems.append(f"見出しに次の列がありません: {', '.join(missing)}")
+    unknown = [n for n in names if n not in COLUMNS]
+    if unknown:
+        problems.append(f"見出しに不明な列があります: {', '.join(repr(n) for n in unknown)}")
+    duplicated = sorted({n for n in names if names.count(n) > 1})
+    if duplicated:
+        problems.append(f"見出しに同じ列が2回以上あります: {', '.join(duplicated)}")
+    if problems:
+        raise GuarantorError("1行目: " + "; ".join(problems) + f"(必要な列: {', '.join(COLUMNS)})")
+    return names
+
+
+class _Row:
+    """Field parsers that collect problems instead of stopping at the first."""
+
+    def __init__(self, values: dict[str, str]) -> None:
+        self.values = values
+        self.problems: list[str] = []
+
+    def problem(self, column: str, reason: str) -> None:
+        self.problems.append(f"{column}: {reason}")
+
+    def text(self, column: str) -> str:
+        value = self.values[column].strip()
+        if not value:
+            self.problem(column, "入力されていません")
+        elif any(unicodedata.category(c).startswith("C") for c in value):
+            self.problem(column, "改行や制御文字は使えません")
+        elif len(value) > _MAX_CHARS[column]:
+            self.problem(column, f"長すぎます({len(value)}文字。{_MAX_CHARS[column]}文字以内)")
+        return value
+
+    def amount(self, column: str, minimum: int) -> int:
+        raw = self.values[column]
+        value = unicodedata.normalize("NFKC", raw).strip().lstrip("¥\\").removesuffix("円").strip()
+        if not _AMOUNT_RE.fullmatch(value):
+            self.problem(column, f"金額は円単位の整数で入力してください(例: 12345000 または 12,345,000): {raw.strip()!r}")
+            return 0
+        number = int(value.replace(",", ""))
+        if not minimum <= number < _MAX_YEN:
+            self.problem(column, f"金額が範囲外です({number:,}円)")
+        return number
+
+    def day(self, column: str) -> date:
+        raw = self.values[column]
+        match = _DATE_RE.fullmatch(unicodedata.normalize("NFKC", raw).strip())
+        try:
+            if not match:
+                raise ValueError
+            value = date(*(int(part) for part in match.groups()))
+        except ValueError:
+            self.problem(column, f"日付は 2026-04-01 の形で入力してください: {raw.strip()!r}")
+            return date(2000, 1, 1)
+        if not 2000 <= value.year <= 2099:
+            self.problem(column, f"年が範囲外です: {raw.strip()!r}")
+        return value
+
+    def flag(self, column: str) -> bool:
+        raw = self.values[column]
+        value = raw.strip().lower()
+        if value in _TRUE:
+            return True
+        if value not in _FALSE:
+            self.problem(column, f"true または false で入力してください: {raw.strip()!r}")
+        return False
+
+
+def _read_row(line: int, columns: list[str], fields: list[str]) -> GuaranteeRequest | RowError:
+    if len(fields) > len(columns) and any(v.strip() for v in fields[len(columns):]):
+        return RowError(line, f"列が多すぎます({len(fields)}列。見出しは{len(columns)}列です)")
+    if len(fields) < len(columns):
+        return RowError(line, f"列が足りません({len(fields)}列。見出しは{len(columns)}列です)")
+    row = _Row(dict(zip(columns, fields)))
+    raw_type = unicodedata.normalize("NFKC", row.values["guarantee_type"]).strip()
+    try:
+        guarantee_type = GuaranteeType(raw_type)
+    except ValueError:
+        allowed = "、".join(t.value for t in GuaranteeType)
+        return RowError(line, f"guarantee_type: 保証の種類は {allowed} のいずれかです: {raw_type!r}")
+    if guarantee_type is GuaranteeType.CONTRACT_RESERVATION:
+        return RowError(line, RESERVATION_REASON)
+
+    email = row.values["contractor_email"].strip()
+    try:
+        email = validate_email(email, check_deliverability=False).normalized
+    except EmailNotValidError as exc:
+        row.problem("contractor_email", f"メールアドレスが正しくありません: {email!r} ({exc})")
+    desk = row.text("desk")
+    if desk and not _DESK_RE.fullmatch(desk):
+        row.problem("desk", f"窓口 ID は半角英数字・-・_ で入力してください: {desk!r}")
+
+    request = GuaranteeRequest(
+        line=line,
+        guarantee_type=guarantee_type,
+        contractor_name=row.text("contractor_name"),
+        contractor_email=email,
+        obligee=row.text("obligee"),
+        desk=desk,
+        contract_no=row.text("contract_no"),
+        work_name=row.text("work_name"),
+        work_category=row.text("work_category"),
+        contract_amount=row.amount("contract_amount", 1),
+        guarantee_amount=row.amount("guarantee_amount", 1),
+        fee=row.amount("fee", 0),
+        contract_date=row.day("contract_date"),
+        completion_date=row.day("completion_date"),
+        period_start=row.day("period_start"),
+        period_end=row.day("period_end"),
+        bulk_fee_payment=row.flag("bulk_fee_payment"),
+    )
+    if not row.problems:
+        if request.guarantee_amount > request.contract_amount:
+            row.problem("guarantee_amount", "保証金額が請負代金額を超えています")
+        if request.completion_date < request.contract_date:
+            row.problem("completion_date", "工期末が契約締結日より前です")
+        if request.period_end < request.period_start:
+            row.problem("period_end", "保証期間の終期が始期より前です")
+    if row.problems:
+        return RowError(line, "; ".join(row.problems))
+    return request

@@ -1,0 +1,88 @@
+"""Shared fixtures for the guarantor's tests: a tmp database, settings, a key, a certificate."""
+
+from __future__ import annotations
+
+import shutil
+from datetime import date, datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from sqlmodel import SQLModel
+
+from guarantor.settings import GuarantorSettings
+from keydesk.database import make_engine
+from keydesk.paths import default_config_dir
+from rules.domain import Certificate, GuaranteeType
+
+TOKYO = ZoneInfo("Asia/Tokyo")
+NOW = datetime(2026, 4, 1, 10, 15, tzinfo=TOKYO)
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+@pytest.fixture
+def now() -> datetime:
+    return NOW
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    return FIXTURES
+
+
+@pytest.fixture
+def engine(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path}/t.db")
+    SQLModel.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def settings(tmp_path) -> GuarantorSettings:
+    return GuarantorSettings.model_validate({}, context={"home": tmp_path})
+
+
+@pytest.fixture(scope="session")
+def signing_key() -> Ed25519PrivateKey:
+    return Ed25519PrivateKey.generate()
+
+
+@pytest.fixture(scope="session")
+def certificate() -> Certificate:
+    return Certificate(
+        guarantee_no="26-000123-5",
+        guarantee_type=GuaranteeType.ADVANCE,
+        guarantor="西日本建設業保証株式会社",
+        contractor_name="株式会社美郷建設",
+        obligee="美郷町長",
+        desk="misato",
+        contract_no="R8-土木-001",
+        work_name="町道美郷中央線道路改良工事(第2工区)",
+        work_category="工事",
+        contract_amount=30_862_500,
+        guarantee_amount=12_345_000,
+        fee=98_760,
+        contract_date=date(2026, 4, 1),
+        completion_date=date(2027, 3, 15),
+        period_start=date(2026, 4, 1),
+        period_end=date(2027, 3, 31),
+        issued_on=date(2026, 4, 1),
+    )
+
+
+@pytest.fixture
+def deployment(tmp_path) -> Path:
+    """A config folder under tmp_path (its var/ beside it), from the repository's defaults."""
+    config_dir = tmp_path / "site" / "config"
+    config_dir.mkdir(parents=True)
+    source = default_config_dir()
+    shutil.copyfile(source / "keydesk.toml", config_dir / "keydesk.toml")
+    rules = (source / "rules.toml").read_text(encoding="utf-8")
+    if "[documents" not in rules:
+        # Until the verifier's [documents] section lands in config/rules.toml.
+        rules += "\n[documents]\n"
+    (config_dir / "rules.toml").write_text(rules, encoding="utf-8")
+    (config_dir / "trust").mkdir()
+    return config_dir
