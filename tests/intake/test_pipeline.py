@@ -1,0 +1,142 @@
+"""The pipeline on real documents: issued by the guarantor, walked, verified, recorded, answered."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from datetime import datetime, timezone
+from email import message_from_bytes, policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, select
+
+from intake.intake_service import Outcome
+from keydesk.composition import build_pipeline
+from keydesk.runtime import Runtime
+from rules.findings import Verdict
+from store.tables import Document, InboundMessage, OutboxMessage, Submission
+from verifier.access_key import format_key
+
+NOW = datetime(2026, 11, 25, 1, 30, tzinfo=timezone.utc)  # 10:30 in Tokyo
+SENDER = "info@misato-kensetsu.example"
+
+
+def mail(attachments: list[tuple[str, bytes]], *, sender: str = SENDER, subject: str = "【電子保証】認証キー等の提出",
+         headers: dict[str, str] | None = None, body: str = "美郷町 契約係 御中\n\n認証キー等のお知らせを提出します。\n") -> bytes:
+    message = EmailMessage()
+    message["From"] = f"美郷建設 工務部 <{sender}>"
+    message["To"] = "keiyaku@town.misato.example"
+    message["Subject"] = subject
+    message["Message-ID"] = f"<{hashlib.sha1(repr((attachments, subject, body)).encode()).hexdigest()}@misato-kensetsu.example>"
+    for name, value in (headers or {}).items():
+        message[name] = value
+    message.set_content(body)
+    for name, content in attachments:
+        message.add_attachment(content, maintype="application", subtype="pdf", filename=name)
+    return message.as_bytes()
+
+
+def take(runtime: Runtime, raw: bytes, uid: int) -> tuple[InboundMessage, Outcome]:
+    pipeline = build_pipeline(runtime, "misato", clock=lambda: NOW)
+    with Session(runtime.engine) as session:
+        row = InboundMessage(desk="misato", account="keiyaku", mailbox="INBOX", uidvalidity=1, uid=uid,
+                             sha256=hashlib.sha256(raw).hexdigest(), size=len(raw), received_at=NOW)
+        session.add(row)
+        session.flush()
+        outcome = pipeline(session, row, raw)
+        session.commit()
+        session.refresh(row)
+        return row, outcome
+
+
+def files(issued: dict, index: int) -> dict[str, bytes]:
+    return {kind: Path(path).read_bytes() for kind, path in issued["rows"][index]["files"].items() if path}
+
+
+def reply_of(runtime: Runtime, inbound_id: int):
+    with Session(runtime.engine) as session:
+        rows = session.exec(select(OutboxMessage).where(OutboxMessage.inbound_id == inbound_id)).all()
+    assert len(rows) <= 1
+    return message_from_bytes(rows[0].raw, policy=policy.default) if rows else None
+
+
+def test_a_key_notice_is_accepted_recorded_and_answered(issued: dict) -> None:
+    runtime = Runtime(issued["config"])
+    issued_row = issued["rows"][0]
+    row, outcome = take(runtime, mail([("認証キー等のお知らせ.pdf", files(issued, 0)["key_notice"])]), uid=1)
+
+    assert outcome.verdict is Verdict.ACCEPTED
+    assert row.receipt_no == "K-2026-000001" and row.verdict == "accepted"
+    with Session(runtime.engine) as session:
+        submission = session.exec(select(Submission).where(Submission.inbound_id == row.id)).one()
+        document = session.exec(select(Document).where(Document.inbound_id == row.id)).one()
+    assert submission.guarantee_no == issued_row["guarantee_no"]
+    assert submission.verdict == "accepted" and submission.department == "kensetsu"
+    assert submission.contractor_name == "株式会社美郷建設"
+    # The key is encrypted at rest and masked for display.
+    assert format_key(runtime.key_vault.decrypt(submission.access_key_encrypted)) == issued_row["access_key"]
+    assert submission.access_key_masked.endswith(issued_row["access_key"][-4:]) and "****" in submission.access_key_masked
+    assert document.kind == "key_notice"
+    stored = runtime.settings.storage.directory / document.stored_path
+    assert stored.read_bytes() == files(issued, 0)["key_notice"]
+
+    reply = reply_of(runtime, row.id)
+    assert reply["To"].addresses[0].addr_spec == SENDER
+    assert "K-2026-000001" in reply["Subject"] and "受け付けました" in reply["Subject"]
+    assert reply["Auto-Submitted"] == "auto-replied"
+    assert reply["In-Reply-To"].startswith("<")
+    body = reply.get_body(("plain",)).get_content()
+    assert issued_row["guarantee_no"] in body
+    assert issued_row["access_key"] not in body
+
+
+def test_a_certificate_view_is_returned_and_the_resend_is_linked(issued: dict) -> None:
+    runtime = Runtime(issued["config"])
+    first, outcome = take(runtime, mail([("電子証書.pdf", files(issued, 2)["certificate_view"])]), uid=1)
+    assert outcome.verdict is Verdict.RETURNED and "doc.certificate_view" in outcome.findings
+    reply = reply_of(runtime, first.id)
+    assert "再送" in reply["Subject"]
+    assert "STEP4" in reply.get_body(("plain",)).get_content()
+
+    second, outcome = take(runtime, mail([("お知らせ.pdf", files(issued, 2)["key_notice"])], subject="Re: 再送します"), uid=2)
+    assert outcome.verdict is Verdict.ACCEPTED
+    with Session(runtime.engine) as session:
+        returned = session.exec(select(Submission).where(Submission.inbound_id == first.id)).one()
+        resend = session.exec(select(Submission).where(Submission.inbound_id == second.id)).one()
+    assert returned.guarantee_no is None and returned.verdict == "returned"
+    assert resend.resend_of_id == returned.id
+    assert first.receipt_no in reply_of(runtime, second.id).get_body(("plain",)).get_content()
+
+
+def test_automatic_mail_is_recorded_but_not_answered(issued: dict) -> None:
+    runtime = Runtime(issued["config"])
+    raw = mail([], subject="自動応答: 不在です", headers={"Auto-Submitted": "auto-replied"})
+    row, outcome = take(runtime, raw, uid=1)
+    assert outcome.verdict is Verdict.IGNORED and row.automatic
+    assert reply_of(runtime, row.id) is None
+
+
+def test_a_mail_over_the_size_limit_is_answered_from_its_headers(issued: dict) -> None:
+    runtime = Runtime(issued["config"])
+    headers_only = mail([])  # what the poller keeps of a mail it did not download
+    pipeline = build_pipeline(runtime, "misato", clock=lambda: NOW)
+    with Session(runtime.engine) as session:
+        row = InboundMessage(desk="misato", account="keiyaku", mailbox="INBOX", uidvalidity=1, uid=9,
+                             sha256="0" * 64, size=40 * 1024 * 1024, state="too_large", received_at=NOW)
+        session.add(row)
+        session.flush()
+        outcome = pipeline(session, row, headers_only)
+        session.commit()
+        inbound_id = row.id
+    assert outcome.verdict is Verdict.RETURNED and outcome.findings == ("mail.too_large",)
+    assert "25MB" in reply_of(runtime, inbound_id).get_body(("plain",)).get_content()
+
+
+def test_findings_are_stored_as_objects_with_codes(issued: dict) -> None:
+    runtime = Runtime(issued["config"])
+    row, _ = take(runtime, mail([("領収書.pdf", files(issued, 0)["fee_receipt"])]), uid=1)
+    codes = [f["code"] for f in json.loads(row.findings_json)]
+    assert codes == ["doc.fee_receipt", "key.missing"]
+    assert row.verdict == "returned"
