@@ -8,15 +8,15 @@ issued without its notice, nor the notice sent for a guarantee that was rolled b
 from __future__ import annotations
 
 from datetime import datetime
-from email.headerregistry import Address
 from email.message import EmailMessage
-from email.utils import format_datetime
 
 from sqlmodel import Session
 
 from guarantor.formatting import period, yen
 from guarantor.settings import GuarantorSettings
-from mailer.outbox import enqueue, new_message_id
+from mailer.message import Mailbox, build_message
+from mailer.outbox import enqueue
+from mailer.reply_policy import mark
 from rules.domain import Certificate
 from store.tables import CertificateRecord, OutboxMessage
 
@@ -45,15 +45,16 @@ def build_notice(
 ) -> EmailMessage:
     """The notice mail; ``attachments`` maps file name to PDF bytes (possibly empty)."""
     c = certificate
-    message = EmailMessage()
-    message["Subject"] = f"【e-Net保証】{SUBJECT}(保証契約番号 {c.guarantee_no})"
-    message["From"] = Address(display_name=settings.name, addr_spec=settings.notice_sender)
-    message["To"] = Address(addr_spec=contractor_email)
-    message["Date"] = format_datetime(now)
-    message["Message-ID"] = new_message_id(settings.notice_sender)
-    # An automatic notice (RFC 3834): auto-responders must not answer it.
-    message["Auto-Submitted"] = "auto-generated"
-    message.set_content(_body(c, settings, attached=list(attachments)), charset="utf-8")
+    message = build_message(
+        sender=Mailbox(settings.notice_sender, settings.name),
+        to=[Mailbox(contractor_email)],
+        subject=f"【e-Net保証】{SUBJECT}(保証契約番号 {c.guarantee_no})",
+        text=_body(c, settings, attached=list(attachments)),
+        now=now,
+        # An automatic notice (RFC 3834): auto-responders must not answer it.
+        auto_submitted="auto-generated",
+    )
+    mark(message, kind=KIND, desk=c.desk)
     for name, data in attachments.items():
         message.add_attachment(data, maintype="application", subtype="pdf", filename=name)
     return message

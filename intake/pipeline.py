@@ -191,6 +191,7 @@ class Pipeline:
                 access_key_masked=guarantee.access_key_masked,
                 verdict=guarantee.verdict.value,
                 findings_json=_findings_json(verdict.findings + guarantee.findings),
+                certificate_json=guarantee.signed.to_json() if certificate and guarantee.signed else None,
                 created_at=now,
             ))
         if not submissions:

@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 
 from rules.domain import Certificate, Contract, GuaranteeType
 from rules.findings import Verdict
-from store.tables import CertificateRecord, Contract as ContractRow, InboundMessage, Submission
+from store.tables import Contract as ContractRow, InboundMessage, Submission
 from verifier.certificate_signature import SignedCertificate
 from verifier.normalise import nfkc, parse_amount, parse_date
 
@@ -65,33 +65,26 @@ class DbAcceptedIndex:
 
     def advance_amounts(self, desk: str, contract_no: str) -> Mapping[GuaranteeType, int]:
         rows = self._session.exec(
-            select(Submission.guarantee_no, Submission.guarantee_type)
+            select(Submission)
             .where(Submission.desk == desk, Submission.contract_no == contract_no,
                    Submission.verdict == Verdict.ACCEPTED.value,
                    Submission.guarantee_type.in_([t.value for t in _ADVANCE_TYPES]))
             .order_by(Submission.id)
         ).all()
         amounts: dict[GuaranteeType, int] = {}
-        for guarantee_no, _type in rows:
-            certificate = stored_certificate(self._session, guarantee_no)
+        for submission in rows:
+            certificate = submission_certificate(submission)
             if certificate is not None and certificate.guarantee_type in _ADVANCE_TYPES:
                 amounts.setdefault(certificate.guarantee_type, certificate.guarantee_amount)
         return amounts
 
 
-def stored_certificate(session: Session, guarantee_no: str | None) -> Certificate | None:
-    """The certificate as the embedded guarantor's registry holds it (same database), or None.
-
-    Submissions do not keep the certificate itself, so this is how accepted amounts and
-    ``rules check --replay`` find it; with a remote look-up service the registry is empty here.
-    """
-    if not guarantee_no:
-        return None
-    record = session.exec(select(CertificateRecord).where(CertificateRecord.guarantee_no == guarantee_no)).first()
-    if record is None:
+def submission_certificate(submission: Submission) -> Certificate | None:
+    """The verified certificate recorded with a submission, or None (none was verified)."""
+    if not submission.certificate_json:
         return None
     try:
-        return SignedCertificate.from_json(record.signed_json).certificate()
+        return SignedCertificate.from_json(submission.certificate_json).certificate()
     except (ValueError, KeyError, TypeError):
         return None
 

@@ -20,7 +20,7 @@ from guarantor.keys import load_trusted_keys
 from guarantor.lookup_service import RegistryLookup
 from intake.mime import MailDocument, MailLimits, is_pdf, walk_mail
 from intake.register_store import (
-    CsvError, DbAcceptedIndex, DbContractRegister, import_contracts, stored_certificate,
+    CsvError, DbAcceptedIndex, DbContractRegister, import_contracts, submission_certificate,
 )
 from intake.verify_inputs import input_document, too_large_context, verify_inputs
 from keydesk.errors import UserError
@@ -248,7 +248,7 @@ def replay_submissions(session: Session, settings: Settings, limit: int) -> tupl
     skipped = 0
     for submission, receipt_no in rows:
         rules = settings.rules.desks.get(submission.desk)
-        certificate = stored_certificate(session, submission.guarantee_no)
+        certificate = submission_certificate(submission)
         kept = [code for code in _stored_codes(submission.findings_json) if code not in RULE_CODES]
         if rules is None or certificate is None or any(c.startswith(("lookup.", "cert.signature", "key.")) for c in kept):
             # No certificate the rules could judge (unknown, unread or untrusted): nothing to replay.

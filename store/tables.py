@@ -90,9 +90,12 @@ class Submission(SQLModel, table=True):
     access_key_masked: str | None = Field(default=None, max_length=32)
     verdict: str = Field(max_length=32, index=True)
     findings_json: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    # The signed certificate as the look-up returned it (SignedCertificate.to_json()), when its
+    # signature verified: the desk's own record for replays and advance totals.
+    certificate_json: str | None = Field(default=None, sa_column=Column(Text))
     # A resend that answers a returned mail points at the submission it replaces.
     resend_of_id: int | None = Field(default=None, foreign_key="submission.id")
-    created_at: datetime = Field(default_factory=utcnow)
+    created_at: datetime = Field(default_factory=utcnow, index=True)
 
 
 class Contract(SQLModel, table=True):

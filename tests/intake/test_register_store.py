@@ -9,11 +9,11 @@ import pytest
 from sqlmodel import Session, SQLModel, select
 
 from intake.register_store import (
-    COLUMNS, CsvError, DbAcceptedIndex, DbContractRegister, import_contracts, stored_certificate,
+    COLUMNS, CsvError, DbAcceptedIndex, DbContractRegister, import_contracts, submission_certificate,
 )
 from keydesk.database import make_engine
 from rules.domain import Certificate, GuaranteeType
-from store.tables import CertificateRecord, Contract as ContractRow, InboundMessage, Submission
+from store.tables import Contract as ContractRow, InboundMessage, Submission
 from verifier.certificate_signature import SignedCertificate, canonical_json
 
 NOW = datetime(2026, 4, 15, 9, 0, tzinfo=timezone.utc)
@@ -155,15 +155,13 @@ def test_accepted_index_finds_receipts_and_advance_amounts(engine) -> None:
         session.add(returned_mail)
         session.flush()
         advance = _certificate("26-000001-6", GuaranteeType.ADVANCE, 4_938_000)
-        session.add(Submission(desk="misato", inbound_id=mail.id, guarantee_no=advance.guarantee_no,
-                               guarantee_type=advance.guarantee_type.value, contract_no="R8-001", verdict="accepted"))
+        signed = SignedCertificate(payload=canonical_json(advance), signature=b"\0" * 64, key_id="k")
+        accepted = Submission(desk="misato", inbound_id=mail.id, guarantee_no=advance.guarantee_no,
+                              guarantee_type=advance.guarantee_type.value, contract_no="R8-001", verdict="accepted",
+                              certificate_json=signed.to_json())
+        session.add(accepted)
         session.add(Submission(desk="misato", inbound_id=returned_mail.id, guarantee_no="26-000002-4",
                                guarantee_type="中間前払金保証", contract_no="R8-001", verdict="returned"))
-        signed = SignedCertificate(payload=canonical_json(advance), signature=b"\0" * 64, key_id="k")
-        session.add(CertificateRecord(desk="misato", guarantee_no=advance.guarantee_no,
-                                      guarantee_type=advance.guarantee_type.value, contractor_name="x",
-                                      contractor_email="x@example.com", signed_json=signed.to_json(), key_id="k",
-                                      access_key_hash=b"h", access_key_salt=b"s"))
         session.commit()
         index = DbAcceptedIndex(session)
         assert index.receipt_for("misato", "26-000001-6") == "K-2026-000001"
@@ -171,5 +169,5 @@ def test_accepted_index_finds_receipts_and_advance_amounts(engine) -> None:
         assert index.receipt_for("kita", "26-000001-6") is None
         assert dict(index.advance_amounts("misato", "R8-001")) == {GuaranteeType.ADVANCE: 4_938_000}
         assert dict(index.advance_amounts("misato", "R8-002")) == {}
-        assert stored_certificate(session, "26-000001-6") == advance
-        assert stored_certificate(session, "26-999999-1") is None
+        assert submission_certificate(accepted) == advance
+        assert submission_certificate(Submission(desk="misato", inbound_id=1, verdict="returned")) is None

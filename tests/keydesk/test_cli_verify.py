@@ -18,6 +18,7 @@ from keydesk.runtime import Runtime
 from store.tables import Contract as ContractRow, InboundMessage, Submission
 from keydesk.cli import app
 from tests.conftest import CONTRACTS, invoke
+from tests.intake.test_pipeline import mail, take
 
 def verify_json(config: Path, *paths: Path) -> list[dict]:
     result = invoke(config, "verify", "--json", *map(str, paths))
@@ -133,20 +134,14 @@ def test_rules_check_and_replay(issued: dict) -> None:
     result = invoke(config, "rules", "check")
     assert result.exit_code == 0 and "rules.toml は正常です" in result.output
 
-    # Two submissions accepted under the current rules (as the intake would have recorded them).
+    # Two guarantees accepted under the current rules, taken in by the intake's pipeline.
     runtime = Runtime(config)
     advance, contract = issued["rows"][0], issued["rows"][2]
-    with Session(runtime.engine) as session:
-        for uid, (row, kind, department) in enumerate([(advance, "前払金保証", "kensetsu"),
-                                                        (contract, "契約保証", "keiyaku")], start=1):
-            mail = InboundMessage(desk="misato", account="a", mailbox="INBOX", uidvalidity=1, uid=uid,
-                                  sha256=f"{uid:064d}", size=1, receipt_no=f"K-2026-00000{uid}")
-            session.add(mail)
-            session.flush()
-            session.add(Submission(desk="misato", inbound_id=mail.id, guarantee_no=row["guarantee_no"],
-                                   guarantee_type=kind, contract_no="R8", department=department, verdict="accepted",
-                                   findings_json="[]"))
-        session.commit()
+    for uid, row in enumerate((advance, contract), start=1):
+        notice = Path(row["files"]["key_notice"]).read_bytes()
+        inbound, outcome = take(runtime, mail([("お知らせ.pdf", notice)], subject=f"提出 {uid}"), uid=uid)
+        assert outcome.verdict.value == "accepted", outcome.findings
+        assert inbound.receipt_no == f"K-2026-00000{uid}"
 
     result = invoke(config, "rules", "check", "--replay", "10")
     assert result.exit_code == 0, result.output

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-25 19:13:14.414872
+Create Date: 2026-11-25 19:37:11.523185
 """
 from alembic import op
 import sqlalchemy as sa
@@ -185,6 +185,7 @@ def upgrade() -> None:
     sa.Column('access_key_masked', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=True),
     sa.Column('verdict', sqlmodel.sql.sqltypes.AutoString(length=32), nullable=False),
     sa.Column('findings_json', sa.Text(), nullable=False),
+    sa.Column('certificate_json', sa.Text(), nullable=True),
     sa.Column('resend_of_id', sa.Integer(), nullable=True),
     sa.Column('created_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=False),
     sa.ForeignKeyConstraint(['document_id'], ['document.id'], ),
@@ -193,6 +194,7 @@ def upgrade() -> None:
     sa.PrimaryKeyConstraint('id')
     )
     with op.batch_alter_table('submission', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_submission_created_at'), ['created_at'], unique=False)
         batch_op.create_index(batch_op.f('ix_submission_desk'), ['desk'], unique=False)
         batch_op.create_index(batch_op.f('ix_submission_guarantee_no'), ['guarantee_no'], unique=False)
         batch_op.create_index(batch_op.f('ix_submission_inbound_id'), ['inbound_id'], unique=False)
@@ -208,6 +210,7 @@ def downgrade() -> None:
         batch_op.drop_index(batch_op.f('ix_submission_inbound_id'))
         batch_op.drop_index(batch_op.f('ix_submission_guarantee_no'))
         batch_op.drop_index(batch_op.f('ix_submission_desk'))
+        batch_op.drop_index(batch_op.f('ix_submission_created_at'))
 
     op.drop_table('submission')
     with op.batch_alter_table('outbox_message', schema=None) as batch_op:
