@@ -14,6 +14,7 @@ from keydesk.paths import default_config_dir
 from keydesk.runtime import Runtime
 from keydesk.secret_files import ensure_key_encryption_key, ensure_secret_file, new_password
 from keydesk.settings import DEPLOYMENT_FILE, RULES_FILE, Settings, load_settings
+from rules.config_base import ConfigError
 from store.audit import verify_chain
 
 config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
@@ -66,7 +67,29 @@ def config_check(ctx: typer.Context) -> None:
     typer.echo(f"# deployment home: {settings.home}")
     for line in describe_settings(settings):
         typer.echo(line)
+    check_templates(settings)
     typer.echo("# 設定は正常です (configuration OK)")
+
+
+def check_templates(settings: Settings) -> None:
+    """Every template the mailer uses exists and parses (a broken one would stop replies)."""
+    import jinja2
+
+    from mailer.digest import HTML_TEMPLATE, TEXT_TEMPLATE
+    from mailer.reply import BODY_TEMPLATE, SUBJECT_TEMPLATE, template_environment
+
+    environment = template_environment(settings.config_dir / "templates")
+    problems = []
+    for name in (SUBJECT_TEMPLATE, BODY_TEMPLATE, TEXT_TEMPLATE, HTML_TEMPLATE):
+        label = f"{settings.config_dir.name}/templates/{name}"
+        try:
+            environment.get_template(name)
+        except jinja2.TemplateNotFound:
+            problems.append(f"{label}: the template is missing (keydesk init writes the default)")
+        except jinja2.TemplateSyntaxError as exc:
+            problems.append(f"{label}:{exc.lineno}: {exc.message}")
+    if problems:
+        raise ConfigError(problems)
 
 
 def describe_settings(settings: Settings) -> list[str]:

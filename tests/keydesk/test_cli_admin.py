@@ -88,3 +88,12 @@ def test_help_lists_only_working_commands() -> None:
     assert result.returncode == 0
     for command in ("init", "config", "db", "audit"):
         assert command in result.stdout
+
+
+def test_config_check_finds_a_broken_template(tmp_path: Path) -> None:
+    config = tmp_path / "x" / "config"
+    assert run_keydesk("init", str(config)).returncode == 0
+    (config / "templates" / "reply_body.txt.j2").write_text("{% if %}\n", encoding="utf-8")
+    checked = run_keydesk("config", "check", config=config)
+    assert checked.returncode == 2
+    assert checked.stderr.startswith("config/templates/reply_body.txt.j2:1: ")
