@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from keydesk import cli_admin, cli_digest, cli_guarantor, cli_verify
+from keydesk import cli_admin, cli_digest, cli_guarantor, cli_outbox, cli_verify
 from keydesk.errors import UserError, exit_code_for, message_for
 from keydesk.runtime import Runtime
 
@@ -30,6 +30,7 @@ cli_admin.register(app)
 cli_guarantor.register(app)
 cli_verify.register(app)
 cli_digest.register(app)
+cli_outbox.register(app)
 
 _state = {"debug": False}
 

@@ -165,7 +165,7 @@ class OutboxMessage(SQLModel, table=True):
     envelope_from: str = Field(max_length=320)
     recipients_json: str = Field(sa_column=Column(Text, nullable=False))
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
-    # pending → sending → sent | failed; partially refused recipients are tracked per recipient.
+    # pending → sending → data_sent → sent | failed (see mailer/delivery.py); per recipient in recipient_states_json.
     state: str = Field(default="pending", index=True, max_length=16)
     recipient_states_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     attempts: int = 0

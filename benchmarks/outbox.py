@@ -1,0 +1,109 @@
+"""Outbox throughput: 10,000 guarantor notices delivered to an aiosmtpd sink over reused connections.
+
+The floor is measured in the same run against the same sink: plain ``smtplib.sendmail`` of the
+same messages on one connection, with no database at all. keydesk's outbox does three guarded
+commits per message on top (claim, data_sent, outcome), so the ratio shows what durability costs.
+
+    .venv/bin/python benchmarks/outbox.py [--messages 10000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import smtplib
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # for tests.mailer.smtp_servers, the same sink the tests use
+
+from sqlmodel import Session, SQLModel  # noqa: E402
+
+from keydesk.database import make_engine  # noqa: E402
+from mailer.delivery import deliver_due  # noqa: E402
+from mailer.message import Mailbox, build_message  # noqa: E402
+from mailer.outbox import enqueue  # noqa: E402
+from mailer.settings import OutboxSettings, SmtpSettings  # noqa: E402
+from mailer.smtp_client import SmtpConnector, SmtpSession  # noqa: E402
+from tests.mailer.smtp_servers import Recorder, running  # noqa: E402
+
+SENDER = Mailbox("e-net@guarantor.example", "西日本建設業保証株式会社")
+NOW = datetime(2026, 4, 6, 0, 0, tzinfo=timezone.utc)
+BODY = """{name} 御中
+
+電子証書・認証キー登録のお知らせ
+
+このたびは前払金保証をお申し込みいただき、誠にありがとうございます。
+下記のとおり電子証書を登録いたしましたので、お知らせいたします。
+
+保証契約番号: 26-{n:06d}-4
+認証キー: AB12-****-****-GH7K(お知らせの PDF をご確認ください)
+発注者: 美郷町
+
+認証キー等のお知らせ(PDF)を発注者の契約窓口へメールでご提出ください。
+
+西日本建設業保証株式会社
+"""
+
+
+def notices(count: int) -> list:
+    return [
+        build_message(
+            sender=SENDER, to=[Mailbox(f"contractor{n}@builder.example", f"株式会社{n}建設")],
+            subject="電子証書・認証キー登録のお知らせ", text=BODY.format(name=f"株式会社{n}建設", n=n), now=NOW,
+        )
+        for n in range(count)
+    ]
+
+
+def floor_rate(port: int, raws: list[tuple[str, bytes]]) -> float:
+    start = time.perf_counter()
+    with smtplib.SMTP("127.0.0.1", port) as client:
+        for recipient, raw in raws:
+            client.sendmail(SENDER.address, [recipient], raw)
+    return len(raws) / (time.perf_counter() - start)
+
+
+def outbox_rate(port: int, messages: list, directory: Path) -> tuple[float, float, int]:
+    engine = make_engine(f"sqlite:///{directory}/bench.db")
+    SQLModel.metadata.create_all(engine)
+    start = time.perf_counter()
+    with Session(engine) as session:
+        for n, message in enumerate(messages):
+            enqueue(session, desk="misato", idempotency_key=f"notice:{n}", kind="notice", message=message,
+                    envelope_from=SENDER.address, recipients=[f"contractor{n}@builder.example"])
+        session.commit()
+    enqueue_seconds = time.perf_counter() - start
+    settings = SmtpSettings(host="127.0.0.1", port=port, security="plain")
+    smtp = SmtpSession(SmtpConnector(settings))
+    start = time.perf_counter()
+    report = deliver_due(engine, smtp, OutboxSettings(), now=datetime.now(timezone.utc))
+    seconds = time.perf_counter() - start
+    engine.dispose()
+    if report.sent != len(messages):
+        raise SystemExit(f"only {report.sent} of {len(messages)} sent: {report.summary()}")
+    return len(messages) / seconds, len(messages) / enqueue_seconds, smtp.connector.connections_opened
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--messages", type=int, default=10_000)
+    args = parser.parse_args()
+    messages = notices(args.messages)
+    # smtplib sends bytes as given, so the floor gets CRLF line ends prepared for free.
+    raws = [(m["To"].split("<")[-1].rstrip(">"), m.as_bytes(policy=m.policy.clone(linesep="\r\n"))) for m in messages]
+    with tempfile.TemporaryDirectory() as tmp, running(Recorder(keep_content=False)) as port:
+        floor = floor_rate(port, raws)
+        rate, enqueue_rate, connections = outbox_rate(port, messages, Path(tmp))
+    print(f"messages:                 {args.messages}")
+    print(f"floor (smtplib, 1 conn):  {floor:8.0f} msgs/s")
+    print(f"keydesk outbox delivery:  {rate:8.0f} msgs/s over {connections} connection(s)")
+    print(f"enqueue (one commit):     {enqueue_rate:8.0f} msgs/s")
+    print(f"ratio outbox / floor:     {rate / floor:8.2f}")
+
+
+if __name__ == "__main__":
+    main()

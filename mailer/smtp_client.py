@@ -1,0 +1,224 @@
+"""SMTP connections for the outbox: implicit TLS, STARTTLS or plain (loopback only), AUTH, reuse.
+
+``SmtpSession.send`` runs one transaction by hand (MAIL, RCPT per recipient, DATA) instead of
+``smtplib.sendmail`` because the outbox needs two things sendmail hides: each recipient's own
+answer, and a moment between "the whole body is written" and "the final dot is written" at which
+the caller records that the server may from now on hold the message (see ``mailer/delivery.py``).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import smtplib
+import socket
+import ssl
+from dataclasses import dataclass, field
+from typing import Callable
+
+from mailer.settings import SmtpSettings
+
+log = logging.getLogger(__name__)
+
+_LINE_ENDS = re.compile(rb"\r\n|\r|\n")
+_LEADING_DOT = re.compile(rb"(?m)^\.")
+
+
+class SmtpConnectError(Exception):
+    """The server could not be reached, refused TLS or refused our credentials."""
+
+
+class ClaimLost(Exception):
+    """The caller no longer owns the message; the transaction was abandoned before the final dot."""
+
+
+def is_loopback(host: str) -> bool:
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class SendResult:
+    """What the server said. ``recipients`` maps each recipient to its RCPT answer code.
+
+    ``data_code`` is the answer to the final dot (None when DATA never ran: no recipient was
+    accepted, or MAIL/DATA itself was refused with ``mail_code``). ``unconfirmed`` means the final
+    dot was written and the connection ended before an answer came.
+    """
+
+    recipients: dict[str, tuple[int, str]] = field(default_factory=dict)
+    mail_code: tuple[int, str] | None = None
+    data_code: tuple[int, str] | None = None
+    unconfirmed: bool = False
+
+
+class SmtpConnector:
+    """Opens authenticated connections as ``SmtpSettings`` says."""
+
+    def __init__(
+        self, settings: SmtpSettings, password: str | None = None, ssl_context: ssl.SSLContext | None = None,
+        local_hostname: str | None = None,
+    ) -> None:
+        if settings.security == "plain" and not is_loopback(settings.host):
+            raise SmtpConnectError(
+                f"smtp.security = \"plain\" is allowed only to a loopback address, not {settings.host}: use tls or starttls"
+            )
+        if settings.username and not password:
+            raise SmtpConnectError("smtp.username is set but no password was given")
+        self.settings = settings
+        self._password = password
+        self._context = ssl_context or ssl.create_default_context()
+        self._local_hostname = local_hostname
+        self.connections_opened = 0
+
+    def describe(self) -> str:
+        return f"{self.settings.host}:{self.settings.port} ({self.settings.security})"
+
+    def open(self) -> smtplib.SMTP:
+        s = self.settings
+        try:
+            if s.security == "tls":
+                client: smtplib.SMTP = smtplib.SMTP_SSL(
+                    s.host, s.port, timeout=s.timeout_seconds, context=self._context, local_hostname=self._local_hostname
+                )
+            else:
+                client = smtplib.SMTP(s.host, s.port, timeout=s.timeout_seconds, local_hostname=self._local_hostname)
+            # The final dot goes out as a small write of its own after a commit; without NODELAY,
+            # Nagle's algorithm and the server's delayed ACK hold it back ~40 ms per message.
+            client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+            client.ehlo()
+            if s.security == "starttls":
+                if not client.has_extn("starttls"):
+                    client.close()
+                    raise SmtpConnectError(f"{self.describe()} does not offer STARTTLS; refusing to send in the clear")
+                client.starttls(context=self._context)
+                client.ehlo()
+            if s.username:
+                client.login(s.username, self._password or "")
+        except SmtpConnectError:
+            raise
+        except smtplib.SMTPAuthenticationError as exc:
+            raise SmtpConnectError(f"{self.describe()} refused the login for {s.username}: {_text(exc.smtp_error)}") from None
+        except smtplib.SMTPNotSupportedError as exc:
+            raise SmtpConnectError(f"{self.describe()}: {exc}") from None
+        except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
+            raise SmtpConnectError(f"cannot connect to {self.describe()}: {type(exc).__name__}: {exc}") from None
+        self.connections_opened += 1
+        log.debug("smtp connected to %s", self.describe())
+        return client
+
+
+def _text(raw: bytes | str) -> str:
+    text = raw.decode("utf-8", "replace") if isinstance(raw, bytes) else str(raw)
+    return " ".join(text.split())[:300]
+
+
+def prepare_data(raw: bytes) -> bytes:
+    """CRLF line ends, dot-stuffed (RFC 5321 §4.5.2), ending in CRLF; without the final dot."""
+    data = _LEADING_DOT.sub(b"..", _LINE_ENDS.sub(b"\r\n", raw))
+    return data if data.endswith(b"\r\n") else data + b"\r\n"
+
+
+class SmtpSession:
+    """One connection reused for many messages; reopened when the server has dropped it."""
+
+    def __init__(self, connector: SmtpConnector) -> None:
+        self.connector = connector
+        self._client: smtplib.SMTP | None = None
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            client.quit()
+        except (OSError, smtplib.SMTPException):
+            client.close()
+
+    def _drop(self) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()
+
+    def send(
+        self, envelope_from: str, recipients: list[str], raw: bytes,
+        before_final_dot: Callable[[dict[str, tuple[int, str]]], bool] = lambda answers: True,
+    ) -> SendResult:
+        """One transaction. Raises SmtpConnectError when no connection can be had.
+
+        ``before_final_dot`` gets the RCPT answers and runs after the body is written; returning False abandons the
+        transaction by dropping the connection, so the server discards the message (ClaimLost).
+        """
+        for attempt in (1, 2):
+            if self._client is None:
+                self._client = self.connector.open()
+            try:
+                return self._transaction(self._client, envelope_from, recipients, raw, before_final_dot)
+            except _DroppedBeforeData:
+                # A reused connection the server closed while idle: nothing was handed over yet.
+                self._drop()
+                if attempt == 2:
+                    raise SmtpConnectError(f"{self.connector.describe()} closed the connection before the message") from None
+        raise AssertionError("unreachable")
+
+    def _transaction(self, client, envelope_from, recipients, raw, before_final_dot) -> SendResult:
+        try:
+            options = ["BODY=8BITMIME"] if not raw.isascii() and client.has_extn("8bitmime") else []
+            code, reply = client.mail(envelope_from, options)
+        except (smtplib.SMTPServerDisconnected, OSError):
+            raise _DroppedBeforeData() from None
+        if code != 250:
+            self._after_refusal(code)
+            return SendResult(mail_code=(code, _text(reply)))
+        answers: dict[str, tuple[int, str]] = {}
+        try:
+            for recipient in recipients:
+                code, reply = client.rcpt(recipient)
+                answers[recipient] = (code, _text(reply))
+                if code == 421:  # the server is closing: nothing more happens on this connection
+                    self._drop()
+                    return SendResult(recipients=answers, mail_code=(code, _text(reply)))
+            accepted = [r for r, (c, _) in answers.items() if c in (250, 251)]
+            if not accepted:
+                self._after_refusal(max((c for c, _ in answers.values()), default=0), reset=True)
+                return SendResult(recipients=answers)
+            code, reply = client.docmd("DATA")
+            if code != 354:
+                self._after_refusal(code, reset=True)
+                return SendResult(recipients=answers, data_code=(code, _text(reply)))
+            client.send(prepare_data(raw))
+        except (smtplib.SMTPServerDisconnected, OSError) as exc:
+            # Before the final dot a dropped connection means the server holds nothing.
+            self._drop()
+            return SendResult(recipients=answers, mail_code=(421, f"connection lost before the end of DATA: {exc}"))
+        if not before_final_dot(answers):
+            self._drop()
+            raise ClaimLost()
+        try:
+            client.send(b".\r\n")
+            code, reply = client.getreply()
+        except (smtplib.SMTPServerDisconnected, OSError):
+            self._drop()
+            return SendResult(recipients=answers, unconfirmed=True)
+        if code == 421:
+            self._drop()
+        return SendResult(recipients=answers, data_code=(code, _text(reply)))
+
+    def _after_refusal(self, code: int, reset: bool = False) -> None:
+        if code == 421:  # the server is closing this connection
+            self._drop()
+            return
+        if reset and self._client is not None:
+            try:
+                self._client.rset()
+            except (smtplib.SMTPException, OSError):
+                self._drop()
+
+
+class _DroppedBeforeData(Exception):
+    pass

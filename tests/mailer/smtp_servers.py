@@ -1,0 +1,196 @@
+"""Real aiosmtpd servers on free loopback ports for the mailer tests and the outbox benchmark.
+
+Each handler records what it accepted (under a lock, with a condition to wait on) and counts the
+connections it saw, so tests can assert "exactly one copy" and "one connection for the batch".
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime
+import ipaddress
+import socket
+import ssl
+import threading
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
+
+
+@dataclass(frozen=True)
+class Received:
+    mail_from: str
+    rcpt_tos: tuple[str, ...]
+    content: bytes
+
+
+class Recorder:
+    """Accepts everything; subclasses script other answers."""
+
+    def __init__(self, keep_content: bool = True) -> None:
+        self.keep_content = keep_content
+        self.messages: list[Received] = []
+        self.connections = 0
+        self.logins: list[str] = []
+        self._changed = threading.Condition()
+
+    def connected(self) -> None:
+        with self._changed:
+            self.connections += 1
+            self._changed.notify_all()
+
+    def record(self, envelope) -> None:
+        content = envelope.original_content or envelope.content or b""
+        with self._changed:
+            self.messages.append(Received(envelope.mail_from, tuple(envelope.rcpt_tos), content if self.keep_content else b""))
+            self._changed.notify_all()
+
+    def wait_for_messages(self, count: int, timeout: float = 10.0) -> list[Received]:
+        with self._changed:
+            if not self._changed.wait_for(lambda: len(self.messages) >= count, timeout):
+                raise AssertionError(f"expected {count} messages, the server has {len(self.messages)}")
+            return list(self.messages)
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.record(envelope)
+        return "250 2.0.0 OK queued"
+
+
+class Scripted(Recorder):
+    """Answers the final dot with the scripted replies in turn (then 250); records only on 250."""
+
+    def __init__(self, data_answers: list[str]) -> None:
+        super().__init__()
+        self.data_answers = list(data_answers)
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        with self._changed:
+            answer = self.data_answers.pop(0) if self.data_answers else "250 2.0.0 OK queued"
+        if answer.startswith("250"):
+            self.record(envelope)
+        return answer
+
+
+class RefusingRecipients(Recorder):
+    """Answers RCPT for the listed addresses with a scripted reply (a list is used in turn)."""
+
+    def __init__(self, answers: dict[str, list[str]]) -> None:
+        super().__init__()
+        self.answers = {k: list(v) for k, v in answers.items()}
+
+    async def handle_RCPT(self, server, session, envelope, address, rcpt_options) -> str:
+        with self._changed:
+            script = self.answers.get(address)
+            answer = script.pop(0) if script else "250 2.1.5 OK"
+        if answer.startswith("250"):
+            envelope.rcpt_tos.append(address)
+        return answer
+
+
+class DropAfterData(Recorder):
+    """Takes the whole message, stores it, then drops the connection instead of answering."""
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.record(envelope)
+        server.transport.abort()
+        return "250 2.0.0 never seen by the client"
+
+
+class CloseAfterEachMessage(Recorder):
+    """Answers 250, then closes the connection (a server with a very short idle timeout)."""
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        self.record(envelope)
+        asyncio.get_running_loop().call_soon(server.transport.close)
+        return "250 2.0.0 OK queued"
+
+
+class _CountingSMTP(SMTP):
+    def connection_made(self, transport) -> None:
+        self.event_handler.connected()
+        super().connection_made(transport)
+
+
+class _Controller(Controller):
+    def factory(self):
+        return _CountingSMTP(self.handler, **self.SMTP_kwargs)
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@contextmanager
+def running(handler: Recorder, **kwargs) -> Iterator[int]:
+    """Start ``handler`` on a free loopback port; yields the port; stops the server afterwards."""
+    controller = _Controller(handler, hostname="127.0.0.1", port=free_port(), ready_timeout=10, **kwargs)
+    controller.start()
+    with handler._changed:
+        handler.connections = 0  # start() made one connection of its own to see the server is up
+    try:
+        yield controller.port
+    finally:
+        controller.stop()
+
+
+def password_authenticator(users: dict[str, str], handler: Recorder):
+    def authenticate(server, session, envelope, mechanism, auth_data) -> AuthResult:
+        if isinstance(auth_data, LoginPassword):
+            login = auth_data.login.decode()
+            if users.get(login) == auth_data.password.decode():
+                handler.logins.append(login)
+                return AuthResult(success=True)
+        return AuthResult(success=False, handled=False)
+
+    return authenticate
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    cert: Path
+    key: Path
+    pem: str
+
+    def server_context(self) -> ssl.SSLContext:
+        context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        context.load_cert_chain(self.cert, self.key)
+        return context
+
+    def client_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cadata=self.pem)
+
+
+def self_signed(directory: Path) -> TlsFiles:
+    """A throwaway certificate for 127.0.0.1 / localhost, made with ``cryptography``."""
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "keydesk test SMTP")])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name).issuer_name(name).public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName([
+            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+        ]), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    pem = cert.public_bytes(serialization.Encoding.PEM).decode()
+    cert_path, key_path = directory / "smtp-cert.pem", directory / "smtp-key.pem"
+    cert_path.write_text(pem)
+    key_path.write_bytes(key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+    ))
+    return TlsFiles(cert_path, key_path, pem)

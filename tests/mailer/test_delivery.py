@@ -1,0 +1,412 @@
+"""Outbox delivery against real aiosmtpd servers on loopback: retries, refusals, crashes, reuse, TLS."""
+
+from __future__ import annotations
+
+import email
+import email.policy
+import json
+import subprocess
+import sys
+import threading
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, SQLModel, select
+from typer.testing import CliRunner
+
+from keydesk.database import make_engine
+from mailer import delivery
+from mailer.message import Mailbox, build_message
+from mailer.outbox import enqueue
+from mailer.settings import OutboxSettings, SmtpSettings
+from mailer.smtp_client import SmtpConnectError, SmtpConnector, SmtpSession
+from store.audit import verify_chain
+from store.tables import AuditEvent, OutboxMessage
+from tests.mailer.smtp_servers import (
+    CloseAfterEachMessage, DropAfterData, Recorder, RefusingRecipients, Scripted, password_authenticator,
+    running, self_signed,
+)
+
+T0 = datetime(2026, 4, 6, 0, 30, tzinfo=timezone.utc)
+DESK = "keiyaku@town.misato.example"
+OUTBOX = OutboxSettings(first_retry_seconds=60, backoff_factor=2.0, max_retry_seconds=3600, give_up_after_hours=96)
+PROJECT = Path(__file__).resolve().parents[2]
+
+
+@pytest.fixture
+def db(database_url):
+    """A fresh database with every table: SQLite, and PostgreSQL when the suite has one."""
+    engine = make_engine(database_url)
+    SQLModel.metadata.create_all(engine)
+    yield engine
+    engine.dispose()
+
+
+def smtp(port: int, **overrides) -> SmtpSession:
+    settings = SmtpSettings(host="127.0.0.1", port=port, security="plain", timeout_seconds=10, **overrides)
+    return SmtpSession(SmtpConnector(settings))
+
+
+def add(engine, n: int = 1, recipients=("contractor@builder.example",), key="notice") -> list[int]:
+    ids = []
+    with Session(engine) as session:
+        for i in range(n):
+            message = build_message(
+                sender=Mailbox(DESK, "美郷町 契約窓口"), to=[Mailbox(r) for r in recipients],
+                subject=f"【美郷町 契約窓口】お知らせ {i}", text=f"本文 {i}\n.\n.leading dot\n", now=T0,
+            )
+            row, _ = enqueue(session, desk="misato", idempotency_key=f"{key}:{i}", kind="notice", message=message,
+                             envelope_from=DESK, recipients=list(recipients))
+            ids.append(row.id)
+        # Enqueued at T0: the give-up clock starts here.
+        for row_id in ids:
+            session.get(OutboxMessage, row_id).created_at = T0
+            session.get(OutboxMessage, row_id).next_attempt_at = T0
+        session.commit()
+    return ids
+
+
+def row(engine, row_id: int) -> OutboxMessage:
+    with Session(engine) as session:
+        return session.get(OutboxMessage, row_id)
+
+
+def audit_actions(engine) -> list[str]:
+    with Session(engine) as session:
+        return [e.action for e in session.exec(select(AuditEvent).order_by(AuditEvent.id))]
+
+
+def message_ids(received) -> list[str]:
+    return [email.message_from_bytes(m.content, policy=email.policy.default)["Message-ID"] for m in received]
+
+
+def test_a_batch_of_50_goes_over_one_connection_and_each_arrives_once(db):
+    handler = Recorder()
+    ids = add(db, 50)
+    with running(handler) as port:
+        report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
+        received = handler.wait_for_messages(50)
+    assert report.sent == 50 and handler.connections == 1
+    assert sorted(message_ids(received)) == sorted(row(db, i).message_id for i in ids)
+    assert all(row(db, i).state == "sent" and row(db, i).sent_at is not None for i in ids)
+    # Dot-stuffing survived the trip: the body arrives as written.
+    body = email.message_from_bytes(received[0].content, policy=email.policy.default).get_content()
+    assert "\n.\n.leading dot\n" in body
+
+
+def test_421_then_451_are_retried_with_growing_backoff_and_delivered_exactly_once(db):
+    handler = Scripted(["421 4.3.2 shutting down", "451 4.3.0 try later"])
+    [row_id] = add(db)
+    with running(handler) as port:
+        first = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
+        after_first = row(db, row_id)
+        too_early = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(seconds=59))
+        second = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(seconds=60))
+        after_second = row(db, row_id)
+        third = delivery.deliver_due(db, smtp(port), OUTBOX, now=after_second.next_attempt_at)
+        received = handler.wait_for_messages(1)
+    assert (first.retry_later, too_early.ids, second.retry_later, third.sent) == (1, [], 1, 1)
+    assert after_first.next_attempt_at == T0 + timedelta(seconds=60) and "421" in after_first.last_error
+    assert after_second.next_attempt_at == T0 + timedelta(seconds=60 + 120) and "451" in after_second.last_error
+    final = row(db, row_id)
+    assert (final.state, final.attempts, len(received)) == ("sent", 3, 1)
+    # The same Message-ID on every attempt.
+    assert message_ids(received) == [final.message_id]
+
+
+def test_550_fails_at_once_and_is_audited(db):
+    handler = Scripted(["550 5.7.1 rejected by policy"])
+    [row_id] = add(db)
+    with running(handler) as port:
+        report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
+        later = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(days=1))
+    failed = row(db, row_id)
+    assert (report.failed, later.ids, handler.messages) == (1, [], [])
+    assert failed.state == "failed" and "550 5.7.1" in failed.last_error
+    assert json.loads(failed.recipient_states_json) == {"contractor@builder.example": "failed"}
+    assert handler.connections == 1  # the failed row was not tried again
+    assert audit_actions(db) == ["outbox.failed"]
+    with Session(db) as session:
+        assert verify_chain(session).intact
+
+
+def test_a_partial_refusal_is_handled_per_recipient(db):
+    handler = RefusingRecipients({"later@builder.example": ["450 4.2.1 mailbox busy"], "gone@builder.example": ["550 5.1.1 no such user"]})
+    recipients = ("ok@builder.example", "later@builder.example", "gone@builder.example")
+    [row_id] = add(db, recipients=recipients)
+    with running(handler) as port:
+        first = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
+        middle = row(db, row_id)
+        second = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(minutes=1))
+        received = handler.wait_for_messages(2)
+    assert json.loads(middle.recipient_states_json) == {
+        "ok@builder.example": "sent", "later@builder.example": "pending", "gone@builder.example": "failed",
+    }
+    assert (first.retry_later, second.sent) == (1, 1)
+    # The accepted recipient is never sent the message again; the 4xx one is retried alone.
+    assert [m.rcpt_tos for m in received] == [("ok@builder.example",), ("later@builder.example",)]
+    final = row(db, row_id)
+    assert final.state == "sent" and json.loads(final.recipient_states_json)["later@builder.example"] == "sent"
+    assert audit_actions(db) == ["outbox.recipient_failed"]
+
+
+def test_4xx_gives_up_after_the_configured_hours(db):
+    handler = Scripted(["451 4.3.0 try later"] * 3)
+    [row_id] = add(db)
+    with running(handler) as port:
+        delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
+        report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(hours=96))
+    final = row(db, row_id)
+    assert report.failed == 1 and final.state == "failed" and final.last_error.startswith("gave up after 96 hours")
+    assert handler.messages == []
+
+
+def test_the_backoff_is_capped():
+    assert delivery.retry_delay(1, OUTBOX) == timedelta(seconds=60)
+    assert delivery.retry_delay(3, OUTBOX) == timedelta(seconds=240)
+    assert delivery.retry_delay(30, OUTBOX) == timedelta(seconds=3600)
+
+
+CRASHING_DELIVERER = """
+import os, sys
+from datetime import datetime
+from keydesk.database import make_engine
+from mailer import delivery
+from mailer.settings import OutboxSettings, SmtpSettings
+from mailer.smtp_client import SmtpConnector, SmtpSession
+
+url, port, now, point = sys.argv[1], int(sys.argv[2]), datetime.fromisoformat(sys.argv[3]), sys.argv[4]
+die = lambda *args: os._exit(70)
+hooks = delivery.FaultHooks(**{point: die})
+session = SmtpSession(SmtpConnector(SmtpSettings(host="127.0.0.1", port=port, security="plain", timeout_seconds=10)))
+delivery.deliver_due(make_engine(url), session, OutboxSettings(), now=now, hooks=hooks)
+os._exit(0)
+"""
+
+
+def crash_deliverer(engine, port: int, point: str) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", CRASHING_DELIVERER, engine.url.render_as_string(hide_password=False), str(port), T0.isoformat(), point],
+        cwd=PROJECT, capture_output=True, text=True, timeout=60,
+    )
+    assert done.returncode == 70, done.stderr
+
+
+def test_a_crash_after_the_server_accepted_and_before_the_commit_never_sends_twice(db):
+    handler = Recorder()
+    [row_id] = add(db)
+    with running(handler) as port:
+        crash_deliverer(db, port, "after_final_answer")
+        assert len(handler.wait_for_messages(1)) == 1
+        assert row(db, row_id).state == "data_sent"
+        # While the dead deliverer's lease runs, nobody touches the row…
+        assert delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(minutes=1)).ids == []
+        # …then it is recognised as delivered-unconfirmed, not sent again.
+        report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(hours=1))
+    final = row(db, row_id)
+    assert report.recovered == 1 and len(handler.messages) == 1
+    assert final.state == "sent" and final.last_error.startswith("delivered-unconfirmed")
+    assert json.loads(final.recipient_states_json) == {"contractor@builder.example": "unconfirmed"}
+    assert audit_actions(db) == ["outbox.unconfirmed"]
+
+
+def test_a_crash_before_the_final_dot_is_sent_again_exactly_once(db):
+    handler = Recorder()
+    [row_id] = add(db)
+    with running(handler) as port:
+        crash_deliverer(db, port, "after_claim")
+        assert row(db, row_id).state == "sending" and handler.messages == []
+        report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(hours=1))
+        received = handler.wait_for_messages(1)
+    assert report.recovered == 1 and report.sent == 1 and len(received) == 1
+    assert row(db, row_id).state == "sent" and message_ids(received) == [row(db, row_id).message_id]
+
+
+def test_a_server_that_drops_the_connection_after_data_gets_one_copy(db):
+    handler = DropAfterData()
+    [row_id] = add(db)
+    with running(handler) as port:
+        first = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
+        later = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(days=1))
+    assert first.unconfirmed == 1 and later.ids == [] and len(handler.messages) == 1
+    final = row(db, row_id)
+    assert final.state == "sent" and final.last_error.startswith("delivered-unconfirmed")
+
+
+def test_a_dropped_idle_connection_is_reopened_without_losing_or_doubling_mail(db):
+    handler = CloseAfterEachMessage()
+    ids = add(db, 3)
+    with running(handler) as port:
+        report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
+        received = handler.wait_for_messages(3)
+    assert report.sent == 3 and len(received) == 3 and handler.connections == 3
+    assert sorted(message_ids(received)) == sorted(row(db, i).message_id for i in ids)
+
+
+def test_two_deliverers_at_once_send_each_row_once(db):
+    handler = Recorder(keep_content=True)
+    add(db, 40)
+    with running(handler) as port:
+        reports = []
+        threads = [
+            threading.Thread(target=lambda: reports.append(delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)))
+            for _ in range(2)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        received = handler.wait_for_messages(40)
+    assert sum(r.sent for r in reports) == 40
+    assert len(received) == 40 and len(set(message_ids(received))) == 40
+
+
+def test_an_unreachable_server_keeps_the_rows_for_later(db):
+    ids = add(db, 3)
+    from tests.mailer.smtp_servers import free_port
+
+    report = delivery.deliver_due(db, smtp(free_port()), OUTBOX, now=T0)
+    assert report.connection_error and "cannot connect" in report.connection_error
+    for row_id in ids:  # none is left stuck in "sending" until its lease ends
+        kept = row(db, row_id)
+        assert kept.state == "pending" and kept.next_attempt_at == T0 + timedelta(minutes=1)
+
+
+def test_a_deliverer_whose_lease_ran_out_cannot_finish_a_second_copy(db):
+    handler = Recorder()
+    [row_id] = add(db)
+    with running(handler) as port:
+        other = []
+
+        def lease_runs_out(claimed_id):
+            # Another deliverer takes the row over while this one is stalled after its claim.
+            other.append(delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(hours=1)))
+
+        stalled = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0, hooks=delivery.FaultHooks(after_claim=lease_runs_out))
+        received = handler.wait_for_messages(1)
+    assert other[0].recovered == 1 and other[0].sent == 1 and stalled.sent == 0
+    assert len(received) == 1 and row(db, row_id).state == "sent"
+
+
+def test_starttls_with_auth(db, tmp_path):
+    tls = self_signed(tmp_path)
+    handler = Recorder()
+    [row_id] = add(db)
+    auth = password_authenticator({"keydesk": "s3cret"}, handler)
+    with running(handler, tls_context=tls.server_context(), require_starttls=True, authenticator=auth) as port:
+        settings = SmtpSettings(host="127.0.0.1", port=port, security="starttls", username="keydesk",
+                                password_env="UNUSED_IN_TEST", timeout_seconds=10)
+        wrong = SmtpSession(SmtpConnector(settings, "wrong", ssl_context=tls.client_context()))
+        refused = delivery.deliver_due(db, wrong, OUTBOX, now=T0)
+        right = SmtpSession(SmtpConnector(settings, "s3cret", ssl_context=tls.client_context()))
+        report = delivery.deliver_due(db, right, OUTBOX, now=T0 + timedelta(minutes=1))
+        handler.wait_for_messages(1)
+    assert "refused the login" in refused.connection_error and refused.sent == 0
+    assert report.sent == 1 and handler.logins == ["keydesk"] and row(db, row_id).state == "sent"
+
+
+def test_starttls_is_required_when_configured(tmp_path):
+    with running(Recorder()) as port:
+        settings = SmtpSettings(host="127.0.0.1", port=port, security="starttls", timeout_seconds=10)
+        with pytest.raises(SmtpConnectError, match="does not offer STARTTLS"):
+            SmtpConnector(settings).open()
+
+
+def test_implicit_tls(db, tmp_path):
+    tls = self_signed(tmp_path)
+    handler = Recorder()
+    add(db, 2)
+    with running(handler, ssl_context=tls.server_context()) as port:
+        settings = SmtpSettings(host="127.0.0.1", port=port, security="tls", timeout_seconds=10)
+        report = delivery.deliver_due(db, SmtpSession(SmtpConnector(settings, ssl_context=tls.client_context())), OUTBOX, now=T0)
+        handler.wait_for_messages(2)
+    assert report.sent == 2 and handler.connections == 1
+
+
+def test_an_untrusted_certificate_is_refused(db, tmp_path):
+    tls = self_signed(tmp_path)
+    add(db)
+    with running(Recorder(), ssl_context=tls.server_context()) as port:
+        settings = SmtpSettings(host="127.0.0.1", port=port, security="tls", timeout_seconds=10)
+        report = delivery.deliver_due(db, SmtpSession(SmtpConnector(settings)), OUTBOX, now=T0)
+    assert "CERTIFICATE_VERIFY_FAILED" in report.connection_error and report.sent == 0
+
+
+def test_plain_smtp_is_only_for_loopback():
+    with pytest.raises(SmtpConnectError, match="only to a loopback"):
+        SmtpConnector(SmtpSettings(host="smtp.town.example", port=25, security="plain"))
+
+
+def test_retry_brings_back_failed_recipients_only(db):
+    handler = RefusingRecipients({"gone@builder.example": ["550 5.1.1 no such user"]})
+    [row_id] = add(db, recipients=("ok@builder.example", "gone@builder.example"))
+    with running(handler) as port:
+        delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
+        assert delivery.retry(db, row_id, T0 + timedelta(hours=1)) == ["gone@builder.example"]
+        delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(hours=1))
+        received = handler.wait_for_messages(2)
+    assert [m.rcpt_tos for m in received] == [("ok@builder.example",), ("gone@builder.example",)]
+    with pytest.raises(delivery.RetryRefused):
+        delivery.retry(db, row_id, T0 + timedelta(hours=2))
+    with pytest.raises(delivery.RetryRefused):
+        delivery.retry(db, 999, T0)
+
+
+# --- the CLI, on a tmp deployment -------------------------------------------------------------
+
+@pytest.fixture
+def deployment(tmp_path, monkeypatch):
+    from keydesk import cli_outbox
+    from keydesk.cli import app
+
+    if not any(getattr(g, "name", None) == "outbox" for g in app.registered_groups):
+        cli_outbox.register(app)
+    monkeypatch.delenv("KEYDESK_CONFIG", raising=False)
+    monkeypatch.delenv("KEYDESK_KEY_ENCRYPTION_KEY", raising=False)
+    runner = CliRunner()
+    config = tmp_path / "config"
+    assert runner.invoke(app, ["init", str(config)]).exit_code == 0
+    return app, runner, config
+
+
+def _point_smtp_at(config: Path, port: int) -> None:
+    toml = config / "keydesk.toml"
+    toml.write_text(toml.read_text(encoding="utf-8").replace("port = 1025\n", f"port = {port}\n", 1), encoding="utf-8")
+
+
+def test_cli_send_list_and_retry(deployment):
+    app, runner, config = deployment
+    handler = RefusingRecipients({"gone@builder.example": ["550 5.1.1 no such user"]})
+    with running(handler) as port:
+        _point_smtp_at(config, port)
+        invoke = lambda *args: runner.invoke(app, ["--config", str(config), *args])
+        assert invoke("db", "upgrade").exit_code == 0
+        engine = make_engine(f"sqlite:///{config.parent}/var/keydesk.db")
+        add(engine, 1, recipients=("ok@builder.example",), key="a")
+        [bad] = add(engine, 1, recipients=("gone@builder.example",), key="b")
+        engine.dispose()
+        sent = invoke("outbox", "send")
+        listed = invoke("outbox", "list")
+        failed = invoke("outbox", "list", "--failed")
+        retried = invoke("outbox", "retry", str(bad))
+        unknown = invoke("outbox", "retry", "4242")
+        handler.wait_for_messages(1)
+    assert sent.exit_code == 0 and "送信済 1 件" in sent.output and "失敗 1 件" in sent.output
+    assert "ok@builder.example(送信済)" in listed.output and "gone@builder.example(失敗)" in listed.output
+    assert "gone@builder.example" in failed.output and "ok@builder.example" not in failed.output
+    assert retried.exit_code == 0 and "gone@builder.example" in retried.output
+    assert unknown.exit_code == 1 and "見つかりません" in str(unknown.exception) + unknown.output
+
+
+def test_cli_send_reports_an_unreachable_server(deployment):
+    from tests.mailer.smtp_servers import free_port
+
+    app, runner, config = deployment
+    _point_smtp_at(config, free_port())
+    assert runner.invoke(app, ["--config", str(config), "db", "upgrade"]).exit_code == 0
+    engine = make_engine(f"sqlite:///{config.parent}/var/keydesk.db")
+    add(engine, 1)
+    engine.dispose()
+    result = runner.invoke(app, ["--config", str(config), "outbox", "send"])
+    assert result.exit_code == 1 and "接続できませんでした" in str(result.exception)
