@@ -15,10 +15,9 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[test,postgres]'
 	touch $(STAMP)
 
-# Until the demo command lands: validate the repository's config and create its database.
+# The whole story on the embedded mail servers, in a fresh var/demo/.
 demo: install
-	$(BIN)/keydesk config check
-	$(BIN)/keydesk db upgrade
+	$(BIN)/keydesk demo
 
 test: install
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

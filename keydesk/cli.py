@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from keydesk import cli_admin, cli_digest, cli_guarantor, cli_outbox, cli_verify
+from keydesk import cli_admin, cli_digest, cli_guarantor, cli_intake, cli_outbox, cli_verify, demo
 from keydesk.errors import UserError, exit_code_for, message_for
 from keydesk.runtime import Runtime
 
@@ -31,6 +31,8 @@ cli_guarantor.register(app)
 cli_verify.register(app)
 cli_digest.register(app)
 cli_outbox.register(app)
+cli_intake.register(app)
+demo.register(app)
 
 _state = {"debug": False}
 
@@ -49,12 +51,25 @@ def _root(
 
 
 def _configure_logging(debug: bool) -> None:
-    logging.basicConfig(
-        level=logging.DEBUG if debug else logging.INFO,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-        stream=sys.stderr,
-        force=True,
-    )
+    handler = _CurrentStderrHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler], force=True)
+
+
+class _CurrentStderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the event, not at start-up (test
+    runners swap it), so a log line never goes to a stream that was closed meanwhile."""
+
+    def __init__(self) -> None:
+        super().__init__(sys.stderr)
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value) -> None:
+        pass
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -30,6 +30,8 @@ class OutboxSettings(StrictModel):
     max_retry_seconds: int = Field(default=3600, ge=1)
     give_up_after_hours: float = Field(default=96, gt=0)
     batch_size: int = Field(default=100, ge=1)
+    # How often `keydesk run` looks for mail that is due (replies are also sent right after intake).
+    deliver_interval_seconds: int = Field(default=15, ge=1)
 
 
 class DigestSettings(StrictModel):

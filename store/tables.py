@@ -33,13 +33,13 @@ class InboundMessage(SQLModel, table=True):
     uid: int
     sha256: str = Field(max_length=64)
     size: int
-    # Relative to the storage directory; None when the mail was over the size limit (headers only).
+    # Relative to the storage directory; for a too_large mail it holds the headers only.
     raw_path: str | None = Field(default=None, max_length=255)
     message_id: str | None = Field(default=None, sa_column=Column(Text))
     sender: str | None = Field(default=None, sa_column=Column(Text))
     subject: str | None = Field(default=None, sa_column=Column(Text))
     received_at: datetime = Field(default_factory=utcnow)
-    # new → processed | quarantined; too_large mails are answered from headers.
+    # new → processed | quarantined; a too_large mail keeps state too_large and gets processed_at when answered.
     state: str = Field(default="new", index=True, max_length=32)
     attempts: int = 0
     last_error: str | None = Field(default=None, sa_column=Column(Text))

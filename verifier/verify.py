@@ -273,7 +273,8 @@ def _judge(candidates: list[_Candidate], desk: str, rules: DeskRules, ports: Por
         if candidate.guarantee_no:
             judged[candidate.guarantee_no] = candidate
         order.append(candidate)
-        _check(candidate, ports, now)
+        if not _printed_type_refused(candidate, rules):
+            _check(candidate, ports, now)
 
     # Advances in this mail count towards the 前払金 + 中間前払金 total of the same contract.
     in_mail: dict[str, dict[GuaranteeType, int]] = {}
@@ -296,6 +297,22 @@ def _judge(candidates: list[_Candidate], desk: str, rules: DeskRules, ports: Por
             )
         verdicts.append(_verdict(candidate, rules, contract))
     return verdicts
+
+
+def _printed_type_refused(candidate: _Candidate, rules: DeskRules) -> bool:
+    """A notice that itself names a type the town does not take (契約保証予約) is refused as such,
+    without a look-up: the look-up could only answer "no match", and the reply would send the
+    contractor after a key notice that cannot exist."""
+    printed = candidate.notice.guarantee_type if candidate.notice else None
+    if printed is None or (printed is not GuaranteeType.CONTRACT_RESERVATION
+                           and printed in rules.eligible_guarantee_types):
+        return False
+    candidate.findings.append(Finding(
+        "cert.type_not_eligible", detail=f"the key notice names the guarantee type {printed.value}",
+        params={"guarantee_no": candidate.guarantee_no or "", "guarantee_type": printed.value},
+        guarantee_no=candidate.guarantee_no, document=candidate.document,
+    ))
+    return True
 
 
 def _check(candidate: _Candidate, ports: Ports, now: datetime) -> None:

@@ -53,7 +53,7 @@ BAD_CONFIGS = [
      "config/rules.toml: desks.misato.eligible_guarantee_types: 契約保証予約 is not delivered electronically"),
     ("rules.toml", 'guarantee_types = ["契約保証"]', 'guarantee_types = ["契約保障"]',
      "config/rules.toml: desks.misato.departments.keiyaku.guarantee_types.0: must be one of"),
-    ("rules.toml", 'guarantee_types = ["契約保証"]\ndigest_recipients = ["keiyaku@town.misato.example"]',
+    ("rules.toml", 'guarantee_types = ["契約保証"]\ndigest_recipients = ["keiyaku-tanto@town.misato.example"]',
      'guarantee_types = ["契約保証"]\ndigest_recipients = ["keiyaku at town"]',
      "config/rules.toml: desks.misato.departments.keiyaku.digest_recipients: must be e-mail addresses"),
     ("rules.toml", "advance_total_max_ratio = 0.60", "advance_total_max_ratio = 0.30",

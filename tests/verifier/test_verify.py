@@ -468,3 +468,15 @@ def test_every_code_this_module_uses_is_in_the_table() -> None:
         "cert.signature", "cert.notice_mismatch", "sender.not_authenticated", "mail.automatic",
     }
     assert used <= set(CODES)
+
+
+def test_a_reservation_notice_is_refused_by_its_printed_type_without_a_lookup(desk: Desk) -> None:
+    # 契約保証予約 is never issued electronically, so no look-up could find it: the reply must say
+    # why it cannot be taken, not send the contractor after a notice that does not exist.
+    reservation = replace(CONTRACT_CERT, guarantee_type=GuaranteeType.CONTRACT_RESERVATION)
+    result = desk.verify(notice(reservation, keys.generate()))
+    [guarantee] = result.guarantees
+    assert codes(guarantee.findings) == ["cert.type_not_eligible"]
+    assert "契約保証予約" in guarantee.findings[0].message
+    assert result.verdict is Verdict.RETURNED
+    assert desk.lookup.calls == []

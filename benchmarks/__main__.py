@@ -1,0 +1,10 @@
+"""`make bench`: every benchmark with its defaults; each prints its ratio against a floor."""
+
+import sys
+
+from benchmarks import intake, outbox, verify
+
+for bench in (verify, outbox, intake):
+    sys.argv = [bench.__name__]
+    bench.main()
+    print()

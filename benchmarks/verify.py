@@ -1,0 +1,77 @@
+"""Verifier throughput: key notices read, classified and extracted per second.
+
+The floor is pypdf extracting the same PDF's text in this process (what any reader must pay);
+keydesk adds the bounded worker process (CPU and memory limits), normalisation, classification
+and field extraction. Both are measured in the same run; the ratio is what the safety costs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import time
+import tomllib
+from datetime import date, datetime, timezone
+from pathlib import Path
+
+from pypdf import PdfReader
+
+from guarantor.pdf import render_key_notice
+from rules.domain import Certificate, GuaranteeType
+from rules.signatures import DocumentSignatures
+from verifier import access_key
+from verifier.classify import classify
+from verifier.extract import extract_key_notices
+from verifier.pdf_text import PdfTextWorker
+
+RULES = Path(__file__).resolve().parents[1] / "config" / "rules.toml"
+
+
+def _notice() -> bytes:
+    certificate = Certificate(
+        guarantee_no="26-000123-4", guarantee_type=GuaranteeType.ADVANCE, guarantor="西日本建設業保証株式会社",
+        contractor_name="株式会社美郷建設", obligee="美郷町長", desk="misato", contract_no="R8-001",
+        work_name="町道美郷中央線道路改良工事", work_category="工事", contract_amount=30_862_500,
+        guarantee_amount=12_345_000, fee=98_760, contract_date=date(2026, 4, 1), completion_date=date(2027, 3, 15),
+        period_start=date(2026, 4, 1), period_end=date(2027, 3, 31), issued_on=date(2026, 4, 1),
+    )
+    return render_key_notice(certificate, access_key.generate(), datetime(2026, 4, 1, 1, tzinfo=timezone.utc))
+
+
+def _rate(count: int, work) -> float:
+    start = time.perf_counter()
+    for _ in range(count):
+        work()
+    return count / (time.perf_counter() - start)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--documents", type=int, default=300)
+    args = parser.parse_args()
+    data = _notice()
+    with RULES.open("rb") as handle:
+        signatures = DocumentSignatures.model_validate(tomllib.load(handle)["documents"])
+
+    def floor() -> None:
+        reader = PdfReader(io.BytesIO(data))
+        "".join(page.extract_text() for page in reader.pages)
+
+    with PdfTextWorker() as worker:
+        worker.extract(data)  # start-up paid once, as in the daemon
+
+        def keydesk() -> None:
+            result = worker.extract(data)
+            classify(result, signatures)
+            extract_key_notices(result, signatures)
+
+        floor_rate = _rate(args.documents, floor)
+        keydesk_rate = _rate(args.documents, keydesk)
+    print(f"verify: {args.documents} key notices")
+    print(f"  floor (pypdf text in process)        {floor_rate:8.1f} docs/s")
+    print(f"  keydesk (bounded worker + verifier)  {keydesk_rate:8.1f} docs/s")
+    print(f"  ratio keydesk / floor                {keydesk_rate / floor_rate:8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,368 @@
+"""One intake pass over a desk's mailbox, exactly once in effect.
+
+A pass has three stages, each safe to repeat after a crash at any point:
+
+1. **Record.** For every UID not yet recorded under the folder's current UIDVALIDITY, the raw
+   mail is stored (fsync) and its ``InboundMessage`` row committed before anything else. A mail
+   whose SHA-256 is already known (a UIDVALIDITY reset, a second delivery) is recognised and never
+   becomes a second row: the existing row follows it to its new place.
+2. **Process.** Each unprocessed row goes through the ``process`` hook (the pipeline) inside ONE
+   transaction that also marks the row processed: submissions, documents and the reply in the
+   outbox commit together or not at all. The attempt is counted before processing, so a mail
+   that keeps failing (or crashing the process) is quarantined after ``max_attempts``.
+3. **Act.** Only after that commit is the mail moved to its verdict's folder (or flagged seen);
+   then ``mailbox_action_done`` is set. A crash in between only repeats the move.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from email.parser import BytesHeaderParser
+from email.policy import compat32, default as default_policy
+
+from sqlalchemy.engine import Engine
+from sqlalchemy.exc import IntegrityError
+from sqlmodel import Session, or_, select
+
+from intake.poller import MailboxConnection
+from intake.raw_store import RawStore
+from intake.settings import Limits, MailboxSettings, PollSettings
+from rules.findings import Verdict
+from store.audit import record as audit
+from store.tables import InboundMessage, utcnow
+
+log = logging.getLogger(__name__)
+
+ACTOR = "intake"
+_HEADER_TEXT_MAX = 998
+_BATCH_MAILS = 100
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the pipeline decided for one mail."""
+
+    verdict: Verdict
+    findings: tuple[str, ...] = ()  # finding codes, for the CLI and the row when the pipeline leaves it empty
+
+
+# process(session, inbound_row, raw_bytes) -> Outcome. Runs inside the transaction that marks the
+# row processed; it must not commit. For a too-large mail ``raw_bytes`` are the headers only.
+ProcessHook = Callable[[Session, InboundMessage, bytes], Outcome]
+# Called after a mail's processing committed and before its mailbox action (tests crash here).
+AfterCommitHook = Callable[[InboundMessage], None]
+
+
+@dataclass(frozen=True)
+class TakenMail:
+    inbound_id: int
+    uid: int
+    sender: str | None
+    subject: str | None
+    state: str
+    verdict: str | None
+    findings: tuple[str, ...]
+
+    def to_json(self) -> dict:
+        return {"inbound_id": self.inbound_id, "uid": self.uid, "sender": self.sender, "subject": self.subject,
+                "state": self.state, "verdict": self.verdict, "findings": list(self.findings)}
+
+
+@dataclass
+class PassReport:
+    uidvalidity: int = 0
+    recorded: int = 0  # new rows
+    recognised: int = 0  # mails already known by their hash (moved, re-delivered, new UIDVALIDITY)
+    taken: list[TakenMail] = field(default_factory=list)  # processed or quarantined in this pass
+    failures: int = 0  # processing attempts that raised
+    actions: int = 0  # mails moved or flagged
+
+
+@dataclass(frozen=True)
+class _Fetched:
+    uid: int
+    data: bytes  # the whole mail, or only its headers when too large
+    size: int  # RFC822.SIZE for a too-large mail
+    too_large: bool
+
+
+@dataclass(frozen=True)
+class _Copy:
+    uid: int
+    original_id: int
+
+
+class IntakeService:
+    def __init__(self, *, desk: str, mailbox: MailboxSettings, poll: PollSettings, limits: Limits,
+                 engine: Engine, store: RawStore, process: ProcessHook,
+                 after_commit: AfterCommitHook | None = None) -> None:
+        self.desk = desk
+        self.mailbox = mailbox
+        self.poll = poll
+        self.limits = limits
+        self.engine = engine
+        self.store = store
+        self.process = process
+        self.after_commit = after_commit
+
+    @property
+    def account(self) -> str:
+        return self.mailbox.username
+
+    def _mine(self):
+        """The WHERE clause for this desk's mailbox."""
+        return (InboundMessage.desk == self.desk, InboundMessage.account == self.account,
+                InboundMessage.mailbox == self.mailbox.folder)
+
+    def run_pass(self, conn: MailboxConnection) -> PassReport:
+        """One pass on an open connection (the caller holds the mailbox lock)."""
+        selected = conn.select()
+        report = PassReport(uidvalidity=selected.uidvalidity)
+        present = conn.search_uids()
+        copies = self._record_new(conn, selected.uidvalidity, present, report)
+        self._process_pending(report)
+        self._act(conn, selected.uidvalidity, set(present), copies, report)
+        return report
+
+    # -- stage 1: record -----------------------------------------------------------------------
+
+    def _record_new(self, conn: MailboxConnection, uidvalidity: int, present: list[int],
+                    report: PassReport) -> list[_Copy]:
+        with Session(self.engine) as session:
+            known = set(session.exec(select(InboundMessage.uid).where(
+                *self._mine(), InboundMessage.uidvalidity == uidvalidity)))
+        new = [uid for uid in present if uid not in known]
+        copies: list[_Copy] = []
+        if not new:
+            return copies
+        sizes = conn.sizes(new)
+        limit = self.limits.mail_max_bytes
+        fitting = {uid: size for uid, size in sizes.items() if size <= limit}
+        oversize = [uid for uid, size in sizes.items() if size > limit]
+        batch: list[_Fetched] = []
+        batch_bytes = 0
+        in_folder = set(present)
+        # Recorded in batches of about a fetch chunk: one fsync per file, one per folder and
+        # one commit per batch, all before any of these mails is processed.
+        for uid, raw in conn.fetch_bodies(fitting, self.poll.fetch_chunk_bytes, limit):
+            if raw is None:
+                oversize.append(uid)  # vanished meanwhile, or larger than it claimed
+                continue
+            batch.append(_Fetched(uid, raw, len(raw), False))
+            batch_bytes += len(raw)
+            if batch_bytes >= self.poll.fetch_chunk_bytes or len(batch) >= _BATCH_MAILS:
+                self._record(batch, uidvalidity, in_folder, report, copies)
+                batch, batch_bytes = [], 0
+        for uid in sorted(oversize):
+            headers = conn.fetch_headers(uid)
+            if headers is not None:  # else expunged by someone else meanwhile: nothing to take
+                batch.append(_Fetched(uid, headers, sizes.get(uid, len(headers)), True))
+        self._record(batch, uidvalidity, in_folder, report, copies)
+        return copies
+
+    def _record(self, batch: list[_Fetched], uidvalidity: int, present: set[int], report: PassReport,
+                copies: list[_Copy]) -> None:
+        if not batch:
+            return
+        stored = self.store.put_many([item.data for item in batch])  # durable before the rows exist
+        for _ in range(3):
+            recorded, recognised, found = 0, 0, []
+            with Session(self.engine) as session:
+                for item, file in zip(batch, stored):
+                    # The query autoflushes, so a copy earlier in this same batch is found too.
+                    existing = session.exec(select(InboundMessage).where(
+                        InboundMessage.desk == self.desk, InboundMessage.sha256 == file.sha256)).first()
+                    if existing is not None:
+                        recognised += 1
+                        copy = self._recognise(session, existing, uidvalidity, item.uid, present)
+                        found += [copy] if copy else []
+                        continue
+                    message_id, sender, subject = header_summary(item.data)
+                    session.add(InboundMessage(
+                        desk=self.desk, account=self.account, mailbox=self.mailbox.folder,
+                        uidvalidity=uidvalidity, uid=item.uid, sha256=file.sha256, size=item.size,
+                        raw_path=file.relative_path, message_id=message_id, sender=sender, subject=subject,
+                        state="too_large" if item.too_large else "new"))
+                    recorded += 1
+                try:
+                    session.commit()
+                except IntegrityError:
+                    continue  # a concurrent writer (audit chain, same hash): look again
+            report.recorded += recorded
+            report.recognised += recognised
+            copies.extend(found)
+            return
+        raise RuntimeError("could not record new mail: the database kept refusing the rows")
+
+    def _recognise(self, session: Session, row: InboundMessage, uidvalidity: int, uid: int,
+                   present: set[int]) -> _Copy | None:
+        """A mail already recorded under another identity. It is never processed again."""
+        here = (row.account, row.mailbox, row.uidvalidity) == (self.account, self.mailbox.folder, uidvalidity)
+        if here and row.uid in present:
+            # Two copies in the folder at once: the copy gets the original's mailbox action.
+            audit(session, self.desk, ACTOR, "intake.duplicate_copy", f"inbound:{row.id}",
+                  {"uid": uid, "uidvalidity": uidvalidity})
+            return _Copy(uid, row.id)
+        old = {"mailbox": row.mailbox, "uidvalidity": row.uidvalidity, "uid": row.uid}
+        row.account, row.mailbox, row.uidvalidity, row.uid = self.account, self.mailbox.folder, uidvalidity, uid
+        if row.processed_at is not None or row.state == "quarantined":
+            row.mailbox_action_done = False  # the copy at the new place gets the action again
+        session.add(row)
+        audit(session, self.desk, ACTOR, "intake.relocated", f"inbound:{row.id}",
+              {"from": old, "to": {"mailbox": row.mailbox, "uidvalidity": uidvalidity, "uid": uid}})
+        return None
+
+    # -- stage 2: process ----------------------------------------------------------------------
+
+    def _process_pending(self, report: PassReport) -> None:
+        with Session(self.engine) as session:
+            pending = list(session.exec(select(InboundMessage.id).where(
+                *self._mine(), InboundMessage.processed_at.is_(None),
+                InboundMessage.state.in_(("new", "too_large"))).order_by(InboundMessage.id)))
+        for inbound_id in pending:
+            self._process_one(inbound_id, report)
+
+    def _process_one(self, inbound_id: int, report: PassReport) -> None:
+        max_attempts = self.poll.max_attempts
+        with Session(self.engine) as session:
+            row = session.get(InboundMessage, inbound_id)
+            if row.attempts >= max_attempts:  # it failed, or crashed the process, every time
+                self._quarantine(inbound_id, "gave up after repeated failures", report)
+                return
+            # Counted before processing, so a mail that kills the process is counted too.
+            row.attempts += 1
+            session.add(row)
+            session.commit()
+        try:
+            taken = self._process_transaction(inbound_id)
+        except Exception as exc:  # noqa: BLE001 - one bad mail must not stop the others
+            report.failures += 1
+            error = f"{type(exc).__name__}: {exc}"[:2000]
+            log.warning("processing inbound mail %s failed: %s", inbound_id, type(exc).__name__)
+            with Session(self.engine) as session:
+                row = session.get(InboundMessage, inbound_id)
+                row.last_error = error
+                session.add(row)
+                session.commit()
+                give_up = row.attempts >= max_attempts
+            if give_up:
+                self._quarantine(inbound_id, error, report)
+            return
+        report.taken.append(taken)
+        if self.after_commit is not None:
+            with Session(self.engine) as session:
+                self.after_commit(session.get(InboundMessage, inbound_id))
+
+    def _process_transaction(self, inbound_id: int) -> TakenMail:
+        for attempt in range(3):
+            with Session(self.engine) as session:
+                row = session.get(InboundMessage, inbound_id)
+                raw = self.store.read(row.raw_path)
+                outcome = self.process(session, row, raw)
+                verdict = Verdict(outcome.verdict)
+                row.verdict = verdict.value
+                if row.findings_json is None:
+                    row.findings_json = json.dumps(list(outcome.findings), ensure_ascii=False)
+                if row.state == "new":
+                    row.state = "processed"
+                row.processed_at = utcnow()
+                row.last_error = None
+                session.add(row)
+                try:
+                    session.commit()
+                except IntegrityError:
+                    if attempt == 2:
+                        raise
+                    continue  # lost a race on the audit chain with another writer: run again
+                return TakenMail(row.id, row.uid, row.sender, row.subject, row.state, row.verdict,
+                                 tuple(outcome.findings))
+        raise AssertionError("unreachable")
+
+    def _quarantine(self, inbound_id: int, reason: str, report: PassReport) -> None:
+        for _ in range(5):
+            with Session(self.engine) as session:
+                row = session.get(InboundMessage, inbound_id)
+                row.state = "quarantined"
+                session.add(row)
+                audit(session, self.desk, ACTOR, "intake.quarantined", f"inbound:{inbound_id}",
+                      {"attempts": row.attempts, "error": (row.last_error or reason)[:500]})
+                try:
+                    session.commit()
+                except IntegrityError:
+                    continue
+                log.error("inbound mail %s quarantined after %d attempts", inbound_id, row.attempts)
+                report.taken.append(TakenMail(row.id, row.uid, row.sender, row.subject, row.state, None, ()))
+                return
+        raise RuntimeError(f"could not quarantine inbound mail {inbound_id}")
+
+    # -- stage 3: mailbox actions --------------------------------------------------------------
+
+    def _destination(self, row: InboundMessage) -> str | None:
+        """The folder to move to, or None to flag as seen."""
+        folders = self.mailbox.folders
+        if row.state == "quarantined":
+            return folders.quarantine
+        if self.mailbox.action == "flag":
+            return None
+        return getattr(folders, Verdict(row.verdict).value)
+
+    def _act(self, conn: MailboxConnection, uidvalidity: int, present: set[int], copies: list[_Copy],
+             report: PassReport) -> None:
+        with Session(self.engine) as session:
+            rows = list(session.exec(select(InboundMessage).where(
+                *self._mine(), InboundMessage.uidvalidity == uidvalidity,
+                InboundMessage.mailbox_action_done.is_(False),
+                or_(InboundMessage.processed_at.is_not(None), InboundMessage.state == "quarantined"))))
+            originals = {copy.original_id: session.get(InboundMessage, copy.original_id) for copy in copies}
+        groups: dict[str | None, list[int]] = defaultdict(list)
+        done_ids: list[int] = []
+        for row in rows:
+            done_ids.append(row.id)
+            if row.uid in present:  # else already moved, by an earlier run or by a person
+                groups[self._destination(row)].append(row.uid)
+        for copy in copies:
+            original = originals[copy.original_id]
+            if original.processed_at is not None or original.state == "quarantined":
+                groups[self._destination(original)].append(copy.uid)
+        for folder, uids in groups.items():
+            if folder is None:
+                conn.flag_seen(uids)
+            else:
+                conn.move(uids, folder)
+            report.actions += len(uids)
+        if done_ids:
+            with Session(self.engine) as session:
+                for row in session.exec(select(InboundMessage).where(InboundMessage.id.in_(done_ids))):
+                    row.mailbox_action_done = True
+                    session.add(row)
+                session.commit()
+
+
+def header_summary(data: bytes) -> tuple[str | None, str | None, str | None]:
+    """Message-ID, From and Subject for the row, best effort: hostile headers never raise here.
+
+    The MIME walker decodes Japanese headers properly; this is only what staff see in listings.
+    """
+    end = min((i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0), default=len(data))
+    block = data[:end]
+    parsed = {}
+
+    def text(name: str) -> str | None:
+        for policy in (default_policy, compat32):
+            try:
+                if policy not in parsed:
+                    parsed[policy] = BytesHeaderParser(policy=policy).parsebytes(block)
+                value = parsed[policy].get(name)
+                if value is None:
+                    return None
+                # 8-bit header bytes come back as surrogates, which a database refuses.
+                return str(value).encode("utf-8", errors="replace").decode("utf-8")[:_HEADER_TEXT_MAX]
+            except Exception:  # noqa: BLE001 - malformed encoded words and the like
+                continue
+        return None
+
+    return text("Message-ID"), text("From"), text("Subject")

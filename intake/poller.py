@@ -1,0 +1,368 @@
+"""One connection to a desk's mailbox: connect, log in, and the few UID commands intake needs.
+
+Only UID commands are used, and nothing a sender wrote is ever put into a command: the only
+arguments are UIDs the server gave us and folder names from the configuration. Bodies are read
+with ``BODY.PEEK[]`` (never setting \\Seen behind a person's back), small mails several per FETCH
+and large ones in partial chunks, so memory stays bounded by the chunk size.
+"""
+
+from __future__ import annotations
+
+import imaplib
+import logging
+import re
+import select
+import ssl
+import subprocess
+import threading
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+
+from imapclient import IMAPClient
+from imapclient.exceptions import LoginError
+
+from intake.settings import LOOPBACK_HOSTS, MailboxSettings
+
+log = logging.getLogger(__name__)
+
+# What a dropped connection, a timeout or a confused server raises: the caller reconnects.
+TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, imaplib.IMAP4.error)
+# Headers of a mail too large to download are read up to this many bytes.
+HEADER_CAP_BYTES = 256 * 1024
+TOKEN_COMMAND_TIMEOUT = 30
+
+
+class MailboxError(Exception):
+    """The mailbox cannot be used (login refused, token command failed, connection lost)."""
+
+
+class ConnectionLost(MailboxError):
+    pass
+
+
+@dataclass(frozen=True)
+class Selected:
+    uidvalidity: int
+    exists: int
+
+
+def fetch_oauth_token(command: list[str], timeout: float = TOKEN_COMMAND_TIMEOUT) -> str:
+    """Run the configured token command (no shell) and return the token it printed.
+
+    Neither the token nor the command's output is ever logged or put into an error message.
+    """
+    try:
+        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
+    except FileNotFoundError:
+        raise MailboxError(f"token command not found: {command[0]}") from None
+    except subprocess.TimeoutExpired:
+        raise MailboxError(f"token command {command[0]} did not finish within {timeout:.0f} s") from None
+    if result.returncode != 0:
+        raise MailboxError(f"token command {command[0]} failed with exit code {result.returncode}")
+    token = result.stdout.strip()
+    if not token or not all(33 <= byte < 127 for byte in token):
+        raise MailboxError(f"token command {command[0]} did not print a single-line access token")
+    return token.decode("ascii")
+
+
+class MailboxConnection:
+    """A logged-in IMAP connection to one configured mailbox; use as a context manager."""
+
+    def __init__(self, settings: MailboxSettings, *, password: str | None = None, timeout: float = 60,
+                 ssl_context: ssl.SSLContext | None = None) -> None:
+        self.settings = settings
+        self._password = password
+        self._timeout = timeout
+        self._ssl_context = ssl_context
+        self._client: IMAPClient | None = None
+        self._delimiter: str | None = None
+        self._known_folders: set[str] = set()
+
+    @property
+    def account(self) -> str:
+        return self.settings.username
+
+    @property
+    def folder(self) -> str:
+        return self.settings.folder
+
+    @property
+    def client(self) -> IMAPClient:
+        if self._client is None:
+            raise MailboxError("not connected")
+        return self._client
+
+    # -- connection ---------------------------------------------------------------------------
+
+    def open(self) -> "MailboxConnection":
+        s = self.settings
+        if s.security == "plain" and s.host not in LOOPBACK_HOSTS:
+            raise MailboxError(f"refusing a clear-text IMAP connection to {s.host}: use tls or starttls")
+        context = self._ssl_context or ssl.create_default_context()
+        client = IMAPClient(s.host, s.port, ssl=s.security == "tls", ssl_context=context if s.security == "tls" else None,
+                            timeout=self._timeout)
+        try:
+            if s.security == "starttls":
+                client.starttls(context)
+            self._login(client)
+            client.capabilities()  # cached now: IDLE must not need a round trip later
+        except BaseException:
+            _shutdown_quietly(client)
+            raise
+        self._client = client
+        return self
+
+    def _login(self, client: IMAPClient) -> None:
+        s = self.settings
+        try:
+            if s.auth == "xoauth2":
+                client.oauth2_login(s.username, fetch_oauth_token(list(s.token_command or [])))
+            else:
+                if self._password is None:
+                    raise MailboxError(f"no password for {s.username}")
+                client.login(s.username, self._password)
+        except (LoginError, imaplib.IMAP4.error) as exc:
+            if isinstance(exc, imaplib.IMAP4.abort):
+                raise
+            # Never the server's text: some echo the credentials they refused.
+            raise MailboxError(f"the IMAP server {s.host}:{s.port} refused the login of {s.username} "
+                               f"({s.auth})") from None
+
+    def close(self) -> None:
+        client, self._client = self._client, None
+        if client is None:
+            return
+        try:
+            client.logout()
+        except TRANSIENT_ERRORS:
+            _shutdown_quietly(client)
+
+    def __enter__(self) -> "MailboxConnection":
+        return self.open()
+
+    def __exit__(self, *_exc) -> None:
+        self.close()
+
+    # -- reading ------------------------------------------------------------------------------
+
+    def select(self) -> Selected:
+        info = self.client.select_folder(self.folder)
+        return Selected(int(info[b"UIDVALIDITY"]), int(info.get(b"EXISTS", 0)))
+
+    def search_uids(self) -> list[int]:
+        # Announcements from before this SEARCH are covered by it; later ones are looked at by
+        # new_mail_announced() before the next IDLE.
+        _pop_announcements(self.client)
+        return sorted(int(uid) for uid in self.client.search("ALL"))
+
+    def new_mail_announced(self) -> bool:
+        """True when the server announced mail (EXISTS) since the last SEARCH.
+
+        A mail that arrives during a pass is announced at the end of some command of that pass,
+        not again in the IDLE that follows, so the loop asks before idling. NOOP gives the
+        server a chance to announce what it has not yet.
+        """
+        self.client.noop()
+        return _pop_announcements(self.client)
+
+    def sizes(self, uids: Iterable[int]) -> dict[int, int]:
+        uids = list(uids)
+        if not uids:
+            return {}
+        response = self.client.fetch(uids, ["RFC822.SIZE"])
+        return {uid: int(data[b"RFC822.SIZE"]) for uid, data in response.items() if b"RFC822.SIZE" in data}
+
+    def fetch_headers(self, uid: int, cap: int = HEADER_CAP_BYTES) -> bytes | None:
+        """The header block (at most ``cap`` bytes) of one mail; None when it is gone."""
+        response = self.client.fetch([uid], [f"BODY.PEEK[HEADER]<0.{cap}>"])
+        data = response.get(uid, {})
+        for key, value in data.items():
+            if key.startswith(b"BODY[HEADER]"):
+                return bytes(value or b"")
+        return None
+
+    def fetch_bodies(self, sizes: dict[int, int], chunk_bytes: int, max_bytes: int) -> Iterator[tuple[int, bytes | None]]:
+        """Yield (uid, raw bytes) in UID order; None for a mail that vanished or outgrew ``max_bytes``.
+
+        Mails smaller than a chunk are fetched several at a time (up to a chunk in total);
+        larger ones with partial fetches of ``chunk_bytes`` each.
+        """
+        batch: list[int] = []
+        batch_bytes = 0
+        for uid in sorted(sizes):
+            size = sizes[uid]
+            if size >= chunk_bytes:
+                yield from self._fetch_whole(batch)
+                batch, batch_bytes = [], 0
+                yield uid, self._fetch_chunked(uid, chunk_bytes, max_bytes)
+                continue
+            if batch and batch_bytes + size > chunk_bytes:
+                yield from self._fetch_whole(batch)
+                batch, batch_bytes = [], 0
+            batch.append(uid)
+            batch_bytes += size
+        yield from self._fetch_whole(batch)
+
+    def _fetch_whole(self, uids: list[int]) -> Iterator[tuple[int, bytes | None]]:
+        if not uids:
+            return
+        response = self.client.fetch(uids, ["BODY.PEEK[]"])
+        for uid in uids:
+            body = response.get(uid, {}).get(b"BODY[]")
+            yield uid, bytes(body) if body is not None else None
+
+    def _fetch_chunked(self, uid: int, chunk_bytes: int, max_bytes: int) -> bytes | None:
+        parts: list[bytes] = []
+        offset = 0
+        while True:
+            response = self.client.fetch([uid], [f"BODY.PEEK[]<{offset}.{chunk_bytes}>"])
+            data = response.get(uid)
+            if not data:
+                return None
+            chunk = next((bytes(v or b"") for k, v in data.items() if k.startswith(b"BODY[]")), None)
+            if chunk is None:
+                return None
+            parts.append(chunk)
+            offset += len(chunk)
+            if offset > max_bytes:
+                return None  # the server understated RFC822.SIZE: treat as too large
+            if len(chunk) < chunk_bytes:
+                return b"".join(parts)
+
+    # -- mailbox actions ----------------------------------------------------------------------
+
+    def server_folder_name(self, configured: str) -> str:
+        """The configured name ("keydesk/受付済") with the server's own hierarchy delimiter."""
+        if self._delimiter is None:
+            listing = self.client.list_folders(directory="", pattern="")
+            delimiter = listing[0][1] if listing else b"/"
+            self._delimiter = (delimiter.decode() if isinstance(delimiter, bytes) else delimiter) or "/"
+        return configured.replace("/", self._delimiter)
+
+    def ensure_folder(self, configured: str) -> str:
+        name = self.server_folder_name(configured)
+        if name not in self._known_folders:
+            if not self.client.folder_exists(name):
+                try:
+                    self.client.create_folder(name)
+                except imaplib.IMAP4.error:
+                    # Another client may have created it between the two commands.
+                    if not self.client.folder_exists(name):
+                        raise
+            self._known_folders.add(name)
+        return name
+
+    def move(self, uids: list[int], configured_folder: str) -> None:
+        """Move mails (of the selected folder) to a folder, creating it when missing."""
+        if not uids:
+            return
+        target = self.ensure_folder(configured_folder)
+        if self.client.has_capability("MOVE"):
+            self.client.move(uids, target)
+            return
+        # RFC 6851's fallback: copy, mark deleted, and expunge only these UIDs (UIDPLUS).
+        self.client.copy(uids, target)
+        self.client.add_flags(uids, [b"\\Deleted"], silent=True)
+        if self.client.has_capability("UIDPLUS"):
+            self.client.uid_expunge(uids)
+        else:
+            self.client.expunge()
+
+    def flag_seen(self, uids: list[int]) -> None:
+        if uids:
+            self.client.add_flags(uids, [b"\\Seen"], silent=True)
+
+    # -- waiting for mail ---------------------------------------------------------------------
+
+    @property
+    def supports_idle(self) -> bool:
+        return self.client.has_capability("IDLE")
+
+    def noop(self) -> None:
+        self.client.noop()
+
+    def idle_wait(self, seconds: float, stop: threading.Event, step: float = 0.5) -> bool:
+        """IDLE for up to ``seconds``; True as soon as the server reports new mail.
+
+        Returns False when the time is up or ``stop`` is set (the caller then renews IDLE).
+        Raises ConnectionLost when the server closes the connection meanwhile.
+        """
+        client = self.client
+        try:
+            client.idle()
+        except TRANSIENT_ERRORS as exc:
+            raise ConnectionLost(f"the IMAP server did not accept IDLE: {exc}") from None
+        lost = False
+        try:
+            deadline = time.monotonic() + seconds
+            while not stop.is_set():
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                waiting = self._wait_for_input(min(step, remaining))
+                if waiting is None:
+                    continue
+                if waiting == b"":
+                    lost = True
+                    raise ConnectionLost("the IMAP server closed the connection during IDLE")
+                # A response has begun: read the whole line, blocking with the socket timeout.
+                line = client._imap._get_line()
+                if _BYE.match(line):
+                    lost = True
+                    raise ConnectionLost("the IMAP server ended the session during IDLE")
+                if _NEW_MAIL.match(line):
+                    return True
+            return False
+        except TRANSIENT_ERRORS as exc:
+            lost = True
+            raise ConnectionLost(f"the connection failed during IDLE: {exc}") from None
+        finally:
+            if not lost:
+                client.idle_done()
+
+    def _wait_for_input(self, seconds: float) -> bytes | None:
+        """Wait up to ``seconds`` for the server to say something during IDLE.
+
+        Returns the bytes waiting, None when nothing came, b"" at end of file. imapclient's own
+        idle_check reads from a non-blocking socket and breaks when a server splits one response
+        line over two writes (pymap does), so lines are read here with imaplib's own reader.
+        """
+        waiting = self._peek()
+        if waiting:
+            return waiting  # already buffered by imaplib
+        sock = self.client.socket()
+        poller = select.poll()
+        poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
+        if not poller.poll(seconds * 1000):
+            return None
+        waiting = self._peek()
+        # The socket is readable: data, or (for a plain socket) an empty peek means end of file.
+        return waiting
+
+    def _peek(self) -> bytes | None:
+        sock = self.client.socket()
+        sock.setblocking(False)
+        try:
+            return self.client._imap.file.peek(1)
+        except ssl.SSLWantReadError:
+            return None  # TLS bytes that are not yet application data
+        finally:
+            sock.settimeout(self._timeout)
+
+
+_NEW_MAIL = re.compile(rb"^\* \d+ (EXISTS|RECENT)\b", re.IGNORECASE)
+_BYE = re.compile(rb"^\* BYE\b", re.IGNORECASE)
+
+
+def _pop_announcements(client: IMAPClient) -> bool:
+    # imaplib keeps every untagged response it read (outside IDLE) in this dict until popped.
+    pending = client._imap.untagged_responses
+    return any([pending.pop(name, None) for name in ("EXISTS", "RECENT")])
+
+
+def _shutdown_quietly(client: IMAPClient) -> None:
+    try:
+        client.shutdown()
+    except TRANSIENT_ERRORS:
+        pass

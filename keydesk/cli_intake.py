@@ -1,0 +1,216 @@
+"""`keydesk poll --once` and `keydesk run`: taking mail from the desks' mailboxes.
+
+Composition only: settings and secrets are resolved here and handed to ``intake``. The pipeline
+(verification + reply) is plugged in through ``process_factory``; companions of ``keydesk run``
+(outbox delivery, digest schedules) through ``companions``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import signal
+import threading
+from collections.abc import Callable
+from typing import Optional
+
+import typer
+
+from intake.idle_loop import run_idle_loop
+from intake.intake_service import AfterCommitHook, IntakeService, PassReport, ProcessHook
+from intake.mailbox_lock import MailboxBusy, MailboxLock
+from intake.poller import TRANSIENT_ERRORS, MailboxConnection, MailboxError
+from intake.raw_store import RawStore
+from keydesk.embedded_imap import EmbeddedImap, EmbeddedImapError
+from keydesk.errors import UserError
+from keydesk.runtime import Runtime
+from keydesk.settings import Settings, read_secret
+
+log = logging.getLogger(__name__)
+
+ProcessFactory = Callable[[Runtime, str], ProcessHook]
+# A companion of `keydesk run` (outbox delivery, digests): started with the runtime and the stop
+# event, it returns the function that stops it.
+Companion = Callable[[Runtime, threading.Event], Callable[[], None]]
+JOIN_SECONDS = 30
+
+
+def _companions() -> tuple[Companion, ...]:
+    from keydesk.companions import COMPANIONS  # late: the mailer's schedules load only for `run`
+
+    return tuple(COMPANIONS)
+
+
+companions: Callable[[], tuple[Companion, ...]] = _companions
+
+
+def _pipeline_process(runtime: Runtime, desk_id: str) -> ProcessHook:
+    """The seam to the pipeline: verify, decide, enqueue the reply (keydesk/composition.py)."""
+    from keydesk.composition import build_pipeline  # late: only commands that process mail need it
+
+    return build_pipeline(runtime, desk_id)
+
+
+process_factory: ProcessFactory = _pipeline_process
+
+
+def register(app: typer.Typer) -> None:
+    app.command("poll")(poll)
+    app.command("run")(run)
+
+
+# -- building blocks ----------------------------------------------------------------------------
+
+def raw_store(settings: Settings) -> RawStore:
+    return RawStore(settings.storage.directory)
+
+
+def _desk_ids(settings: Settings, desk: str | None) -> list[str]:
+    if desk is None:
+        return list(settings.desks)
+    if desk not in settings.desks:
+        raise UserError(f"窓口 {desk!r} は設定にありません (設定済み: {', '.join(settings.desks)})")
+    return [desk]
+
+
+def connector(settings: Settings, desk_id: str) -> Callable[[], MailboxConnection]:
+    mailbox = settings.desks[desk_id].mailbox
+    password = None
+    if mailbox.auth == "password":
+        password = read_secret(mailbox.password_env, mailbox.password_file, f"desks.{desk_id}.mailbox password")
+    timeout = settings.poll.socket_timeout_seconds
+    return lambda: MailboxConnection(mailbox, password=password, timeout=timeout)
+
+
+def mailbox_lock(settings: Settings, desk_id: str) -> MailboxLock:
+    mailbox = settings.desks[desk_id].mailbox
+    return MailboxLock(settings.home / "var" / "locks", desk_id, mailbox.username, mailbox.folder)
+
+
+def build_service(runtime: Runtime, desk_id: str, after_commit: AfterCommitHook | None = None) -> IntakeService:
+    settings = runtime.settings
+    return IntakeService(desk=desk_id, mailbox=settings.desks[desk_id].mailbox, poll=settings.poll,
+                         limits=settings.limits, engine=runtime.engine, store=raw_store(settings),
+                         process=process_factory(runtime, desk_id), after_commit=after_commit)
+
+
+def _mailbox_problem(settings: Settings, desk_id: str, exc: BaseException) -> UserError:
+    mailbox = settings.desks[desk_id].mailbox
+    return UserError(f"{desk_id}: メールボックス {mailbox.host}:{mailbox.port} から受信できませんでした: {exc}")
+
+
+# -- keydesk poll --once --------------------------------------------------------------------------
+
+def poll(
+    ctx: typer.Context,
+    once: bool = typer.Option(False, "--once", help="Run one pass and exit (for cron)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per mail taken."),
+    desk: Optional[str] = typer.Option(None, "--desk", help="Only this desk (default: every desk)."),
+) -> None:
+    """Take new mail from the desks' mailboxes once: store, verify, reply, file."""
+    if not once:
+        raise UserError("keydesk poll は --once を付けて実行してください (常時受信は keydesk run)")
+    runtime: Runtime = ctx.obj
+    settings = runtime.settings
+    for desk_id in _desk_ids(settings, desk):
+        service = build_service(runtime, desk_id)
+        try:
+            with mailbox_lock(settings, desk_id), connector(settings, desk_id)() as conn:
+                report = service.run_pass(conn)
+        except MailboxBusy as exc:
+            raise UserError(f"{desk_id}: 別の keydesk が受信中です ({exc})") from None
+        except (MailboxError, *TRANSIENT_ERRORS) as exc:
+            raise _mailbox_problem(settings, desk_id, exc) from None
+        _print_report(settings, desk_id, report, as_json)
+
+
+def _print_report(settings: Settings, desk_id: str, report: PassReport, as_json: bool) -> None:
+    if as_json:
+        for taken in report.taken:
+            typer.echo(json.dumps({"desk": desk_id, **taken.to_json()}, ensure_ascii=False))
+        return
+    name = settings.desks[desk_id].name
+    typer.echo(f"{name}: {len(report.taken)} 通を処理しました"
+               f"(新着 {report.recorded} 通、既知のメール {report.recognised} 通、失敗 {report.failures} 件)")
+    for taken in report.taken:
+        findings = ", ".join(taken.findings) or "-"
+        typer.echo(f"  UID {taken.uid}  {taken.sender or '(差出人不明)'}  {taken.verdict or taken.state}  {findings}")
+
+
+# -- keydesk run ---------------------------------------------------------------------------------
+
+def run(ctx: typer.Context) -> None:
+    """Run the desk: embedded mail servers (if enabled), IDLE intake per desk, until Ctrl-C/SIGTERM."""
+    runtime: Runtime = ctx.obj
+    stop = threading.Event()
+
+    def _on_signal(signum, _frame) -> None:
+        log.info("received %s; stopping", signal.Signals(signum).name)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        serve(runtime, stop, ready=lambda: typer.echo("keydesk を起動しました。Ctrl-C で停止します。"))
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    typer.echo("keydesk を停止しました。")
+
+
+def serve(runtime: Runtime, stop: threading.Event, ready: Callable[[], None] | None = None) -> None:
+    """Everything `keydesk run` does, until ``stop`` is set (callable from tests and the demo)."""
+    settings = runtime.settings
+    with contextlib.ExitStack() as stack:
+        if settings.embedded.enabled:
+            start_embedded(runtime, stack)
+        threads = []
+        for desk_id in settings.desks:
+            try:
+                stack.enter_context(mailbox_lock(settings, desk_id))
+            except MailboxBusy as exc:
+                raise UserError(f"{desk_id}: 別の keydesk が受信中です ({exc})") from None
+            service = build_service(runtime, desk_id)
+            thread = threading.Thread(target=run_idle_loop, name=f"intake-{desk_id}", daemon=True,
+                                      args=(service, connector(settings, desk_id), settings.poll, stop))
+            thread.start()
+            threads.append(thread)
+        for companion in companions():
+            stack.callback(companion(runtime, stop))
+        if ready is not None:
+            ready()
+        while not stop.wait(1.0):
+            if not any(thread.is_alive() for thread in threads):
+                log.error("every intake loop has ended; stopping")
+                break
+        stop.set()
+        for thread in threads:
+            thread.join(JOIN_SECONDS)
+
+
+def start_embedded(runtime: Runtime, stack: contextlib.ExitStack) -> EmbeddedImap:
+    """Start the embedded IMAP server (and the SMTP server that delivers into it)."""
+    settings = runtime.settings
+    embedded = settings.embedded
+    users = {user.address: read_secret(user.password_env, user.password_file, f"embedded user {user.address}")
+             for user in embedded.users}
+    imap = EmbeddedImap(embedded.mail_directory, users, host=embedded.host, port=embedded.imap_port)
+    try:
+        imap.start()
+    except EmbeddedImapError as exc:
+        raise UserError(f"内蔵 IMAP サーバーを起動できませんでした: {exc}") from None
+    stack.callback(imap.stop)
+    _start_embedded_smtp(runtime, imap, stack)
+    return imap
+
+
+def _start_embedded_smtp(runtime: Runtime, imap: EmbeddedImap, stack: contextlib.ExitStack) -> None:
+    """Hook for the embedded SMTP half (keydesk/embedded_smtp.py): local mail goes into ``imap``."""
+    from keydesk.embedded_smtp import EmbeddedSmtp
+
+    settings = runtime.settings
+    embedded = settings.embedded
+    smtp = EmbeddedSmtp(embedded.host, embedded.smtp_port, {address: imap.append for address in imap.users},
+                        embedded.mail_directory, max_bytes=settings.limits.mail_max_bytes * 2)
+    smtp.start()
+    stack.callback(smtp.stop)

@@ -1,0 +1,61 @@
+"""What runs beside the intake in `keydesk run`: outbox delivery and the digest schedule.
+
+Each companion starts with the runtime and the daemon's stop event and returns a function that
+stops it; the daemon stops them in reverse order on Ctrl-C or SIGTERM.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from datetime import datetime, timezone
+from typing import Callable
+
+from keydesk.cli_digest import targets_for
+from keydesk.cli_outbox import connector_for
+from keydesk.runtime import Runtime
+from mailer.delivery import deliver_due
+from mailer.reply import template_environment
+from mailer.scheduler import digest_job, start_digest_scheduler
+from mailer.smtp_client import SmtpSession
+
+log = logging.getLogger(__name__)
+Stopper = Callable[[], None]
+
+
+def deliver_now(runtime: Runtime) -> None:
+    """One delivery round of everything due (used by the daemon loop and the demo)."""
+    report = deliver_due(runtime.engine, SmtpSession(connector_for(runtime.settings)), runtime.settings.outbox,
+                         now=datetime.now(timezone.utc))
+    if report.ids or report.connection_error:
+        log.info("outbox: %s%s", report.summary(),
+                 f" (server unreachable: {report.connection_error})" if report.connection_error else "")
+
+
+def outbox_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
+    interval = runtime.settings.outbox.deliver_interval_seconds
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                deliver_now(runtime)
+            except Exception:  # noqa: BLE001 - one bad round must not end delivery for good
+                log.exception("outbox delivery round failed; trying again in %d s", interval)
+            stop.wait(interval)  # the schedule's pause; wakes at once on shutdown
+
+    thread = threading.Thread(target=loop, name="outbox", daemon=True)
+    thread.start()
+    log.info("outbox delivery every %d s", interval)
+    return lambda: thread.join(timeout=60)
+
+
+def digest_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
+    settings = runtime.settings
+    job = digest_job(runtime.engine, targets_for(settings, None),
+                     template_environment(settings.config_dir / "templates"), zone=settings.digest.timezone)
+    scheduler = start_digest_scheduler(settings.digest, job)
+    log.info("staff digest scheduled: %s (%s)", settings.digest.schedule, settings.digest.timezone)
+    return lambda: scheduler.shutdown(wait=True)
+
+
+COMPANIONS = (outbox_companion, digest_companion)

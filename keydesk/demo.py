@@ -1,0 +1,411 @@
+"""`keydesk demo`: the whole story on the embedded default, in a fresh ``var/demo/``.
+
+The guarantor issues the guarantees of ``keydesk.demo_scenario``; its notices reach the
+contractors' mailboxes over SMTP; the contractors mail the desk, right and wrong; the desk takes
+the mail over IMAP, verifies, replies through the outbox; the staff digest goes out and is written
+as HTML. Composition only: every step calls the same code as the real commands.
+
+``run_demo`` does the work and returns a ``DemoReport`` (the test asserts on it); the command
+prints the progress and the final table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import re
+import shutil
+import socket
+import time
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable
+from zoneinfo import ZoneInfo
+
+import typer
+from sqlmodel import Session, select
+
+from guarantor import registry
+from guarantor.issue import IssuedGuarantee, issue_file
+from guarantor.keys import create_signing_key, publish_public_key
+from intake.register_store import import_contracts
+from keydesk import demo_scenario as scenario
+from keydesk.cli_admin import create_missing_secrets, init
+from keydesk.cli_digest import targets_for
+from keydesk.cli_intake import build_service, connector, mailbox_lock, start_embedded
+from keydesk.cli_outbox import connector_for
+from keydesk.database import upgrade
+from keydesk.demo_documents import Contractors, DemoDocuments, DemoError
+from keydesk.errors import UserError
+from keydesk.runtime import Runtime
+from keydesk.settings import load_settings
+from mailer import delivery
+from mailer.digest import collect, enqueue_digests, render_csv, render_html, render_text
+from mailer.reply import template_environment
+from mailer.smtp_client import SmtpSession
+from rules.config_base import ConfigError
+from store.audit import verify_chain
+from store.tables import InboundMessage, OutboxMessage, Submission
+
+log = logging.getLogger(__name__)
+
+MARKER = ".keydesk-demo"  # only a folder carrying this is ever deleted by the demo
+Notify = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class MailOutcome:
+    mail: scenario.ScenarioMail
+    sender: scenario.Contractor
+    message_id: str
+    receipt_no: str | None
+    verdict: str | None
+    codes: tuple[str, ...]
+    resend_of_receipt: str | None  # the returned mail this one was linked to
+    replied: bool  # the desk's reply left the outbox
+
+    @property
+    def as_expected(self) -> bool:
+        linked = self.mail.resend_of is None or self.resend_of_receipt is not None
+        return (self.verdict == self.mail.expected_verdict.value
+                and self.mail.expected_codes <= set(self.codes) and linked and self.replied)
+
+
+@dataclass(frozen=True)
+class DigestFile:
+    department: str
+    recipients: tuple[str, ...]
+    html: Path
+    csv: Path
+    text: str
+
+
+@dataclass
+class DemoReport:
+    directory: Path
+    config_dir: Path
+    mail_directory: Path
+    log_file: Path
+    imap_port: int
+    smtp_port: int
+    passwords: dict[str, str] = field(default_factory=dict)  # embedded mail users
+    issued: int = 0
+    notices: int = 0
+    replies: int = 0
+    mails: list[MailOutcome] = field(default_factory=list)
+    digests: list[DigestFile] = field(default_factory=list)
+    audit_events: int = 0
+    audit_intact: bool = False
+    elapsed: float = 0.0
+
+    @property
+    def all_as_expected(self) -> bool:
+        return all(outcome.as_expected for outcome in self.mails)
+
+
+# -- the folder and its configuration ---------------------------------------------------------------
+
+def demo_directory(home: Path) -> Path:
+    return home / "var" / "demo"
+
+
+def deployment_home(runtime: Runtime) -> Path:
+    """The home of the configuration in use; the current folder when there is none yet."""
+    try:
+        return runtime.config_dir.parent
+    except ConfigError:
+        return Path.cwd()
+
+
+def prepare_directory(directory: Path) -> None:
+    """Delete the previous demo (recognised by its marker) and start an empty folder."""
+    if directory.exists():
+        if not (directory / MARKER).is_file() and any(directory.iterdir()):
+            raise UserError(f"{directory} はデモ用のフォルダではないため削除しません。中身を確認してください")
+        shutil.rmtree(directory)
+    directory.mkdir(parents=True)
+    (directory / MARKER).write_text("Created by `keydesk demo`; deleted by the next run.\n", encoding="utf-8")
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
+
+
+_TABLE = re.compile(r"^\s*\[\[?\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
+
+
+def set_toml_value(text: str, table: str, key: str, value: str) -> str:
+    """Replace ``key = …`` in ``[table]`` of a TOML text we wrote (comments elsewhere are kept)."""
+    current, lines, done = "", text.splitlines(keepends=True), False
+    for index, line in enumerate(lines):
+        header = _TABLE.match(line)
+        if header:
+            current = header.group(1)
+        elif current == table and re.match(rf"^\s*{re.escape(key)}\s*=", line):
+            lines[index] = f"{key} = {value}  # set by keydesk demo\n"
+            done = True
+            break
+    if not done:
+        raise DemoError(f"the default keydesk.toml has no {key} in [{table}]")
+    return "".join(lines)
+
+
+def write_config(directory: Path, imap_port: int, smtp_port: int) -> Path:
+    """`keydesk init` into ``directory/config``, then the demo's ports and mail users."""
+    config_dir = directory / "config"
+    with contextlib.redirect_stdout(io.StringIO()):  # init's next-step hints are not the demo's
+        init(config_dir)
+    path = config_dir / "keydesk.toml"
+    text = path.read_text(encoding="utf-8")
+    text = set_toml_value(text, "smtp", "port", str(smtp_port))
+    text = set_toml_value(text, "embedded", "imap_port", str(imap_port))
+    text = set_toml_value(text, "embedded", "smtp_port", str(smtp_port))
+    text = set_toml_value(text, f"desks.{scenario.DESK}.mailbox", "port", str(imap_port))
+    settings = load_settings(config_dir)
+    known = {user.address for user in settings.embedded.users}
+    staff = [a for d in settings.rules.desks.values() for dep in d.departments.values() for a in dep.digest_recipients]
+    wanted = [c.address for c in scenario.CONTRACTORS] + staff
+    blocks = ["\n# The demo's contractors and staff: each has a mailbox on the embedded server.\n"]
+    for address in dict.fromkeys(a for a in wanted if a not in known):
+        blocks.append(f'[[embedded.users]]\naddress = "{address}"\n'
+                      f'password_file = "var/secrets/mail-{address}.password"\n\n')
+    path.write_text(text + "".join(blocks), encoding="utf-8")
+    create_missing_secrets(load_settings(config_dir))
+    return config_dir
+
+
+# -- the story ------------------------------------------------------------------------------------
+
+def run_demo(directory: Path, stack: contextlib.ExitStack, *, imap_port: int = 0, smtp_port: int = 0,
+             notify: Notify = lambda _text: None) -> DemoReport:
+    """Play the scenario in ``directory`` (made by ``prepare_directory``). The embedded servers stay
+    up until ``stack`` closes, so a caller can look into the mailboxes."""
+    started, began = time.monotonic(), datetime.now(timezone.utc).replace(microsecond=0)
+    if not (directory / MARKER).is_file():
+        raise DemoError(f"{directory} was not prepared (prepare_directory)")
+    imap_port, smtp_port = imap_port or free_port(), smtp_port or free_port()
+    config_dir = write_config(directory, imap_port, smtp_port)
+    runtime = Runtime(config_dir)
+    settings = runtime.settings
+    upgrade(runtime.raw_engine)
+    report = DemoReport(directory, config_dir, settings.embedded.mail_directory, directory / "demo.log",
+                        imap_port, smtp_port)
+    notify(f"設定とデータベースを作成しました: {config_dir}")
+
+    signing_key = create_signing_key(settings.guarantor.signing_key)
+    publish_public_key(signing_key.public_key(), settings.guarantor.trust_directory)
+    contracts = _import_register(runtime, directory)
+    town = settings.rules.desks[scenario.DESK].town
+    notify(f"保証会社の署名鍵を作成し、{town}の契約台帳を登録しました(契約 {contracts} 件)")
+
+    imap = start_embedded(runtime, stack)
+    report.passwords = dict(imap.users)
+    notify(f"内蔵メールサーバーを起動しました(IMAP 127.0.0.1:{imap_port}、SMTP 127.0.0.1:{smtp_port})")
+
+    issued = _issue(runtime, directory, signing_key)
+    report.issued = len(issued)
+    report.notices = _deliver(runtime, expected_kind="notice")
+    towns = len({g.desk for g in scenario.issued_guarantees()})
+    revoked = sum(1 for g in scenario.issued_guarantees() if g.revoke_reason)
+    notify(f"保証会社が電子証書を {report.issued} 件発行し({towns} 町分、うち {revoked} 件は失効)、"
+           f"「電子証書・認証キー登録のお知らせ」{report.notices} 通を受注者へ配信しました")
+
+    contractors = Contractors(imap, settings, lambda: _now(runtime))
+    documents = DemoDocuments(issued, settings.guarantor, _now(runtime), contractors.saved_attachment)
+    sent: dict[str, str] = {}
+    for round_no in (1, 2):
+        mails = [m for m in scenario.MAILS if m.round == round_no]
+        contractors.send(mails, documents, sent)
+        taken = _poll(runtime)
+        replies = _deliver(runtime, expected_kind="reply")
+        report.replies += replies
+        notify(f"{'受注者' if round_no == 1 else '返送を受けた受注者'}が {len(mails)} 通を窓口へ送信し、"
+               f"窓口が IMAP で {taken} 通を受け付けて、返信 {replies} 通を送りました")
+
+    report.mails = _outcomes(runtime, sent)
+    report.digests = _digest(runtime, directory, since=began)
+    digests_sent = _deliver(runtime, expected_kind="digest")
+    notify(f"職員あての受付状況(ダイジェスト)を {digests_sent} 通送信し、HTML を保存しました")
+
+    with Session(runtime.engine) as session:
+        chain = verify_chain(session)
+    report.audit_events, report.audit_intact = chain.events, chain.intact
+    report.elapsed = time.monotonic() - started
+    return report
+
+
+def _now(runtime: Runtime) -> datetime:
+    return datetime.now(ZoneInfo(runtime.settings.timezone))
+
+
+def _import_register(runtime: Runtime, directory: Path) -> int:
+    data = scenario.contracts_csv()
+    (directory / "contracts.csv").write_bytes(data)
+    departments = {desk: list(rules.departments) for desk, rules in runtime.settings.rules.desks.items()}
+    with Session(runtime.engine) as session:
+        result = import_contracts(session, data, departments, datetime.now(timezone.utc))
+        if result.errors:
+            raise DemoError(f"the demo register was refused: {result.errors}")
+        session.commit()
+    return result.created
+
+
+def _issue(runtime: Runtime, directory: Path, signing_key) -> dict[str, IssuedGuarantee]:
+    """Issue the scenario's guarantees from its CSV and revoke the ones it revokes."""
+    data = scenario.guarantees_csv()
+    (directory / "guarantees.csv").write_bytes(data)
+    settings = runtime.settings.guarantor
+    results = issue_file(runtime.engine, data, settings=settings, signing_key=signing_key,
+                         out_dir=settings.output_directory, now=_now(runtime))
+    specs = scenario.issued_guarantees()
+    refused = [r for r in results if not isinstance(r, IssuedGuarantee)]
+    if refused or len(results) != len(specs):
+        raise DemoError(f"the guarantor refused demo rows: {refused}")
+    issued = {spec.key: result for spec, result in zip(specs, results)}
+    with Session(runtime.engine) as session:
+        for spec in specs:
+            if spec.revoke_reason:
+                registry.revoke(session, issued[spec.key].guarantee_no, spec.revoke_reason,
+                                datetime.now(timezone.utc))
+        session.commit()
+    return issued
+
+
+def _deliver(runtime: Runtime, expected_kind: str) -> int:
+    """Send every due outbox row over SMTP; returns how many rows of ``expected_kind`` went out."""
+    settings = runtime.settings
+    result = delivery.deliver_due(runtime.engine, SmtpSession(connector_for(settings)), settings.outbox,
+                                  now=datetime.now(timezone.utc))
+    if result.connection_error or result.failed or result.retry_later or result.unconfirmed:
+        raise DemoError(f"outbox delivery did not complete: {result.summary()}")
+    with Session(runtime.engine) as session:
+        rows = session.exec(select(OutboxMessage).where(OutboxMessage.kind == expected_kind)).all()
+        pending = [row.id for row in rows if row.state != delivery.SENT]
+    if pending:
+        raise DemoError(f"{expected_kind} mails still unsent: outbox rows {pending}")
+    return result.sent
+
+
+def _poll(runtime: Runtime) -> int:
+    """One intake pass over the desk's mailbox, exactly as `keydesk poll --once` does it."""
+    settings = runtime.settings
+    service = build_service(runtime, scenario.DESK)
+    with mailbox_lock(settings, scenario.DESK), connector(settings, scenario.DESK)() as conn:
+        report = service.run_pass(conn)
+    if report.failures:
+        raise DemoError(f"the desk failed to process {report.failures} mail(s); see the log")
+    return len(report.taken)
+
+
+def _codes(findings_json: str | None) -> list[str]:
+    try:
+        items = json.loads(findings_json or "[]")
+    except ValueError:
+        return []
+    return [item["code"] if isinstance(item, dict) else str(item) for item in items]
+
+
+def _outcomes(runtime: Runtime, sent: dict[str, str]) -> list[MailOutcome]:
+    outcomes = []
+    with Session(runtime.engine) as session:
+        for mail in scenario.MAILS:
+            bare = sent[mail.key].strip("<>")  # stored with or without the angle brackets
+            row = session.exec(select(InboundMessage).where(
+                InboundMessage.desk == scenario.DESK,
+                InboundMessage.message_id.in_([bare, f"<{bare}>"]))).first()
+            if row is None:
+                raise DemoError(f"the desk never recorded the mail {mail.key} ({sent[mail.key]})")
+            submissions = session.exec(select(Submission).where(Submission.inbound_id == row.id)).all()
+            codes = _codes(row.findings_json) + [c for s in submissions for c in _codes(s.findings_json)]
+            resend_of = next((s.resend_of_id for s in submissions if s.resend_of_id), None)
+            previous = session.get(Submission, resend_of) if resend_of else None
+            reply = session.exec(select(OutboxMessage).where(
+                OutboxMessage.inbound_id == row.id, OutboxMessage.kind == "reply")).first()
+            outcomes.append(MailOutcome(
+                mail=mail, sender=scenario.contractor(mail.contractor), message_id=sent[mail.key],
+                receipt_no=row.receipt_no, verdict=row.verdict, codes=tuple(dict.fromkeys(codes)),
+                resend_of_receipt=session.get(InboundMessage, previous.inbound_id).receipt_no if previous else None,
+                replied=reply is not None and reply.state == delivery.SENT,
+            ))
+    return outcomes
+
+
+def _digest(runtime: Runtime, directory: Path, since: datetime) -> list[DigestFile]:
+    """Put the staff digests into the outbox and write the same digests as HTML and CSV."""
+    settings = runtime.settings
+    zone = settings.digest.timezone
+    env = template_environment(settings.config_dir / "templates")
+    now = datetime.now(timezone.utc)
+    out = directory / "digest"
+    out.mkdir()
+    files = []
+    with Session(runtime.engine) as session:
+        for target in targets_for(settings, None):
+            enqueue_digests(session, target, env, now=now, zone=zone, since=since)
+            for digest in collect(session, target, now=now, zone=zone, since=since):
+                stem = f"{target.desk}-{digest.department}"
+                html, csv = out / f"{stem}.html", out / f"{stem}.csv"
+                html.write_text(render_html(digest, env), encoding="utf-8")
+                csv.write_bytes(render_csv(digest))
+                files.append(DigestFile(digest.department_name, tuple(digest.recipients), html, csv,
+                                        render_text(digest, env)))
+        session.commit()
+    return files
+
+
+# -- the command ----------------------------------------------------------------------------------
+
+def register(app: typer.Typer) -> None:
+    """Add `demo` to the keydesk app (once, however often it is called)."""
+    if not any(command.name == "demo" for command in app.registered_commands):
+        app.command("demo")(demo)
+
+
+def demo(
+    ctx: typer.Context,
+    imap_port: int = typer.Option(0, "--imap-port", min=0, max=65535, help="Embedded IMAP port (0: a free one)."),
+    smtp_port: int = typer.Option(0, "--smtp-port", min=0, max=65535, help="Embedded SMTP port (0: a free one)."),
+    show_digest: bool = typer.Option(False, "--show-digest", help="Also print the staff digest as text."),
+) -> None:
+    """The whole story on the embedded mail system, in a fresh var/demo/ (deleted at the next run)."""
+    from keydesk.demo_output import DemoConsole  # rich is only needed here
+
+    runtime: Runtime = ctx.obj
+    directory = demo_directory(deployment_home(runtime))
+    prepare_directory(directory)
+    out = DemoConsole()
+    with _log_to_file(directory / "demo.log", runtime.debug), out.running(directory) as notify, \
+            contextlib.ExitStack() as stack:
+        try:
+            report = run_demo(directory, stack, imap_port=imap_port, smtp_port=smtp_port, notify=notify)
+        except DemoError as exc:
+            raise UserError(f"デモを完了できませんでした: {exc}") from None
+    out.summary(report, show_digest)
+    if not report.all_as_expected:
+        raise typer.Exit(1)
+
+
+@contextlib.contextmanager
+def _log_to_file(path: Path, debug: bool):
+    """English logs go to var/demo/demo.log; the terminal keeps the progress (and warnings)."""
+    root = logging.getLogger()
+    quiet = [] if debug else [h for h in root.handlers if isinstance(h, logging.StreamHandler)
+                              and not isinstance(h, logging.FileHandler)]
+    levels = [h.level for h in quiet]
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+    root.addHandler(handler)
+    for stream in quiet:
+        stream.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for stream, level in zip(quiet, levels):
+            stream.setLevel(level)
+        root.removeHandler(handler)
+        handler.close()

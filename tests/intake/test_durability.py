@@ -1,0 +1,250 @@
+"""Nothing lost, nothing repeated: crashes, restarts and UIDVALIDITY resets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, func, select
+
+from intake.poller import TRANSIENT_ERRORS, MailboxConnection
+from intake.raw_store import RawStore, RawStoreError, sha256_hex
+from intake.settings import PollSettings
+from store.tables import InboundMessage, OutboxMessage, Submission
+from tests.servers import (  # noqa: F401 - fixtures
+    IntakeHarness,
+    dovecot_server,
+    imap_server,
+    make_mail,
+    pymap_server,
+    sample_process,
+)
+
+ROOT = Path(__file__).resolve().parents[2]
+ACCEPTED = "keydesk/受付済"
+
+# Runs one pass in a child process; with CRASH set it dies (os._exit) right after the first
+# mail's processing committed, before any mailbox action: the worst moment for exactly-once.
+_PASS_SCRIPT = textwrap.dedent("""
+    import os, sys
+    from pathlib import Path
+    sys.path.insert(0, {root!r})
+    from tests.servers import IntakeHarness, _ServerBase
+
+    def crash(_row):
+        os._exit(17)
+
+    server = _ServerBase({port})
+    harness = IntakeHarness(Path({tmp!r}), server, after_commit=crash if os.environ.get("CRASH") else None)
+    report = harness.poll_once()
+    print(len(report.taken))
+""")
+
+
+def _run_pass_in_child(tmp_path: Path, port: int, crash: bool) -> subprocess.CompletedProcess:
+    script = _PASS_SCRIPT.format(root=str(ROOT), port=port, tmp=str(tmp_path))
+    env = {key: value for key, value in os.environ.items() if key != "CRASH"}
+    if crash:
+        env["CRASH"] = "1"
+    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120)
+
+
+def _submissions_per_inbound(harness: IntakeHarness) -> dict[int, int]:
+    with Session(harness.engine) as session:
+        return dict(session.exec(select(Submission.inbound_id, func.count()).group_by(Submission.inbound_id)).all())
+
+
+def test_killed_between_commit_and_mailbox_action_then_restarted(imap_server, tmp_path):
+    imap_server.append_many([make_mail(n) for n in range(3)])
+
+    crashed = _run_pass_in_child(tmp_path, imap_server.port, crash=True)
+
+    assert crashed.returncode == 17, crashed.stderr
+    harness = IntakeHarness(tmp_path, imap_server)
+    rows = harness.rows()
+    assert len(rows) == 3  # every mail was recorded before processing began
+    first = rows[0]
+    assert first.processed_at is not None and not first.mailbox_action_done
+    assert [r.state for r in rows[1:]] == ["new", "new"]
+    assert harness.count(Submission) == 1 and harness.count(OutboxMessage) == 1
+    assert len(imap_server.uids("INBOX")) == 3  # the move never happened
+
+    again = _run_pass_in_child(tmp_path, imap_server.port, crash=False)
+
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "2"  # only the two unprocessed mails were taken
+    assert _submissions_per_inbound(harness) == {row.id: 1 for row in rows}
+    with Session(harness.engine) as session:
+        keys = sorted(session.exec(select(OutboxMessage.idempotency_key)).all())
+    assert keys == sorted(f"reply:{row.id}" for row in rows)
+    assert all(row.mailbox_action_done for row in harness.rows())
+    assert imap_server.uids("INBOX") == [] and imap_server.folder_count(ACCEPTED) == 3
+
+
+def test_uidvalidity_reset_reprocesses_nothing(imap_server, tmp_path):
+    folder = "desk-in"
+    mails = [make_mail(n) for n in range(4)]
+    imap_server.ensure_folder(folder)
+    imap_server.append_many(mails, folder)
+    harness = IntakeHarness(tmp_path, imap_server, mailbox=imap_server.mailbox_settings(folder=folder, action="flag"))
+    assert len(harness.poll_once().taken) == 4
+    old_uidvalidity = imap_server.uidvalidity(folder)
+
+    # The folder is recreated (as after a server migration) and the same mails come back.
+    imap_server.recreate_folder(folder)
+    imap_server.append_many(mails, folder)
+    new_uidvalidity = imap_server.uidvalidity(folder)
+    assert new_uidvalidity != old_uidvalidity
+
+    report = harness.poll_once()
+
+    assert (report.recorded, report.recognised, report.taken) == (0, 4, [])
+    assert harness.count(Submission) == 4 and harness.count(OutboxMessage) == 4
+    assert {row.uidvalidity for row in harness.rows()} == {new_uidvalidity}
+    assert harness.audit_actions().count("intake.relocated") == 4
+    with imap_server.client() as client:
+        client.select_folder(folder, readonly=True)
+        flags = client.get_flags(client.search("ALL"))
+    assert all(b"\\Seen" in f for f in flags.values())  # the copies got the mailbox action again
+    third = harness.poll_once()
+    assert (third.recorded, third.recognised, third.taken) == (0, 0, [])  # nothing downloaded again
+
+
+class _DyingServerConnection(MailboxConnection):
+    """Kills the server after a few mails were downloaded, in the middle of the record stage."""
+
+    server = None
+    after = 4
+
+    def fetch_bodies(self, sizes, chunk_bytes, max_bytes):
+        for count, item in enumerate(super().fetch_bodies(sizes, chunk_bytes, max_bytes), start=1):
+            yield item
+            if count == self.after:
+                self.server.kill()
+
+
+def test_server_restart_mid_run_loses_and_repeats_nothing(imap_server, tmp_path):
+    # ~25 KB each: two mails per 64 KiB FETCH, so the server dies between FETCH commands.
+    mails = [make_mail(n, extra=b"P" * 25_000) for n in range(20)]
+    imap_server.append_many(mails)
+    dying = type("Dying", (_DyingServerConnection,), {"server": imap_server})
+    harness = IntakeHarness(tmp_path, imap_server, poll=PollSettings(fetch_chunk_bytes=65_536),
+                            connection_class=dying)
+
+    with pytest.raises(TRANSIENT_ERRORS):
+        harness.poll_once()
+
+    recorded_before = len(harness.rows())
+    assert 0 < recorded_before < 20
+    assert harness.count(Submission) == 0  # recording comes first; processing had not begun
+    imap_server.start()
+    harness.connection_class = None
+
+    report = harness.poll_once()
+
+    assert report.recorded == 20 - recorded_before and len(report.taken) == 20
+    assert len({row.sha256 for row in harness.rows()}) == 20
+    assert _submissions_per_inbound(harness) == {row.id: 1 for row in harness.rows()}
+    assert imap_server.uids("INBOX") == [] and imap_server.folder_count(ACCEPTED) == 20
+
+
+def test_server_dying_before_the_mailbox_actions_only_delays_them(imap_server, tmp_path):
+    imap_server.append_many([make_mail(n) for n in range(5)])
+    calls = []
+
+    def process(session, inbound, raw):
+        calls.append(inbound.id)
+        if len(calls) == 5:
+            imap_server.kill()  # processing is database-only; the moves that follow will fail
+        return sample_process(session, inbound, raw)
+
+    harness = IntakeHarness(tmp_path, imap_server, process=process)
+    with pytest.raises(TRANSIENT_ERRORS):
+        harness.poll_once()
+    assert all(row.processed_at is not None and not row.mailbox_action_done for row in harness.rows())
+    imap_server.start()
+
+    report = harness.poll_once()
+
+    assert report.taken == [] and report.actions == 5 and len(calls) == 5
+    assert imap_server.uids("INBOX") == [] and imap_server.folder_count(ACCEPTED) == 5
+    assert harness.count(Submission) == 5 and harness.count(OutboxMessage) == 5
+
+
+def test_a_mail_that_kills_its_processing_is_counted_and_quarantined(pymap_server, tmp_path):
+    pymap_server.append(make_mail(1, body="[poison]\r\n"))
+    calls = []
+
+    def process(session, inbound, raw):
+        calls.append(inbound.id)
+        raise SystemExit("the worker died")  # not an Exception: like a crash, nothing is caught
+
+    harness = IntakeHarness(tmp_path, pymap_server, process=process, poll=PollSettings(max_attempts=2))
+    for _ in range(2):
+        with pytest.raises(SystemExit):
+            harness.poll_once()
+
+    report = harness.poll_once()
+
+    assert len(calls) == 2  # the third pass gives up without calling the pipeline again
+    assert [t.state for t in report.taken] == ["quarantined"]
+    assert pymap_server.folder_count("keydesk/隔離") == 1
+
+
+def test_a_processing_failure_rolls_back_everything_it_wrote(pymap_server, tmp_path):
+    pymap_server.append(make_mail(1))
+
+    def process(session, inbound, raw):
+        sample_process(session, inbound, raw)
+        session.flush()
+        raise RuntimeError("late failure after the reply was enqueued")
+
+    harness = IntakeHarness(tmp_path, pymap_server, process=process)
+    report = harness.poll_once()
+
+    assert report.failures == 1
+    assert harness.count(Submission) == 0 and harness.count(OutboxMessage) == 0
+    (row,) = harness.rows()
+    assert row.processed_at is None and row.attempts == 1 and "late failure" in row.last_error
+    assert len(pymap_server.uids("INBOX")) == 1  # left in place for the next pass
+
+
+def test_raw_store_names_files_by_hash_and_checks_them(tmp_path):
+    store = RawStore(tmp_path / "store")
+    data = b"From: a@example.jp\r\n\r\nbody\r\n"
+
+    first = store.put(data)
+    second = store.put(data)
+
+    assert first == second and first.sha256 == sha256_hex(data)
+    assert first.relative_path == f"mail/{first.sha256[:2]}/{first.sha256}.eml"
+    assert store.read(first.relative_path) == data
+    assert not list((tmp_path / "store").rglob(".incoming-*"))  # no temporary left behind
+    store.path(first.relative_path).write_bytes(b"tampered")
+    with pytest.raises(RawStoreError, match="does not match"):
+        store.read(first.relative_path)
+    for hostile in ("../../etc/passwd", "mail/aa/../../x.eml", "/etc/passwd"):
+        with pytest.raises(RawStoreError):
+            store.path(hostile)
+    with pytest.raises(RawStoreError):
+        store.put(data, suffix="/../x")
+
+
+def test_rows_are_committed_before_processing_starts(pymap_server, tmp_path):
+    pymap_server.append_many([make_mail(1), make_mail(2)])
+    seen_in_database = []
+
+    def process(session, inbound, raw):
+        # Another connection sees both rows already: they were committed before any processing.
+        with Session(harness.engine) as other:
+            seen_in_database.append(other.exec(select(func.count()).select_from(InboundMessage)).one())
+        return sample_process(session, inbound, raw)
+
+    harness = IntakeHarness(tmp_path, pymap_server, process=process)
+    harness.poll_once()
+
+    assert seen_in_database == [2, 2]
