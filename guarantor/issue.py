@@ -9,7 +9,6 @@ is stored nowhere else, is never lost.
 from __future__ import annotations
 
 import logging
-import os
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -27,6 +26,7 @@ from guarantor.notices import enqueue_notice
 from guarantor.settings import GuarantorSettings
 from rules.domain import Certificate
 from store.audit import record as audit
+from store.files import write_private
 from verifier import access_key as keys
 
 log = logging.getLogger(__name__)
@@ -215,23 +215,7 @@ def _write_documents(
             files[kind] = None
             continue
         target = document_path(out_dir, guarantee_no, kind)
-        _write_private(target, data)
+        write_private(target, data, replace=True)
         written.append(target)
         files[kind] = target
     return files
-
-
-def _write_private(target: Path, data: bytes) -> None:
-    """Atomically, mode 0600: the key notice is as secret as the key it carries."""
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(temporary, target)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise

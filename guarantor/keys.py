@@ -25,6 +25,7 @@ from cryptography.hazmat.primitives.serialization import (
 )
 
 from guarantor.errors import GuarantorError
+from store.files import write_private
 from rules.domain import Certificate
 from verifier.certificate_signature import SignedCertificate, canonical_json, key_id
 
@@ -32,16 +33,6 @@ log = logging.getLogger(__name__)
 
 # A PEM public key is a few hundred bytes; anything much larger in the trust folder is not one.
 _MAX_PEM_BYTES = 16 * 1024
-
-
-def _write_new_file(path: Path, data: bytes, mode: int) -> None:
-    """Create ``path`` with ``mode`` from the first byte on; refuse to overwrite."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
 
 
 def create_signing_key(path: Path) -> Ed25519PrivateKey:
@@ -52,7 +43,7 @@ def create_signing_key(path: Path) -> Ed25519PrivateKey:
         # A folder we create for the key is private too; an existing one is the admin's choice.
         path.parent.mkdir(parents=True, mode=0o700)
     try:
-        _write_new_file(path, pem, 0o600)
+        write_private(path, pem, replace=False)
     except FileExistsError:
         raise GuarantorError(f"{path}: 署名鍵はすでにあります(何も変更していません)") from None
     log.info("created the guarantor's signing key %s at %s", key_id(private_key.public_key()), path)
@@ -99,11 +90,7 @@ def publish_public_key(public_key: Ed25519PublicKey, trust_directory: Path) -> P
     pem = public_key_pem(public_key)
     if target.is_file() and target.read_bytes() == pem:
         return target
-    trust_directory.mkdir(parents=True, exist_ok=True)
-    temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
-    temporary.unlink(missing_ok=True)
-    _write_new_file(temporary, pem, 0o644)
-    os.replace(temporary, target)
+    write_private(target, pem, replace=True, mode=0o644)
     return target
 
 

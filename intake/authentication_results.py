@@ -10,7 +10,7 @@ import re
 from dataclasses import dataclass
 from email.message import Message
 
-from intake.mime_headers import raw_values
+from intake.mime_headers import raw_values, split_outside_quotes, unquote
 from intake.text_decoding import clean_line, raw_header_to_text
 
 
@@ -97,37 +97,17 @@ def strip_comments(text: str) -> str:
     return "".join(out)
 
 
-def _split_semicolons(text: str) -> list[str]:
-    parts, current, quoted = [], [], False
-    for char in text:
-        if char == '"':
-            quoted = not quoted
-        if char == ";" and not quoted:
-            parts.append("".join(current))
-            current = []
-        else:
-            current.append(char)
-    parts.append("".join(current))
-    return parts
-
-
-def _unquote(value: str) -> str:
-    if len(value) >= 2 and value[0] == value[-1] == '"':
-        return value[1:-1]
-    return value
-
-
 _TOKEN = re.compile(r'(?:[^\s"]|"(?:[^"\\]|\\.)*"?)+')
 
 
 def parse_authentication_results(value: str) -> tuple[str, list[MethodResult]]:
     """(authserv-id, results) of one header value; raises ValueError if it has no authserv-id."""
     text = strip_comments(clean_line(value))
-    pieces = _split_semicolons(text)
+    pieces = split_outside_quotes(text, ";")
     head = pieces[0].split()
     if not head:
         raise ValueError("no authserv-id")
-    authserv_id = _unquote(head[0]).lower()
+    authserv_id = unquote(head[0]).lower()
     results = []
     for piece in pieces[1:]:
         piece = re.sub(r"\s*=\s*", "=", piece.strip())
@@ -140,9 +120,9 @@ def parse_authentication_results(value: str) -> tuple[str, list[MethodResult]]:
         for token in tokens[1:]:
             key, _, prop_value = token.partition("=")
             if key.lower() == "reason":
-                reason = _unquote(prop_value)
+                reason = unquote(prop_value)
             elif "." in key:
-                properties.append((key.lower(), _unquote(prop_value)))
+                properties.append((key.lower(), unquote(prop_value)))
         results.append(MethodResult(method, result.lower(), tuple(properties), reason))
     return authserv_id, results
 

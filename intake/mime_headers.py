@@ -68,7 +68,7 @@ def header_names(message: Message) -> list[str]:
         return []
 
 
-def _split_outside_quotes(text: str, separator: str) -> list[str]:
+def split_outside_quotes(text: str, separator: str) -> list[str]:
     parts, current, quoted, escaped = [], [], False, False
     for char in text:
         if escaped:
@@ -89,7 +89,7 @@ def _split_outside_quotes(text: str, separator: str) -> list[str]:
     return parts
 
 
-def _unquote(value: str) -> str:
+def unquote(value: str) -> str:
     value = value.strip()
     if len(value) >= 2 and value[0] == '"' and value[-1] == '"':
         inner = value[1:-1]
@@ -115,7 +115,7 @@ def parse_parameterised(raw: str | None) -> ParsedHeader:
     if not raw:
         return ParsedHeader("", {})
     text = raw_header_to_text(raw)
-    pieces = _split_outside_quotes(text, ";")
+    pieces = split_outside_quotes(text, ";")
     main = pieces[0].strip().lower()
     plain: dict[str, str] = {}
     extended: dict[str, dict[int, tuple[bool, str]]] = {}
@@ -130,13 +130,13 @@ def parse_parameterised(raw: str | None) -> ParsedHeader:
         if match:
             name = match.group(1)
             if match.group(2) is None:
-                extended.setdefault(name, {})[0] = (True, _unquote(value))
+                extended.setdefault(name, {})[0] = (True, unquote(value))
             else:
                 index = int(match.group(2))
                 if index < _MAX_SECTIONS:
-                    extended.setdefault(name, {})[index] = (bool(match.group(3)), _unquote(value))
+                    extended.setdefault(name, {})[index] = (bool(match.group(3)), unquote(value))
             continue
-        plain.setdefault(key, _unquote(value))
+        plain.setdefault(key, unquote(value))
     params = {name: decode_encoded_words(value) for name, value in plain.items()}
     for name, sections in extended.items():
         decoded = _join_rfc2231(sections)

@@ -24,6 +24,8 @@ from pathlib import Path
 from imapclient import IMAPClient
 from pysasl.hashing import BuiltinHash
 
+from store.files import write_private
+
 log = logging.getLogger(__name__)
 
 # Loopback only, so a cheaper password hash than pymap's default (500 000 rounds) keeps every
@@ -63,17 +65,13 @@ def write_users(directory: Path, users: Mapping[str, str]) -> None:
         passwd_lines.append(":".join([_escape(address), "", "", "", "", _escape(home), ""]))
         # shadow(5): name, hash, then seven unused fields.
         shadow_lines.append(":".join([_escape(address), _escape(_HASH.hash(password))] + [""] * 7))
-    _write_private(directory / "pymap-etc-passwd", passwd_lines)
-    _write_private(directory / "pymap-etc-shadow", shadow_lines)
-    _write_private(directory / "pymap-etc-group", [])
+    _write_lines(directory / "pymap-etc-passwd", passwd_lines)
+    _write_lines(directory / "pymap-etc-shadow", shadow_lines)
+    _write_lines(directory / "pymap-etc-group", [])
 
 
-def _write_private(path: Path, lines: list[str]) -> None:
-    temporary = path.with_name(path.name + ".tmp")
-    fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write("".join(line + "\r\n" for line in lines))
-    os.replace(temporary, path)
+def _write_lines(path: Path, lines: list[str]) -> None:
+    write_private(path, "".join(line + "\r\n" for line in lines).encode("utf-8"), replace=True)
 
 
 def greeting_ok(host: str, port: int, timeout: float = 2.0) -> bool:

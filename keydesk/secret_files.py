@@ -8,6 +8,7 @@ import secrets
 from pathlib import Path
 from typing import Callable
 
+from store.files import write_private
 from store.key_vault import KeyVault
 
 log = logging.getLogger(__name__)
@@ -17,11 +18,7 @@ def write_private_file(path: Path, content: str) -> None:
     """Create ``path`` with mode 0600 from the start (never world-readable, not even briefly)."""
     path.parent.mkdir(parents=True, exist_ok=True)
     os.chmod(path.parent, 0o700)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    with os.fdopen(fd, "w", encoding="utf-8") as handle:
-        handle.write(content + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    write_private(path, (content + "\n").encode("utf-8"), replace=False)
 
 
 def ensure_secret_file(path: Path, make: Callable[[], str], what: str) -> bool:
