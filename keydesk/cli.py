@@ -54,6 +54,9 @@ def _configure_logging(debug: bool) -> None:
     handler = _CurrentStderrHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     logging.basicConfig(level=logging.DEBUG if debug else logging.INFO, handlers=[handler], force=True)
+    # Libraries that log every SMTP command or migration step: only their warnings, unless --debug.
+    for chatty in ("mail.log", "alembic", "apscheduler"):
+        logging.getLogger(chatty).setLevel(logging.DEBUG if debug else logging.WARNING)
 
 
 class _CurrentStderrHandler(logging.StreamHandler):

@@ -172,7 +172,8 @@ def serve(runtime: Runtime, stop: threading.Event, ready: Callable[[], None] | N
                 raise UserError(f"{desk_id}: 別の keydesk が受信中です ({exc})") from None
             service = build_service(runtime, desk_id)
             thread = threading.Thread(target=run_idle_loop, name=f"intake-{desk_id}", daemon=True,
-                                      args=(service, connector(settings, desk_id), settings.poll, stop))
+                                      args=(service, connector(settings, desk_id), settings.poll, stop),
+                                      kwargs={"on_pass": _after_pass})
             thread.start()
             threads.append(thread)
         for companion in companions():
@@ -186,6 +187,13 @@ def serve(runtime: Runtime, stop: threading.Event, ready: Callable[[], None] | N
         stop.set()
         for thread in threads:
             thread.join(JOIN_SECONDS)
+
+
+def _after_pass(report: PassReport) -> None:
+    """Replies enqueued by a pass go out at once (the outbox companion wakes up)."""
+    from keydesk.companions import wake_outbox
+
+    wake_outbox(report)
 
 
 def start_embedded(runtime: Runtime, stack: contextlib.ExitStack) -> EmbeddedImap:

@@ -11,6 +11,7 @@ import threading
 from datetime import datetime, timezone
 from typing import Callable
 
+from intake.intake_service import PassReport
 from keydesk.cli_digest import targets_for
 from keydesk.cli_outbox import connector_for
 from keydesk.runtime import Runtime
@@ -32,21 +33,37 @@ def deliver_now(runtime: Runtime) -> None:
                  f" (server unreachable: {report.connection_error})" if report.connection_error else "")
 
 
+# Set when the intake took mail, so its replies go out at once rather than at the next round.
+_outbox_wake = threading.Event()
+
+
+def wake_outbox(report: PassReport | None = None) -> None:
+    """The intake loop's ``on_pass``: a pass that took mail has replies waiting in the outbox."""
+    if report is None or report.taken:
+        _outbox_wake.set()
+
+
 def outbox_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
     interval = runtime.settings.outbox.deliver_interval_seconds
 
     def loop() -> None:
         while not stop.is_set():
+            _outbox_wake.clear()
             try:
                 deliver_now(runtime)
             except Exception:  # noqa: BLE001 - one bad round must not end delivery for good
                 log.exception("outbox delivery round failed; trying again in %d s", interval)
-            stop.wait(interval)  # the schedule's pause; wakes at once on shutdown
+            _outbox_wake.wait(interval)  # the schedule's pause, cut short by new replies or shutdown
+
+    def stopper() -> None:
+        stop.set()
+        _outbox_wake.set()
+        thread.join(timeout=60)
 
     thread = threading.Thread(target=loop, name="outbox", daemon=True)
     thread.start()
-    log.info("outbox delivery every %d s", interval)
-    return lambda: thread.join(timeout=60)
+    log.info("outbox delivery every %d s and right after mail is taken in", interval)
+    return stopper
 
 
 def digest_companion(runtime: Runtime, stop: threading.Event) -> Stopper:

@@ -204,11 +204,25 @@ def test_keydesk_run_serves_embedded_mail_and_takes_what_is_mailed_to_the_desk(t
         with smtplib.SMTP("127.0.0.1", smtp_port, timeout=10) as smtp:
             smtp.sendmail("contractor@kensetsu.example", ["keiyaku@town.misato.example"], make_mail(20))
         wait_until(lambda: _count(runtime, Submission) == 1, timeout=20, what="the mailed notice to be taken")
+        # The reply goes out at once: well before the outbox's 15 s round, the intake wakes it.
+        assert runtime.settings.outbox.deliver_interval_seconds >= 15
+        wait_until(lambda: _sent_replies(runtime) == 1, timeout=8, what="the reply to be delivered")
+        outgoing = runtime.settings.embedded.mail_directory / "outgoing"
+        assert [p.name.split("-")[0] for p in outgoing.glob("*.eml")] == ["contractor@kensetsu.example"]
     finally:
         stop.set()
         server.join(30)
     assert not server.is_alive() and not failures
     assert port_closed("127.0.0.1", imap_port) and port_closed("127.0.0.1", smtp_port)
+
+
+def _sent_replies(runtime) -> int:
+    from sqlmodel import Session, select
+
+    from store.tables import OutboxMessage
+
+    with Session(runtime.engine) as session:
+        return len(session.exec(select(OutboxMessage).where(OutboxMessage.state == "sent")).all())
 
 
 def _count(runtime, table) -> int:
