@@ -25,6 +25,8 @@ class MailboxSettings(StrictModel):
     host: str
     port: int = Field(default=993, ge=1, le=65535)
     security: Literal["tls", "starttls", "plain"] = "tls"
+    # A PEM bundle of CAs to trust in addition to the system's (for a server with a private CA).
+    ca_file: HomePath | None = None
     username: str
     auth: Literal["password", "xoauth2"] = "password"
     password_env: str | None = None

@@ -11,6 +11,7 @@ import contextlib
 import json
 import logging
 import signal
+import ssl
 import threading
 from collections.abc import Callable
 from typing import Optional
@@ -26,6 +27,7 @@ from keydesk.embedded_imap import EmbeddedImap, EmbeddedImapError
 from keydesk.errors import UserError
 from keydesk.runtime import Runtime
 from keydesk.settings import Settings, read_secret
+from store.tls import client_ssl_context
 
 log = logging.getLogger(__name__)
 
@@ -80,7 +82,9 @@ def connector(settings: Settings, desk_id: str) -> Callable[[], MailboxConnectio
     if mailbox.auth == "password":
         password = read_secret(mailbox.password_env, mailbox.password_file, f"desks.{desk_id}.mailbox password")
     timeout = settings.poll.socket_timeout_seconds
-    return lambda: MailboxConnection(mailbox, password=password, timeout=timeout)
+    # Built now, not per connection: a bad ca_file stops the command before any mail is touched.
+    context = client_ssl_context(mailbox.ca_file, f"desks.{desk_id}.mailbox.ca_file")
+    return lambda: MailboxConnection(mailbox, password=password, timeout=timeout, ssl_context=context)
 
 
 def mailbox_lock(settings: Settings, desk_id: str) -> MailboxLock:
@@ -97,7 +101,11 @@ def build_service(runtime: Runtime, desk_id: str, after_commit: AfterCommitHook 
 
 def _mailbox_problem(settings: Settings, desk_id: str, exc: BaseException) -> UserError:
     mailbox = settings.desks[desk_id].mailbox
-    return UserError(f"{desk_id}: メールボックス {mailbox.host}:{mailbox.port} から受信できませんでした: {exc}")
+    hint = ""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        hint = (f" (サーバー証明書を確認できません。組織内の CA で発行された証明書なら、"
+                f"desks.{desk_id}.mailbox.ca_file にその CA 証明書 (PEM) を指定してください)")
+    return UserError(f"{desk_id}: メールボックス {mailbox.host}:{mailbox.port} から受信できませんでした: {exc}{hint}")
 
 
 # -- keydesk poll --once --------------------------------------------------------------------------

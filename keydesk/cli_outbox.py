@@ -14,6 +14,7 @@ from keydesk.settings import Settings, read_secret
 from mailer import delivery
 from mailer.smtp_client import SmtpConnectError, SmtpConnector, SmtpSession
 from store.tables import OutboxMessage
+from store.tls import client_ssl_context
 
 outbox_app = typer.Typer(help="The outbox: every mail keydesk sends.", no_args_is_help=True)
 
@@ -44,8 +45,9 @@ def _now() -> datetime:
 def connector_for(settings: Settings) -> SmtpConnector:
     smtp = settings.smtp
     password = read_secret(smtp.password_env, smtp.password_file, "SMTP password") if smtp.username else None
+    context = client_ssl_context(smtp.ca_file, "smtp.ca_file")
     try:
-        return SmtpConnector(smtp, password)
+        return SmtpConnector(smtp, password, ssl_context=context)
     except SmtpConnectError as exc:
         raise UserError(f"SMTP の設定を確認してください: {exc}") from None
 

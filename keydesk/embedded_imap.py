@@ -96,7 +96,9 @@ class EmbeddedImap:
     """A pymap maildir server under ``directory`` on ``host:port``, with the given users."""
 
     def __init__(self, directory: Path, users: Mapping[str, str], host: str = "127.0.0.1", port: int = 1143,
-                 log_file: Path | None = None) -> None:
+                 log_file: Path | None = None, tls: tuple[Path, Path] | None = None, debug: bool = False) -> None:
+        """``tls``: (certificate, key) PEM files to offer STARTTLS with (pymap has no implicit TLS);
+        ``debug``: pymap logs every command it receives."""
         if host not in ("127.0.0.1", "::1", "localhost"):
             raise EmbeddedImapError(f"the embedded IMAP server listens on loopback only, not {host!r}")
         self.directory = Path(directory)
@@ -104,6 +106,8 @@ class EmbeddedImap:
         self.host = host
         self.port = port
         self.log_file = log_file or self.directory / "pymap.log"
+        self.tls = tls
+        self.debug = debug
         self._process: subprocess.Popen | None = None
 
     @property
@@ -121,8 +125,10 @@ class EmbeddedImap:
             raise EmbeddedImapError(f"port {self.host}:{self.port} is already in use; "
                                     f"set embedded.imap_port to a free port")
         write_users(self.directory, self.users)
-        command = [sys.executable, "-c", _PYMAP_MAIN, "--no-service", "admin", "--no-service", "managesieve",
-                   "--host", self.host, "--port", str(self.port), "--no-tls",
+        tls = ["--cert", str(self.tls[0]), "--key", str(self.tls[1])] if self.tls else ["--no-tls"]
+        command = [sys.executable, "-c", _PYMAP_MAIN, *(["--debug"] if self.debug else []),
+                   "--no-service", "admin", "--no-service", "managesieve",
+                   "--host", self.host, "--port", str(self.port), *tls,
                    "maildir", str(self.directory)]
         # FQDN: pymap's greeting otherwise asks DNS for the host name, which can stall offline.
         env = {**os.environ, "FQDN": "localhost"}

@@ -12,6 +12,8 @@ class SmtpSettings(StrictModel):
     host: str
     port: int = Field(default=587, ge=1, le=65535)
     security: Literal["tls", "starttls", "plain"] = "starttls"
+    # A PEM bundle of CAs to trust in addition to the system's (for a server with a private CA).
+    ca_file: HomePath | None = None
     username: str | None = None
     password_env: str | None = None
     password_file: HomePath | None = None

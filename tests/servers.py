@@ -13,6 +13,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from email.header import Header
@@ -22,7 +23,8 @@ import pytest
 from imapclient import IMAPClient
 
 from intake.settings import MailboxSettings
-from keydesk.embedded_imap import EmbeddedImap, greeting_ok, port_closed
+from keydesk.embedded_imap import EmbeddedImap, greeting_ok, port_closed, write_users
+from tests.tls_certs import TlsFiles, private_ca
 
 USER = "keiyaku@town.test.example"
 PASSWORD = "desk-password-1"
@@ -120,6 +122,41 @@ class PymapServer(_ServerBase):
         self.embedded.kill()
 
 
+class PymapTlsServer(_ServerBase):
+    """pymap with a certificate: STARTTLS on its port (pymap has no implicit TLS).
+
+    Started with ``--debug``, so its log shows every command it received: the tests read it to
+    see that no LOGIN came before a failed handshake.
+    """
+
+    kind = "pymap"
+    imaps_port = None
+
+    def __init__(self, directory: Path, port: int, tls: TlsFiles) -> None:
+        super().__init__(port)
+        self.directory = directory
+        self.tls = tls
+        self.log_file = directory / "pymap.log"
+        self._imap = EmbeddedImap(directory, {self.user: self.password}, host=self.host, port=port,
+                                  log_file=self.log_file, tls=(tls.cert, tls.key), debug=True)
+
+    def client(self) -> IMAPClient:
+        client = IMAPClient(self.host, self.port, ssl=False, timeout=30)
+        client.starttls(self.tls.client_context())
+        client.login(self.user, self.password)
+        return client
+
+    def start(self) -> None:
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._imap.start()
+
+    def kill(self) -> None:
+        self._imap.kill()
+
+    def log_text(self) -> str:
+        return self.log_file.read_text(errors="replace") if self.log_file.exists() else ""
+
+
 class DovecotServer(_ServerBase):
     """Dovecot in the foreground with its own config, passwd-file auth and Maildir storage.
 
@@ -130,12 +167,30 @@ class DovecotServer(_ServerBase):
 
     kind = "dovecot"
 
-    def __init__(self, port: int) -> None:
+    def __init__(self, port: int, tls: TlsFiles | None = None, imaps_port: int | None = None) -> None:
+        """With ``tls``: STARTTLS on ``port`` (plain login stays allowed there, for seeding mail)
+        and, with ``imaps_port``, implicit TLS on that port."""
         super().__init__(port)
         self.root = Path(tempfile.mkdtemp(prefix="keydesk-dovecot-"))
         os.chmod(self.root, 0o755)
+        self.tls = tls
+        self.imaps_port = imaps_port if tls is not None else None
         self._process: subprocess.Popen | None = None
         self._write_config()
+
+    def _ssl_config(self) -> str:
+        if self.tls is None:
+            return "ssl = no"
+        # Copied beside the config: pytest's tmp folder is private to the user running the tests.
+        cert, key = self.root / "ssl-cert.pem", self.root / "ssl-key.pem"
+        shutil.copyfile(self.tls.cert, cert)
+        shutil.copyfile(self.tls.key, key)
+        os.chmod(key, 0o600)
+        return f"ssl = yes\nssl_cert = <{cert}\nssl_key = <{key}"
+
+    def log_text(self) -> str:
+        log = self.root / "dovecot.log"
+        return log.read_text(errors="replace") if log.exists() else ""
 
     def _write_config(self) -> None:
         root = self.root
@@ -158,7 +213,7 @@ state_dir = {root}/state
 log_path = {root}/dovecot.log
 protocols = imap
 listen = 127.0.0.1
-ssl = no
+{self._ssl_config()}
 disable_plaintext_auth = no
 auth_mechanisms = plain login
 mail_location = maildir:~/Maildir
@@ -184,7 +239,7 @@ service imap-login {{
     port = {self.port}
   }}
   inet_listener imaps {{
-    port = 0
+    {f"address = 127.0.0.1{chr(10)}    port = {self.imaps_port}{chr(10)}    ssl = yes" if self.imaps_port else "port = 0"}
   }}
 }}
 service stats {{
@@ -278,6 +333,39 @@ def dovecot_server():
 def imap_server(request):
     """The same test against pymap and against Dovecot."""
     return request.getfixturevalue(f"{request.param}_server")
+
+
+@pytest.fixture
+def pymap_tls_server(tmp_path: Path):
+    """pymap with STARTTLS and a certificate from a throwaway private CA (``server.tls.ca_file``)."""
+    (tmp_path / "pymap-tls").mkdir()
+    server = PymapTlsServer(tmp_path / "pymap-tls-mail", free_port(), private_ca(tmp_path / "pymap-tls"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.kill()
+
+
+@pytest.fixture
+def dovecot_tls_server(tmp_path: Path):
+    """Dovecot with STARTTLS on ``port`` and implicit TLS on ``imaps_port``, from a private CA."""
+    if DOVECOT is None:
+        pytest.skip("Dovecot is not installed (apt-get install dovecot-imapd); CI runs these tests "
+                    "(pymap offers STARTTLS only, so implicit TLS needs Dovecot)")
+    (tmp_path / "dovecot-tls").mkdir()
+    server = DovecotServer(free_port(), tls=private_ca(tmp_path / "dovecot-tls"), imaps_port=free_port())
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture(params=["pymap", pytest.param("dovecot", marks=pytest.mark.dovecot)])
+def tls_imap_server(request):
+    """The same TLS test against pymap (STARTTLS only) and Dovecot (STARTTLS and implicit TLS)."""
+    return request.getfixturevalue(f"{request.param}_tls_server")
 
 
 # -- an intake harness: a tmp database, a raw store and a simple stand-in for the pipeline --------
