@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email import message_from_bytes
@@ -36,7 +37,8 @@ from rules.findings import Finding, Verdict
 from rules.schema import DeskRules
 from rules.signatures import DocumentKind, DocumentSignatures
 from store.key_vault import KeyVault
-from store.tables import Counter, Document, InboundMessage, Submission
+from store.audit import record as audit
+from store.tables import Counter, Document, InboundMessage, OutboxMessage, Submission
 from verifier.lookup import CertificateLookup
 from verifier.pdf_text import PdfLimits, TextResult, extract_text
 from verifier.verify import MailVerdict, Ports, verify_mail
@@ -58,6 +60,11 @@ KIND_LABELS: dict[DocumentKind, str] = {
 }
 # A resend answers a returned mail from the same sender within this many days.
 RESEND_WINDOW = timedelta(days=30)
+# Delivery reports quote the failed mail's headers near the top; nothing a sender wrote is trusted
+# beyond matching one of our own Message-IDs.
+_BOUNCE_SCAN_BYTES = 256 * 1024
+_MESSAGE_ID = re.compile(rb"<[!-;=?-~]{1,250}@[A-Za-z0-9.-]{1,250}>")
+_DIAGNOSTIC = re.compile(rb"(?im)^Diagnostic-Code:[ \t]*(.{1,500})$")
 
 
 @dataclass(frozen=True)
@@ -110,6 +117,8 @@ class Pipeline:
         documents = self._store_documents(session, row, walked, verdict) if walked else {}
         submissions = self._record_submissions(session, row, verdict, documents, now)
         resend_of = self._link_resend(session, row, submissions, now)
+        if walked is not None and walked.automatic:
+            self._record_bounce(session, row, raw, now)
         self._reply(session, row, headers, walked, verdict, resend_of, now)
         codes = tuple(dict.fromkeys(f.code for f in verdict.all_findings))
         log.info("mail %s from %s: %s (%s)", row.receipt_no, row.sender, verdict.verdict.value, ", ".join(codes) or "no findings")
@@ -232,6 +241,26 @@ class Pipeline:
             first = first or match
         session.flush()
         return first
+
+    def _record_bounce(self, session: Session, row: InboundMessage, raw: bytes, now: datetime) -> None:
+        """A delivery report quoting one of our replies' Message-IDs: the reply did not arrive.
+        Recorded as ``outbox.bounced`` so the digest lists it under failures."""
+        domain = self.profile.address.rpartition("@")[2].encode("ascii", "ignore").lower()
+        quoted = {m.decode("ascii", "ignore") for m in _MESSAGE_ID.findall(raw[:_BOUNCE_SCAN_BYTES])
+                  if m.lower().endswith(b"@" + domain + b">")}
+        if not quoted:
+            return
+        replies = session.exec(select(OutboxMessage).where(
+            OutboxMessage.desk == row.desk, OutboxMessage.kind == REPLY_KIND, OutboxMessage.message_id.in_(quoted),
+        )).all()
+        diagnostic = _DIAGNOSTIC.search(raw[:_BOUNCE_SCAN_BYTES])
+        for reply in replies:
+            audit(session, row.desk, "intake", "outbox.bounced", f"outbox:{reply.id}", {
+                "recipients": json.loads(reply.recipients_json),
+                "error": diagnostic.group(1).decode("utf-8", "replace").strip()[:500] if diagnostic else "",
+                "report": row.receipt_no,
+            }, at=now)
+            log.info("mail %s is a delivery report: reply %s did not arrive", row.receipt_no, reply.id)
 
     # -- answering -------------------------------------------------------------------------
 

@@ -140,3 +140,39 @@ def test_findings_are_stored_as_objects_with_codes(issued: dict) -> None:
     codes = [f["code"] for f in json.loads(row.findings_json)]
     assert codes == ["doc.fee_receipt", "key.missing"]
     assert row.verdict == "returned"
+
+
+def test_a_bounce_of_our_reply_is_recorded_and_listed_among_the_digests_failures(issued: dict) -> None:
+    from mailer.digest import DigestTarget, collect
+    from store.tables import AuditEvent
+
+    runtime = Runtime(issued["config"])
+    row, _ = take(runtime, mail([("お知らせ.pdf", files(issued, 0)["key_notice"])]), uid=1)
+    reply = reply_of(runtime, row.id)
+    bounce = (
+        "From: MAILER-DAEMON@mx.misato-kensetsu.example\r\n"
+        "To: keiyaku@town.misato.example\r\n"
+        "Subject: Undelivered Mail Returned to Sender\r\n"
+        "Auto-Submitted: auto-replied\r\n"
+        "Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n"
+        "--b\r\nContent-Type: text/plain\r\n\r\nI'm sorry to have to inform you...\r\n"
+        "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
+        f"Final-Recipient: rfc822; {SENDER}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
+        "Diagnostic-Code: smtp; 550 5.1.1 User unknown\r\n"
+        "--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"Message-ID: {reply['Message-ID']}\r\nSubject: x\r\n"
+        "--b--\r\n"
+    ).encode()
+    bounced, outcome = take(runtime, bounce, uid=2)
+    assert outcome.verdict is Verdict.IGNORED and reply_of(runtime, bounced.id) is None
+    with Session(runtime.engine) as session:
+        [event] = session.exec(select(AuditEvent).where(AuditEvent.action == "outbox.bounced")).all()
+        outbox_row = session.exec(select(OutboxMessage).where(OutboxMessage.inbound_id == row.id)).one()
+        assert event.subject == f"outbox:{outbox_row.id}"
+        assert "User unknown" in json.loads(event.detail_json)["error"]
+        settings = runtime.settings
+        target = DigestTarget("misato", "美郷町 契約窓口", "keiyaku@town.misato.example", settings.rules.desks["misato"])
+        digests = collect(session, target, now=datetime.now(timezone.utc), zone="Asia/Tokyo",
+                          since=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    failures = [line for digest in digests for line in digest.lines if line.section == "failure"]
+    assert [line.receipt_no for line in failures] == [row.receipt_no]
