@@ -32,8 +32,9 @@ def fixtures_dir() -> Path:
 
 
 @pytest.fixture
-def engine(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path}/t.db")
+def engine(database_url):
+    """The registry on a fresh SQLite file and on a fresh PostgreSQL database (when available)."""
+    engine = make_engine(database_url)
     SQLModel.metadata.create_all(engine)
     yield engine
     engine.dispose()
