@@ -7,11 +7,35 @@ import os
 import subprocess
 import sys
 import uuid
+from datetime import date
 from pathlib import Path
 
 import pytest
 
+from rules.domain import Certificate, GuaranteeType
+
 POSTGRES_ENV = "KEYDESK_TEST_POSTGRES_URL"
+
+# One certificate's content, as the guarantor side and the verifier's tests both use it.
+ADVANCE_CERTIFICATE = Certificate(
+    guarantee_no="26-000123-5",
+    guarantee_type=GuaranteeType.ADVANCE,
+    guarantor="西日本建設業保証株式会社",
+    contractor_name="株式会社美郷建設",
+    obligee="美郷町長",
+    desk="misato",
+    contract_no="R8-土木-001",
+    work_name="町道美郷中央線道路改良工事(第2工区)",
+    work_category="工事",
+    contract_amount=30_862_500,
+    guarantee_amount=12_345_000,
+    fee=98_760,
+    contract_date=date(2026, 4, 1),
+    completion_date=date(2027, 3, 15),
+    period_start=date(2026, 4, 1),
+    period_end=date(2027, 3, 31),
+    issued_on=date(2026, 4, 1),
+)
 
 
 def run_keydesk(*args: str, config: Path | None = None, env: dict[str, str] | None = None,

@@ -14,7 +14,8 @@ from sqlmodel import SQLModel
 from guarantor.settings import GuarantorSettings
 from keydesk.database import make_engine
 from keydesk.paths import default_config_dir
-from rules.domain import Certificate, GuaranteeType
+from rules.domain import Certificate
+from tests.conftest import ADVANCE_CERTIFICATE
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 NOW = datetime(2026, 4, 1, 10, 15, tzinfo=TOKYO)
@@ -52,25 +53,7 @@ def signing_key() -> Ed25519PrivateKey:
 
 @pytest.fixture(scope="session")
 def certificate() -> Certificate:
-    return Certificate(
-        guarantee_no="26-000123-5",
-        guarantee_type=GuaranteeType.ADVANCE,
-        guarantor="西日本建設業保証株式会社",
-        contractor_name="株式会社美郷建設",
-        obligee="美郷町長",
-        desk="misato",
-        contract_no="R8-土木-001",
-        work_name="町道美郷中央線道路改良工事(第2工区)",
-        work_category="工事",
-        contract_amount=30_862_500,
-        guarantee_amount=12_345_000,
-        fee=98_760,
-        contract_date=date(2026, 4, 1),
-        completion_date=date(2027, 3, 15),
-        period_start=date(2026, 4, 1),
-        period_end=date(2027, 3, 31),
-        issued_on=date(2026, 4, 1),
-    )
+    return ADVANCE_CERTIFICATE
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import tomllib
+from dataclasses import replace
 from datetime import date, datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -11,6 +12,7 @@ import pytest
 
 from rules.domain import Certificate, GuaranteeType
 from rules.signatures import DocumentSignatures
+from tests.conftest import ADVANCE_CERTIFICATE
 from verifier.pdf_text import PdfTextWorker
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -48,24 +50,9 @@ def worker():
 
 @pytest.fixture(scope="session")
 def sample_certificate() -> Certificate:
-    return Certificate(
-        guarantee_no="26-000777-8",
-        guarantee_type=GuaranteeType.INTERMEDIATE_ADVANCE,
-        guarantor="西日本建設業保証株式会社",
-        contractor_name="株式会社美郷建設",
-        obligee="美郷町長",
-        desk="misato",
-        contract_no="R8-土木-001",
-        work_name="町道美郷中央線道路改良工事(第2工区)",
-        work_category="工事",
-        contract_amount=30_862_500,
-        guarantee_amount=6_172_500,
-        fee=24_690,
-        contract_date=date(2026, 4, 1),
-        completion_date=date(2027, 3, 15),
-        period_start=date(2026, 4, 1),
-        period_end=date(2027, 3, 31),
-        issued_on=date(2026, 4, 2),
+    return replace(
+        ADVANCE_CERTIFICATE, guarantee_no="26-000777-8", guarantee_type=GuaranteeType.INTERMEDIATE_ADVANCE,
+        guarantee_amount=6_172_500, fee=24_690, issued_on=date(2026, 4, 2),
     )
 
 
