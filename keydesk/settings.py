@@ -12,7 +12,7 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, ValidationError, field_validator, model_validator
+from pydantic import Field, ValidationError, field_validator
 
 from guarantor.settings import GuarantorSettings
 from intake.settings import Limits, MailboxSettings, PollSettings

@@ -13,7 +13,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from email.header import Header
@@ -23,7 +22,7 @@ import pytest
 from imapclient import IMAPClient
 
 from intake.settings import MailboxSettings
-from keydesk.embedded_imap import EmbeddedImap, greeting_ok, port_closed, write_users
+from keydesk.embedded_imap import EmbeddedImap, greeting_ok, port_closed
 from tests.tls_certs import TlsFiles, private_ca
 
 USER = "keiyaku@town.test.example"

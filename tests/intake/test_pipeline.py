@@ -9,7 +9,6 @@ from email import message_from_bytes, policy
 from email.message import EmailMessage
 from pathlib import Path
 
-import pytest
 from sqlmodel import Session, select
 
 from intake.intake_service import Outcome

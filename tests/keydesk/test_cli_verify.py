@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import pytest
 from sqlmodel import Session, select
 from typer.testing import CliRunner
 
