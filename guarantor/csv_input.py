@@ -8,8 +8,6 @@ fixing the file sees them at once; good rows are unaffected.
 
 from __future__ import annotations
 
-import csv
-import io
 import re
 import unicodedata
 from dataclasses import dataclass
@@ -19,6 +17,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from guarantor.errors import GuarantorError
 from rules.domain import GuaranteeType
+from verifier.csv_table import CsvTableError, open_table
 
 COLUMNS = (
     "guarantee_type",
@@ -85,54 +84,18 @@ class RowError:
     reason: str
 
 
-def decode(data: bytes) -> str:
-    """UTF-8 (with or without BOM) first, then CP932; GuarantorError when it is neither."""
-    for encoding in ("utf-8-sig", "cp932"):
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    raise GuarantorError("CSV ファイルの文字コードを判別できません(UTF-8 または Shift_JIS(CP932)で保存してください)")
-
-
 def read_requests(data: bytes) -> list[GuaranteeRequest | RowError]:
     """Every non-blank row after the header, as a request or an error, in file order."""
-    reader = csv.reader(io.StringIO(decode(data), newline=""))
     try:
-        header = next(reader, None)
-        if header is None:
-            raise GuarantorError("CSV ファイルが空です(1行目に見出し行が必要です)")
-        columns = _check_header(header)
+        columns, records = open_table(data, COLUMNS)
         results: list[GuaranteeRequest | RowError] = []
-        line = reader.line_num + 1
-        for fields in reader:
-            if any(value.strip() for value in fields):
-                if len(results) >= MAX_ROWS:
-                    raise GuarantorError(f"行が多すぎます(1ファイル{MAX_ROWS}行まで。ファイルを分けてください)")
-                results.append(_read_row(line, columns, fields))
-            line = reader.line_num + 1
-    except csv.Error as exc:
-        raise GuarantorError(f"{reader.line_num}行目: CSV として読めません: {exc}") from None
+        for line, fields in records:
+            if len(results) >= MAX_ROWS:
+                raise GuarantorError(f"行が多すぎます(1ファイル{MAX_ROWS}行まで。ファイルを分けてください)")
+            results.append(_read_row(line, columns, fields))
+    except CsvTableError as exc:
+        raise GuarantorError(str(exc)) from None
     return results
-
-
-def _check_header(header: list[str]) -> list[str]:
-    names = [name.strip() for name in header]
-    while names and not names[-1]:
-        names.pop()  # Excel may leave empty columns at the end
-    problems = []
-    missing = [c for c in COLUMNS if c not in names]
-    if missing:
-        problems.append(f"見出しに次の列がありません: {', '.join(missing)}")
-    unknown = [n for n in names if n not in COLUMNS]
-    if unknown:
-        problems.append(f"見出しに不明な列があります: {', '.join(repr(n) for n in unknown)}")
-    duplicated = sorted({n for n in names if names.count(n) > 1})
-    if duplicated:
-        problems.append(f"見出しに同じ列が2回以上あります: {', '.join(duplicated)}")
-    if problems:
-        raise GuarantorError("1行目: " + "; ".join(problems) + f"(必要な列: {', '.join(COLUMNS)})")
-    return names
 
 
 class _Row:

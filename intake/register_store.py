@@ -6,8 +6,6 @@ Adapters take a ``Session`` so that the intake pipeline reads them inside its ow
 
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass, field
 from datetime import date, datetime
 from typing import Collection, Mapping
@@ -18,6 +16,7 @@ from rules.domain import Certificate, Contract, GuaranteeType
 from rules.findings import Verdict
 from store.tables import Contract as ContractRow, InboundMessage, Submission
 from verifier.certificate_signature import SignedCertificate
+from verifier.csv_table import CsvTableError, open_table
 from verifier.normalise import nfkc, parse_amount, parse_date
 
 _ADVANCE_TYPES = (GuaranteeType.ADVANCE, GuaranteeType.INTERMEDIATE_ADVANCE)
@@ -108,91 +107,46 @@ class ImportReport:
     errors: list[tuple[int, str]] = field(default_factory=list)  # (line number, reason); header = line 1
 
 
-class CsvError(ValueError):
-    """The file as a whole cannot be read (encoding, header)."""
-
-
-def decode_csv(data: bytes) -> str:
-    """UTF-8 (with or without BOM) first, then CP932, as Excel writes either."""
-    for encoding in ("utf-8-sig", "cp932"):
-        try:
-            return data.decode(encoding)
-        except UnicodeDecodeError:
-            continue
-    raise CsvError("UTF-8 でも Shift_JIS (CP932) でもないファイルです")
-
-
 def import_contracts(
     session: Session, data: bytes, departments: Mapping[str, Collection[str]], now: datetime
 ) -> ImportReport:
     """Insert or update register rows by (desk, contract_no); bad lines are reported and skipped.
 
     ``departments`` maps each known desk to its department ids. Adds to ``session``; the caller
-    commits. Raises ``CsvError`` when the file cannot be read at all.
+    commits. Raises ``CsvTableError`` when the file cannot be read at all.
     """
-    reader = csv.reader(io.StringIO(decode_csv(data), newline=""))
-    header_names = _read_header(reader)
+    header_names, records = open_table(data, COLUMNS)
     report = ImportReport()
     seen: dict[tuple[str, str], int] = {}
-    for line, values in _records(reader, report):
-        if not any(value.strip() for value in values):
-            continue
-        try:
-            if len(values) != len(header_names):
-                raise ValueError(f"列の数が{len(values)}です({len(header_names)}列必要です)")
-            contract = _parse_row(dict(zip(header_names, values)), departments)
-        except ValueError as error:
-            report.errors.append((line, str(error)))
-            continue
-        identity = (contract.desk, contract.contract_no)
-        if identity in seen:
-            report.errors.append((line, f"contract_no {contract.contract_no} は{seen[identity]}行目と重複しています"))
-            continue
-        seen[identity] = line
-        report.by_desk[contract.desk] = report.by_desk.get(contract.desk, 0) + 1
-        if _upsert(session, contract, now):
-            report.created += 1
-        else:
-            report.updated += 1
+    try:
+        for line, values in records:
+            _import_record(session, line, values, header_names, departments, seen, report, now)
+    except CsvTableError as error:
+        # A broken quote ends the file here; what came before is kept, the rest is reported.
+        report.errors.append((error.line or 0, error.reason))
     return report
 
 
-def _read_header(reader) -> list[str]:
+def _import_record(session: Session, line: int, values: list[str], header_names: list[str],
+                   departments: Mapping[str, Collection[str]], seen: dict[tuple[str, str], int],
+                   report: ImportReport, now: datetime) -> None:
     try:
-        header = next(reader)
-    except StopIteration:
-        raise CsvError("ファイルが空です(1行目に列名が必要です)") from None
-    except csv.Error as error:
-        raise CsvError(f"1行目: CSVとして読めません: {error}") from None
-    names = [nfkc(name).strip() for name in header]
-    missing = [c for c in COLUMNS if c not in names]
-    unknown = [n for n in names if n not in COLUMNS]
-    repeated = sorted({n for n in names if names.count(n) > 1})
-    problems = []
-    if missing:
-        problems.append(f"足りない列: {', '.join(missing)}")
-    if unknown:
-        problems.append(f"不明な列: {', '.join(repr(n) for n in unknown)}")
-    if repeated:
-        problems.append(f"重複した列: {', '.join(repeated)}")
-    if problems:
-        raise CsvError(f"1行目: {'、'.join(problems)}(必要な列: {', '.join(COLUMNS)})")
-    return names
-
-
-def _records(reader, report: ImportReport):
-    """(first line number, values) per record; a quoted field may span lines."""
-    previous_end = reader.line_num
-    while True:
-        try:
-            values = next(reader)
-        except StopIteration:
-            return
-        except csv.Error as error:
-            report.errors.append((previous_end + 1, f"CSVとして読めません: {error}"))
-            return
-        yield previous_end + 1, values
-        previous_end = reader.line_num
+        if len(values) < len(header_names) or any(v.strip() for v in values[len(header_names):]):
+            raise ValueError(f"列の数が{len(values)}です({len(header_names)}列必要です)")
+        contract = _parse_row(dict(zip(header_names, values)), departments)
+    except ValueError as error:
+        report.errors.append((line, str(error)))
+        return
+    identity = (contract.desk, contract.contract_no)
+    if identity in seen:
+        report.errors.append((line, f"contract_no {contract.contract_no} は{seen[identity]}行目と重複しています"))
+        return
+    seen[identity] = line
+    report.by_desk[contract.desk] = report.by_desk.get(contract.desk, 0) + 1
+    if _upsert(session, contract, now):
+        report.created += 1
+    else:
+        report.updated += 1
 
 
 def _parse_row(row: dict[str, str], departments: Mapping[str, Collection[str]]) -> Contract:

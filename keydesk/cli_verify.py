@@ -20,7 +20,7 @@ from guarantor.keys import load_trusted_keys
 from guarantor.lookup_service import RegistryLookup
 from intake.mime import MailDocument, MailLimits, is_pdf, walk_mail
 from intake.register_store import (
-    CsvError, DbAcceptedIndex, DbContractRegister, import_contracts, submission_certificate,
+    DbAcceptedIndex, DbContractRegister, import_contracts, submission_certificate,
 )
 from intake.verify_inputs import input_document, too_large_context, verify_inputs
 from keydesk.errors import UserError
@@ -31,6 +31,7 @@ from rules.findings import CODES, Verdict, strongest
 from rules.signatures import DocumentKind
 from store.audit import record as audit
 from store.tables import InboundMessage, Submission
+from verifier.csv_table import CsvTableError
 from verifier.pdf_text import PdfLimits, PdfTextWorker
 from verifier.verify import MailContext, MailVerdict, Ports, verify_mail
 
@@ -194,7 +195,7 @@ def contracts_import(
     with Session(runtime.engine) as session:
         try:
             report = import_contracts(session, data, departments, now)
-        except CsvError as error:
+        except CsvTableError as error:
             raise UserError(f"{file}: {error}") from None
         for desk_id, count in sorted(report.by_desk.items()):
             audit(session, desk_id, "cli", "contracts.import", file.name,
