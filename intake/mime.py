@@ -12,6 +12,8 @@ directories, control or bidi characters), ``raw_name`` keeps what the sender wro
 
 from __future__ import annotations
 
+import re
+
 import base64
 import binascii
 import email
@@ -266,8 +268,12 @@ class _Walker:
         ))
 
 
-def walk_mail(raw: bytes, *, authserv_id: str | None = None, limits: MailLimits = MailLimits()) -> WalkedMail:
-    """Documents and context of one raw mail; ``authserv_id`` is our receiving server's (RFC 8601)."""
+def walk_mail(raw: bytes, *, authserv_id: str | None = None, limits: MailLimits = MailLimits(),
+              key_patterns: tuple[re.Pattern[str], re.Pattern[str]] | None = None) -> WalkedMail:
+    """Documents and context of one raw mail; ``authserv_id`` is our receiving server's (RFC 8601).
+
+    ``key_patterns``: the (保証契約番号, 認証キー) patterns of config/rules.toml for keys typed in
+    the body; without them, this project's own formats."""
     walker = _Walker(limits)
     try:
         message = email.message_from_bytes(raw, policy=TOLERANT_POLICY)
@@ -297,5 +303,5 @@ def walk_mail(raw: bytes, *, authserv_id: str | None = None, limits: MailLimits 
         automatic=verdict.automatic,
         automatic_reasons=verdict.reasons,
         authentication=authentication(message, authserv_id),
-        typed_keys=mail_context.typed_keys(body),
+        typed_keys=mail_context.typed_keys(body, *(key_patterns or ())),
     )

@@ -28,7 +28,7 @@ from intake.mime import MailLimits, WalkedMail, walk_mail
 from intake.mime_headers import TOLERANT_POLICY
 from intake.raw_store import RawStore
 from intake.register_store import DbAcceptedIndex, DbContractRegister
-from intake.verify_inputs import too_large_context, verify_inputs
+from intake.verify_inputs import key_patterns, too_large_context, verify_inputs
 from intake.settings import Limits
 from mailer.outbox import enqueue
 from mailer.reply import FoundDocument, GuaranteeLine, ReplyFacts, build_reply
@@ -100,7 +100,8 @@ class Pipeline:
         headers = message_from_bytes(raw, policy=TOLERANT_POLICY)
         walked = None
         if row.state != "too_large":
-            walked = walk_mail(raw, authserv_id=self.profile.authserv_id, limits=MailLimits.from_settings(self.limits))
+            walked = walk_mail(raw, authserv_id=self.profile.authserv_id, limits=MailLimits.from_settings(self.limits),
+                               key_patterns=key_patterns(self.signatures.patterns))
         verdict = self._verify(session, walked, now)
         row.receipt_no = row.receipt_no or self._next_receipt_no(session, now)
         row.automatic = walked.automatic if walked else False
@@ -142,7 +143,7 @@ class Pipeline:
                 memory_bytes=self.limits.pdf_memory_mb * 1024 * 1024,
             )
             documents, context = verify_inputs(
-                walked, self.profile.desk_id, lambda content: self.read_pdf(content, pdf_limits), self.signatures.patterns
+                walked, self.profile.desk_id, lambda content: self.read_pdf(content, pdf_limits)
             )
         return verify_mail(documents, context, self.rules, self.signatures, ports, now)
 
@@ -227,8 +228,8 @@ class Pipeline:
             .order_by(Submission.id.desc())
         ).all()
         answered = set(session.exec(
-            select(Submission.resend_of_id).where(Submission.resend_of_id.is_not(None))
-        ).all())
+            select(Submission.resend_of_id).where(Submission.resend_of_id.in_([s.id for s in returned]))
+        ).all()) if returned else set()
         open_returns = [s for s in returned if s.id not in answered]
         first = None
         for submission in submissions:

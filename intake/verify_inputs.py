@@ -9,7 +9,6 @@ import re
 from typing import Callable
 
 from intake.authentication_results import Authentication
-from intake.mail_context import typed_keys
 from intake.mime import MailDocument, WalkedMail
 from rules.findings import Finding
 from rules.signatures import Patterns
@@ -46,19 +45,18 @@ def input_document(document: MailDocument, read_pdf: PdfReader) -> InputDocument
     return InputDocument(document.display_name, read_pdf(document.content) if document.is_pdf else None)
 
 
-def verify_inputs(walked: WalkedMail, desk: str, read_pdf: PdfReader,
-                  patterns: Patterns | None = None) -> tuple[list[InputDocument], MailContext]:
-    """``patterns``: the number and key patterns of config/rules.toml for keys typed in the body
-    (without them, this project's own formats)."""
+def key_patterns(patterns: Patterns) -> tuple[re.Pattern[str], re.Pattern[str]]:
+    """The configured (保証契約番号, 認証キー) patterns, compiled, for ``walk_mail(key_patterns=…)``."""
+    return re.compile(patterns.guarantee_no), re.compile(patterns.access_key)
+
+
+def verify_inputs(walked: WalkedMail, desk: str, read_pdf: PdfReader) -> tuple[list[InputDocument], MailContext]:
     documents = [input_document(d, read_pdf) for d in walked.documents]
-    keys = walked.typed_keys
-    if patterns is not None:
-        keys = typed_keys(walked.body_text, re.compile(patterns.guarantee_no), re.compile(patterns.access_key))
     context = MailContext(
         desk=desk,
         automatic=walked.automatic,
         authentication=sender_authentication(walked.authentication),
-        typed_keys=tuple(keys),
+        typed_keys=tuple(walked.typed_keys),
         problems=tuple(walked.problems),
         automatic_reason="; ".join(walked.automatic_reasons),
     )

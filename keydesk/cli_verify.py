@@ -22,7 +22,7 @@ from intake.mime import MailDocument, MailLimits, is_pdf, walk_mail
 from intake.register_store import (
     DbAcceptedIndex, DbContractRegister, import_contracts, submission_certificate,
 )
-from intake.verify_inputs import input_document, too_large_context, verify_inputs
+from intake.verify_inputs import input_document, key_patterns, too_large_context, verify_inputs
 from keydesk.errors import UserError
 from keydesk.runtime import Runtime
 from keydesk.settings import Settings
@@ -128,8 +128,9 @@ def _inputs(path: Path, settings: Settings, desk_id: str, read_pdf):
             return [], too_large_context(desk_id, limits.mail_max_bytes)
         raw = path.read_bytes()
         walked = walk_mail(raw, authserv_id=settings.desks[desk_id].authserv_id,
-                           limits=MailLimits.from_settings(limits))
-        return verify_inputs(walked, desk_id, read_pdf, settings.rules.documents.patterns)
+                           limits=MailLimits.from_settings(limits),
+                           key_patterns=key_patterns(settings.rules.documents.patterns))
+        return verify_inputs(walked, desk_id, read_pdf)
     raise UserError(f"{path}: .pdf または .eml のファイルを指定してください")
 
 
