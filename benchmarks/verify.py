@@ -11,31 +11,24 @@ import argparse
 import io
 import time
 import tomllib
-from datetime import date, datetime, timezone
+from datetime import datetime, timezone
 from pathlib import Path
 
 from pypdf import PdfReader
 
 from guarantor.pdf import render_key_notice
-from rules.domain import Certificate, GuaranteeType
 from rules.signatures import DocumentSignatures
+from tests.conftest import ADVANCE_CERTIFICATE
 from verifier import access_key
 from verifier.classify import classify
 from verifier.extract import extract_key_notices
-from verifier.pdf_text import PdfTextWorker
+from verifier.pdf_text import PdfTextWorker, extract_in_process
 
 RULES = Path(__file__).resolve().parents[1] / "config" / "rules.toml"
 
 
 def _notice() -> bytes:
-    certificate = Certificate(
-        guarantee_no="26-000123-4", guarantee_type=GuaranteeType.ADVANCE, guarantor="西日本建設業保証株式会社",
-        contractor_name="株式会社美郷建設", obligee="美郷町長", desk="misato", contract_no="R8-001",
-        work_name="町道美郷中央線道路改良工事", work_category="工事", contract_amount=30_862_500,
-        guarantee_amount=12_345_000, fee=98_760, contract_date=date(2026, 4, 1), completion_date=date(2027, 3, 15),
-        period_start=date(2026, 4, 1), period_end=date(2027, 3, 31), issued_on=date(2026, 4, 1),
-    )
-    return render_key_notice(certificate, access_key.generate(), datetime(2026, 4, 1, 1, tzinfo=timezone.utc))
+    return render_key_notice(ADVANCE_CERTIFICATE, access_key.generate(), datetime(2026, 4, 1, 1, tzinfo=timezone.utc))
 
 
 def _rate(count: int, work) -> float:
@@ -59,6 +52,8 @@ def main() -> None:
 
     with PdfTextWorker() as worker:
         worker.extract(data)  # start-up paid once, as in the daemon
+        in_process_rate = _rate(args.documents, lambda: extract_in_process(data))
+        worker_rate = _rate(args.documents, lambda: worker.extract(data))
 
         def keydesk() -> None:
             result = worker.extract(data)
@@ -71,6 +66,9 @@ def main() -> None:
     print(f"  floor (pypdf text in process)        {floor_rate:8.1f} docs/s")
     print(f"  keydesk (bounded worker + verifier)  {keydesk_rate:8.1f} docs/s")
     print(f"  ratio keydesk / floor                {keydesk_rate / floor_rate:8.2f}")
+    overhead_ms = (1 / worker_rate - 1 / in_process_rate) * 1000
+    print(f"  worker process overhead per PDF      {overhead_ms:8.2f} ms "
+          f"(in process {in_process_rate:.1f}/s, in the worker {worker_rate:.1f}/s)")
 
 
 if __name__ == "__main__":

@@ -23,6 +23,7 @@ from imapclient import IMAPClient
 
 from intake.settings import MailboxSettings
 from keydesk.embedded_imap import EmbeddedImap, greeting_ok, port_closed
+from tests.conftest import wait_until  # noqa: F401 - tests import it from here too
 from tests.tls_certs import TlsFiles, private_ca
 
 USER = "keiyaku@town.test.example"
@@ -34,18 +35,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
-
-
-def wait_until(condition, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
-    """Poll ``condition`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
 
 
 class _ServerBase:

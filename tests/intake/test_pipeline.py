@@ -2,53 +2,19 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 from datetime import datetime, timezone
 from email import message_from_bytes, policy
-from email.message import EmailMessage
 from pathlib import Path
 
 from sqlmodel import Session, select
 
-from intake.intake_service import Outcome
 from keydesk.composition import build_pipeline
 from keydesk.runtime import Runtime
 from rules.findings import Verdict
 from store.tables import Document, InboundMessage, OutboxMessage, Submission
+from tests.desk_mail import NOW, SENDER, mail, take
 from verifier.access_key import format_key
-
-NOW = datetime(2026, 11, 25, 1, 30, tzinfo=timezone.utc)  # 10:30 in Tokyo
-SENDER = "info@misato-kensetsu.example"
-
-
-def mail(attachments: list[tuple[str, bytes]], *, sender: str = SENDER, subject: str = "【電子保証】認証キー等の提出",
-         headers: dict[str, str] | None = None, body: str = "美郷町 契約係 御中\n\n認証キー等のお知らせを提出します。\n") -> bytes:
-    message = EmailMessage()
-    message["From"] = f"美郷建設 工務部 <{sender}>"
-    message["To"] = "keiyaku@town.misato.example"
-    message["Subject"] = subject
-    message["Message-ID"] = f"<{hashlib.sha1(repr((attachments, subject, body)).encode()).hexdigest()}@misato-kensetsu.example>"
-    for name, value in (headers or {}).items():
-        message[name] = value
-    message.set_content(body)
-    for name, content in attachments:
-        message.add_attachment(content, maintype="application", subtype="pdf", filename=name)
-    return message.as_bytes()
-
-
-def take(runtime: Runtime, raw: bytes, uid: int) -> tuple[InboundMessage, Outcome]:
-    pipeline = build_pipeline(runtime, "misato", clock=lambda: NOW)
-    with Session(runtime.engine) as session:
-        row = InboundMessage(desk="misato", account="keiyaku", mailbox="INBOX", uidvalidity=1, uid=uid,
-                             sha256=hashlib.sha256(raw).hexdigest(), size=len(raw), received_at=NOW)
-        session.add(row)
-        session.flush()
-        outcome = pipeline(session, row, raw)
-        session.commit()
-        session.refresh(row)
-        return row, outcome
-
 
 def files(issued: dict, index: int) -> dict[str, bytes]:
     return {kind: Path(path).read_bytes() for kind, path in issued["rows"][index]["files"].items() if path}

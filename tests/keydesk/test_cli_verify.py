@@ -17,7 +17,7 @@ from keydesk.runtime import Runtime
 from store.tables import Contract as ContractRow, InboundMessage, Submission
 from keydesk.cli import app
 from tests.conftest import CONTRACTS, invoke
-from tests.intake.test_pipeline import mail, take
+from tests.desk_mail import mail, take
 
 def verify_json(config: Path, *paths: Path) -> list[dict]:
     result = invoke(config, "verify", "--json", *map(str, paths))
