@@ -140,3 +140,6 @@ def database_url(request, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/keydesk.db"
     return request.getfixturevalue("postgres_url")
+
+
+from tests.browser import browser_page  # noqa: E402,F401 - a shared fixture, registered here
