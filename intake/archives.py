@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from rules.findings import Finding
 
 from intake.text_decoding import guess_decode
+from foundation.errors import OperationalError
 
 _READ_CHUNK = 64 * 1024
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")
@@ -223,7 +224,7 @@ _MAPI_VARIABLE = {0x001E, 0x001F, 0x000D, 0x0102, 0x0000}
 _TNEF_DEPTH_MAX = 4
 
 
-class _Hostile(ValueError):
+class _Hostile(OperationalError, ValueError):
     """A TNEF stream tnefparse would loop on or misread: counts larger than the data."""
 
 

@@ -11,9 +11,15 @@ import hashlib
 import os
 from pathlib import Path
 
+from foundation.errors import OperationalError
 
-class MailboxBusy(Exception):
+
+class MailboxBusy(OperationalError):
     """Another keydesk process is already taking mail from this mailbox."""
+
+    def __init__(self, desk: str, detail: str) -> None:
+        super().__init__(f"{desk}: 別の keydesk が受信中です ({detail})")
+        self.desk = desk
 
 
 def lock_path(lock_directory: Path, desk: str, account: str, mailbox: str) -> Path:
@@ -24,6 +30,7 @@ def lock_path(lock_directory: Path, desk: str, account: str, mailbox: str) -> Pa
 class MailboxLock:
     def __init__(self, lock_directory: Path, desk: str, account: str, mailbox: str) -> None:
         self.path = lock_path(lock_directory, desk, account, mailbox)
+        self.desk = desk
         self.label = f"{desk}: {account} {mailbox}"
         self._fd: int | None = None
 
@@ -34,7 +41,7 @@ class MailboxLock:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             os.close(fd)
-            raise MailboxBusy(f"another keydesk process is already taking mail from {self.label}") from None
+            raise MailboxBusy(self.desk, f"another keydesk process is already taking mail from {self.label}") from None
         # The holder's pid, for a person wondering who holds it (the lock itself is the flock).
         os.ftruncate(fd, 0)
         os.write(fd, f"{os.getpid()}\n".encode())

@@ -23,6 +23,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
 from intake.settings import LOOPBACK_HOSTS, MailboxSettings
+from foundation.errors import OperationalError
 
 log = logging.getLogger(__name__)
 
@@ -33,7 +34,7 @@ HEADER_CAP_BYTES = 256 * 1024
 TOKEN_COMMAND_TIMEOUT = 30
 
 
-class MailboxError(Exception):
+class MailboxError(OperationalError):
     """The mailbox cannot be used (login refused, token command failed, connection lost)."""
 
 

@@ -14,13 +14,15 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from foundation.errors import OperationalError
+
 _SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
 _RELATIVE = re.compile(r"^[a-z]+/[0-9a-f]{2}/[0-9a-f]{64}\.[a-z0-9]{1,8}$")
 KINDS = ("mail", "documents")
 
 
-class RawStoreError(Exception):
-    pass
+class RawStoreError(OperationalError):
+    """The raw mail store cannot keep or give back a file (disk, permissions, a file changed)."""
 
 
 @dataclass(frozen=True)

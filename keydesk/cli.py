@@ -14,7 +14,7 @@ from typing import Optional
 import typer
 
 from keydesk import cli_admin, cli_digest, cli_guarantor, cli_intake, cli_outbox, cli_verify, demo
-from keydesk.errors import UserError, exit_code_for, message_for
+from foundation.errors import EXIT_FAILURE, KeydeskError
 from keydesk.runtime import Runtime
 
 app = typer.Typer(
@@ -76,19 +76,28 @@ class _CurrentStderrHandler(logging.StreamHandler):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Entry point: typer handles usage errors; our own failures become one line on stderr."""
+    """Entry point: typer handles usage errors; our own failures become one line on stderr.
+
+    This is the one place that turns an exception into an exit code: every ``KeydeskError`` knows
+    its ``exit_code`` and ``user_lines()``; a missing or unreadable file is worded the same way.
+    """
     try:
         app(args=argv, prog_name="keydesk")
-    except UserError.handled as exc:
+    except KeydeskError as exc:
         if _state["debug"]:
             raise
-        print(message_for(exc), file=sys.stderr)
-        sys.exit(exit_code_for(exc))
-    except Exception as exc:  # noqa: BLE001 - the one place that turns failures into exit codes
+        print("\n".join(exc.user_lines()), file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except (FileNotFoundError, PermissionError) as exc:
+        if _state["debug"]:
+            raise
+        print(f"keydesk: {exc.filename}: {exc.strerror}" if exc.filename else f"keydesk: {exc}", file=sys.stderr)
+        sys.exit(EXIT_FAILURE)
+    except Exception as exc:
         if _state["debug"]:
             raise
         print(f"keydesk: unexpected error: {type(exc).__name__}: {exc} (run with --debug for details)", file=sys.stderr)
-        sys.exit(1)
+        sys.exit(EXIT_FAILURE)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -7,10 +7,9 @@ for the person at the terminal (Japanese) or JSON lines for scripts.
 from __future__ import annotations
 
 import json
-from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Optional
 from zoneinfo import ZoneInfo
 
 import typer
@@ -18,7 +17,6 @@ from sqlmodel import Session
 
 from guarantor import registry
 from guarantor.csv_input import RowError
-from guarantor.errors import GuarantorError
 from guarantor.formatting import certificate_fields
 from guarantor.issue import IssuedGuarantee, iter_issue
 from guarantor.keys import (
@@ -50,14 +48,6 @@ def register(app: typer.Typer) -> None:
     app.command("lookup")(lookup)
 
 
-@contextmanager
-def _user_errors() -> Iterator[None]:
-    try:
-        yield
-    except GuarantorError as exc:
-        raise UserError(str(exc)) from None
-
-
 def _now(runtime: Runtime) -> datetime:
     return datetime.now(ZoneInfo(runtime.settings.timezone))
 
@@ -73,17 +63,16 @@ def init(
     runtime: Runtime = ctx.obj
     settings = runtime.settings.guarantor
     path = settings.signing_key
-    with _user_errors():
-        if path.exists() and not rotate:
-            private_key = load_signing_key(path)
-            typer.echo(f"署名鍵はすでにあります: {path}")
-        else:
-            if rotate and path.exists():
-                retired = retire_signing_key(path)
-                typer.echo(f"これまでの署名鍵を退避しました: {retired}(公開鍵は引き続き信頼されます)")
-            private_key = create_signing_key(path)
-            typer.echo(f"署名鍵を作成しました: {path}(ファイルモード 0600)")
-        published = publish_public_key(private_key.public_key(), settings.trust_directory)
+    if path.exists() and not rotate:
+        private_key = load_signing_key(path)
+        typer.echo(f"署名鍵はすでにあります: {path}")
+    else:
+        if rotate and path.exists():
+            retired = retire_signing_key(path)
+            typer.echo(f"これまでの署名鍵を退避しました: {retired}(公開鍵は引き続き信頼されます)")
+        private_key = create_signing_key(path)
+        typer.echo(f"署名鍵を作成しました: {path}(ファイルモード 0600)")
+    published = publish_public_key(private_key.public_key(), settings.trust_directory)
     typer.echo(f"鍵 ID: {key_id(private_key.public_key())}")
     typer.echo(f"公開鍵(窓口が信頼する鍵): {published}")
 
@@ -105,18 +94,17 @@ def issue(
     settings = runtime.settings
     data = _read_csv(file)
     out_dir = (out.expanduser() if out is not None else settings.guarantor.output_directory).resolve()
-    with _user_errors():
-        signing_key = load_signing_key(settings.guarantor.signing_key)
-        rows = iter_issue(
-            runtime.engine, data, settings=settings.guarantor, signing_key=signing_key, out_dir=out_dir,
-            now=_now(runtime),
-        )
-        # Each row is printed as soon as it is committed: its key is shown here once, so it must
-        # not wait behind rows that might still fail.
-        results = []
-        for result in rows:
-            results.append(result)
-            typer.echo(json.dumps(_json_line(result), ensure_ascii=False) if as_json else _table_line(result))
+    signing_key = load_signing_key(settings.guarantor.signing_key)
+    rows = iter_issue(
+        runtime.engine, data, settings=settings.guarantor, signing_key=signing_key, out_dir=out_dir,
+        now=_now(runtime),
+    )
+    # Each row is printed as soon as it is committed: its key is shown here once, so it must
+    # not wait behind rows that might still fail.
+    results = []
+    for result in rows:
+        results.append(result)
+        typer.echo(json.dumps(_json_line(result), ensure_ascii=False) if as_json else _table_line(result))
     if not as_json:
         _print_summary(results, out_dir)
     if any(isinstance(r, RowError) for r in results):
@@ -175,7 +163,7 @@ def revoke(
 ) -> None:
     """Revoke a certificate: look-ups with its key answer 'revoked' with the reason."""
     runtime: Runtime = ctx.obj
-    with _user_errors(), Session(runtime.engine) as session:
+    with Session(runtime.engine) as session:
         row = registry.revoke(session, guarantee_no, reason, datetime.now(timezone.utc), actor="cli")
         session.commit()
         typer.echo(f"保証契約番号 {row.guarantee_no} の電子証書を失効させました(理由: {row.revoked_reason})")

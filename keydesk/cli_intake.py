@@ -20,10 +20,10 @@ import typer
 
 from intake.idle_loop import run_idle_loop
 from intake.intake_service import AfterCommitHook, IntakeService, PassReport, ProcessHook
-from intake.mailbox_lock import MailboxBusy, MailboxLock
+from intake.mailbox_lock import MailboxLock
 from intake.poller import TRANSIENT_ERRORS, MailboxConnection, MailboxError
 from intake.raw_store import RawStore
-from keydesk.embedded_imap import EmbeddedImap, EmbeddedImapError
+from keydesk.embedded_imap import EmbeddedImap
 from keydesk.errors import UserError
 from keydesk.runtime import Runtime
 from keydesk.settings import Settings, read_secret
@@ -126,8 +126,6 @@ def poll(
         try:
             with mailbox_lock(settings, desk_id), connector(settings, desk_id)() as conn:
                 report = service.run_pass(conn)
-        except MailboxBusy as exc:
-            raise UserError(f"{desk_id}: 別の keydesk が受信中です ({exc})") from None
         except (MailboxError, *TRANSIENT_ERRORS) as exc:
             raise _mailbox_problem(settings, desk_id, exc) from None
         _print_report(settings, desk_id, report, as_json)
@@ -174,10 +172,7 @@ def serve(runtime: Runtime, stop: threading.Event, ready: Callable[[], None] | N
             start_embedded(runtime, stack)
         threads = []
         for desk_id in settings.desks:
-            try:
-                stack.enter_context(mailbox_lock(settings, desk_id))
-            except MailboxBusy as exc:
-                raise UserError(f"{desk_id}: 別の keydesk が受信中です ({exc})") from None
+            stack.enter_context(mailbox_lock(settings, desk_id))
             service = build_service(runtime, desk_id)
             thread = threading.Thread(target=run_idle_loop, name=f"intake-{desk_id}", daemon=True,
                                       args=(service, connector(settings, desk_id), settings.poll, stop),
@@ -211,10 +206,7 @@ def start_embedded(runtime: Runtime, stack: contextlib.ExitStack) -> EmbeddedIma
     users = {user.address: read_secret(user.password_env, user.password_file, f"embedded user {user.address}")
              for user in embedded.users}
     imap = EmbeddedImap(embedded.mail_directory, users, host=embedded.host, port=embedded.imap_port)
-    try:
-        imap.start()
-    except EmbeddedImapError as exc:
-        raise UserError(f"内蔵 IMAP サーバーを起動できませんでした: {exc}") from None
+    imap.start()
     stack.callback(imap.stop)
     _start_embedded_smtp(runtime, imap, stack)
     return imap

@@ -13,13 +13,14 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 
 import store.tables  # noqa: F401  (registers every table on SQLModel.metadata)
+from foundation.errors import SchemaProblem
 
 log = logging.getLogger(__name__)
 MIGRATIONS = Path(__file__).parent / "migrations"
 
 
-class SchemaOutdated(Exception):
-    pass
+class SchemaOutdated(SchemaProblem):
+    """The database schema is older (or newer) than this version needs."""
 
 
 def make_engine(url: str) -> Engine:

@@ -381,10 +381,7 @@ def demo(
     out = DemoConsole()
     with _log_to_file(directory / "demo.log", runtime.debug), out.running(directory) as notify, \
             contextlib.ExitStack() as stack:
-        try:
-            report = run_demo(directory, stack, imap_port=imap_port, smtp_port=smtp_port, notify=notify)
-        except DemoError as exc:
-            raise UserError(f"デモを完了できませんでした: {exc}") from None
+        report = run_demo(directory, stack, imap_port=imap_port, smtp_port=smtp_port, notify=notify)
     out.summary(report, show_digest)
     if not report.all_as_expected:
         raise typer.Exit(1)

@@ -30,10 +30,14 @@ from mailer.reply_policy import MARKER_HEADER
 from rules.domain import Certificate, GuaranteeType
 from verifier import access_key as keys
 from verifier import guarantee_no as numbers
+from foundation.errors import OperationalError
 
 
-class DemoError(Exception):
+class DemoError(OperationalError):
     """A step of the demo did not do what it must (message for the person at the terminal)."""
+
+    def user_lines(self) -> list[str]:
+        return [f"keydesk: デモを完了できませんでした: {self}"]
 
 
 # The 契約保証予約 notice carries a number the registry never issued.

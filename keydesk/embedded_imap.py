@@ -25,6 +25,7 @@ from imapclient import IMAPClient
 from pysasl.hashing import BuiltinHash
 
 from store.files import write_private
+from foundation.errors import OperationalError
 
 log = logging.getLogger(__name__)
 
@@ -35,8 +36,11 @@ _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,200}$")
 _PYMAP_MAIN = "import sys; from pymap.main import main; sys.exit(main())"
 
 
-class EmbeddedImapError(Exception):
+class EmbeddedImapError(OperationalError):
     """The embedded IMAP server could not be started (message fit for the person at the terminal)."""
+
+    def user_lines(self) -> list[str]:
+        return [f"keydesk: 内蔵 IMAP サーバーを起動できませんでした: {self}"]
 
 
 def _escape(field: str) -> str:

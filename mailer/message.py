@@ -32,6 +32,7 @@ from email.utils import format_datetime
 from typing import Literal, Sequence
 
 from mailer.outbox import new_message_id
+from foundation.errors import UserFacingError
 
 log = logging.getLogger(__name__)
 
@@ -68,7 +69,7 @@ _MAX_LINE = 76  # RFC 2047 §2 for lines with encoded-words (RFC 5322 recommends
 _MAX_REFERENCES = 10
 
 
-class MessageError(ValueError):
+class MessageError(UserFacingError, ValueError):
     """A message that cannot be built safely (e.g. an address that is not an address)."""
 
 

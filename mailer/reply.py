@@ -27,6 +27,7 @@ from mailer.message import Mailbox, build_message, clean_header_text, thread_hea
 from mailer.reply_policy import REPLY_KIND, mark
 from rules.findings import Finding, Severity, Verdict
 from verifier.access_key import mask
+from foundation.errors import UserFacingError
 
 SUBJECT_TEMPLATE = "reply_subject.txt.j2"
 BODY_TEMPLATE = "reply_body.txt.j2"
@@ -41,7 +42,7 @@ GUARANTEE_STATE = {
 }
 
 
-class TemplateProblem(ValueError):
+class TemplateProblem(UserFacingError, ValueError):
     """A template of the deployment is missing or broken; the message names the file."""
 
 

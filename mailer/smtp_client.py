@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import Callable
 
 from mailer.settings import SmtpSettings
+from foundation.errors import OperationalError
 
 log = logging.getLogger(__name__)
 
@@ -25,11 +26,11 @@ _LINE_ENDS = re.compile(rb"\r\n|\r|\n")
 _LEADING_DOT = re.compile(rb"(?m)^\.")
 
 
-class SmtpConnectError(Exception):
+class SmtpConnectError(OperationalError):
     """The server could not be reached, refused TLS or refused our credentials."""
 
 
-class ClaimLost(Exception):
+class ClaimLost(OperationalError):
     """The caller no longer owns the message; the transaction was abandoned before the final dot."""
 
 
@@ -220,5 +221,5 @@ class SmtpSession:
                 self._drop()
 
 
-class _DroppedBeforeData(Exception):
+class _DroppedBeforeData(OperationalError):
     pass

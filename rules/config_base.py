@@ -19,6 +19,7 @@ from pydantic import (
     ValidationInfo,
     model_validator,
 )
+from foundation.errors import ConfigProblem
 
 # Keys that would put a secret into the TOML itself; their ``*_env`` / ``*_file`` forms are allowed.
 SECRET_KEYS = frozenset({"password", "token", "secret", "key_encryption_key", "client_secret"})
@@ -73,12 +74,16 @@ TimeZoneName = Annotated[str, BeforeValidator(_time_zone)]
 Yen = Annotated[int, BeforeValidator(_yen)]
 
 
-class ConfigError(Exception):
+class ConfigError(ConfigProblem):
     """A configuration mistake, already worded for the admin (one line per problem)."""
 
     def __init__(self, lines: list[str]) -> None:
         super().__init__("\n".join(lines))
         self.lines = lines
+
+    def user_lines(self) -> list[str]:
+        # Each line already names the file and the key path; no "keydesk:" prefix.
+        return list(self.lines)
 
 
 def _location(loc: tuple[Any, ...]) -> str:

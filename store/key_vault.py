@@ -4,9 +4,11 @@ from __future__ import annotations
 
 from cryptography.fernet import Fernet, InvalidToken
 
+from foundation.errors import UserFacingError
 
-class KeyVaultError(Exception):
-    pass
+
+class KeyVaultError(UserFacingError):
+    """The key-encryption key is malformed or is not the one the stored keys were encrypted with."""
 
 
 class KeyVault:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import secrets
 import unicodedata
 
+from foundation.errors import UserFacingError
+
 ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
 KEY_LENGTH = 16
 GROUP = 4
@@ -55,7 +57,7 @@ for _ in range(KEY_LENGTH):
 _CHECK_WEIGHT_INVERSE = _gf_inverse(_WEIGHTS[-1])
 
 
-class AccessKeyError(ValueError):
+class AccessKeyError(UserFacingError, ValueError):
     """A string that is not a well-formed access key; ``reason`` says which way."""
 
     def __init__(self, reason: str) -> None:

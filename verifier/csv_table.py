@@ -13,8 +13,10 @@ import io
 import unicodedata
 from typing import Iterator, Sequence
 
+from foundation.errors import UserFacingError
 
-class CsvTableError(ValueError):
+
+class CsvTableError(UserFacingError, ValueError):
     """The file as a whole cannot be read (encoding, header, CSV syntax); worded for staff."""
 
     def __init__(self, reason: str, line: int | None = None) -> None:

@@ -30,6 +30,7 @@ from pathlib import Path
 from enum import StrEnum
 
 from verifier.normalise import clean_text
+from foundation.errors import OperationalError
 
 
 class TextStatus(StrEnum):
@@ -318,8 +319,8 @@ class PdfTextWorker:
         return _broken(_death_reason(code, limits))
 
 
-class _Deadline(Exception):
-    pass
+class _Deadline(OperationalError):
+    """The PDF text reader ran out of time."""
 
 
 def _read_until(stream, size: int, deadline: float) -> bytes | None:
