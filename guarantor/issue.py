@@ -16,7 +16,6 @@ from typing import Iterator
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
 
 from guarantor import pdf, registry
@@ -27,12 +26,12 @@ from guarantor.settings import GuarantorSettings
 from rules.domain import Certificate
 from store.audit import record as audit
 from store.files import write_private
+from store.retry import retry_on_conflict
 from verifier import access_key as keys
 
 log = logging.getLogger(__name__)
 
 DOCUMENT_KINDS = ("key_notice", "certificate_view", "fee_receipt", "fee_statement")
-_ATTEMPTS = 3  # a unique-constraint race with another issuing process is retried
 
 
 @dataclass(frozen=True)
@@ -106,14 +105,11 @@ def issue_request(
     """Issue one guarantee. ``now`` is aware; its local date becomes the date of issue."""
     if now.tzinfo is None:
         raise ValueError("now must carry its time zone")
-    for attempt in range(1, _ATTEMPTS + 1):
-        try:
-            return _issue_once(engine, request, settings, signing_key, out_dir, now)
-        except IntegrityError:
-            if attempt == _ATTEMPTS:
-                raise
-            log.info("line %d: another process took the same number; retrying", request.line)
-    raise AssertionError("unreachable")
+    # Another issuing process may take the same number first: the whole issue runs again.
+    return retry_on_conflict(
+        lambda: _issue_once(engine, request, settings, signing_key, out_dir, now),
+        what=f"line {request.line}: issuing a guarantee number",
+    )
 
 
 def _issue_once(

@@ -16,12 +16,12 @@ import logging
 from datetime import datetime, timedelta, timezone
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
 from guarantor import registry
 from guarantor.settings import GuarantorSettings
 from store.audit import record as audit
+from store.retry import retry_on_conflict
 from store.tables import LookupFailure
 from verifier import access_key as keys
 from verifier import guarantee_no as numbers
@@ -29,7 +29,6 @@ from verifier.certificate_signature import SignedCertificate
 from verifier.lookup import LookupResult, LookupStatus
 
 log = logging.getLogger(__name__)
-_ATTEMPTS = 3  # another writer extending the audit chain at the same moment is retried
 
 
 class RegistryLookup:
@@ -54,17 +53,14 @@ class RegistryLookup:
         if not numbers.is_well_formed(number) or key is None:
             # Nothing to count against: a malformed number or key never reaches the registry.
             return LookupResult(LookupStatus.NO_MATCH)
-        for attempt in range(1, _ATTEMPTS + 1):
+        def attempt() -> LookupResult:
             with Session(self._engine) as session:
-                try:
-                    result = self._lookup(session, number, key, now)
-                    session.commit()
-                    return result
-                except IntegrityError:
-                    session.rollback()
-                    if attempt == _ATTEMPTS:
-                        raise
-        raise AssertionError("unreachable")
+                result = self._lookup(session, number, key, now)
+                session.commit()
+                return result
+
+        # Another writer may extend the audit chain at the same moment: the look-up runs again.
+        return retry_on_conflict(attempt, what=f"look-up of {number}")
 
     def locked_until(self, session: Session, guarantee_no: str, now: datetime) -> datetime | None:
         """When the guard holds for this number at ``now``, the (UTC) end of the lockout."""

@@ -25,7 +25,6 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32, default as default_policy
 
 from sqlalchemy.engine import Engine
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, or_, select
 
 from intake.poller import MailboxConnection
@@ -33,6 +32,7 @@ from intake.raw_store import RawStore
 from intake.settings import Limits, MailboxSettings, PollSettings
 from rules.findings import Verdict
 from store.audit import record as audit
+from store.retry import retry_on_conflict
 from store.tables import InboundMessage, utcnow
 
 log = logging.getLogger(__name__)
@@ -169,7 +169,8 @@ class IntakeService:
         if not batch:
             return
         stored = self.store.put_many([item.data for item in batch])  # durable before the rows exist
-        for _ in range(3):
+
+        def attempt() -> tuple[int, int, list[_Copy]]:
             recorded, recognised, found = 0, 0, []
             with Session(self.engine) as session:
                 for item, file in zip(batch, stored):
@@ -188,15 +189,14 @@ class IntakeService:
                         raw_path=file.relative_path, message_id=message_id, sender=sender, subject=subject,
                         state="too_large" if item.too_large else "new"))
                     recorded += 1
-                try:
-                    session.commit()
-                except IntegrityError:
-                    continue  # a concurrent writer (audit chain, same hash): look again
-            report.recorded += recorded
-            report.recognised += recognised
-            copies.extend(found)
-            return
-        raise RuntimeError("could not record new mail: the database kept refusing the rows")
+                session.commit()
+            return recorded, recognised, found
+
+        # A concurrent writer (audit chain, the same hash) makes the commit fail: look again.
+        recorded, recognised, found = retry_on_conflict(attempt, what="recording new mail")
+        report.recorded += recorded
+        report.recognised += recognised
+        copies.extend(found)
 
     def _recognise(self, session: Session, row: InboundMessage, uidvalidity: int, uid: int,
                    present: set[int]) -> _Copy | None:
@@ -258,7 +258,7 @@ class IntakeService:
                 self.after_commit(session.get(InboundMessage, inbound_id))
 
     def _process_transaction(self, inbound_id: int) -> TakenMail:
-        for attempt in range(3):
+        def attempt() -> TakenMail:
             with Session(self.engine) as session:
                 row = session.get(InboundMessage, inbound_id)
                 raw = self.store.read(row.raw_path)
@@ -272,32 +272,26 @@ class IntakeService:
                 row.processed_at = utcnow()
                 row.last_error = None
                 session.add(row)
-                try:
-                    session.commit()
-                except IntegrityError:
-                    if attempt == 2:
-                        raise
-                    continue  # lost a race on the audit chain with another writer: run again
+                session.commit()
                 return TakenMail(row.id, row.uid, row.sender, row.subject, row.state, row.verdict,
                                  tuple(outcome.findings))
-        raise AssertionError("unreachable")
+
+        # Losing a race on the audit chain with another writer runs the whole transaction again.
+        return retry_on_conflict(attempt, what=f"processing inbound mail {inbound_id}")
 
     def _quarantine(self, inbound_id: int, reason: str, report: PassReport) -> None:
-        for _ in range(5):
+        def attempt() -> TakenMail:
             with Session(self.engine) as session:
                 row = session.get(InboundMessage, inbound_id)
                 row.state = "quarantined"
                 session.add(row)
                 audit(session, self.desk, ACTOR, "intake.quarantined", f"inbound:{inbound_id}",
                       {"attempts": row.attempts, "error": (row.last_error or reason)[:500]})
-                try:
-                    session.commit()
-                except IntegrityError:
-                    continue
+                session.commit()
                 log.error("inbound mail %s quarantined after %d attempts", inbound_id, row.attempts)
-                report.taken.append(TakenMail(row.id, row.uid, row.sender, row.subject, row.state, None, ()))
-                return
-        raise RuntimeError(f"could not quarantine inbound mail {inbound_id}")
+                return TakenMail(row.id, row.uid, row.sender, row.subject, row.state, None, ())
+
+        report.taken.append(retry_on_conflict(attempt, what=f"quarantining inbound mail {inbound_id}"))
 
     # -- stage 3: mailbox actions --------------------------------------------------------------
 

@@ -11,9 +11,9 @@ import json
 from dataclasses import dataclass
 from datetime import datetime, timezone
 
-from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, select
 
+from store.retry import retry_on_conflict
 from store.tables import AuditEvent
 
 GENESIS = "0" * 64
@@ -54,15 +54,12 @@ def record(
 
 def record_now(engine, desk: str, actor: str, action: str, subject: str = "", detail: dict | None = None) -> None:
     """Record in a transaction of its own, retrying when another writer extended the chain first."""
-    for _ in range(5):
+    def attempt() -> None:
         with Session(engine) as session:
-            try:
-                record(session, desk, actor, action, subject, detail)
-                session.commit()
-                return
-            except IntegrityError:
-                session.rollback()
-    raise RuntimeError("could not append to the audit chain: too much contention")
+            record(session, desk, actor, action, subject, detail)
+            session.commit()
+
+    retry_on_conflict(attempt, what="appending to the audit chain")
 
 
 @dataclass(frozen=True)
