@@ -16,7 +16,6 @@ A pass has three stages, each safe to repeat after a crash at any point:
 
 from __future__ import annotations
 
-import json
 import logging
 from collections import defaultdict
 from collections.abc import Callable
@@ -31,8 +30,10 @@ from intake.poller import MailboxConnection
 from intake.raw_store import RawStore
 from intake.settings import Limits, MailboxSettings, PollSettings
 from rules.findings import Verdict
+from store import stored_findings
 from store.audit import record as audit
 from store.retry import retry_on_conflict
+from store.states import InboundState
 from store.tables import InboundMessage, utcnow
 
 log = logging.getLogger(__name__)
@@ -187,7 +188,7 @@ class IntakeService:
                         desk=self.desk, account=self.account, mailbox=self.mailbox.folder,
                         uidvalidity=uidvalidity, uid=item.uid, sha256=file.sha256, size=item.size,
                         raw_path=file.relative_path, message_id=message_id, sender=sender, subject=subject,
-                        state="too_large" if item.too_large else "new"))
+                        state=InboundState.TOO_LARGE if item.too_large else InboundState.NEW))
                     recorded += 1
                 session.commit()
             return recorded, recognised, found
@@ -209,7 +210,7 @@ class IntakeService:
             return _Copy(uid, row.id)
         old = {"mailbox": row.mailbox, "uidvalidity": row.uidvalidity, "uid": row.uid}
         row.account, row.mailbox, row.uidvalidity, row.uid = self.account, self.mailbox.folder, uidvalidity, uid
-        if row.processed_at is not None or row.state == "quarantined":
+        if row.processed_at is not None or row.state == InboundState.QUARANTINED:
             row.mailbox_action_done = False  # the copy at the new place gets the action again
         session.add(row)
         audit(session, self.desk, ACTOR, "intake.relocated", f"inbound:{row.id}",
@@ -222,7 +223,7 @@ class IntakeService:
         with Session(self.engine) as session:
             pending = list(session.exec(select(InboundMessage.id).where(
                 *self._mine(), InboundMessage.processed_at.is_(None),
-                InboundMessage.state.in_(("new", "too_large"))).order_by(InboundMessage.id)))
+                InboundMessage.state.in_((InboundState.NEW, InboundState.TOO_LARGE))).order_by(InboundMessage.id)))
         for inbound_id in pending:
             self._process_one(inbound_id, report)
 
@@ -266,9 +267,9 @@ class IntakeService:
                 verdict = Verdict(outcome.verdict)
                 row.verdict = verdict.value
                 if row.findings_json is None:
-                    row.findings_json = json.dumps(list(outcome.findings), ensure_ascii=False)
-                if row.state == "new":
-                    row.state = "processed"
+                    row.findings_json = stored_findings.dump_codes(outcome.findings)
+                if row.state == InboundState.NEW:
+                    row.state = InboundState.PROCESSED
                 row.processed_at = utcnow()
                 row.last_error = None
                 session.add(row)
@@ -283,7 +284,7 @@ class IntakeService:
         def attempt() -> TakenMail:
             with Session(self.engine) as session:
                 row = session.get(InboundMessage, inbound_id)
-                row.state = "quarantined"
+                row.state = InboundState.QUARANTINED
                 session.add(row)
                 audit(session, self.desk, ACTOR, "intake.quarantined", f"inbound:{inbound_id}",
                       {"attempts": row.attempts, "error": (row.last_error or reason)[:500]})
@@ -298,7 +299,7 @@ class IntakeService:
     def _destination(self, row: InboundMessage) -> str | None:
         """The folder to move to, or None to flag as seen."""
         folders = self.mailbox.folders
-        if row.state == "quarantined":
+        if row.state == InboundState.QUARANTINED:
             return folders.quarantine
         if self.mailbox.action == "flag":
             return None
@@ -310,7 +311,7 @@ class IntakeService:
             rows = list(session.exec(select(InboundMessage).where(
                 *self._mine(), InboundMessage.uidvalidity == uidvalidity,
                 InboundMessage.mailbox_action_done.is_(False),
-                or_(InboundMessage.processed_at.is_not(None), InboundMessage.state == "quarantined"))))
+                or_(InboundMessage.processed_at.is_not(None), InboundMessage.state == InboundState.QUARANTINED))))
             originals = {copy.original_id: session.get(InboundMessage, copy.original_id) for copy in copies}
         groups: dict[str | None, list[int]] = defaultdict(list)
         done_ids: list[int] = []
@@ -320,7 +321,7 @@ class IntakeService:
                 groups[self._destination(row)].append(row.uid)
         for copy in copies:
             original = originals[copy.original_id]
-            if original.processed_at is not None or original.state == "quarantined":
+            if original.processed_at is not None or original.state == InboundState.QUARANTINED:
                 groups[self._destination(original)].append(copy.uid)
         for folder, uids in groups.items():
             if folder is None:

@@ -38,6 +38,8 @@ from rules.schema import DeskRules
 from rules.signatures import DocumentKind, DocumentSignatures
 from store.key_vault import KeyVault
 from store.audit import record as audit
+from store import stored_findings
+from store.states import InboundState
 from store.tables import Counter, Document, InboundMessage, OutboxMessage, Submission
 from verifier.lookup import CertificateLookup
 from verifier.pdf_text import PdfLimits, TextResult, extract_text
@@ -99,7 +101,7 @@ class Pipeline:
         now = self.clock()
         headers = message_from_bytes(raw, policy=TOLERANT_POLICY)
         walked = None
-        if row.state != "too_large":
+        if row.state != InboundState.TOO_LARGE:
             walked = walk_mail(raw, authserv_id=self.profile.authserv_id, limits=MailLimits.from_settings(self.limits),
                                key_patterns=key_patterns(self.signatures.patterns))
         verdict = self._verify(session, walked, now)
@@ -114,7 +116,7 @@ class Pipeline:
             row.subject = walked.subject or row.subject
             row.message_id = walked.message_id or row.message_id
         row.verdict = verdict.verdict.value
-        row.findings_json = _findings_json(verdict.findings)
+        row.findings_json = stored_findings.dump(verdict.findings)
         documents = self._store_documents(session, row, walked, verdict) if walked else {}
         submissions = self._record_submissions(session, row, verdict, documents, now)
         resend_of = self._link_resend(session, row, submissions, now)
@@ -200,14 +202,14 @@ class Pipeline:
                 access_key_encrypted=self.key_vault.encrypt(guarantee.access_key) if guarantee.access_key else None,
                 access_key_masked=guarantee.access_key_masked,
                 verdict=guarantee.verdict.value,
-                findings_json=_findings_json(verdict.findings + guarantee.findings),
+                findings_json=stored_findings.dump(verdict.findings + guarantee.findings),
                 certificate_json=guarantee.signed.to_json() if certificate and guarantee.signed else None,
                 created_at=now,
             ))
         if not submissions:
             submissions.append(Submission(
                 desk=row.desk, inbound_id=row.id, verdict=verdict.verdict.value,
-                findings_json=_findings_json(verdict.findings), created_at=now,
+                findings_json=stored_findings.dump(verdict.findings), created_at=now,
             ))
         session.add_all(submissions)
         session.flush()
@@ -318,10 +320,3 @@ def _angle(message_id: str | None) -> str | None:
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
-
-def _findings_json(findings: Sequence[Finding]) -> str:
-    return json.dumps(
-        [{"code": f.code, "severity": f.severity.value, "message": f.message, "detail": f.detail,
-          "guarantee_no": f.guarantee_no, "document": f.document} for f in findings],
-        ensure_ascii=False,
-    )

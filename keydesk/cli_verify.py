@@ -29,6 +29,7 @@ from keydesk.settings import Settings
 from rules.evaluate import RULE_CODES, evaluate
 from rules.findings import CODES, Verdict, strongest
 from rules.signatures import DocumentKind
+from store import stored_findings
 from store.audit import record as audit
 from store.tables import InboundMessage, Submission
 from verifier.csv_table import CsvTableError
@@ -251,7 +252,7 @@ def replay_submissions(session: Session, settings: Settings, limit: int) -> tupl
     for submission, receipt_no in rows:
         rules = settings.rules.desks.get(submission.desk)
         certificate = submission_certificate(submission)
-        kept = [code for code in _stored_codes(submission.findings_json) if code not in RULE_CODES]
+        kept = [code for code in stored_findings.codes(submission.findings_json) if code not in RULE_CODES]
         if rules is None or certificate is None or any(c.startswith(("lookup.", "cert.signature", "key.")) for c in kept):
             # No certificate the rules could judge (unknown, unread or untrusted): nothing to replay.
             skipped += 1
@@ -265,7 +266,7 @@ def replay_submissions(session: Session, settings: Settings, limit: int) -> tupl
         verdict = strongest([CODES[c].verdict for c in kept if c in CODES] + [f.verdict for f in findings])
         department = rules.department_for(certificate.guarantee_type)
         if verdict.value != submission.verdict or (department and department != submission.department):
-            old_codes = [c for c in _stored_codes(submission.findings_json) if c in RULE_CODES]
+            old_codes = [c for c in stored_findings.codes(submission.findings_json) if c in RULE_CODES]
             added = sorted(set(new_codes) - set(old_codes))
             removed = sorted(set(old_codes) - set(new_codes))
             change = f"{receipt_no or '(受付番号なし)'} {certificate.guarantee_no}: {submission.verdict} → {verdict.value}"
@@ -279,16 +280,4 @@ def replay_submissions(session: Session, settings: Settings, limit: int) -> tupl
     return changes, skipped, len(rows)
 
 
-def _stored_codes(findings_json: str | None) -> list[str]:
-    """Codes of a submission's stored findings: a list of objects with "code" (or of plain codes)."""
-    try:
-        data = json.loads(findings_json or "[]")
-    except json.JSONDecodeError:
-        return []
-    codes = []
-    for item in data if isinstance(data, list) else []:
-        code = item.get("code") if isinstance(item, dict) else item
-        if isinstance(code, str):
-            codes.append(code)
-    return codes
 

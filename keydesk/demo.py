@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import contextlib
 import io
-import json
 import logging
 import re
 import shutil
@@ -47,6 +46,7 @@ from mailer.digest import collect, enqueue_digests, render_csv, render_html, ren
 from mailer.reply import template_environment
 from mailer.smtp_client import SmtpSession
 from rules.config_base import ConfigError
+from store import stored_findings
 from store.audit import verify_chain
 from store.tables import InboundMessage, OutboxMessage, Submission
 
@@ -302,14 +302,6 @@ def _poll(runtime: Runtime) -> int:
     return len(report.taken)
 
 
-def _codes(findings_json: str | None) -> list[str]:
-    try:
-        items = json.loads(findings_json or "[]")
-    except ValueError:
-        return []
-    return [item["code"] if isinstance(item, dict) else str(item) for item in items]
-
-
 def _outcomes(runtime: Runtime, sent: dict[str, str]) -> list[MailOutcome]:
     outcomes = []
     with Session(runtime.engine) as session:
@@ -321,7 +313,7 @@ def _outcomes(runtime: Runtime, sent: dict[str, str]) -> list[MailOutcome]:
             if row is None:
                 raise DemoError(f"the desk never recorded the mail {mail.key} ({sent[mail.key]})")
             submissions = session.exec(select(Submission).where(Submission.inbound_id == row.id)).all()
-            codes = _codes(row.findings_json) + [c for s in submissions for c in _codes(s.findings_json)]
+            codes = stored_findings.codes(row.findings_json) + [c for s in submissions for c in stored_findings.codes(s.findings_json)]
             resend_of = next((s.resend_of_id for s in submissions if s.resend_of_id), None)
             previous = session.get(Submission, resend_of) if resend_of else None
             reply = session.exec(select(OutboxMessage).where(

@@ -55,14 +55,18 @@ from sqlmodel import Session
 from mailer.settings import OutboxSettings
 from mailer.smtp_client import ClaimLost, SendResult, SmtpConnectError, SmtpSession
 from store import audit
+from store.states import OutboxState, RecipientState
 from store.tables import OutboxMessage
 
 log = logging.getLogger(__name__)
 T = OutboxMessage.__table__
 ACTOR = "mailer"
 
-PENDING, SENDING, DATA_SENT, SENT, FAILED = "pending", "sending", "data_sent", "sent", "failed"
-R_PENDING, R_IN_DATA, R_SENT, R_UNCONFIRMED, R_FAILED = "pending", "in_data", "sent", "unconfirmed", "failed"
+PENDING, SENDING, DATA_SENT, SENT, FAILED = (
+    OutboxState.PENDING, OutboxState.SENDING, OutboxState.DATA_SENT, OutboxState.SENT, OutboxState.FAILED)
+R_PENDING, R_IN_DATA, R_SENT, R_UNCONFIRMED, R_FAILED = (
+    RecipientState.PENDING, RecipientState.IN_DATA, RecipientState.SENT, RecipientState.UNCONFIRMED,
+    RecipientState.FAILED)
 UNCONFIRMED_NOTE = "delivered-unconfirmed"
 
 

@@ -20,6 +20,8 @@ from mailer.reply import ensure_masked
 from rules.domain import GuaranteeType
 from rules.findings import CODES, Verdict
 from rules.schema import DeskRules
+from store import stored_findings
+from store.states import InboundState
 from store.tables import AuditEvent, Document, InboundMessage, OutboxMessage, Submission
 
 SECTIONS = ("needs_review", "accepted", "returned", "failure")
@@ -56,16 +58,9 @@ class DigestLine:
 
 
 def finding_labels(findings_json: str | None) -> tuple[str, ...]:
-    """Staff labels of the stored findings; tolerant of the shapes the intake may store."""
-    try:
-        items = json.loads(findings_json or "[]")
-    except ValueError:
-        return ()
+    """Staff labels of the stored findings (store.stored_findings), each once, in order."""
     labels: list[str] = []
-    for item in items if isinstance(items, list) else []:
-        code = item.get("code") if isinstance(item, dict) else item
-        if not isinstance(code, str):
-            continue
+    for code in stored_findings.codes(findings_json):
         label = CODES[code].label if code in CODES else code
         if label not in labels:
             labels.append(label)
@@ -153,12 +148,12 @@ def _mail_lines(session: Session, desk: str, rules: DeskRules, since: datetime, 
     rows = session.exec(
         select(InboundMessage).where(
             InboundMessage.desk == desk, when >= since, when < until,
-            ((InboundMessage.state == "processed") & InboundMessage.verdict.in_([str(v) for v in _ANSWERED])
-             & ~has_submission) | (InboundMessage.state == "quarantined"),
+            ((InboundMessage.state == InboundState.PROCESSED) & InboundMessage.verdict.in_([str(v) for v in _ANSWERED])
+             & ~has_submission) | (InboundMessage.state == InboundState.QUARANTINED),
         )
     ).all()
     for inbound in rows:
-        quarantined = inbound.state == "quarantined"
+        quarantined = inbound.state == InboundState.QUARANTINED
         verdict = "quarantined" if quarantined else inbound.verdict
         reasons = finding_labels(inbound.findings_json)
         if quarantined:

@@ -13,6 +13,7 @@ from email.utils import make_msgid
 
 from sqlmodel import Session, select
 
+from store.states import RecipientState
 from store.tables import OutboxMessage
 
 
@@ -49,7 +50,7 @@ def enqueue(
         recipients_json=json.dumps(recipients, ensure_ascii=False),
         raw=message.as_bytes(),
         inbound_id=inbound_id,
-        recipient_states_json=json.dumps({r: "pending" for r in recipients}, ensure_ascii=False),
+        recipient_states_json=json.dumps({r: RecipientState.PENDING for r in recipients}, ensure_ascii=False),
     )
     session.add(row)
     session.flush()

@@ -11,6 +11,8 @@ from datetime import date, datetime, timezone
 from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
+from store.states import InboundState, OutboxState
+
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
@@ -40,7 +42,7 @@ class InboundMessage(SQLModel, table=True):
     subject: str | None = Field(default=None, sa_column=Column(Text))
     received_at: datetime = Field(default_factory=utcnow)
     # new → processed | quarantined; a too_large mail keeps state too_large and gets processed_at when answered.
-    state: str = Field(default="new", index=True, max_length=32)
+    state: str = Field(default=InboundState.NEW, index=True, max_length=32)
     attempts: int = 0
     last_error: str | None = Field(default=None, sa_column=Column(Text))
     receipt_no: str | None = Field(default=None, unique=True, max_length=32)
@@ -166,7 +168,7 @@ class OutboxMessage(SQLModel, table=True):
     recipients_json: str = Field(sa_column=Column(Text, nullable=False))
     raw: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
     # pending → sending → data_sent → sent | failed (see mailer/delivery.py); per recipient in recipient_states_json.
-    state: str = Field(default="pending", index=True, max_length=16)
+    state: str = Field(default=OutboxState.PENDING, index=True, max_length=16)
     recipient_states_json: str = Field(default="{}", sa_column=Column(Text, nullable=False))
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
