@@ -8,7 +8,7 @@ base so both files fail the same way.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, cast
 
 from pydantic import (
     AfterValidator,
@@ -19,6 +19,8 @@ from pydantic import (
     ValidationInfo,
     model_validator,
 )
+from pydantic_core import ErrorDetails
+
 from foundation.errors import ConfigProblem
 
 # Keys that would put a secret into the TOML itself; their ``*_env`` / ``*_file`` forms are allowed.
@@ -66,7 +68,7 @@ def _time_zone(value: Any) -> str:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
         raise ValueError(f"is not a time zone such as \"Asia/Tokyo\", got {value!r}") from None
-    return value
+    return cast(str, value)  # ZoneInfo took it: a string
 
 
 Ratio = Annotated[float, BeforeValidator(_ratio)]
@@ -103,7 +105,7 @@ def describe_errors(file_label: str, error: ValidationError, prefix: str = "") -
     return lines
 
 
-def _reason(item: dict[str, Any]) -> str:
+def _reason(item: ErrorDetails) -> str:
     kind = item["type"]
     given = item.get("input")
     if kind == "missing":

@@ -15,7 +15,7 @@ import re
 import unicodedata
 from datetime import date
 from fractions import Fraction
-from typing import Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 from rules.domain import Certificate, Contract, GuaranteeType
 from rules.findings import Finding
@@ -100,7 +100,7 @@ def evaluate(
     return findings
 
 
-def _register_checks(certificate: Certificate, contract: Contract, add) -> None:
+def _register_checks(certificate: Certificate, contract: Contract, add: Callable[..., None]) -> None:
     if not names_match_any(certificate.contractor_name, [contract.contractor_name], company_key):
         add("register.contractor_mismatch",
             f"certificate names {certificate.contractor_name!r}, the register {contract.contractor_name!r}",
@@ -121,7 +121,7 @@ def _amount_checks(
     rules: DeskRules,
     contract: Contract | None,
     other_advances: Mapping[GuaranteeType, int],
-    add,
+    add: Callable[..., None],
 ) -> None:
     amounts = rules.amounts
     kind = certificate.guarantee_type
@@ -212,7 +212,7 @@ def company_key(text: str) -> str:
     return _LEGAL_FORMS.sub("", plain_key(text))
 
 
-def names_match_any(name: str, candidates, key) -> bool:
+def names_match_any(name: str, candidates: Iterable[str], key: Callable[[str], str]) -> bool:
     wanted = key(name)
     return bool(wanted) and any(key(candidate) == wanted for candidate in candidates)
 

@@ -9,6 +9,7 @@ Add a code here, never inline elsewhere: templates and the digest look codes up 
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from enum import StrEnum
 
@@ -24,7 +25,7 @@ class Verdict(StrEnum):
 _STRENGTH = {Verdict.ACCEPTED: 0, Verdict.NEEDS_REVIEW: 1, Verdict.RETURNED: 2, Verdict.IGNORED: 3}
 
 
-def strongest(verdicts) -> Verdict:
+def strongest(verdicts: Iterable[Verdict]) -> Verdict:
     return max(verdicts, key=_STRENGTH.__getitem__, default=Verdict.ACCEPTED)
 
 
@@ -68,7 +69,7 @@ class Finding:
         return self.spec.message.format_map(_Missing(self.params))
 
 
-class _Missing(dict):
+class _Missing(dict[str, str]):
     def __missing__(self, key: str) -> str:
         return ""
 

@@ -9,9 +9,11 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import dataclass
+from typing import Any
 from datetime import datetime, timezone
 
-from sqlmodel import Session, select
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
 
 from store.retry import retry_on_conflict
 from store.tables import AuditEvent
@@ -31,12 +33,12 @@ def _digest(prev_hash: str, desk: str, at: datetime, actor: str, action: str, su
 
 
 def _tail_hash(session: Session) -> str:
-    last = session.exec(select(AuditEvent).order_by(AuditEvent.id.desc()).limit(1)).first()
+    last = session.exec(select(AuditEvent).order_by(col(AuditEvent.id).desc()).limit(1)).first()
     return last.hash if last else GENESIS
 
 
 def record(
-    session: Session, desk: str, actor: str, action: str, subject: str = "", detail: dict | None = None,
+    session: Session, desk: str, actor: str, action: str, subject: str = "", detail: dict[str, Any] | None = None,
     at: datetime | None = None,
 ) -> AuditEvent:
     """Add an event to the session (committed with the caller's transaction)."""
@@ -52,7 +54,8 @@ def record(
     return event
 
 
-def record_now(engine, desk: str, actor: str, action: str, subject: str = "", detail: dict | None = None) -> None:
+def record_now(engine: Engine, desk: str, actor: str, action: str, subject: str = "",
+               detail: dict[str, Any] | None = None) -> None:
     """Record in a transaction of its own, retrying when another writer extended the chain first."""
     def attempt() -> None:
         with Session(engine) as session:
@@ -76,7 +79,7 @@ class ChainReport:
 def verify_chain(session: Session) -> ChainReport:
     expected_prev = GENESIS
     count = 0
-    for event in session.exec(select(AuditEvent).order_by(AuditEvent.id)):
+    for event in session.exec(select(AuditEvent).order_by(col(AuditEvent.id))):
         count += 1
         if event.prev_hash != expected_prev:
             return ChainReport(count, event.id, "does not follow the previous event (deleted or reordered)")

@@ -14,6 +14,7 @@ such a typo is caught before any look-up.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Callable
 import unicodedata
 
 from foundation.errors import UserFacingError
@@ -80,7 +81,7 @@ def check_symbol(body: str) -> str:
     return ALPHABET[_gf_mul(_weighted_sum(values), _CHECK_WEIGHT_INVERSE)]
 
 
-def generate(randbelow=secrets.randbelow) -> str:
+def generate(randbelow: Callable[[int], int] = secrets.randbelow) -> str:
     """A fresh key, formatted for display."""
     body = "".join(ALPHABET[randbelow(32)] for _ in range(KEY_LENGTH - 1))
     return format_key(body + check_symbol(body))

@@ -13,7 +13,7 @@ import json
 from dataclasses import asdict, dataclass, fields
 from datetime import date
 from enum import StrEnum
-from typing import Mapping
+from typing import Any, Mapping
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -43,7 +43,7 @@ def certificate_from_json(payload: bytes) -> Certificate:
         data = json.loads(payload.decode("utf-8"))
         if data.pop("format") != FORMAT_VERSION:
             raise ValueError("unknown certificate format")
-        values = {}
+        values: dict[str, Any] = {}
         for field in fields(Certificate):
             raw = data[field.name]
             if field.name == "guarantee_type":

@@ -119,7 +119,7 @@ def _score_kind(pages: list[PreparedPage], signature: KindSignature, has_key: bo
     return score, evidence
 
 
-def _rank(pages: list[PreparedPage], signatures: DocumentSignatures):
+def _rank(pages: list[PreparedPage], signatures: DocumentSignatures) -> list[tuple[int, DocumentKind, list[str]]]:
     has_key = any(find_access_keys(page, signatures) for page in pages)
     ranked = []
     for kind, signature in signatures.kinds.items():

@@ -11,9 +11,12 @@ from __future__ import annotations
 import csv
 import io
 import unicodedata
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence
 
 from foundation.errors import UserFacingError
+
+if TYPE_CHECKING:
+    from _csv import Reader
 
 
 class CsvTableError(UserFacingError, ValueError):
@@ -45,7 +48,7 @@ def open_table(data: bytes, columns: Sequence[str]) -> tuple[list[str], Iterator
     return _header(reader, columns), _records(reader)
 
 
-def _header(reader, columns: Sequence[str]) -> list[str]:
+def _header(reader: Reader, columns: Sequence[str]) -> list[str]:
     try:
         header = next(reader)
     except StopIteration:
@@ -70,7 +73,7 @@ def _header(reader, columns: Sequence[str]) -> list[str]:
     return names
 
 
-def _records(reader) -> Iterator[tuple[int, list[str]]]:
+def _records(reader: Reader) -> Iterator[tuple[int, list[str]]]:
     previous_end = reader.line_num
     while True:
         try:

@@ -12,9 +12,11 @@ check symbol is wrong each becomes a ``FieldProblem`` next to what could be read
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import date
 from enum import StrEnum
+from typing import Any
 
 from rules.domain import GuaranteeType
 from rules.signatures import DocumentKind, DocumentSignatures, phrase_key
@@ -169,12 +171,16 @@ def extract_key_notices(result: TextResult, signatures: DocumentSignatures) -> l
     ]
 
 
+# note(field, kind, detail): records a problem with one field of the notice.
+_Note = Callable[[str, ProblemKind, str], None]
+
+
 def extract_fields(text: str, signatures: DocumentSignatures, pages: tuple[int, ...] = (0,)) -> KeyNoticeFields:
     """The fields of one key notice's text (already cleaned by ``normalise.clean_text``)."""
     flowing = fold_dashes(unspace(text))
     labels = _Labels(flowing.splitlines(), signatures)
     problems: list[FieldProblem] = []
-    values: dict[str, object] = {}
+    values: dict[str, Any] = {}
 
     def note(field: str, kind: ProblemKind, detail: str) -> None:
         problems.append(FieldProblem(field, kind, detail))
@@ -237,7 +243,7 @@ def extract_fields(text: str, signatures: DocumentSignatures, pages: tuple[int, 
     return KeyNoticeFields(pages=tuple(pages), problems=tuple(problems), **values)
 
 
-def _pattern_field(field, pattern, labels: _Labels, flowing: str, note, *, show: bool) -> str | None:
+def _pattern_field(field: str, pattern: str, labels: _Labels, flowing: str, note: _Note, *, show: bool) -> str | None:
     """A value found with the configured pattern: after its label, else alone on the notice."""
     regex = re.compile(pattern)
     found, text_value = labels.value(field)
@@ -257,7 +263,7 @@ def _pattern_field(field, pattern, labels: _Labels, flowing: str, note, *, show:
     return None
 
 
-def _check_key(raw: str, note) -> tuple[str | None, bool]:
+def _check_key(raw: str, note: _Note) -> tuple[str | None, bool]:
     try:
         return access_key.parse(raw), True
     except access_key.AccessKeyError as error:

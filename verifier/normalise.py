@@ -107,7 +107,7 @@ def parse_number(text: str) -> int:
                 raise ValueError(f"{text!r}: digits in an impossible order")
         elif token in _SMALL_UNIT:
             unit = _SMALL_UNIT[token]
-            if unit >= last_small or current_kind in ("positional", "arabic") and current >= 10:
+            if unit >= last_small or (current_kind in ("positional", "arabic") and current is not None and current >= 10):
                 raise ValueError(f"{text!r}: {token} in an impossible place")
             section += (1 if current is None else current) * unit
             last_small, current, current_kind = unit, None, ""

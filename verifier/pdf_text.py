@@ -12,6 +12,7 @@ cost of starting Python and importing pypdf is paid once, not per PDF.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import io
 import json
@@ -26,8 +27,9 @@ import sys
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 from enum import StrEnum
+from pathlib import Path
+from typing import IO, Any, BinaryIO
 
 from verifier.normalise import clean_text
 from foundation.errors import OperationalError
@@ -66,7 +68,7 @@ class PdfLimits:
 DEFAULT_LIMITS = PdfLimits()
 
 
-def _broken(reason: str, **known) -> TextResult:
+def _broken(reason: str, **known: Any) -> TextResult:
     return TextResult(TextStatus.BROKEN, reason=reason, **known)
 
 
@@ -182,7 +184,7 @@ def _apply_limits(limits: PdfLimits) -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
 
 
-def _read_exact(stream, size: int) -> bytes | None:
+def _read_exact(stream: BinaryIO, size: int) -> bytes | None:
     data = stream.read(size)
     return data if data is not None and len(data) == size else None
 
@@ -227,13 +229,13 @@ class PdfTextWorker:
     def __init__(self, limits: PdfLimits = DEFAULT_LIMITS) -> None:
         self.limits = limits
         self._lock = threading.Lock()
-        self._process: subprocess.Popen | None = None
+        self._process: subprocess.Popen[bytes] | None = None
         self._tasks = 0
 
     def __enter__(self) -> "PdfTextWorker":
         return self
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
     @property
@@ -268,19 +270,17 @@ class PdfTextWorker:
         process, self._process = self._process, None
         if process is None:
             return
-        try:
-            process.stdin.close()  # the worker's signal to leave
-        except OSError:
-            pass
+        if process.stdin is not None:
+            with contextlib.suppress(OSError):
+                process.stdin.close()  # the worker's signal to leave
         if not kill:
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 process.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                pass
         if process.poll() is None:
             process.kill()
         process.wait()  # reap: no zombie
-        process.stdout.close()
+        if process.stdout is not None:
+            process.stdout.close()
 
     def _run(self, data: bytes, limits: PdfLimits) -> TextResult:
         if self._process is None or self._process.poll() is not None or self._tasks >= limits.tasks_per_worker:
@@ -288,6 +288,8 @@ class PdfTextWorker:
             self._start()
         self._tasks += 1
         process = self._process
+        # _start opened both pipes; the checks are for the type checker.
+        assert process is not None and process.stdin is not None and process.stdout is not None
         deadline = time.monotonic() + limits.wall_seconds
         limits_raw = _limits_to_json(limits)
         try:
@@ -310,10 +312,8 @@ class PdfTextWorker:
             return _broken(f"took longer than {limits.wall_seconds:g} s to read")
         except (OSError, ValueError, KeyError, TypeError):
             pass  # the worker died or answered nonsense: say how it ended
-        try:
+        with contextlib.suppress(subprocess.TimeoutExpired):
             process.wait(timeout=max(0.1, min(2.0, deadline - time.monotonic())))
-        except subprocess.TimeoutExpired:
-            pass
         code = process.poll()
         self._stop(kill=True)
         return _broken(_death_reason(code, limits))
@@ -323,7 +323,7 @@ class _Deadline(OperationalError):
     """The PDF text reader ran out of time."""
 
 
-def _read_until(stream, size: int, deadline: float) -> bytes | None:
+def _read_until(stream: IO[bytes], size: int, deadline: float) -> bytes | None:
     """``size`` bytes from the pipe, or None at end of file; raises _Deadline when time runs out."""
     fd = stream.fileno()
     chunks: list[bytes] = []

@@ -13,11 +13,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
-from typing import Mapping, Protocol, Sequence
+from collections.abc import Callable
+from typing import Any, Mapping, Protocol, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from rules.domain import Certificate, GuaranteeType
+from rules.domain import Certificate, Contract, GuaranteeType
 from rules.evaluate import company_key, evaluate, obligee_key, plain_key
 from rules.findings import Finding, Severity, Verdict, strongest
 from rules.schema import DeskRules
@@ -170,25 +171,26 @@ def verify_mail(
     if context.automatic:
         # Recorded, never answered: nothing else about it matters.
         finding = Finding("mail.automatic", detail=context.automatic_reason)
-        results = tuple(DocumentResult(d.name, kind, evidence=evidence) for d, kind, evidence, _ in read)
-        return MailVerdict(Verdict.IGNORED, (finding,), (), results)
+        seen = tuple(DocumentResult(r.document.name, r.kind, evidence=r.evidence) for r in read)
+        return MailVerdict(Verdict.IGNORED, (finding,), (), seen)
 
     candidates: list[_Candidate] = []
-    for document, kind, _evidence, notices in read:
-        if kind is DocumentKind.KEY_NOTICE:
-            candidates += [_from_notice(document.name, notice) for notice in notices] or [
-                _Candidate(document.name, None, None, False)
+    for item in read:
+        if item.kind is DocumentKind.KEY_NOTICE:
+            candidates += [_from_notice(item.document.name, notice) for notice in item.notices] or [
+                _Candidate(item.document.name, None, None, False)
             ]
     has_notice = bool(candidates)
 
     mail_findings: list[Finding] = list(context.problems)
-    results = []
-    for document, kind, evidence, notices in read:
-        findings = _document_findings(document.name, kind, has_notice)
+    results: list[DocumentResult] = []
+    for item in read:
+        findings = _document_findings(item.document.name, item.kind, has_notice)
         mail_findings += findings
         results.append(DocumentResult(
-            document.name, kind, tuple(findings),
-            tuple(n.guarantee_no for n in notices), tuple(_masked(n.access_key) for n in notices), evidence,
+            item.document.name, item.kind, tuple(findings),
+            tuple(n.guarantee_no for n in item.notices), tuple(_masked(n.access_key) for n in item.notices),
+            item.evidence,
         ))
 
     mail_findings += _typed_keys(context, rules, candidates)
@@ -205,14 +207,24 @@ def verify_mail(
     return MailVerdict(verdict, tuple(mail_findings), tuple(guarantees), tuple(results))
 
 
-def _read(document: InputDocument, signatures: DocumentSignatures):
+@dataclass(frozen=True)
+class _ReadDocument:
+    """One document as read: what it is, why the classifier thinks so, and its key notices."""
+
+    document: InputDocument
+    kind: DocumentKind
+    evidence: tuple[str, ...]
+    notices: tuple[KeyNoticeFields, ...]
+
+
+def _read(document: InputDocument, signatures: DocumentSignatures) -> _ReadDocument:
     if document.text is None:
-        return document, DocumentKind.OTHER, ("not a PDF",), []
+        return _ReadDocument(document, DocumentKind.OTHER, ("not a PDF",), ())
     classification = classify(document.text, signatures)
-    notices = []
+    notices: tuple[KeyNoticeFields, ...] = ()
     if classification.kind is DocumentKind.KEY_NOTICE:
-        notices = extract_key_notices(document.text, signatures)
-    return document, classification.kind, classification.evidence, notices
+        notices = tuple(extract_key_notices(document.text, signatures))
+    return _ReadDocument(document, classification.kind, tuple(classification.evidence), notices)
 
 
 def _document_findings(name: str, kind: DocumentKind, has_notice: bool) -> list[Finding]:
@@ -365,12 +377,12 @@ def notice_differences(notice: KeyNoticeFields, certificate: Certificate) -> lis
     """What the key notice says differently from the certificate (fields it does not show are skipped)."""
     found: list[str] = []
 
-    def differ(label: str, shown, actual, same) -> None:
+    def differ(label: str, shown: Any, actual: Any, same: Callable[[Any, Any], bool]) -> None:
         if shown is not None and not same(shown, actual):
             found.append(f"{label}: notice {shown} / certificate {actual}")
 
-    def equal(a, b) -> bool:
-        return a == b
+    def equal(a: object, b: object) -> bool:
+        return bool(a == b)
 
     differ("guarantee_no", notice.guarantee_no, certificate.guarantee_no,
            lambda a, b: numbers.normalise(a) == numbers.normalise(b))
@@ -391,7 +403,7 @@ def _same_work(shown: str, actual: str) -> bool:
     return bool(shown_key) and (shown_key == actual_key or actual_key.startswith(shown_key) and len(shown_key) >= 8)
 
 
-def _verdict(candidate: _Candidate, rules: DeskRules, contract) -> GuaranteeVerdict:
+def _verdict(candidate: _Candidate, rules: DeskRules, contract: Contract | None) -> GuaranteeVerdict:
     cert = candidate.certificate
     guarantee_type = cert.guarantee_type if cert else (candidate.notice.guarantee_type if candidate.notice else None)
     department = rules.department_for(guarantee_type) if guarantee_type else None
