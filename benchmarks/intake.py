@@ -22,9 +22,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from imapclient import IMAPClient  # noqa: E402
+from imapclient import IMAPClient
 
-from tests.servers import DOVECOT, DovecotServer, IntakeHarness, PymapServer, free_port, make_mail  # noqa: E402
+from tests.servers import DOVECOT, DovecotServer, IntakeHarness, PymapServer, free_port, make_mail
 
 
 def mixed_mails(count: int) -> list[bytes]:

@@ -9,7 +9,7 @@ line is drawn smaller first and wrapped only as a last resort.
 from __future__ import annotations
 
 import io
-from functools import lru_cache
+from functools import cache
 
 from reportlab.lib.colors import Color
 from reportlab.lib.pagesizes import A4
@@ -27,7 +27,7 @@ _GREY = Color(0.55, 0.55, 0.55)
 _SHADE = Color(0.93, 0.93, 0.93)
 
 
-@lru_cache(maxsize=None)
+@cache
 def register_fonts() -> None:
     for name in (GOTHIC, MINCHO):
         pdfmetrics.registerFont(UnicodeCIDFont(name))

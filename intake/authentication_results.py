@@ -109,8 +109,8 @@ def parse_authentication_results(value: str) -> tuple[str, list[MethodResult]]:
         raise ValueError("no authserv-id")
     authserv_id = unquote(head[0]).lower()
     results = []
-    for piece in pieces[1:]:
-        piece = re.sub(r"\s*=\s*", "=", piece.strip())
+    for raw_piece in pieces[1:]:
+        piece = re.sub(r"\s*=\s*", "=", raw_piece.strip())
         tokens = _TOKEN.findall(piece)
         if not tokens or "=" not in tokens[0]:
             continue  # "none", or garbage

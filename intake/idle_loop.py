@@ -53,7 +53,7 @@ def run_idle_loop(service: IntakeService, connect: Callable[[], MailboxConnectio
             log.warning("intake for %s: %s: %s; reconnecting in %.0f s", label, type(exc).__name__, exc, backoff)
             stop.wait(backoff)
             backoff = min(backoff * 2, float(poll.reconnect_max_seconds))
-        except Exception:  # noqa: BLE001 - a daemon thread must not die silently
+        except Exception:  # a daemon thread must not die silently
             if stop.is_set():
                 break
             log.exception("intake for %s failed unexpectedly; retrying in %.0f s", label, backoff)

@@ -187,7 +187,7 @@ class _TextExtractor(HTMLParser):
         self.parts: list[str] = []
         self.skipping = 0
 
-    def handle_starttag(self, tag, attrs):  # noqa: ANN001 - HTMLParser's signature
+    def handle_starttag(self, tag, attrs):
         if tag in _SKIP_TAGS:
             self.skipping += 1
         elif tag in _BLOCK_TAGS:
@@ -195,13 +195,13 @@ class _TextExtractor(HTMLParser):
         elif tag in ("td", "th"):
             self.parts.append(" ")
 
-    def handle_endtag(self, tag):  # noqa: ANN001
+    def handle_endtag(self, tag):
         if tag in _SKIP_TAGS:
             self.skipping = max(0, self.skipping - 1)
         elif tag in _BLOCK_TAGS:
             self.parts.append("\n")
 
-    def handle_data(self, data):  # noqa: ANN001
+    def handle_data(self, data):
         if not self.skipping:
             self.parts.append(data)
 

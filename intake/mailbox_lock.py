@@ -53,7 +53,7 @@ class MailboxLock:
             fcntl.flock(fd, fcntl.LOCK_UN)
             os.close(fd)
 
-    def __enter__(self) -> "MailboxLock":
+    def __enter__(self) -> MailboxLock:
         self.acquire()
         return self
 

@@ -64,7 +64,7 @@ class MailLimits:
     pdf_max_bytes: int = 20 * 1024 * 1024
 
     @classmethod
-    def from_settings(cls, limits: Limits) -> "MailLimits":
+    def from_settings(cls, limits: Limits) -> MailLimits:
         """From ``intake.settings.Limits`` (keydesk.toml [limits])."""
         return cls(
             attachments_max=limits.attachments_max,

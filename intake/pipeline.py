@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, timezone
 from email import message_from_bytes
 from email.message import Message
-from typing import Callable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -33,7 +33,7 @@ from intake.settings import Limits
 from mailer.outbox import enqueue
 from mailer.reply import FoundDocument, GuaranteeLine, ReplyFacts, build_reply
 from mailer.reply_policy import REPLY_KIND, should_reply
-from rules.findings import Finding, Verdict
+from rules.findings import Verdict
 from rules.schema import DeskRules
 from rules.signatures import DocumentKind, DocumentSignatures
 from store.key_vault import KeyVault

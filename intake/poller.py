@@ -96,7 +96,7 @@ class MailboxConnection:
 
     # -- connection ---------------------------------------------------------------------------
 
-    def open(self) -> "MailboxConnection":
+    def open(self) -> MailboxConnection:
         s = self.settings
         if s.security == "plain" and s.host not in LOOPBACK_HOSTS:
             raise MailboxError(f"refusing a clear-text IMAP connection to {s.host}: use tls or starttls")
@@ -139,7 +139,7 @@ class MailboxConnection:
         except TRANSIENT_ERRORS:
             _shutdown_quietly(client)
 
-    def __enter__(self) -> "MailboxConnection":
+    def __enter__(self) -> MailboxConnection:
         return self.open()
 
     def __exit__(self, *_exc) -> None:
@@ -337,9 +337,8 @@ class MailboxConnection:
         poller.register(sock, select.POLLIN | select.POLLHUP | select.POLLERR)
         if not poller.poll(seconds * 1000):
             return None
-        waiting = self._peek()
         # The socket is readable: data, or (for a plain socket) an empty peek means end of file.
-        return waiting
+        return self._peek()
 
     def _peek(self) -> bytes | None:
         sock = self.client.socket()
@@ -359,7 +358,7 @@ _BYE = re.compile(rb"^\* BYE\b", re.IGNORECASE)
 def _pop_announcements(client: IMAPClient) -> bool:
     # imaplib keeps every untagged response it read (outside IDLE) in this dict until popped.
     pending = client._imap.untagged_responses
-    return any([pending.pop(name, None) for name in ("EXISTS", "RECENT")])
+    return any([pending.pop(name, None) for name in ("EXISTS", "RECENT")])  # noqa: C419 - pop both, not only the first
 
 
 def _shutdown_quietly(client: IMAPClient) -> None:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from datetime import date, datetime
-from typing import Collection, Mapping
+from collections.abc import Collection, Mapping
 
 from sqlmodel import Session, select
 

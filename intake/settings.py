@@ -39,7 +39,7 @@ class MailboxSettings(StrictModel):
     folders: MailboxFolders = MailboxFolders()
 
     @model_validator(mode="after")
-    def _consistent(self) -> "MailboxSettings":
+    def _consistent(self) -> MailboxSettings:
         if self.security == "plain" and self.host not in LOOPBACK_HOSTS:
             raise ValueError(
                 f"security = \"plain\" sends the password in clear text and is allowed only to "

@@ -6,7 +6,7 @@ the same way.
 from __future__ import annotations
 
 import re
-from typing import Callable
+from collections.abc import Callable
 
 from intake.authentication_results import Authentication
 from intake.mime import MailDocument, WalkedMail

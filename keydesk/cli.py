@@ -9,7 +9,6 @@ from __future__ import annotations
 import logging
 import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -40,7 +39,7 @@ _state = {"debug": False}
 @app.callback()
 def _root(
     ctx: typer.Context,
-    config: Optional[Path] = typer.Option(
+    config: Path | None = typer.Option(
         None, "--config", "-c", metavar="DIR", help="Config folder (default: $KEYDESK_CONFIG, else ./config)."
     ),
     debug: bool = typer.Option(False, "--debug", help="Show debug logs and tracebacks."),

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Optional
 from zoneinfo import ZoneInfo
 
 import typer
@@ -44,10 +43,10 @@ def digest(
     ctx: typer.Context,
     print_: bool = typer.Option(False, "--print", help="Print the digest of every department (nothing is sent)."),
     send: bool = typer.Option(False, "--send", help="Put today's digests into the outbox (sent by the outbox delivery)."),
-    since: Optional[str] = typer.Option(
+    since: str | None = typer.Option(
         None, "--since", metavar="ISO", help="Start of the period (2026-04-01 or 2026-04-01T08:30; default: the last digest)."
     ),
-    desk: Optional[str] = typer.Option(None, "--desk", metavar="ID", help="Only this desk (default: every desk)."),
+    desk: str | None = typer.Option(None, "--desk", metavar="ID", help="Only this desk (default: every desk)."),
 ) -> None:
     """The staff digest: what needs a person, what was accepted or returned, and what failed."""
     if print_ == send:

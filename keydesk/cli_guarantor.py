@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Optional
 from zoneinfo import ZoneInfo
 
 import typer
@@ -81,7 +80,7 @@ def init(
 def issue(
     ctx: typer.Context,
     file: Path = typer.Argument(..., metavar="FILE.csv", help="One guarantee per row (UTF-8, UTF-8 with BOM or CP932)."),
-    out: Optional[Path] = typer.Option(None, "--out", metavar="DIR", help="Where to write the PDFs."),
+    out: Path | None = typer.Option(None, "--out", metavar="DIR", help="Where to write the PDFs."),
     as_json: bool = typer.Option(
         False, "--json", help="One JSON object per CSV row, with the 認証キー (shown here once and nowhere else)."
     ),

@@ -14,7 +14,6 @@ import signal
 import ssl
 import threading
 from collections.abc import Callable
-from typing import Optional
 
 import typer
 
@@ -114,7 +113,7 @@ def poll(
     ctx: typer.Context,
     once: bool = typer.Option(False, "--once", help="Run one pass and exit (for cron)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per mail taken."),
-    desk: Optional[str] = typer.Option(None, "--desk", help="Only this desk (default: every desk)."),
+    desk: str | None = typer.Option(None, "--desk", help="Only this desk (default: every desk)."),
 ) -> None:
     """Take new mail from the desks' mailboxes once: store, verify, reply, file."""
     if not once:
@@ -218,7 +217,7 @@ def _start_embedded_smtp(runtime: Runtime, imap: EmbeddedImap, stack: contextlib
 
     settings = runtime.settings
     embedded = settings.embedded
-    smtp = EmbeddedSmtp(embedded.host, embedded.smtp_port, {address: imap.append for address in imap.users},
+    smtp = EmbeddedSmtp(embedded.host, embedded.smtp_port, dict.fromkeys(imap.users, imap.append),
                         embedded.mail_directory, max_bytes=settings.limits.mail_max_bytes * 2)
     smtp.start()
     stack.callback(smtp.stop)

@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 from datetime import datetime
 from pathlib import Path
-from typing import List, Optional
 from zoneinfo import ZoneInfo
 
 import typer
@@ -85,9 +84,9 @@ def _read_bounded(path: Path, limit: int, what: str) -> bytes:
 
 def verify(
     ctx: typer.Context,
-    paths: List[Path] = typer.Argument(..., metavar="PATH…", help="Key notice PDFs (.pdf) or whole mails (.eml)."),
+    paths: list[Path] = typer.Argument(..., metavar="PATH…", help="Key notice PDFs (.pdf) or whole mails (.eml)."),
     as_json: bool = typer.Option(False, "--json", help="One JSON object per line per PATH."),
-    desk: Optional[str] = typer.Option(None, "--desk", help="The desk whose rules apply (default: the only one)."),
+    desk: str | None = typer.Option(None, "--desk", help="The desk whose rules apply (default: the only one)."),
 ) -> None:
     """Say what a PDF or a mail is and whether the desk would accept it. Records nothing."""
     runtime: Runtime = ctx.obj

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import threading
 from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
 
 from intake.intake_service import PassReport
 from keydesk.cli_digest import targets_for
@@ -51,7 +51,7 @@ def outbox_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
             _outbox_wake.clear()
             try:
                 deliver_now(runtime)
-            except Exception:  # noqa: BLE001 - one bad round must not end delivery for good
+            except Exception:  # one bad round must not end delivery for good
                 log.exception("outbox delivery round failed; trying again in %d s", interval)
             _outbox_wake.wait(interval)  # the schedule's pause, cut short by new replies or shutdown
 

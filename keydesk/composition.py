@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Callable
+from collections.abc import Callable
 
 from guarantor.keys import load_trusted_keys
 from guarantor.lookup_service import RegistryLookup

@@ -21,7 +21,7 @@ import zlib
 from dataclasses import dataclass
 from datetime import datetime
 from email.utils import format_datetime
-from typing import Sequence
+from collections.abc import Sequence
 from urllib.parse import quote
 
 # ---------------------------------------------------------------------------------------------
@@ -173,7 +173,8 @@ def tnef_stream(file_name: str, content: bytes, subject: str) -> bytes:
 
 def _crc_table() -> list[int]:
     table = []
-    for value in range(256):
+    for byte in range(256):
+        value = byte
         for _ in range(8):
             value = (value >> 1) ^ 0xEDB88320 if value & 1 else value >> 1
         table.append(value)
@@ -347,7 +348,7 @@ def _outlook_from(head: MailHead) -> bytes:
 def _outlook_text(body: str) -> bytes:
     return (
         b"Content-Type: text/plain;\n\tcharset=\"iso-2022-jp\"\n"
-        + b"Content-Transfer-Encoding: 7bit\n\n"
+         b"Content-Transfer-Encoding: 7bit\n\n"
         + cp50220(body.replace("\r\n", "\n")) + b"\n\n"
     )
 

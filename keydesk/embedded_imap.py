@@ -193,7 +193,7 @@ class EmbeddedImap:
             client.login(address, self.users[address])
             client.append(folder, raw)
 
-    def __enter__(self) -> "EmbeddedImap":
+    def __enter__(self) -> EmbeddedImap:
         self.start()
         return self
 

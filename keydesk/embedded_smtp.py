@@ -11,7 +11,7 @@ import hashlib
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from collections.abc import Callable
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import Envelope, Session
@@ -45,7 +45,7 @@ class _Handler:
                     delivered.append(recipient)
                 else:
                     self._keep_outgoing(recipient, content)
-            except Exception:  # noqa: BLE001 - a delivery failure is a temporary SMTP failure
+            except Exception:  # a delivery failure is a temporary SMTP failure
                 log.exception("embedded SMTP could not deliver to %s", recipient)
                 return "451 Temporary local delivery failure"
         log.info("embedded SMTP accepted mail from %s for %d recipient(s) (%d local)",
@@ -74,7 +74,7 @@ class EmbeddedSmtp:
         self._controller.stop()
         log.info("embedded SMTP stopped")
 
-    def __enter__(self) -> "EmbeddedSmtp":
+    def __enter__(self) -> EmbeddedSmtp:
         self.start()
         return self
 

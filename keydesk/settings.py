@@ -126,8 +126,8 @@ def find_config_dir(explicit: str | Path | None = None) -> Path:
     path = Path(chosen).expanduser().resolve()
     if not (path / DEPLOYMENT_FILE).is_file():
         raise ConfigError([
-            f"{path}: no {DEPLOYMENT_FILE} here. Point {CONFIG_ENV} at a config folder, "
-            f"or create one with `keydesk init DIR`."
+            (f"{path}: no {DEPLOYMENT_FILE} here. Point {CONFIG_ENV} at a config folder, "
+             f"or create one with `keydesk init DIR`.")
         ])
     return path
 

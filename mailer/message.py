@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from datetime import datetime, timezone
 from email.message import EmailMessage
 from email.utils import format_datetime
-from typing import Literal, Sequence
+from typing import Literal
+from collections.abc import Sequence
 
 from mailer.outbox import new_message_id
 from foundation.errors import UserFacingError
@@ -138,7 +139,7 @@ class _PreparedHeader(str):
     The email policy stores values that have a ``name`` unchanged and writes them with ``fold``.
     """
 
-    def __new__(cls, name: str, display: str, tokens: Sequence[str]) -> "_PreparedHeader":
+    def __new__(cls, name: str, display: str, tokens: Sequence[str]) -> _PreparedHeader:
         self = super().__new__(cls, display)
         self.name = name
         self._tokens = list(tokens)

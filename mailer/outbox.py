@@ -50,7 +50,7 @@ def enqueue(
         recipients_json=json.dumps(recipients, ensure_ascii=False),
         raw=message.as_bytes(),
         inbound_id=inbound_id,
-        recipient_states_json=json.dumps({r: RecipientState.PENDING for r in recipients}, ensure_ascii=False),
+        recipient_states_json=json.dumps(dict.fromkeys(recipients, RecipientState.PENDING), ensure_ascii=False),
     )
     session.add(row)
     session.flush()

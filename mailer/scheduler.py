@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 from datetime import datetime, timezone
-from typing import Callable, Sequence
+from collections.abc import Callable, Sequence
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -54,7 +54,7 @@ def enqueue_all(
             with Session(engine) as session:
                 results[target.desk] = enqueue_digests(session, target, env, now=now, zone=zone)
                 session.commit()
-        except Exception:  # noqa: BLE001 - logged; the next scheduled run tries again
+        except Exception:  # logged; the next scheduled run tries again
             log.exception("digest for desk %s could not be enqueued", target.desk)
     return results
 

@@ -20,7 +20,7 @@ class SmtpSettings(StrictModel):
     timeout_seconds: int = Field(default=60, ge=1)
 
     @model_validator(mode="after")
-    def _credentials(self) -> "SmtpSettings":
+    def _credentials(self) -> SmtpSettings:
         if self.username and not (self.password_env or self.password_file):
             raise ValueError("username is set, so password_env or password_file is needed")
         return self

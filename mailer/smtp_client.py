@@ -15,7 +15,7 @@ import smtplib
 import socket
 import ssl
 from dataclasses import dataclass, field
-from typing import Callable
+from collections.abc import Callable
 
 from mailer.settings import SmtpSettings
 from foundation.errors import OperationalError

@@ -78,7 +78,7 @@ def _code(code: str, severity: Severity, verdict: Verdict, label: str, message: 
     return FindingCode(code, severity, verdict, label, message)
 
 
-E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO
+E, W, I = Severity.ERROR, Severity.WARNING, Severity.INFO  # noqa: E741 - short names keep the table one code a line
 A, R, N, X = Verdict.ACCEPTED, Verdict.RETURNED, Verdict.NEEDS_REVIEW, Verdict.IGNORED
 
 _TABLE = [

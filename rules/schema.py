@@ -20,7 +20,7 @@ class Amounts(StrictModel):
     advance_min_contract_amount: Yen = 0
 
     @model_validator(mode="after")
-    def _total_covers_parts(self) -> "Amounts":
+    def _total_covers_parts(self) -> Amounts:
         if self.advance_total_max_ratio < max(self.advance_max_ratio, self.intermediate_advance_max_ratio):
             raise ValueError(
                 "advance_total_max_ratio must be at least advance_max_ratio and "
@@ -67,7 +67,7 @@ class DeskRules(StrictModel):
         return values
 
     @model_validator(mode="after")
-    def _every_type_routed(self) -> "DeskRules":
+    def _every_type_routed(self) -> DeskRules:
         routed = {t for d in self.departments.values() for t in d.guarantee_types}
         missing = [t.value for t in self.eligible_guarantee_types if t not in routed]
         if missing:

@@ -120,7 +120,7 @@ class DocumentSignatures(StrictModel):
     key_notice_labels: KeyNoticeLabels
 
     @model_validator(mode="after")
-    def _every_kind_configured(self) -> "DocumentSignatures":
+    def _every_kind_configured(self) -> DocumentSignatures:
         missing = [kind.value for kind in CONFIGURED_KINDS if kind not in self.kinds]
         derived = [kind.value for kind in self.kinds if kind not in CONFIGURED_KINDS]
         if missing:

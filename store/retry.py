@@ -55,7 +55,7 @@ def retry_on_conflict(
     for number in range(1, attempts + 1):
         try:
             return attempt()
-        except Exception as exc:  # noqa: BLE001 - filtered by _is_conflict, re-raised otherwise
+        except Exception as exc:  # filtered by _is_conflict, re-raised otherwise
             if not _is_conflict(exc):
                 raise
             if number == attempts:

@@ -29,7 +29,7 @@ def chromium_path() -> str | None:
 
 
 @pytest.fixture
-def browser_page() -> Iterator["object"]:
+def browser_page() -> Iterator[object]:
     """A fresh page in a fresh profile; closed with its browser after the test."""
     executable = chromium_path()
     if executable is None:

@@ -23,7 +23,7 @@ from imapclient import IMAPClient
 
 from intake.settings import MailboxSettings
 from keydesk.embedded_imap import EmbeddedImap, greeting_ok, port_closed
-from tests.conftest import wait_until  # noqa: F401 - tests import it from here too
+from tests.conftest import wait_until  # tests import it from here too
 from tests.tls_certs import TlsFiles, private_ca
 
 USER = "keiyaku@town.test.example"

@@ -13,7 +13,8 @@ import json
 from dataclasses import asdict, dataclass, fields
 from datetime import date
 from enum import StrEnum
-from typing import Any, Mapping
+from typing import Any
+from collections.abc import Mapping
 
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -86,7 +87,7 @@ class SignedCertificate:
         )
 
     @classmethod
-    def from_json(cls, text: str) -> "SignedCertificate":
+    def from_json(cls, text: str) -> SignedCertificate:
         data = json.loads(text)
         return cls(
             payload=data["payload"].encode("utf-8"),

@@ -36,7 +36,7 @@ class PreparedPage:
     flowing: str  # letter-spaced runs joined, dashes folded: patterns
 
     @classmethod
-    def of(cls, text: str) -> "PreparedPage":
+    def of(cls, text: str) -> PreparedPage:
         lines = tuple(key for key in (phrase_key(line) for line in text.splitlines()) if key)
         return cls(lines=lines, compact="".join(lines), flowing=fold_dashes(unspace(text)))
 
@@ -72,9 +72,10 @@ def _mask_longer_titles(texts: list[str], title: str, signatures: DocumentSignat
     )
     masked = []
     for text in texts:
+        hidden = text
         for other in longer:
-            text = text.replace(other, "□" * len(other))
-        masked.append(text)
+            hidden = hidden.replace(other, "□" * len(other))
+        masked.append(hidden)
     return masked
 
 

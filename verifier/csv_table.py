@@ -11,7 +11,8 @@ from __future__ import annotations
 import csv
 import io
 import unicodedata
-from typing import TYPE_CHECKING, Iterator, Sequence
+from typing import TYPE_CHECKING
+from collections.abc import Iterator, Sequence
 
 from foundation.errors import UserFacingError
 

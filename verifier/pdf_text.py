@@ -232,7 +232,7 @@ class PdfTextWorker:
         self._process: subprocess.Popen[bytes] | None = None
         self._tasks = 0
 
-    def __enter__(self) -> "PdfTextWorker":
+    def __enter__(self) -> PdfTextWorker:
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -362,7 +362,7 @@ _default_lock = threading.Lock()
 
 def extract_text(data: bytes, limits: PdfLimits = DEFAULT_LIMITS) -> TextResult:
     """Read the PDF in the shared worker process, within ``limits``. Never raises for bad input."""
-    global _default_worker
+    global _default_worker  # noqa: PLW0603 - one worker per process, started on first use
     with _default_lock:
         if _default_worker is None:
             import atexit

@@ -6,7 +6,8 @@ pass small in-memory fakes. Keeping them out of the core keeps ``verify`` free o
 
 from __future__ import annotations
 
-from typing import Mapping, Protocol
+from typing import Protocol
+from collections.abc import Mapping
 
 from rules.domain import Contract, GuaranteeType
 

@@ -14,7 +14,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from enum import StrEnum
 from collections.abc import Callable
-from typing import Any, Mapping, Protocol, Sequence
+from typing import Any, Protocol
+from collections.abc import Mapping, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
@@ -400,7 +401,7 @@ def notice_differences(notice: KeyNoticeFields, certificate: Certificate) -> lis
 def _same_work(shown: str, actual: str) -> bool:
     # A long work name may wrap onto a line the reader does not take: the start must agree.
     shown_key, actual_key = plain_key(shown), plain_key(actual)
-    return bool(shown_key) and (shown_key == actual_key or actual_key.startswith(shown_key) and len(shown_key) >= 8)
+    return bool(shown_key) and (shown_key == actual_key or (actual_key.startswith(shown_key) and len(shown_key) >= 8))
 
 
 def _verdict(candidate: _Candidate, rules: DeskRules, contract: Contract | None) -> GuaranteeVerdict:

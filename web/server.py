@@ -118,7 +118,7 @@ class ServedApp:
     def _run(self) -> None:
         asyncio.run(self._server.serve(sockets=[self._sock]))
 
-    def start(self) -> "ServedApp":
+    def start(self) -> ServedApp:
         self._thread.start()
         deadline = time.monotonic() + self._start_timeout
         while not self._server.started:
@@ -139,7 +139,7 @@ class ServedApp:
         except OSError:
             pass
 
-    def __enter__(self) -> "ServedApp":
+    def __enter__(self) -> ServedApp:
         return self.start()
 
     def __exit__(self, *exc_info: object) -> None:

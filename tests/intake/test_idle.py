@@ -64,7 +64,7 @@ class _Loop:
         self.thread = threading.Thread(target=run_idle_loop, args=(harness.service, connect, poll, self.stop),
                                        kwargs={"on_pass": on_pass}, daemon=True)
 
-    def __enter__(self) -> "_Loop":
+    def __enter__(self) -> _Loop:
         self.thread.start()
         return self
 

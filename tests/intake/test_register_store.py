@@ -15,7 +15,6 @@ from keydesk.database import make_engine
 from rules.domain import Certificate, GuaranteeType
 from store.tables import Contract as ContractRow, InboundMessage, Submission
 from verifier.certificate_signature import SignedCertificate, canonical_json
-from verifier.csv_table import CsvTableError
 
 NOW = datetime(2026, 4, 15, 9, 0, tzinfo=timezone.utc)
 DEPARTMENTS = {"misato": {"keiyaku", "kensetsu"}, "kita": {"somu"}}
@@ -81,7 +80,7 @@ def test_bad_lines_are_reported_by_line_and_good_lines_imported(engine) -> None:
     )
     report = run_import(engine, data)
     assert report.created == 2
-    lines = {line: reason for line, reason in report.errors}
+    lines = dict(report.errors)
     assert sorted(lines) == [3, 4, 5, 6, 7, 9, 10, 11]
     assert "'nowhere' は設定にない窓口" in lines[3]
     assert "'somu' は窓口 misato の部署にありません" in lines[4]

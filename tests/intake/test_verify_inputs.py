@@ -50,7 +50,7 @@ def test_only_our_servers_results_count_for_a_forged_mail() -> None:
 
 def test_ppap_problems_reach_the_context() -> None:
     walked = walk_mail((MAIL / "ppap_encrypted_zip.eml").read_bytes())
-    documents, context = verify_inputs(walked, "misato", lambda data: TextResult(TextStatus.OK, ("x",), 1))
+    _documents, context = verify_inputs(walked, "misato", lambda data: TextResult(TextStatus.OK, ("x",), 1))
     assert "doc.encrypted_archive" in [f.code for f in context.problems]
 
 

@@ -113,7 +113,7 @@ def test_invisible_and_bidi_characters_are_removed():
 
 
 def test_the_standard_headers_are_set():
-    raw, parsed = parse(build(auto_submitted="auto-replied"))
+    _raw, parsed = parse(build(auto_submitted="auto-replied"))
     assert parsed["Auto-Submitted"] == "auto-replied"
     assert parsed["X-Auto-Response-Suppress"] == "All"
     assert parsed["Date"].datetime == NOW

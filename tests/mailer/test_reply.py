@@ -225,10 +225,10 @@ def test_admins_edit_the_templates_of_their_deployment(tmp_path: Path) -> None:
 
 def test_a_broken_or_missing_template_is_named(tmp_path: Path) -> None:
     env = template_environment(tmp_path)
-    with pytest.raises(TemplateProblem, match="templates/reply_subject.txt.j2: the template is missing"):
+    with pytest.raises(TemplateProblem, match=r"templates/reply_subject\.txt\.j2: the template is missing"):
         render_reply(facts(), env)
     (tmp_path / "reply_subject.txt.j2").write_text("{{ no_such_value }}", encoding="utf-8")
-    with pytest.raises(TemplateProblem, match="reply_subject.txt.j2: 'no_such_value' is undefined"):
+    with pytest.raises(TemplateProblem, match=r"reply_subject\.txt\.j2: 'no_such_value' is undefined"):
         render_reply(facts(), env)
     (tmp_path / "reply_subject.txt.j2").write_text("{% if %}", encoding="utf-8")
     with pytest.raises(TemplateProblem, match=r"reply_subject.txt.j2:1: "):

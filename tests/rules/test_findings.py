@@ -25,7 +25,7 @@ def test_every_code_is_well_formed_and_speaks_to_the_sender() -> None:
 def test_placeholders_are_filled_or_dropped_never_shown() -> None:
     for code, spec in CODES.items():
         names = {name for _, name, _, _ in string.Formatter().parse(spec.message) if name}
-        finding = Finding(code, params={name: "X" for name in names})
+        finding = Finding(code, params=dict.fromkeys(names, "X"))
         assert "{" not in finding.message and "}" not in finding.message, code
         assert "{" not in Finding(code).message, code
 
