@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
-from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Integer, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from store.states import InboundState, OutboxState
+
+
+_IMAP_NUMBER = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:
@@ -31,8 +34,10 @@ class InboundMessage(SQLModel, table=True):
     desk: str = Field(index=True, max_length=64)
     account: str = Field(max_length=320)
     mailbox: str = Field(max_length=255)
-    uidvalidity: int
-    uid: int
+    # IMAP's UIDVALIDITY and UID are unsigned 32-bit: above PostgreSQL's signed integer (pymap picks
+    # large UIDVALIDITY values), so both are BIGINT there; SQLite's INTEGER holds 64 bits already.
+    uidvalidity: int = Field(sa_column=Column(_IMAP_NUMBER, nullable=False))
+    uid: int = Field(sa_column=Column(_IMAP_NUMBER, nullable=False))
     sha256: str = Field(max_length=64)
     size: int
     # Relative to the storage directory; for a too_large mail it holds the headers only.

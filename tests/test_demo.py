@@ -101,6 +101,7 @@ def test_the_report_counts_add_up(run):
 
 def test_every_contractor_got_exactly_one_reply_per_mail(run):
     report, mailboxes = run
+    assert {o.sender.key for o in report.mails} == {firm.key for firm in scenario.CONTRACTORS}
     for firm in scenario.CONTRACTORS:
         sent = sorted(bare(o.message_id) for o in report.mails if o.sender.key == firm.key)
         replies = [m for m in mailboxes[firm.address] if kind(m) == "reply"]
@@ -111,6 +112,7 @@ def test_every_contractor_got_exactly_one_reply_per_mail(run):
 def test_the_replies_say_what_the_verdict_is(run):
     report, mailboxes = run
     titles = {Verdict.ACCEPTED: "受け付けました", Verdict.RETURNED: "再送をお願いします"}
+    assert len(report.mails) == len(scenario.MAILS)
     for got in report.mails:
         [reply] = [m for m in mailboxes[got.sender.address]
                    if kind(m) == "reply" and bare(m["In-Reply-To"]) == bare(got.message_id)]

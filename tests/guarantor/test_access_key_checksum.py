@@ -56,3 +56,34 @@ def test_generated_keys_parse_and_mask(seed):
     # People type keys in full-width and lower case; they still parse.
     wide = "".join(chr(ord(c) + 0xFEE0) if c != "-" else "ー" for c in key.lower())
     assert access_key.parse(wide) == canonical
+
+
+@pytest.mark.parametrize(
+    ("body", "check"),
+    [
+        # Worked by hand in GF(2^5) with x^5 + x^2 + 1: a lone 1 at the last body position needs
+        # c = x^14 / x^15 = x^-1 = x^4 + x = 18 → "J"; a lone 1 at the first needs x^-15 = x^16 = 27 → "V".
+        ("000000000000001", "J"),
+        ("100000000000000", "V"),
+        ("000000000000000", "0"),
+        # Pinned from the implementation above (a change of polynomial or weights breaks every issued key).
+        ("7K3MQ9TX2HVBR4N", "R"),
+        ("ZZZZZZZZZZZZZZZ", "A"),
+        ("0123456789ABCDE", "K"),
+        ("FGHJKMNPQRSTVWX", "V"),
+    ],
+)
+def test_known_answer_vectors_for_the_check_symbol(body, check):
+    assert access_key.check_symbol(body) == check
+    assert access_key.parse(body + check) == body + check
+
+
+def test_letters_people_confuse_with_digits_read_as_those_digits():
+    key = _key("10010010010O1I0")  # canonical form: O → 0, I → 1 (check symbol over the canonical body)
+    canonical = access_key.canonical(key)
+    assert canonical == "100100100100110" + key[-1]
+    for typed in (canonical.replace("1", "L"), canonical.replace("1", "l"), canonical.replace("1", "I"),
+                  canonical.replace("1", "i"), canonical.replace("0", "O"), canonical.replace("0", "o")):
+        assert access_key.parse(typed) == canonical, typed
+    with pytest.raises(access_key.AccessKeyError, match="not a character"):
+        access_key.canonical(canonical[:-1] + "U")  # U is not in Crockford's alphabet and is no alias

@@ -118,6 +118,8 @@ def test_subject_only_auto_reply_counts_only_as_a_reply_without_documents():
         (b"Auto-Submitted: (comment) auto-notified", True),
         (b"Precedence: bulk", True),
         (b"Precedence: JUNK", True),
+        (b"Precedence: list", True),
+        (b"Precedence: List", True),
         (b"Precedence: first-class", False),
         (b"List-Id: <news.example.jp>", True),
         (b"List-Unsubscribe: <mailto:u@example.jp>", True),

@@ -158,6 +158,26 @@ def test_the_same_mail_delivered_twice_is_processed_once(imap_server, tmp_path):
     assert "intake.duplicate_copy" in harness.audit_actions()
 
 
+def test_the_same_mail_at_two_desks_is_each_desks_own_mail(imap_server, tmp_path):
+    """Duplicates are found by hash within one desk: another town's copy is not a duplicate."""
+    from intake.intake_service import IntakeService
+
+    imap_server.append(make_mail(4))
+    harness = IntakeHarness(tmp_path, imap_server, mailbox=imap_server.mailbox_settings(action="flag"))
+    other = IntakeService(desk="other", mailbox=harness.mailbox, poll=harness.poll, limits=harness.limits,
+                          engine=harness.engine, store=harness.store, process=sample_process)
+
+    first = harness.poll_once()
+    with harness.connection() as conn:
+        second = other.run_pass(conn)
+
+    assert (first.recorded, second.recorded, second.recognised, len(second.taken)) == (1, 1, 0, 1)
+    rows = harness.rows()
+    assert sorted(row.desk for row in rows) == ["misato", "other"]
+    assert rows[0].sha256 == rows[1].sha256 and all(row.state == "processed" for row in rows)
+    assert "intake.relocated" not in harness.audit_actions()
+
+
 def test_a_failing_mail_is_quarantined_after_max_attempts_and_others_flow(imap_server, tmp_path):
     imap_server.append_many([make_mail(4, subject="壊れたメール", body="[boom]\r\n"), make_mail(5)])
     harness = IntakeHarness(tmp_path, imap_server, poll=PollSettings(max_attempts=3))
@@ -213,7 +233,7 @@ def test_the_lock_allows_one_poller_per_mailbox(pymap_server, tmp_path):
             except MailboxBusy:
                 sys.exit(3)
         """)
-        assert subprocess.run([sys.executable, "-c", code], timeout=30).returncode == 3
+        assert subprocess.run([sys.executable, "-c", code], timeout=30, check=False).returncode == 3
     harness.lock().acquire()  # released: the next poller may run
 
 

@@ -11,7 +11,7 @@ import socket
 import threading
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Iterator
+from collections.abc import Iterator
 
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
@@ -86,6 +86,25 @@ class RefusingRecipients(Recorder):
             answer = script.pop(0) if script else "250 2.1.5 OK"
         if answer.startswith("250"):
             envelope.rcpt_tos.append(address)
+        return answer
+
+
+class RefusingSender(Recorder):
+    """Answers MAIL FROM with the scripted replies in turn (then 250): a server refusing the sender."""
+
+    def __init__(self, mail_answers: list[str]) -> None:
+        super().__init__()
+        self.mail_answers = list(mail_answers)
+        self.refused: list[str] = []
+
+    async def handle_MAIL(self, server, session, envelope, address, mail_options) -> str:
+        with self._changed:
+            answer = self.mail_answers.pop(0) if self.mail_answers else "250 2.1.0 OK"
+            if not answer.startswith("250"):
+                self.refused.append(answer)
+        if answer.startswith("250"):
+            envelope.mail_from = address
+            envelope.mail_options.extend(mail_options)
         return answer
 
 

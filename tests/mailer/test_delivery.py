@@ -24,7 +24,7 @@ from mailer.smtp_client import SmtpConnectError, SmtpConnector, SmtpSession
 from store.audit import verify_chain
 from store.tables import AuditEvent, OutboxMessage
 from tests.mailer.smtp_servers import (
-    CloseAfterEachMessage, DropAfterData, Recorder, RefusingRecipients, Scripted, password_authenticator,
+    CloseAfterEachMessage, DropAfterData, Recorder, RefusingRecipients, RefusingSender, Scripted, password_authenticator,
     running, self_signed,
 )
 
@@ -131,6 +131,45 @@ def test_550_fails_at_once_and_is_audited(db):
         assert verify_chain(session).intact
 
 
+def test_a_550_at_mail_from_fails_at_once_instead_of_waiting(db):
+    handler = RefusingSender(["550 5.7.1 sender not allowed"])
+    [row_id] = add(db)
+    with running(handler) as port:
+        report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
+        later = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(days=5))
+    failed = row(db, row_id)
+    assert handler.refused == ["550 5.7.1 sender not allowed"] and handler.messages == []
+    assert (report.failed, report.retry_later, later.ids) == (1, 0, [])
+    assert failed.state == "failed" and "550 5.7.1" in failed.last_error
+    assert json.loads(failed.recipient_states_json) == {"contractor@builder.example": "failed"}
+    assert audit_actions(db) == ["outbox.failed"]
+
+
+def test_a_451_at_mail_from_is_tried_again_later(db):
+    handler = RefusingSender(["451 4.3.0 try later"])
+    [row_id] = add(db)
+    with running(handler) as port:
+        first = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
+        waiting = row(db, row_id)
+        second = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(seconds=60))
+        handler.wait_for_messages(1)
+    assert (first.retry_later, second.sent) == (1, 1)
+    assert waiting.state == "pending" and waiting.next_attempt_at == T0 + timedelta(seconds=60)
+    assert row(db, row_id).state == "sent"
+
+
+@pytest.mark.parametrize("answer", ["500 5.0.0 command unrecognized", "554 5.0.0 transaction failed"])
+def test_every_5xx_answer_to_data_is_permanent(db, answer):
+    """500 is the lowest permanent code: it must not be taken for a temporary refusal."""
+    handler = Scripted([answer])
+    [row_id] = add(db)
+    with running(handler) as port:
+        report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
+    failed = row(db, row_id)
+    assert (report.failed, report.retry_later) == (1, 0)
+    assert failed.state == "failed" and json.loads(failed.recipient_states_json) == {"contractor@builder.example": "failed"}
+
+
 def test_a_partial_refusal_is_handled_per_recipient(db):
     handler = RefusingRecipients({"later@builder.example": ["450 4.2.1 mailbox busy"], "gone@builder.example": ["550 5.1.1 no such user"]})
     recipients = ("ok@builder.example", "later@builder.example", "gone@builder.example")
@@ -188,7 +227,7 @@ os._exit(0)
 def crash_deliverer(engine, port: int, point: str) -> None:
     done = subprocess.run(
         [sys.executable, "-c", CRASHING_DELIVERER, engine.url.render_as_string(hide_password=False), str(port), T0.isoformat(), point],
-        cwd=PROJECT, capture_output=True, text=True, timeout=60,
+        cwd=PROJECT, capture_output=True, text=True, timeout=60, check=False,
     )
     assert done.returncode == 70, done.stderr
 
@@ -380,7 +419,9 @@ def test_cli_send_list_and_retry(deployment):
     handler = RefusingRecipients({"gone@builder.example": ["550 5.1.1 no such user"]})
     with running(handler) as port:
         _point_smtp_at(config, port)
-        invoke = lambda *args: runner.invoke(app, ["--config", str(config), *args])
+        def invoke(*args):
+            return runner.invoke(app, ["--config", str(config), *args])
+
         assert invoke("db", "upgrade").exit_code == 0
         engine = make_engine(f"sqlite:///{config.parent}/var/keydesk.db")
         add(engine, 1, recipients=("ok@builder.example",), key="a")

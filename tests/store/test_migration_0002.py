@@ -56,7 +56,15 @@ def test_0002_gives_every_stored_finding_the_one_shape(database_url: str) -> Non
         assert json.loads(submission) == json.loads(stored_findings.dump_codes(["lookup.no_match"]))
         assert stored_findings.codes(stored[1]) == ["doc.fee_receipt", "no.such.code"]
 
-        command.downgrade(config, "0001")  # data only: the way down changes nothing and works
+        # IMAP numbers above 2^31 - 1 fit after 0002 (PostgreSQL's integer could not hold them).
+        with engine.begin() as connection:
+            connection.execute(text(ROW.replace("'INBOX', 1, :id,", "'INBOX', 4294967295, 4294967295,")),
+                               {"id": 7, "sha": "7" * 64, "findings": "[]"})
+            assert connection.execute(text("SELECT uidvalidity, uid FROM inbound_message WHERE id = 7")).one() == (
+                4294967295, 4294967295)
+            connection.execute(text("DELETE FROM inbound_message WHERE id = 7"))
+
+        command.downgrade(config, "0001")  # the way down works too
         command.upgrade(config, "head")
     finally:
         engine.dispose()

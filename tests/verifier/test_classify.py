@@ -124,6 +124,19 @@ def test_a_cover_letter_quoting_the_title_is_not_a_key_notice(signatures):
     assert "title (not at the top): 電子証書閲覧用「認証キー」等のお知らせ" in result.evidence
 
 
+@pytest.mark.parametrize("order", ["letter first", "receipt first"])
+def test_a_fee_receipt_with_a_cover_letter_is_a_fee_receipt_not_a_key_notice(signatures, order):
+    """The letter names the key notice, but no page of it is one: the mail must go back for the notice."""
+    letter = (
+        "美郷町 契約係 御中\n株式会社美郷建設の美郷です。いつもお世話になっております。\n"
+        "添付の書類をご確認ください。電子証書閲覧用「認証キー」等のお知らせは後ほどお送りします。\n"
+    )
+    receipt = extract_in_process(fixture_pdf("fee_receipt_reportlab.pdf")).text[0]
+    pages = (letter, receipt) if order == "letter first" else (receipt, letter)
+    result = classify(TextResult(TextStatus.OK, pages, 2), signatures)
+    assert result.kind is K.FEE_RECEIPT, result.evidence
+
+
 def test_near_empty_pages_are_no_text(signatures):
     result = classify(TextResult(TextStatus.OK, ("FAX 0120\n", "  \n", ""), 3), signatures)
     assert result.kind is K.NO_TEXT

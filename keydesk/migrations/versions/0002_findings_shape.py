@@ -1,11 +1,15 @@
-"""stored findings in one shape
+"""stored findings in one shape; IMAP UIDs as BIGINT
 
 Before this revision a mail whose pipeline left no findings of its own stored plain codes
 (``["doc.fee_receipt"]``) while the pipeline stored objects. Every list item becomes the one object
 shape of ``store/stored_findings.py``: ``{"code", "severity", "message", "detail", "guarantee_no",
 "document"}``; severity and message come from the code table as it is at this revision. A value
 that is not a JSON list, and list items that are neither a code nor an object with a code, are kept
-as they are (nothing is lost). Data only: no table changes.
+as they are (nothing is lost).
+
+``inbound_message.uidvalidity`` and ``uid`` become BIGINT: IMAP defines them as unsigned 32-bit
+numbers, and values above 2^31 - 1 (pymap's UIDVALIDITY, for one) did not fit PostgreSQL's integer.
+SQLite's INTEGER already holds 64 bits, so SQLite keeps its table as it is.
 
 Revision ID: 0002
 Revises: 0001
@@ -62,6 +66,10 @@ def _convert(findings_json: str) -> str | None:
 
 def upgrade() -> None:
     connection = op.get_bind()
+    if connection.dialect.name != "sqlite":
+        for column in ("uidvalidity", "uid"):
+            op.alter_column("inbound_message", column, type_=sa.BigInteger(), existing_type=sa.Integer(),
+                            existing_nullable=False)
     for name in _TABLES:
         table = sa.table(name, sa.column("id", sa.Integer), sa.column("findings_json", sa.Text))
         rows = connection.execute(sa.select(table.c.id, table.c.findings_json)
@@ -73,5 +81,8 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
-    # The object shape was already valid at 0001: nothing to undo.
-    pass
+    # The object shape of findings was already valid at 0001: only the column types go back.
+    if op.get_bind().dialect.name != "sqlite":
+        for column in ("uid", "uidvalidity"):
+            op.alter_column("inbound_message", column, type_=sa.Integer(), existing_type=sa.BigInteger(),
+                            existing_nullable=False)
