@@ -28,6 +28,12 @@ lint: install
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
+# Mutation testing with mutmut (pyproject.toml [tool.mutmut] names the modules and tests): the last
+# line of the run counts killed (🎉) and surviving (🙁) mutants; `mutmut results` lists the survivors.
+mutate: install
+	$(BIN)/mutmut run
+	$(BIN)/mutmut results
+
 bench: install
 	$(BIN)/python -m benchmarks
 

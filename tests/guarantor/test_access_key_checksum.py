@@ -87,3 +87,16 @@ def test_letters_people_confuse_with_digits_read_as_those_digits():
         assert access_key.parse(typed) == canonical, typed
     with pytest.raises(access_key.AccessKeyError, match="not a character"):
         access_key.canonical(canonical[:-1] + "U")  # U is not in Crockford's alphabet and is no alias
+
+
+def test_malformed_keys_are_refused_with_a_reason_that_says_why():
+    with pytest.raises(access_key.AccessKeyError) as short:
+        access_key.check_symbol("0123456789ABCD")
+    assert short.value.reason == "expected 15 symbols, got 14"
+    with pytest.raises(access_key.AccessKeyError) as long:
+        access_key.canonical("0123-4567-89AB-CDEF-G")
+    assert long.value.reason == "an access key has 16 characters, got 17"
+    with pytest.raises(access_key.AccessKeyError) as typo:
+        access_key.parse("7K3M-Q9TX-2HVB-R4NA")  # the check symbol of 7K3MQ9TX2HVBR4N is R
+    assert typo.value.reason == "the check character does not match: the key was probably mistyped"
+    assert access_key.mask("not a key") == "****-****-****-****"
