@@ -16,7 +16,9 @@ from mailer.outbox import enqueue
 from mailer.reply import ReplyFacts, build_reply, template_environment
 from mailer.reply_policy import (
     MARKER_HEADER,
+    ReplyDecision,
     decide,
+    header_addresses,
     mark,
     own_mail_reason,
     recent_reply_count,
@@ -107,6 +109,56 @@ def test_no_usable_address_means_no_reply() -> None:
     decision = decide(automatic=False, automatic_reason=None, own_reason=None, address=None,
                       own_addresses=[DESK], recent_replies=0, limit=5)
     assert not decision.reply and "no valid address" in decision.reason
+
+
+TANAKA = "tanaka@misato-kensetsu.example"
+ORDINARY = dict(automatic=False, automatic_reason=None, own_reason=None, address=TANAKA, own_addresses=[DESK],
+                recent_replies=0, limit=5)
+
+
+@pytest.mark.parametrize(("changes", "expected"), [
+    ({}, ReplyDecision(True, TANAKA, "reply")),
+    ({"recent_replies": 4}, ReplyDecision(True, TANAKA, "reply")),
+    ({"automatic": True, "automatic_reason": "Precedence: list"},
+     ReplyDecision(False, None, "automatic mail: Precedence: list")),
+    ({"automatic": True}, ReplyDecision(False, None, "automatic mail: no reason given")),
+    ({"own_reason": "From is the desk's own address"},
+     ReplyDecision(False, None, "keydesk's own mail: From is the desk's own address")),
+    ({"address": None}, ReplyDecision(False, None, "no valid address to reply to (Reply-To and From)")),
+    ({"address": DESK.upper()}, ReplyDecision(False, None, "the reply address is the desk's own address")),
+    ({"recent_replies": 5},
+     ReplyDecision(False, None, f"rate limit: 5 replies to {TANAKA} in the last hour (limit 5)")),
+])
+def test_every_reason_not_to_reply_and_the_one_to_reply(changes, expected) -> None:
+    """Exact decisions: ``reply`` is a bool, the address is set only for a reply, the reason is logged."""
+    assert decide(**{**ORDINARY, **changes}) == expected
+
+
+def test_every_address_of_every_header_is_read() -> None:
+    message = mail("""
+From: tanaka@misato-kensetsu.example, "Sato" <sato@misato-kensetsu.example>
+From: third@misato-kensetsu.example
+""")
+    assert header_addresses(message, "From") == [
+        "tanaka@misato-kensetsu.example", "sato@misato-kensetsu.example", "third@misato-kensetsu.example"]
+    compat = email.message_from_string("From: a@b.example, C <c@d.example>\n\nbody")  # compat32: plain strings
+    assert header_addresses(compat, "From") == ["a@b.example", "c@d.example"]
+    assert header_addresses(compat, "Reply-To") == []
+
+
+def test_addresses_need_smtputf8_or_spaces_are_refused_but_plain_ones_are_kept() -> None:
+    assert valid_address("  tanaka@misato-kensetsu.example  ") == TANAKA
+    assert valid_address("tänaka@misato-kensetsu.example") is None  # would need SMTPUTF8
+    assert valid_address("tanaka @misato-kensetsu.example") is None
+    assert valid_address(None) is None
+
+
+@pytest.mark.parametrize(("kind", "desk"), [("reply", "misato town"), ("re ply", "misato"), ("reply", ""), ("", "misato")])
+def test_the_marker_takes_identifiers_only(kind, desk) -> None:
+    message = build_message(sender=Mailbox(DESK), to=[Mailbox("a@b.example")], subject="s", text="t", now=NOW)
+    with pytest.raises(ValueError, match="marker values are ASCII identifiers"):
+        mark(message, kind=kind, desk=desk)
+    assert message.get_all(MARKER_HEADER) is None
 
 
 # --- automatic mail ----------------------------------------------------------------------------

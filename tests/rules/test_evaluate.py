@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import replace
 from datetime import date
 from fractions import Fraction
+from string import Formatter
 
 import pytest
 from hypothesis import given, strategies as st
@@ -78,6 +79,37 @@ def test_every_code_produced_is_in_the_table_and_names_the_guarantee() -> None:
         assert finding.guarantee_no == "26-000123-4"
         assert finding.message  # the Japanese sentence renders
         assert "{" not in finding.message
+
+
+def _every_finding_is_complete(findings) -> set[str]:
+    """Each finding has a detail for staff and a value for every placeholder of its sentence."""
+    for finding in findings:
+        assert finding.detail, finding.code
+        names = {name for _, name, _, _ in Formatter().parse(CODES[finding.code].message) if name}
+        assert names <= set(finding.params), (finding.code, names, finding.params)
+        assert all(finding.params[name] for name in names), (finding.code, finding.params)
+        assert finding.params["guarantee_no"] == finding.guarantee_no == "26-000123-4"
+    return {finding.code for finding in findings}
+
+
+def test_every_finding_carries_its_detail_and_fills_its_sentence() -> None:
+    produced = set()
+    produced |= _every_finding_is_complete(evaluate(
+        certificate(CONTRACT, obligee="北郷町長", contract_date=date(2026, 3, 31), work_category="物品",
+                    guarantee_amount=1, period_end=date(2026, 5, 1)),
+        RULES, contract=None, previous_receipt="K-2026-000001"))
+    elsewhere = replace(CONTRACT_ROW, contractor_name="別会社", work_name="別工事", contract_amount=30_000_000,
+                        completion_date=date(2027, 6, 30), advance_amount=12_000_000)
+    produced |= _every_finding_is_complete(evaluate(certificate(guarantee_amount=20_000_000), RULES, contract=elsewhere))
+    produced |= _every_finding_is_complete(evaluate(
+        certificate(INTERMEDIATE, guarantee_amount=7_000_000), desk_rules(advance_min_contract_amount=99_000_000),
+        contract=elsewhere))
+    produced |= _every_finding_is_complete(evaluate(certificate(RESERVATION), RULES, contract=CONTRACT_ROW))
+    assert {"cert.other_obligee", "cert.before_start_date", "cert.category_not_eligible", "register.no_contract",
+            "submission.duplicate", "amount.contract_guarantee_low", "register.contractor_mismatch",
+            "register.work_mismatch", "register.amount_mismatch", "amount.advance_high",
+            "amount.intermediate_advance_high", "amount.advance_total_high",
+            "amount.advance_below_threshold"} <= produced, produced
 
 
 # -- obligee --------------------------------------------------------------------------------
