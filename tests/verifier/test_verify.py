@@ -40,7 +40,8 @@ ADVANCE_CERT = Certificate(
 )
 CONTRACT_CERT = replace(ADVANCE_CERT, guarantee_no="26-000124-2", guarantee_type=GuaranteeType.CONTRACT,
                         guarantee_amount=1_234_500)
-INTERMEDIATE_CERT = replace(ADVANCE_CERT, guarantee_no="26-000125-9",
+# A 中間前払金 starts after the middle of the 工期 (2026-09-27), as the town's 認定 requires.
+INTERMEDIATE_CERT = replace(ADVANCE_CERT, guarantee_no="26-000125-9", period_start=date(2026, 10, 1),
                             guarantee_type=GuaranteeType.INTERMEDIATE_ADVANCE, guarantee_amount=2_469_001)
 REGISTER_ROW = Contract(
     contract_no="R8-001", desk="misato", work_name="町道美郷線 道路改良工事", work_category="工事",
