@@ -186,24 +186,35 @@ def _print_error(path: Path, error: BaseException, as_json: bool) -> None:
 def contracts_import(
     ctx: typer.Context,
     file: Path = typer.Argument(..., metavar="FILE.csv", help="UTF-8 (with or without BOM) or Shift_JIS (CP932)."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Show what would be created or updated; write nothing."),
 ) -> None:
-    """Fill or update the contract register from a CSV file; bad lines are listed and skipped."""
+    """Fill or update the contract register from a CSV file; bad lines are listed and skipped.
+
+    Columns by keydesk's names or the town's (契約番号, 工事名, 業務区分, 受注者, 請負代金額, 契約日,
+    工期末, 前払金額, 中間前払金額, 担当課; optional 低入札, 中間前払金認定日, 認定済); departments by id
+    or name; work categories through rules.toml's work_category_aliases.
+    """
     runtime: Runtime = ctx.obj
     settings = runtime.settings
     data = _read_bounded(file, MAX_CSV_BYTES, "CSVファイル")
-    departments = {desk_id: set(rules.departments) for desk_id, rules in settings.rules.desks.items()}
     now = _now(settings)
     with Session(runtime.engine) as session:
         try:
-            report = import_contracts(session, data, departments, now)
+            report = import_contracts(session, data, settings.rules.desks, now, dry_run=dry_run)
         except CsvTableError as error:
             raise UserError(f"{file}: {error}") from None
-        for desk_id, count in sorted(report.by_desk.items()):
-            audit(session, desk_id, "cli", "contracts.import", file.name,
-                  {"rows": count, "errors": len(report.errors)}, at=now)
-        session.commit()
-    typer.echo(f"契約台帳を取り込みました: 新規 {report.created} 件、更新 {report.updated} 件"
+        if dry_run:
+            session.rollback()
+        else:
+            for desk_id, count in sorted(report.by_desk.items()):
+                audit(session, desk_id, "cli", "contracts.import", file.name,
+                      {"rows": count, "errors": len(report.errors)}, at=now)
+            session.commit()
+    verb = "取り込むと次のとおりになります(まだ書き込んでいません)" if dry_run else "契約台帳を取り込みました"
+    typer.echo(f"{verb}: 新規 {report.created} 件、更新 {report.updated} 件、変更なし {report.unchanged} 件"
                f"{f'、エラー {len(report.errors)} 行' if report.errors else ''}")
+    for change in report.changes if dry_run else ():
+        typer.echo(f"  {change}")
     for line, reason in report.errors:
         typer.echo(f"{file.name}:{line}行目: {reason}", err=True)
     if report.errors:

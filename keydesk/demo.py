@@ -246,9 +246,8 @@ def _now(runtime: Runtime) -> datetime:
 def _import_register(runtime: Runtime, directory: Path) -> int:
     data = scenario.contracts_csv()
     (directory / "contracts.csv").write_bytes(data)
-    departments = {desk: list(rules.departments) for desk, rules in runtime.settings.rules.desks.items()}
     with Session(runtime.engine) as session:
-        result = import_contracts(session, data, departments, datetime.now(timezone.utc))
+        result = import_contracts(session, data, runtime.settings.rules.desks, datetime.now(timezone.utc))
         if result.errors:
             raise DemoError(f"the demo register was refused: {result.errors}")
         session.commit()

@@ -96,6 +96,11 @@ class Submission(SQLModel, table=True):
     # A resend that answers a returned mail points at the submission it replaces.
     resend_of_id: int | None = Field(default=None, foreign_key="submission.id")
     created_at: datetime = Field(default_factory=utcnow, index=True)
+    # Added with issue 14: the guarantor revoked this guarantee after the desk accepted it. Staff are
+    # told in the digest (and the console flags it); the audit event submission.revoked_after_acceptance
+    # records when keydesk noticed.
+    revoked_at: datetime | None = Field(default=None, index=True)
+    revoked_reason: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class Contract(SQLModel, table=True):
@@ -117,6 +122,10 @@ class Contract(SQLModel, table=True):
     intermediate_advance_amount: int | None = None
     department: str = Field(max_length=64)
     updated_at: datetime = Field(default_factory=utcnow)
+    # Added with issue 14: 低入札, and the town's 認定 for 中間前払金 (a date, or only that it was given).
+    low_bid: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    intermediate_certified_on: date | None = None
+    intermediate_certified: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
 
 
 class CertificateRecord(SQLModel, table=True):

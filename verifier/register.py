@@ -16,6 +16,11 @@ class ContractRegister(Protocol):
         """The register entry for this contract number at this desk, or None."""
         ...
 
+    def find_by_work(self, desk: str, work_name: str, contractor_name: str) -> Contract | None:
+        """The one entry whose work name and contractor match (normalised: spaces, ㈱/株式会社), or None
+        (none, or more than one). For a certificate that carries no contract number."""
+        ...
+
 
 class AcceptedIndex(Protocol):
     def receipt_for(self, desk: str, guarantee_no: str) -> str | None:

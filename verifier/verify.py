@@ -277,26 +277,40 @@ def _judge(candidates: list[_Candidate], desk: str, rules: DeskRules, ports: Por
             _check(candidate, ports, now)
 
     # Advances in this mail count towards the 前払金 + 中間前払金 total of the same contract.
+    contracts = {id(c): _register_entry(ports, desk, c.certificate) for c in order if c.certificate is not None}
+
+    def contract_no(candidate: _Candidate) -> str:
+        contract = contracts.get(id(candidate))
+        return contract.contract_no if contract else candidate.certificate.contract_no  # type: ignore[union-attr]
+
     in_mail: dict[str, dict[GuaranteeType, int]] = {}
     for candidate in order:
         cert = candidate.certificate
         if cert is not None and cert.guarantee_type in _ADVANCES:
-            in_mail.setdefault(cert.contract_no, {})[cert.guarantee_type] = cert.guarantee_amount
+            in_mail.setdefault(contract_no(candidate), {})[cert.guarantee_type] = cert.guarantee_amount
 
     verdicts = []
     for candidate in order:
         cert = candidate.certificate
         contract = None
         if cert is not None:
-            contract = ports.register.get(desk, cert.contract_no)
-            others = dict(ports.accepted.advance_amounts(desk, cert.contract_no))
-            others.update({k: v for k, v in in_mail.get(cert.contract_no, {}).items() if k is not cert.guarantee_type})
+            contract = contracts[id(candidate)]
+            number = contract_no(candidate)
+            others = dict(ports.accepted.advance_amounts(desk, number))
+            others.update({k: v for k, v in in_mail.get(number, {}).items() if k is not cert.guarantee_type})
             candidate.findings += evaluate(
                 cert, rules, contract=contract,
                 previous_receipt=ports.accepted.receipt_for(desk, cert.guarantee_no), other_advances=others,
             )
         verdicts.append(_verdict(candidate, rules, contract))
     return verdicts
+
+
+def _register_entry(ports: Ports, desk: str, cert: Certificate):
+    """By contract number; a certificate without one, by work name and contractor (the rules then say so)."""
+    if cert.contract_no.strip():
+        return ports.register.get(desk, cert.contract_no)
+    return ports.register.find_by_work(desk, cert.work_name, cert.contractor_name)
 
 
 def _printed_type_refused(candidate: _Candidate, rules: DeskRules) -> bool:
@@ -405,7 +419,7 @@ def _verdict(candidate: _Candidate, rules: DeskRules, contract) -> GuaranteeVerd
         certificate=cert,
         signed=candidate.signed,
         guarantee_type=guarantee_type,
-        contract_no=cert.contract_no if cert else None,
+        contract_no=contract.contract_no if contract else (cert.contract_no or None if cert else None),
         department=department,
         verdict=strongest(f.verdict for f in findings),
         findings=findings,
