@@ -294,6 +294,7 @@ class Pipeline:
             ],
             findings=verdict.all_findings,
             resend=resend_of is not None, resend_of_receipt_no=previous_receipt,
+            contractor_name=next((g.certificate.contractor_name for g in verdict.guarantees if g.certificate), None),
             charset=self.profile.reply_charset, timezone=self.profile.timezone,
         )
         message = build_reply(facts, self.templates, now=now)

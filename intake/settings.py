@@ -61,6 +61,9 @@ class PollSettings(StrictModel):
     fetch_chunk_bytes: int = Field(default=1_048_576, ge=65_536)
     # A mail whose processing fails this many times is quarantined and shown to staff.
     max_attempts: int = Field(default=3, ge=1)
+    # `keydesk run` looks accepted guarantees up again this often, to tell staff of one revoked after
+    # acceptance (0 = never).
+    revocation_recheck_minutes: int = Field(default=360, ge=0)
 
 
 class Limits(StrictModel):

@@ -29,6 +29,7 @@ from guarantor.keys import (
     retire_signing_key,
 )
 from guarantor.lookup_service import RegistryLookup
+from intake.revocations import mark_revoked
 from keydesk.errors import UserError
 from keydesk.runtime import Runtime
 from verifier import access_key as keys
@@ -173,12 +174,20 @@ def revoke(
     guarantee_no: str = typer.Argument(..., metavar="GUARANTEE_NO"),
     reason: str = typer.Option(..., "--reason", help="Why (shown to whoever looks the certificate up)."),
 ) -> None:
-    """Revoke a certificate: look-ups with its key answer 'revoked' with the reason."""
+    """Revoke a certificate: look-ups with its key answer 'revoked' with the reason.
+
+    With the embedded look-up the desk shares this database, so a desk that already accepted the
+    guarantee is told at once (its next digest lists it under 受付後に失効).
+    """
     runtime: Runtime = ctx.obj
+    now = datetime.now(timezone.utc)
     with _user_errors(), Session(runtime.engine) as session:
-        row = registry.revoke(session, guarantee_no, reason, datetime.now(timezone.utc), actor="cli")
+        row = registry.revoke(session, guarantee_no, reason, now, actor="cli")
+        marked = mark_revoked(session, row.guarantee_no, reason, now, actor="guarantor", desk=row.desk)
         session.commit()
         typer.echo(f"保証契約番号 {row.guarantee_no} の電子証書を失効させました(理由: {row.revoked_reason})")
+        if marked:
+            typer.echo(f"窓口 {row.desk} で受付済みの保証でした。職員あてのダイジェストでお知らせします。")
 
 
 def lookup(

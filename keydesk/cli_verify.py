@@ -27,7 +27,7 @@ from keydesk.errors import UserError
 from keydesk.runtime import Runtime
 from keydesk.settings import Settings
 from rules.evaluate import RULE_CODES, evaluate
-from rules.findings import CODES, Verdict, strongest
+from rules.findings import CODES, VERDICT_LABELS, Verdict, label_of, strongest
 from rules.signatures import DocumentKind
 from store.audit import record as audit
 from store.tables import InboundMessage, Submission
@@ -39,12 +39,6 @@ contracts_app = typer.Typer(help="The town's contract register (契約台帳).",
 rules_app = typer.Typer(help="The town's rules (config/rules.toml).", no_args_is_help=True)
 
 MAX_CSV_BYTES = 20 * 1024 * 1024
-VERDICT_LABELS = {
-    Verdict.ACCEPTED: "受付",
-    Verdict.NEEDS_REVIEW: "要確認",
-    Verdict.RETURNED: "返送(再提出を依頼)",
-    Verdict.IGNORED: "対象外(自動送信メール)",
-}
 
 
 def register(app: typer.Typer) -> None:

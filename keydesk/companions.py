@@ -12,8 +12,10 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from intake.intake_service import PassReport
+from intake.revocations import RecheckReport, recheck_accepted
 from keydesk.cli_digest import targets_for
 from keydesk.cli_outbox import connector_for
+from keydesk.composition import lookup_service
 from keydesk.runtime import Runtime
 from mailer.delivery import deliver_due
 from mailer.reply import template_environment
@@ -75,4 +77,32 @@ def digest_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
     return lambda: scheduler.shutdown(wait=True)
 
 
-COMPANIONS = (outbox_companion, digest_companion)
+def recheck_now(runtime: Runtime) -> RecheckReport:
+    """One re-check of the accepted guarantees through each desk's look-up adapter."""
+    return recheck_accepted(runtime.engine, lambda desk: lookup_service(runtime, desk), runtime.key_vault,
+                            datetime.now(timezone.utc), desks=runtime.settings.desks)
+
+
+def revocation_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
+    """Accepted guarantees looked up again every ``poll.revocation_recheck_minutes`` (the first round
+    one interval after start), so one revoked after acceptance reaches staff in the next digest."""
+    minutes = runtime.settings.poll.revocation_recheck_minutes
+    if minutes == 0:
+        return lambda: None
+
+    def loop() -> None:
+        while not stop.wait(minutes * 60):
+            try:
+                report = recheck_now(runtime)
+                if report.checked or report.not_checked:
+                    log.info("revocation re-check: %s", report.summary())
+            except Exception:  # noqa: BLE001 - one failed round must not end the re-checks
+                log.exception("revocation re-check failed; trying again in %d min", minutes)
+
+    thread = threading.Thread(target=loop, name="revocation-recheck", daemon=True)
+    thread.start()
+    log.info("accepted guarantees are looked up again every %d min", minutes)
+    return lambda: thread.join(timeout=60)
+
+
+COMPANIONS = (outbox_companion, digest_companion, revocation_companion)

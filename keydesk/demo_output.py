@@ -13,8 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from keydesk.demo import DemoReport, MailOutcome, Notify
-from mailer.digest_rows import VERDICT_LABELS
-from rules.findings import CODES, Severity, Verdict
+from rules.findings import CODES, VERDICT_LABELS, Severity, Verdict
 
 _VERDICT_STYLES = {Verdict.ACCEPTED: "green", Verdict.NEEDS_REVIEW: "yellow", Verdict.RETURNED: "red"}
 

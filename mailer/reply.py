@@ -25,7 +25,7 @@ import jinja2
 
 from mailer.message import Mailbox, build_message, clean_header_text, thread_headers
 from mailer.reply_policy import REPLY_KIND, mark
-from rules.findings import Finding, Severity, Verdict
+from rules.findings import SENDER_STATES, Finding, Request, Severity, Verdict, request_of
 from verifier.access_key import mask
 
 SUBJECT_TEMPLATE = "reply_subject.txt.j2"
@@ -33,12 +33,6 @@ BODY_TEMPLATE = "reply_body.txt.j2"
 _WEEKDAYS = "月火水木金土日"
 _MASKED = re.compile(r"^[0-9A-Z]{4}-\*{4}-\*{4}-[0-9A-Z]{4}$|^\*{4}-\*{4}-\*{4}-\*{4}$")
 
-# How the reply names the state of one guarantee (the sender's view, not staff shorthand).
-GUARANTEE_STATE = {
-    Verdict.ACCEPTED: "受付済み",
-    Verdict.NEEDS_REVIEW: "担当者が確認します",
-    Verdict.RETURNED: "再送をお願いします",
-}
 
 
 class TemplateProblem(ValueError):
@@ -83,6 +77,7 @@ class ReplyFacts:
     findings: Sequence[Finding] = ()
     resend: bool = False  # this mail answers one of our "please resend" replies
     resend_of_receipt_no: str | None = None
+    contractor_name: str | None = None  # the firm named on the verified certificate, for the greeting
     charset: Literal["utf-8", "iso-2022-jp"] = "utf-8"
     timezone: str = "Asia/Tokyo"
     extra: dict[str, Any] = field(default_factory=dict)  # more values for customised templates
@@ -148,10 +143,20 @@ def _sentences(findings: Sequence[Finding], severities: set[Severity]) -> list[s
     return out
 
 
+def guarantee_state(verdict: Verdict, findings: Sequence[Finding]) -> str:
+    """How the reply names one guarantee's state: a returned one says what is asked (paper, PDF …)."""
+    if verdict is not Verdict.RETURNED:
+        return SENDER_STATES.get(verdict, "")
+    return SENDER_STATES[request_of(findings) or Request.PDF]
+
+
 def reply_context(facts: ReplyFacts) -> dict[str, Any]:
     """What the reply templates see (documented in the templates' header comments)."""
     if facts.verdict == Verdict.IGNORED:
         raise ValueError("automatic mail is never answered (verdict ignored)")
+    request = request_of(facts.findings) if facts.verdict is Verdict.RETURNED else Request.NONE
+    if facts.verdict is Verdict.RETURNED and request is Request.NONE:
+        request = Request.PDF
     return {
         **facts.extra,
         "desk_name": clean_header_text(facts.desk_name),
@@ -175,13 +180,15 @@ def reply_context(facts: ReplyFacts) -> dict[str, Any]:
                 "guarantee_no": clean_header_text(g.guarantee_no, 64),
                 "guarantee_type": clean_header_text(g.guarantee_type or "", 32),
                 "work_name": clean_header_text(g.work_name or "", 200),
-                "state": GUARANTEE_STATE.get(g.verdict, ""),
+                "state": guarantee_state(g.verdict, [f for f in facts.findings if f.guarantee_no == g.guarantee_no]),
                 "verdict": str(g.verdict),
             }
             for g in facts.guarantees
         ],
         "problems": _sentences(facts.findings, {Severity.ERROR, Severity.WARNING}),
         "notes": _sentences(facts.findings, {Severity.INFO}),
+        "request": str(request),
+        "contractor_name": clean_header_text(facts.contractor_name or "", 100),
         "resend": facts.resend,
         "resend_of_receipt_no": clean_header_text(facts.resend_of_receipt_no or "", 32),
     }

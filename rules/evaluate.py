@@ -99,10 +99,9 @@ Add = Callable[..., None]
 def _register_checks(certificate: Certificate, contract: Contract | None, add: Add) -> None:
     if contract is None:
         number = certificate.contract_no.strip()
-        wanted = f"契約番号{number}の契約" if number else "電子証書の工事名・受注者名に該当する契約"
         add("register.no_contract",
             f"契約番号 {number} は台帳にない" if number else "契約番号の記載がなく、工事名・受注者名でも台帳に該当なし",
-            contract_no=number, contract=wanted)
+            contract_no=number or "(記載なし。工事名・受注者名で照合)")
         return
     if not certificate.contract_no.strip():
         add("register.matched_by_work",

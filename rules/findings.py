@@ -263,7 +263,7 @@ _TABLE = [
           "中間前払金保証(保証期間の始期{period_start})は、{condition}ため、" + _STAFF_CONTACT),
     # -- register.*: the town's contract register (台帳) ------------------------------------------
     _code("register.no_contract", W, N, "契約台帳に該当なし",
-          "{contract}を当町の契約台帳で確認できなかったため、" + _STAFF_CONTACT),
+          "契約番号{contract_no}の契約を当町の台帳で確認できなかったため、" + _STAFF_CONTACT),
     _code("register.matched_by_work", I, A, "工事名と受注者で台帳と照合",
           "電子証書に契約番号の記載がないため、工事名と受注者名で当町の契約台帳(契約番号{contract_no})と照合しました。"),
     _code("register.contractor_mismatch", W, N, "受注者が台帳と一致しない",
