@@ -111,10 +111,11 @@ def test_every_contractor_got_exactly_one_reply_per_mail(run):
 def test_the_replies_say_what_the_verdict_is(run):
     report, mailboxes = run
     # A returned mail's subject says the one thing asked (issue 14): paper, the addressee, the guarantee, or the PDF.
-    titles = {Verdict.ACCEPTED: "受け付けました", Verdict.RETURNED: "再送をお願いします"}
+    titles = {Verdict.ACCEPTED: "受け付けました", Verdict.RETURNED: "再送をお願いします",
+              Verdict.NEEDS_REVIEW: "担当者が確認します"}
     asks = {"reservation": "書面の保証証書でのご提出をお願いします", "before_start": "書面の保証証書でのご提出をお願いします",
             "other_town": "電子証書の提出先をご確認ください", "revoked": "保証内容のご確認をお願いします",
-            "low_contract_guarantee": "保証内容のご確認をお願いします"}
+            "low_contract_guarantee": "保証内容のご確認をお願いします", "low_bid": "保証内容のご確認をお願いします"}
     for got in report.mails:
         [reply] = [m for m in mailboxes[got.sender.address]
                    if kind(m) == "reply" and bare(m["In-Reply-To"]) == bare(got.message_id)]
