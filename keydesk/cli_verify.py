@@ -8,6 +8,7 @@ rules decide, ``intake.register_store`` imports and reads the register.
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from typing import List, Optional
@@ -33,6 +34,7 @@ from store.audit import record as audit
 from store.tables import InboundMessage, Submission
 from verifier.csv_table import CsvTableError
 from verifier.pdf_text import PdfLimits, PdfTextWorker
+from verifier.register import find_contract
 from verifier.verify import MailContext, MailVerdict, Ports, verify_mail
 
 contracts_app = typer.Typer(help="The town's contract register (契約台帳).", no_args_is_help=True)
@@ -237,21 +239,59 @@ def rules_check(
         with Session(runtime.engine) as session:
             changes, skipped, total = replay_submissions(session, settings, replay)
             session.rollback()
-        typer.echo(f"直近 {total} 件の保証を現在のルールで再評価しました: 判定が変わるもの {len(changes)} 件"
+        verdicts = [c for c in changes if c.verdict_changed]
+        reasons = [c for c in changes if not c.verdict_changed]
+        typer.echo(f"直近 {total} 件の保証を現在のルールで再評価しました: 判定が変わるもの {len(verdicts)} 件"
+                   f"{f'、理由だけが変わるもの {len(reasons)} 件' if reasons else ''}"
                    f"{f'、再評価できないもの {skipped} 件' if skipped else ''}")
-        for line in changes:
-            typer.echo(f"  {line}")
+        for change in verdicts + reasons:
+            typer.echo(f"  {change.line()}")
 
 
-def replay_submissions(session: Session, settings: Settings, limit: int) -> tuple[list[str], int, int]:
-    """(lines describing changed verdicts, submissions that could not be replayed, submissions seen)."""
+@dataclass(frozen=True)
+class ReplayChange:
+    """What the current rules would decide differently for one recorded guarantee."""
+
+    receipt_no: str
+    guarantee_no: str
+    old_verdict: str
+    new_verdict: str
+    added: tuple[str, ...]
+    resolved: tuple[str, ...]
+    old_department: str | None
+    new_department: str | None
+
+    @property
+    def verdict_changed(self) -> bool:
+        return self.old_verdict != self.new_verdict
+
+    def line(self) -> str:
+        def named(codes: tuple[str, ...]) -> str:
+            return ", ".join(f"{code}({label_of(code)})" for code in codes)
+
+        line = f"{self.receipt_no} {self.guarantee_no}: {self.old_verdict} → {self.new_verdict}"
+        if self.verdict_changed:
+            line += f"({VERDICT_LABELS[Verdict(self.old_verdict)]} → {VERDICT_LABELS[Verdict(self.new_verdict)]})"
+        else:
+            line += "(判定は変わりません)"
+        if self.added:
+            line += f"  追加: {named(self.added)}"
+        if self.resolved:
+            line += f"  解消: {named(self.resolved)}"
+        if self.new_department and self.new_department != self.old_department:
+            line += f"  部署: {self.old_department} → {self.new_department}"
+        return line
+
+
+def replay_submissions(session: Session, settings: Settings, limit: int) -> tuple[list[ReplayChange], int, int]:
+    """(what would change, submissions that could not be replayed, submissions seen)."""
     rows = session.exec(
         select(Submission, InboundMessage.receipt_no)
         .join(InboundMessage, Submission.inbound_id == InboundMessage.id)
         .order_by(Submission.id.desc()).limit(limit)
     ).all()
     register, accepted = DbContractRegister(session), DbAcceptedIndex(session)
-    changes: list[str] = []
+    changes: list[ReplayChange] = []
     skipped = 0
     for submission, receipt_no in rows:
         rules = settings.rules.desks.get(submission.desk)
@@ -261,26 +301,22 @@ def replay_submissions(session: Session, settings: Settings, limit: int) -> tupl
             # No certificate the rules could judge (unknown, unread or untrusted): nothing to replay.
             skipped += 1
             continue
+        contract = find_contract(register, submission.desk, certificate)
+        number = contract.contract_no if contract else certificate.contract_no
         findings = evaluate(
-            certificate, rules, contract=register.get(submission.desk, certificate.contract_no),
+            certificate, rules, contract=contract,
             previous_receipt=accepted.receipt_for(submission.desk, certificate.guarantee_no, before_id=submission.id),
-            other_advances=accepted.advance_amounts(submission.desk, certificate.contract_no),
+            other_advances=accepted.advance_amounts(submission.desk, number),
         )
         new_codes = [f.code for f in findings]
         verdict = strongest([CODES[c].verdict for c in kept if c in CODES] + [f.verdict for f in findings])
         department = rules.department_for(certificate.guarantee_type)
-        if verdict.value != submission.verdict or (department and department != submission.department):
-            old_codes = [c for c in _stored_codes(submission.findings_json) if c in RULE_CODES]
-            added = sorted(set(new_codes) - set(old_codes))
-            removed = sorted(set(old_codes) - set(new_codes))
-            change = f"{receipt_no or '(受付番号なし)'} {certificate.guarantee_no}: {submission.verdict} → {verdict.value}"
-            if added:
-                change += f"  追加: {', '.join(added)}"
-            if removed:
-                change += f"  解消: {', '.join(removed)}"
-            if department and department != submission.department:
-                change += f"  部署: {submission.department} → {department}"
-            changes.append(change)
+        old_codes = [c for c in _stored_codes(submission.findings_json) if c in RULE_CODES]
+        added = tuple(sorted(set(new_codes) - set(old_codes)))
+        resolved = tuple(sorted(set(old_codes) - set(new_codes)))
+        if verdict.value != submission.verdict or added or resolved or (department and department != submission.department):
+            changes.append(ReplayChange(receipt_no or "(受付番号なし)", certificate.guarantee_no, submission.verdict,
+                                        verdict.value, added, resolved, submission.department, department))
     return changes, skipped, len(rows)
 
 

@@ -29,7 +29,7 @@ from verifier.classify import classify
 from verifier.extract import KeyNoticeFields, extract_key_notices
 from verifier.lookup import CertificateLookup, LookupStatus
 from verifier.pdf_text import TextResult
-from verifier.register import AcceptedIndex, ContractRegister
+from verifier.register import AcceptedIndex, ContractRegister, find_contract
 
 BODY = "メール本文"  # where a typed key came from, in place of a document name
 
@@ -277,7 +277,7 @@ def _judge(candidates: list[_Candidate], desk: str, rules: DeskRules, ports: Por
             _check(candidate, ports, now)
 
     # Advances in this mail count towards the 前払金 + 中間前払金 total of the same contract.
-    contracts = {id(c): _register_entry(ports, desk, c.certificate) for c in order if c.certificate is not None}
+    contracts = {id(c): find_contract(ports.register, desk, c.certificate) for c in order if c.certificate is not None}
 
     def contract_no(candidate: _Candidate) -> str:
         contract = contracts.get(id(candidate))
@@ -304,13 +304,6 @@ def _judge(candidates: list[_Candidate], desk: str, rules: DeskRules, ports: Por
             )
         verdicts.append(_verdict(candidate, rules, contract))
     return verdicts
-
-
-def _register_entry(ports: Ports, desk: str, cert: Certificate):
-    """By contract number; a certificate without one, by work name and contractor (the rules then say so)."""
-    if cert.contract_no.strip():
-        return ports.register.get(desk, cert.contract_no)
-    return ports.register.find_by_work(desk, cert.work_name, cert.contractor_name)
 
 
 def _printed_type_refused(candidate: _Candidate, rules: DeskRules) -> bool:

@@ -177,3 +177,21 @@ def test_contracts_import_dry_run_shows_changes_and_writes_nothing(issued: dict)
     with Session(Runtime(config).engine) as session:
         row = session.exec(select(ContractRow).where(ContractRow.contract_no == "R8-土木-002")).one()
         assert row.contract_amount == 16_000_000 and row.low_bid is True
+
+
+def test_rules_check_replay_names_the_effect_of_a_category_rule(issued: dict) -> None:
+    config = issued["config"]
+    runtime = Runtime(config)
+    contract = issued["rows"][2]  # 契約保証 of 10% on a 工事 contract
+    inbound, outcome = take(runtime, mail([("お知らせ.pdf", Path(contract["files"]["key_notice"]).read_bytes())]), uid=1)
+    assert outcome.verdict.value == "accepted", outcome.findings
+    rules_file = config / "rules.toml"
+    rules_file.write_text(rules_file.read_text(encoding="utf-8").replace(
+        '[desks.misato.categories."建設コンサルタント業務"]',
+        '[desks.misato.categories."工事"]\ncontract_guarantee_min_ratio = 0.20\n\n'
+        '[desks.misato.categories."建設コンサルタント業務"]', 1), encoding="utf-8")
+    result = invoke(config, "rules", "check", "--replay", "5")
+    assert result.exit_code == 0, result.output
+    assert "判定が変わるもの 1 件" in result.output
+    assert (f"K-2026-000001 {contract['guarantee_no']}: accepted → returned(受付済 → 返送)"
+            "  追加: amount.contract_guarantee_low(契約保証の保証金額が不足)") in result.output
