@@ -7,11 +7,13 @@ from __future__ import annotations
 import re
 from dataclasses import replace
 from datetime import date, timedelta
+from fractions import Fraction
 
 import pytest
 from hypothesis import given, strategies as st
 from pydantic import ValidationError
 
+from rules.amounts import share, share_down
 from rules.domain import Certificate, Contract, GuaranteeType
 from rules.evaluate import evaluate
 from rules.names import obligee_matches
@@ -278,3 +280,28 @@ def test_every_amount_period_and_register_finding_states_its_numbers_in_japanese
             "amount.advance_below_threshold", "amount.advance_not_register", "amount.intermediate_advance_high",
             "period.ends_before_completion", "period.starts_after_contract_date", "period.intermediate_too_early",
             "register.amount_mismatch", "register.no_contract"} <= seen
+
+
+# -- every ratio at its exact boundary, for any contract amount --------------------------------------
+
+@given(amount=st.integers(min_value=1, max_value=10**11), low_bid=st.booleans(),
+       category=st.sampled_from(["工事", "建設コンサルタント業務"]))
+def test_the_contract_guarantee_minimum_is_exact(amount: int, low_bid: bool, category: str) -> None:
+    contract = replace(ROW, contract_amount=amount, low_bid=low_bid, work_category=category)
+    required = share(amount, Fraction(3, 10) if low_bid else Fraction(1, 10))
+    ok = cert(CONTRACT, contract_amount=amount, guarantee_amount=required)
+    assert "amount.contract_guarantee_low" not in codes(ok, contract=contract)
+    if required > 0:
+        short = replace(ok, guarantee_amount=required - 1)
+        assert "amount.contract_guarantee_low" in codes(short, contract=contract)
+
+
+@given(amount=st.integers(min_value=1, max_value=10**11), low_bid=st.booleans(),
+       category=st.sampled_from(["工事", "建設コンサルタント業務"]))
+def test_the_advance_maximum_is_exact(amount: int, low_bid: bool, category: str) -> None:
+    contract = replace(ROW, contract_amount=amount, low_bid=low_bid, work_category=category)
+    ratio = Fraction(2, 10) if low_bid else Fraction(4, 10) if category == "工事" else Fraction(3, 10)
+    limit = share_down(amount, ratio)
+    at_limit = cert(contract_amount=amount, guarantee_amount=limit)
+    assert "amount.advance_high" not in codes(at_limit, contract=contract)
+    assert "amount.advance_high" in codes(replace(at_limit, guarantee_amount=limit + 1), contract=contract)
