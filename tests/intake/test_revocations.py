@@ -120,3 +120,19 @@ def test_the_digest_puts_a_revoked_guarantee_first_with_its_contract_columns(iss
     assert header.endswith("契約番号,請負代金額,保証金額,保証期間")
     assert lines[0].startswith("受付後の失効,") and lines[0].endswith("R8-土木-001,\"30,862,500円\",\"12,345,000円\",令和8年4月1日〜令和9年3月31日")
     assert CODES["lookup.revoked_after_acceptance"].label == "受付後に失効した保証"
+
+
+def test_keydesk_run_schedules_the_recheck_and_stops_it(issued: dict) -> None:
+    import threading
+
+    from keydesk.companions import COMPANIONS, revocation_companion
+
+    assert revocation_companion in COMPANIONS
+    runtime = Runtime(issued["config"])
+    assert runtime.settings.poll.revocation_recheck_minutes == 360  # the shipped default
+    stop = threading.Event()
+    stopper = revocation_companion(runtime, stop)
+    assert any(t.name == "revocation-recheck" for t in threading.enumerate())
+    stop.set()
+    stopper()
+    assert not any(t.name == "revocation-recheck" and t.is_alive() for t in threading.enumerate())
