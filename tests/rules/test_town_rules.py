@@ -305,3 +305,17 @@ def test_the_advance_maximum_is_exact(amount: int, low_bid: bool, category: str)
     at_limit = cert(contract_amount=amount, guarantee_amount=limit)
     assert "amount.advance_high" not in codes(at_limit, contract=contract)
     assert "amount.advance_high" in codes(replace(at_limit, guarantee_amount=limit + 1), contract=contract)
+
+
+_PREFECTURES = ["秋田県", "島根県", "宮崎県", "北海道", "東京都", "大阪府", "京都府", "鹿児島県"]
+
+
+@given(prefecture=st.sampled_from(_PREFECTURES + [""]), mayor=st.text(alphabet="山田太郎花子佐藤一", max_size=6),
+       spaced=st.booleans(), honorific=st.sampled_from(["", "殿", " 様"]))
+def test_the_obligee_rule_holds_for_any_prefecture_and_mayor(prefecture: str, mayor: str, spaced: bool,
+                                                            honorific: str) -> None:
+    gap = "\u3000" if spaced else ""
+    written = f"{prefecture}{gap}美郷町長{gap}{mayor}{honorific}"
+    assert obligee_matches(written, ["美郷町長", "美郷町"], "島根県") is (prefecture in ("", "島根県"))
+    assert obligee_matches(written, ["美郷町長", "美郷町"], "")
+    assert not obligee_matches(f"{prefecture}北郷町長{mayor}", ["美郷町長", "美郷町"], "")
