@@ -17,7 +17,7 @@ from typing import Mapping, Protocol, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from rules.domain import Certificate, GuaranteeType
+from rules.domain import Certificate, Contract, GuaranteeType
 from rules.evaluate import company_key, evaluate, obligee_key, plain_key
 from rules.findings import Finding, Severity, Verdict, strongest
 from rules.schema import DeskRules
@@ -156,6 +156,14 @@ class _Candidate:
     findings: list[Finding] = field(default_factory=list)
     signed: SignedCertificate | None = None
     certificate: Certificate | None = None
+    contract: Contract | None = None  # the register entry, by number or by work name and contractor
+
+    @property
+    def contract_no(self) -> str:
+        """The register's number when the certificate was matched, else the certificate's own."""
+        if self.contract is not None:
+            return self.contract.contract_no
+        return self.certificate.contract_no if self.certificate else ""
 
 
 def verify_mail(
@@ -276,26 +284,23 @@ def _judge(candidates: list[_Candidate], desk: str, rules: DeskRules, ports: Por
         if not _printed_type_refused(candidate, rules):
             _check(candidate, ports, now)
 
+    for candidate in order:
+        if candidate.certificate is not None:
+            candidate.contract = find_contract(ports.register, desk, candidate.certificate)
+
     # Advances in this mail count towards the 前払金 + 中間前払金 total of the same contract.
-    contracts = {id(c): find_contract(ports.register, desk, c.certificate) for c in order if c.certificate is not None}
-
-    def contract_no(candidate: _Candidate) -> str:
-        contract = contracts.get(id(candidate))
-        return contract.contract_no if contract else candidate.certificate.contract_no  # type: ignore[union-attr]
-
     in_mail: dict[str, dict[GuaranteeType, int]] = {}
     for candidate in order:
         cert = candidate.certificate
         if cert is not None and cert.guarantee_type in _ADVANCES:
-            in_mail.setdefault(contract_no(candidate), {})[cert.guarantee_type] = cert.guarantee_amount
+            in_mail.setdefault(candidate.contract_no, {})[cert.guarantee_type] = cert.guarantee_amount
 
     verdicts = []
     for candidate in order:
         cert = candidate.certificate
-        contract = None
+        contract = candidate.contract
         if cert is not None:
-            contract = contracts[id(candidate)]
-            number = contract_no(candidate)
+            number = candidate.contract_no
             others = dict(ports.accepted.advance_amounts(desk, number))
             others.update({k: v for k, v in in_mail.get(number, {}).items() if k is not cert.guarantee_type})
             candidate.findings += evaluate(
@@ -398,7 +403,7 @@ def _same_work(shown: str, actual: str) -> bool:
     return bool(shown_key) and (shown_key == actual_key or actual_key.startswith(shown_key) and len(shown_key) >= 8)
 
 
-def _verdict(candidate: _Candidate, rules: DeskRules, contract) -> GuaranteeVerdict:
+def _verdict(candidate: _Candidate, rules: DeskRules, contract: Contract | None) -> GuaranteeVerdict:
     cert = candidate.certificate
     guarantee_type = cert.guarantee_type if cert else (candidate.notice.guarantee_type if candidate.notice else None)
     department = rules.department_for(guarantee_type) if guarantee_type else None
