@@ -417,7 +417,7 @@ def _verdict(candidate: _Candidate, rules: DeskRules, contract: Contract | None)
         certificate=cert,
         signed=candidate.signed,
         guarantee_type=guarantee_type,
-        contract_no=contract.contract_no if contract else (cert.contract_no or None if cert else None),
+        contract_no=candidate.contract_no or None,
         department=department,
         verdict=strongest(f.verdict for f in findings),
         findings=findings,
