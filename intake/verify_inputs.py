@@ -8,7 +8,7 @@ from __future__ import annotations
 import re
 from typing import Callable
 
-from intake.authentication_results import Authentication
+from intake.authentication_results import Authentication, authenticated_for
 from intake.mime import MailDocument, WalkedMail
 from rules.findings import Finding
 from rules.signatures import Patterns
@@ -18,7 +18,7 @@ from verifier.verify import InputDocument, MailContext, SenderAuthentication
 PdfReader = Callable[[bytes], TextResult]
 
 
-def sender_authentication(authentication: Authentication) -> SenderAuthentication:
+def sender_authentication(authentication: Authentication, from_domain: str | None = None) -> SenderAuthentication:
     """What our own server's SPF/DKIM/DMARC results say about the sender, in one word.
 
     DMARC decides when present (it already combines SPF and DKIM with alignment); without it a
@@ -26,6 +26,13 @@ def sender_authentication(authentication: Authentication) -> SenderAuthenticatio
     failed. No trusted results at all is "unknown".
     """
     if not authentication.results:
+        return SenderAuthentication.UNKNOWN
+    if from_domain is not None:
+        # A pass counts only when aligned with the From domain; anyone can pass SPF for their own.
+        if authenticated_for(authentication, from_domain):
+            return SenderAuthentication.PASSED
+        if authentication.dmarc == "fail" or (authentication.dkim != "pass" and authentication.spf in ("fail", "softfail")):
+            return SenderAuthentication.FAILED
         return SenderAuthentication.UNKNOWN
     dmarc = authentication.dmarc
     if dmarc == "pass":
@@ -50,12 +57,20 @@ def key_patterns(patterns: Patterns) -> tuple[re.Pattern[str], re.Pattern[str]]:
     return re.compile(patterns.guarantee_no), re.compile(patterns.access_key)
 
 
+def from_domain(walked: WalkedMail) -> str:
+    """The domain of the one valid From address ("" when there is none or several)."""
+    author = walked.sender.address
+    if author is None or not author.valid:
+        return ""
+    return (author.normalized or author.address).rpartition("@")[2].lower()
+
+
 def verify_inputs(walked: WalkedMail, desk: str, read_pdf: PdfReader) -> tuple[list[InputDocument], MailContext]:
     documents = [input_document(d, read_pdf) for d in walked.documents]
     context = MailContext(
         desk=desk,
         automatic=walked.automatic,
-        authentication=sender_authentication(walked.authentication),
+        authentication=sender_authentication(walked.authentication, from_domain(walked)),
         typed_keys=tuple(walked.typed_keys),
         problems=tuple(walked.problems),
         automatic_reason="; ".join(walked.automatic_reasons),

@@ -73,6 +73,11 @@ class DeskSettings(StrictModel):
     authserv_id: str | None = None
     reply_charset: Literal["utf-8", "iso-2022-jp"] = "utf-8"
     receipt_prefix: str = Field(default="K", pattern=r"^[A-Z]{1,4}$")
+    # Who gets a reply (mailer/reply_policy.py): "authenticated" senders only; "submissions" (also
+    # a short reply, quoting nothing, to an unauthenticated mail that plausibly is a submission);
+    # or "all" (every mail that is not automatic). Unauthenticated means: no DMARC pass or aligned
+    # SPF/DKIM pass in our own server's Authentication-Results (see authserv_id).
+    reply_to: Literal["authenticated", "submissions", "all"] = "submissions"
     mailbox: MailboxSettings
 
 

@@ -185,7 +185,9 @@ def test_header_injection_in_the_original_subject_and_display_name_stays_text(en
     assert sorted(again.keys()) == sorted([
         "From", "To", "Subject", "Date", "Message-ID", "In-Reply-To", "References", "Auto-Submitted",
         "X-Auto-Response-Suppress", "Content-Type", "Content-Transfer-Encoding", "MIME-Version", MARKER_HEADER,
+        "Precedence",
     ])
+    assert again["Precedence"] == "auto_reply"
     assert again["In-Reply-To"] == "<x@evil.example>"
     assert again["References"] == "<a@b.example> <c@d.example> <x@evil.example>"
     assert [a.addr_spec for a in again["To"].addresses] == ["tanaka@misato-kensetsu.example"]
