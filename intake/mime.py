@@ -93,6 +93,7 @@ class MailDocument:
     is_pdf: bool  # by content (%PDF- in the first 1024 bytes), not by the declared type
     path: tuple[str, ...]  # where it came from: ("forwarded mail", "archive.zip", "x.pdf")
     raw_name: str = ""  # the sender-given name as decoded, unsanitised: for display to staff only
+    in_archive: bool = False  # unpacked from a ZIP or winmail.dat (only its PDFs are stored)
 
 
 @dataclass(frozen=True)
@@ -304,6 +305,7 @@ class _Walker:
             is_pdf=pdf,
             path=path + (name,),
             raw_name=raw_name or "",
+            in_archive=archive_depth > 0,
         ))
 
 

@@ -46,4 +46,5 @@ def build_pipeline(runtime: Runtime, desk_id: str,
         store=raw_store(runtime),
         templates=template_environment(settings.config_dir / "templates"),
         clock=clock,
+        relay_hosts=(settings.smtp.host,),
     )
