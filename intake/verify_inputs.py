@@ -9,11 +9,14 @@ import re
 from typing import Callable
 
 from intake.authentication_results import Authentication, authenticated_for
-from intake.mime import MailDocument, WalkedMail
+from intake.mime import MailDocument, WalkedMail, parse_headers
+from mailer.reply_policy import (ReplyDecision, decide, from_address, own_mail_reason, plausible_submission,
+                                 reply_address)
 from rules.findings import Finding
 from rules.signatures import Patterns
 from verifier.pdf_text import TextResult
-from verifier.verify import InputDocument, MailContext, SenderAuthentication
+from rules.findings import Verdict
+from verifier.verify import InputDocument, MailContext, MailVerdict, SenderAuthentication
 
 PdfReader = Callable[[bytes], TextResult]
 
@@ -84,3 +87,25 @@ def too_large_context(desk: str, limit_bytes: int) -> MailContext:
     return MailContext(desk=desk, problems=(
         Finding("mail.too_large", detail=f"the mail is over {limit_bytes} bytes", params={"limit": limit}),
     ))
+
+
+def preview_reply(raw_headers: bytes, walked: WalkedMail, verdict: MailVerdict, *, desk_address: str,
+                  policy: str) -> ReplyDecision:
+    """What the desk would answer (`keydesk verify --json`): the intake's decision without the rate
+    limits, which depend on what was sent in the last hour."""
+    headers = parse_headers(raw_headers)
+    authenticated = authenticated_for(walked.authentication, from_domain(walked))
+    return decide(
+        automatic=verdict.verdict is Verdict.IGNORED,
+        automatic_reason="; ".join(walked.automatic_reasons) or None,
+        own_reason=own_mail_reason(headers, own_addresses=[desk_address]),
+        address=reply_address(headers, authenticated=authenticated),
+        own_addresses=[desk_address],
+        recent_replies=0,
+        limit=1,
+        policy=policy,
+        authenticated=authenticated,
+        submission=plausible_submission(has_pdf=any(d.is_pdf for d in walked.documents), subject=walked.subject,
+                                        body=walked.body_text),
+        sender_address=from_address(headers),
+    )
