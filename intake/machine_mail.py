@@ -29,6 +29,7 @@ _REPORT_PARTS = {
     "message/global-disposition-notification": "read receipt (RFC 6533)",
 }
 _PARTS_SCANNED = 200
+_DETECTOR_BYTES = 64 * 1024
 # flufl.bounce logs every detector it runs at INFO and a detector's crash with a traceback.
 logging.getLogger("flufl.bounce").setLevel(logging.CRITICAL)
 
@@ -48,12 +49,18 @@ def report_part_reasons(message: Message) -> tuple[str, ...]:
     return tuple(reasons)
 
 
-def bounce_detector_reasons(message: Message) -> tuple[str, ...]:
-    """What flufl.bounce's detectors find: bounced recipients, temporary or permanent."""
+def bounce_detector_reasons(raw: bytes) -> tuple[str, ...]:
+    """What flufl.bounce's detectors find: bounced recipients, temporary or permanent.
+
+    The detectors read every body line with many patterns, so they get only the head of the mail
+    (a report says what failed at its top); a mail of megabytes cannot make them slow."""
     try:
+        from email import message_from_bytes
+        from email.policy import compat32
+
         from flufl.bounce import all_failures
 
-        temporary, permanent = all_failures(message)
+        temporary, permanent = all_failures(message_from_bytes(raw[:_DETECTOR_BYTES], policy=compat32))
     except Exception:  # noqa: BLE001 - a detector that trips over hostile input finds nothing
         return ()
     if permanent:
@@ -63,9 +70,9 @@ def bounce_detector_reasons(message: Message) -> tuple[str, ...]:
     return ()
 
 
-def machine_reasons(message: Message, *, has_pdf: bool) -> tuple[str, ...]:
+def machine_reasons(message: Message, raw: bytes, *, has_pdf: bool) -> tuple[str, ...]:
     """Why the walked mail is a report or bounce, from its structure and body; () for a person's mail."""
     reasons = report_part_reasons(message)
     if reasons or has_pdf:
         return reasons
-    return bounce_detector_reasons(message)
+    return bounce_detector_reasons(raw)

@@ -339,7 +339,7 @@ def walk_mail(raw: bytes, *, authserv_id: str | None = None, limits: MailLimits 
     verdict = mail_context.automatic(message, content_type(message).value, subject_text, bool(walker.documents))
     reasons = verdict.reasons
     if not verdict.automatic:
-        reasons = machine_reasons(message, has_pdf=any(d.is_pdf for d in walker.documents))
+        reasons = machine_reasons(message, raw, has_pdf=any(d.is_pdf for d in walker.documents))
     body = mail_context.choose_body(walker.plain, walker.html)
     return WalkedMail(
         message_id=mail_context.message_id(message),
