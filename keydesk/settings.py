@@ -202,6 +202,11 @@ def read_secret(env_name: str | None, file_path: Path | None, what: str) -> str:
         return os.environ[env_name]
     if file_path is not None:
         try:
+            mode = file_path.stat().st_mode
+            if mode & 0o077:
+                # A secret others can read is no longer a secret: refuse it rather than use it.
+                raise ConfigError([f"{what}: {file_path} is readable by others (mode {mode & 0o777:04o}); "
+                                   f"run: chmod 600 {file_path}"])
             value = file_path.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             value = ""

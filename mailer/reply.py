@@ -35,7 +35,9 @@ BODY_TEMPLATE = "reply_body.txt.j2"
 SHORT_SUBJECT_TEMPLATE = "reply_short_subject.txt.j2"
 SHORT_BODY_TEMPLATE = "reply_short_body.txt.j2"
 _WEEKDAYS = "月火水木金土日"
-_MASKED = re.compile(r"^[0-9A-Z]{4}-\*{4}-\*{4}-[0-9A-Z]{4}$|^\*{4}-\*{4}-\*{4}-\*{4}$")
+_MASKED = re.compile(r"^\*{4}-\*{4}-\*{4}-(?:[0-9A-Z]{4}|\*{4})$")
+# Rows written before only the last 4 symbols were shown (``7K3M-****-****-R4NC``).
+_OLD_MASKED = re.compile(r"^[0-9A-Z]{4}-(\*{4}-\*{4}-[0-9A-Z]{4})$")
 
 # How the reply names the state of one guarantee (the sender's view, not staff shorthand).
 GUARANTEE_STATE = {
@@ -129,7 +131,10 @@ def ensure_masked(value: str | None) -> str | None:
     """A key that is already masked stays as it is; anything else is masked here."""
     if value is None or value == "":
         return None
-    return value if _MASKED.match(value) else mask(value)
+    if _MASKED.match(value):
+        return value
+    old = _OLD_MASKED.match(value)
+    return f"****-{old.group(1)}" if old else mask(value)
 
 
 def finding_sentence(finding: Finding) -> str:
