@@ -24,9 +24,9 @@ from sqlalchemy import func
 from sqlmodel import Session, select
 
 from intake.intake_service import Outcome
+from intake.answering import CappedLookup, add_finding, carries_new_guarantee, threaded_ids, via_our_relay
 from intake.authentication_results import authenticated_for
 from intake.mime import MailLimits, WalkedMail, parse_headers, walk_headers, walk_mail
-from intake.mime_headers import raw_values
 from intake.raw_store import RawStore
 from intake.register_store import DbAcceptedIndex, DbContractRegister
 from intake.verify_inputs import from_domain, key_patterns, too_large_context, verify_inputs
@@ -40,7 +40,7 @@ from rules.signatures import DocumentKind, DocumentSignatures
 from store.key_vault import KeyVault
 from store.audit import record as audit
 from store.tables import Counter, Document, InboundMessage, OutboxMessage, Submission
-from verifier.lookup import CertificateLookup, LookupResult, LookupStatus
+from verifier.lookup import CertificateLookup
 from verifier.pdf_text import PdfLimits, TextResult, extract_text
 from verifier.verify import MailVerdict, Ports, verify_mail
 
@@ -66,7 +66,6 @@ RESEND_WINDOW = timedelta(days=30)
 _BOUNCE_SCAN_BYTES = 256 * 1024
 _MESSAGE_ID = re.compile(rb"<[!-;=?-~]{1,250}@[A-Za-z0-9.-]{1,250}>")
 _DIAGNOSTIC = re.compile(rb"(?im)^Diagnostic-Code:[ \t]*(.{1,500})$")
-_REPORTING_MTA = re.compile(rb"(?m)^reporting-mta:[ \t]*dns;[ \t]*([a-z0-9.-]{1,253})[ \t]*\r?$")
 
 
 @dataclass(frozen=True)
@@ -129,7 +128,7 @@ class Pipeline:
             self._record_bounce(session, row, raw, now, authenticated=authenticated)
         note = self._reply(session, row, headers, walked, verdict, resend_of, now, authenticated=authenticated)
         if note is not None:  # no reply went out: the digest and the CLI say why, not silence
-            _add_finding(row, submissions, note)
+            add_finding(row, submissions, note)
         codes = tuple(dict.fromkeys(f.code for f in verdict.all_findings))
         log.info("mail %s from %s: %s (%s)", row.receipt_no, row.sender, verdict.verdict.value, ", ".join(codes) or "no findings")
         return Outcome(verdict.verdict, codes)
@@ -278,7 +277,7 @@ class Pipeline:
         ).all()) if returned else set()
         open_returns = [s for s in returned if s.id not in answered]
         if not authenticated and open_returns:
-            threaded = _threaded_ids(headers)
+            threaded = threaded_ids(headers)
             replied = set(session.exec(select(OutboxMessage.inbound_id).where(
                 OutboxMessage.kind == REPLY_KIND, OutboxMessage.message_id.in_(threaded or {""}),
                 OutboxMessage.inbound_id.in_({s.inbound_id for s in open_returns}))).all())
@@ -303,7 +302,7 @@ class Pipeline:
         Only a report that our own server authenticated, or one that came back through our own
         relay path (it names our relay as the reporting MTA, or quotes our reply's Received line),
         counts: a forged bounce must not mark a delivered reply as lost."""
-        if not authenticated and not self._via_our_relay(raw):
+        if not authenticated and not via_our_relay(raw, self.relay_hosts):
             log.info("mail %s looks like a delivery report but neither authenticated nor via our relay", row.receipt_no)
             return
         domain = self.profile.address.rpartition("@")[2].encode("ascii", "ignore").lower()
@@ -323,17 +322,6 @@ class Pipeline:
             }, at=now)
             log.info("mail %s is a delivery report: reply %s did not arrive", row.receipt_no, reply.id)
 
-    def _via_our_relay(self, raw: bytes) -> bool:
-        """A report whose Reporting-MTA or Received trail names our relay (the desk's SMTP host)."""
-        hosts = [h.encode("ascii", "ignore").lower() for h in self.relay_hosts if h]
-        if not hosts:
-            return False
-        head = raw[:_BOUNCE_SCAN_BYTES].lower()
-        for match in _REPORTING_MTA.finditer(head):
-            if any(host == match.group(1).strip().rstrip(b".") for host in hosts):
-                return True
-        return False
-
     # -- answering -------------------------------------------------------------------------
 
     def _reply(self, session: Session, row: InboundMessage, headers: Message, walked: WalkedMail,
@@ -348,7 +336,7 @@ class Pipeline:
             policy=self.profile.reply_to, authenticated=authenticated,
             submission=plausible_submission(has_pdf=any(d.is_pdf for d in walked.documents),
                                             subject=walked.subject, body=walked.body_text),
-            new_guarantee=_carries_new_guarantee(verdict),
+            new_guarantee=carries_new_guarantee(verdict),
             desk_limit=self.limits.replies_per_desk_per_hour,
         )
         if not decision.reply and not decision.suppressed:
@@ -391,44 +379,6 @@ class Pipeline:
             session.add(outbox)
             session.flush()
         return Finding("reply.suppressed", detail=decision.reason)
-
-
-class CappedLookup:
-    """The look-up port with a budget per mail: past it, the remaining guarantees go to a person
-    (``lookup.refused``), so one mail of a thousand key notices cannot hammer the look-up service."""
-
-    def __init__(self, inner: CertificateLookup, limit: int) -> None:
-        self.inner, self.left, self.limit = inner, limit, limit
-
-    def lookup(self, guarantee_no: str, access_key: str, now: datetime) -> LookupResult:
-        if self.left <= 0:
-            return LookupResult(LookupStatus.REFUSED, reason=f"more than {self.limit} look-ups in one mail")
-        self.left -= 1
-        return self.inner.lookup(guarantee_no, access_key, now)
-
-
-def _carries_new_guarantee(verdict: MailVerdict) -> bool:
-    """A guarantee read from the mail that was not accepted before (an ordinary submission)."""
-    return any(g.guarantee_no and not any(f.code == "submission.duplicate" for f in g.findings)
-               for g in verdict.guarantees)
-
-
-def _threaded_ids(headers: Message) -> set[str]:
-    """Message-IDs this mail says it answers (In-Reply-To, References), in angle brackets."""
-    found: set[str] = set()
-    for name in ("in-reply-to", "references"):
-        for value in raw_values(headers, name)[:4]:
-            found.update(m.decode("ascii", "ignore") for m in _MESSAGE_ID.findall(value[:8192].encode("ascii", "ignore")))
-    return found
-
-
-def _add_finding(row: InboundMessage, submissions: Sequence[Submission], finding: Finding) -> None:
-    """Append a finding about the reply to the stored findings of the mail and its submissions."""
-    entry = json.loads(_findings_json([finding]))[0]
-    for record in (row, *submissions):
-        items = json.loads(record.findings_json or "[]")
-        items.append(entry)
-        record.findings_json = json.dumps(items, ensure_ascii=False)
 
 
 def _found(result) -> FoundDocument:

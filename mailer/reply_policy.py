@@ -34,7 +34,7 @@ from email_validator import EmailNotValidError, validate_email
 from sqlmodel import Session, select
 
 from mailer.message import MessageError, check_address
-from store.tables import InboundMessage, OutboxMessage, Submission
+from store.tables import OutboxMessage, Submission
 
 # Every mail keydesk sends carries this header (value: "<kind>; desk=<desk id>"), so a copy that
 # comes back to a desk mailbox, forwarded with its headers or bounced by a relay, is recognised.

@@ -153,7 +153,18 @@ def test_a_held_reply_is_kept_in_the_outbox_and_listed(issued: dict) -> None:
     assert outbox.state == SUPPRESSED and "desk rate limit" in outbox.last_error
     assert "reply.suppressed" in codes(row)
     listed = invoke(issued["config"], "outbox", "list")
-    assert listed.exit_code == 0 and "desk rate limit" in listed.output
+    assert listed.exit_code == 0 and "desk rate limit" in listed.output and "送信保留" in listed.output
+    # The digest shows the mail with why it was not answered, not as if it had been.
+    from datetime import datetime, timezone
+
+    from mailer.digest import DigestTarget, collect
+
+    with Session(runtime.engine) as session:
+        target = DigestTarget("misato", "美郷町 契約窓口", DESK, runtime.settings.rules.desks["misato"])
+        digests = collect(session, target, now=datetime.now(timezone.utc), zone="Asia/Tokyo",
+                          since=datetime(2026, 1, 1, tzinfo=timezone.utc))
+    lines = [line for digest in digests for line in digest.lines if line.receipt_no == row.receipt_no]
+    assert lines and all("返信を保留(送信上限)" in line.reasons for line in lines)
 
 
 def test_the_sender_limit_counts_only_mails_without_a_new_guarantee(issued: dict) -> None:
