@@ -253,3 +253,47 @@ def test_an_over_size_bounce_is_recognised_from_its_headers(issued: dict) -> Non
     assert outcome.verdict is Verdict.IGNORED and outbox_of(runtime, row.id) is None
     person, outcome = take(runtime, b"From: " + SENDER.encode() + b"\r\nSubject: big\r\n\r\n", uid=2, too_large=True)
     assert "mail.too_large" in outcome.findings
+
+
+# --- what is stored and looked up per mail ------------------------------------------------------------
+
+def _documents(runtime: Runtime, inbound_id: int):
+    from store.tables import Document
+
+    with Session(runtime.engine) as session:
+        return session.exec(select(Document).where(Document.inbound_id == inbound_id).order_by(Document.id)).all()
+
+
+def test_files_are_matched_by_content_not_by_their_names(issued: dict) -> None:
+    runtime = Runtime(issued["config"])
+    raw = mail([("a.pdf", files(issued, 0)["certificate_view"]), ("a.pdf", files(issued, 0)["key_notice"])])
+    row, _ = take(runtime, raw, uid=1)
+    kinds = [d.kind for d in _documents(runtime, row.id)]
+    assert kinds == ["certificate_view", "key_notice"]
+
+
+def test_from_archives_only_pdfs_are_stored_and_bytes_are_capped(issued: dict) -> None:
+    import io
+    import zipfile
+
+    runtime = Runtime(issued["config"])
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        archive.writestr("notice.pdf", files(issued, 0)["key_notice"])
+        archive.writestr("filler.bin", b"\0" * 200_000)
+    raw = mail([("docs.zip", buffer.getvalue())])
+    row, _ = take(runtime, raw, uid=1)
+    stored = {d.display_name: d.stored_path for d in _documents(runtime, row.id)}
+    assert stored["notice.pdf"] and stored["filler.bin"] == ""
+    # A cap per sender and day: the next mail's files are recorded (hash, size, kind) but not stored.
+    row, _ = take(runtime, mail([("again.pdf", files(issued, 1)["key_notice"])]), uid=2,
+                  stored_bytes_per_sender_per_day_max=len(files(issued, 0)["key_notice"]) + 10)
+    [document] = _documents(runtime, row.id)
+    assert document.stored_path == "" and document.size > 0 and document.kind == "key_notice"
+
+
+def test_look_ups_per_mail_are_capped_and_the_rest_go_to_a_person(issued: dict) -> None:
+    runtime = Runtime(issued["config"])
+    raw = mail([("1.pdf", files(issued, 0)["key_notice"]), ("2.pdf", files(issued, 2)["key_notice"])])
+    row, outcome = take(runtime, raw, uid=1, lookups_per_mail_max=1)
+    assert "lookup.refused" in outcome.findings and outcome.verdict is Verdict.NEEDS_REVIEW
