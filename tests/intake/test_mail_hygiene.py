@@ -297,3 +297,17 @@ def test_look_ups_per_mail_are_capped_and_the_rest_go_to_a_person(issued: dict) 
     raw = mail([("1.pdf", files(issued, 0)["key_notice"]), ("2.pdf", files(issued, 2)["key_notice"])])
     row, outcome = take(runtime, raw, uid=1, lookups_per_mail_max=1)
     assert "lookup.refused" in outcome.findings and outcome.verdict is Verdict.NEEDS_REVIEW
+
+
+def test_a_mail_over_a_limit_is_kept_and_answered_please_resend(issued: dict) -> None:
+    runtime = Runtime(issued["config"])
+    many = [(f"{n}.txt", b"x") for n in range(30)]
+    raw = mail(many, subject="【電子保証】提出")
+    row, outcome = take(runtime, raw, uid=1, mime_parts_max=10)
+    assert outcome.verdict is Verdict.RETURNED and "mail.unreadable" in outcome.findings
+    reply = message_from_bytes(outbox_of(runtime, row.id).raw, policy=policy.default)
+    assert "読み取ることができませんでした" in reply.get_content()
+    # Unauthenticated, with words of the trade: the short reply says the same and quotes nothing.
+    row, _ = take(runtime, mail(many, subject="【電子保証】提出 XYZ-QUOTE", authenticated=False), uid=2, mime_parts_max=10)
+    short = message_from_bytes(outbox_of(runtime, row.id).raw, policy=policy.default)
+    assert "読み取ることができませんでした" in short.get_content() and "XYZ-QUOTE" not in short.as_string()
