@@ -201,11 +201,12 @@ class _Walker:
         self.too_deep_reported = False
         self.unnamed = 0
 
-    def _tick(self) -> None:
-        """Every step of the walk is counted and timed; past a bound the whole walk stops."""
-        self.parts += 1
-        if self.parts > self.limits.mime_parts_max:
-            raise OverLimit(f"more than {self.limits.mime_parts_max} MIME parts")
+    def _tick(self, *, part: bool = True) -> None:
+        """Every MIME part is counted and every step timed; past a bound the whole walk stops."""
+        if part:
+            self.parts += 1
+            if self.parts > self.limits.mime_parts_max:
+                raise OverLimit(f"more than {self.limits.mime_parts_max} MIME parts")
         if time.monotonic() > self.deadline:
             raise OverLimit(f"reading the mail took longer than {self.limits.walk_seconds:g} s")
 
@@ -270,7 +271,7 @@ class _Walker:
 
     def content(self, content: bytes, raw_name: str | None, declared: str, path: tuple[str, ...],
                 archive_depth: int) -> None:
-        self._tick()
+        self._tick(part=False)  # archive entries have their own budget; only the clock counts here
         name = safe_display_name(raw_name, "") or self._fallback_name(declared)
         tnef = is_tnef(content)
         if tnef or (is_zip(content) and not is_office_container(content)):
