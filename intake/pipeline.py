@@ -205,7 +205,12 @@ class Pipeline:
                 guarantee_no=", ".join(numbers) or None, access_key_masked=", ".join(masked) or None,
             )
             session.add(document)
-            stored.setdefault(doc.display_name, document)
+            # Guarantees name their document by display name; two files may share one, and the
+            # key notice is the one a guarantee comes from.
+            earlier = stored.get(doc.display_name)
+            if earlier is None or (document.kind == DocumentKind.KEY_NOTICE.value
+                                   and earlier.kind != DocumentKind.KEY_NOTICE.value):
+                stored[doc.display_name] = document
         session.flush()
         return stored
 

@@ -268,8 +268,11 @@ def test_files_are_matched_by_content_not_by_their_names(issued: dict) -> None:
     runtime = Runtime(issued["config"])
     raw = mail([("a.pdf", files(issued, 0)["certificate_view"]), ("a.pdf", files(issued, 0)["key_notice"])])
     row, _ = take(runtime, raw, uid=1)
-    kinds = [d.kind for d in _documents(runtime, row.id)]
-    assert kinds == ["certificate_view", "key_notice"]
+    documents = _documents(runtime, row.id)
+    assert [d.kind for d in documents] == ["certificate_view", "key_notice"]
+    with Session(runtime.engine) as session:
+        [submission] = session.exec(select(Submission).where(Submission.inbound_id == row.id)).all()
+    assert submission.document_id == documents[1].id  # the key notice, not the first file of that name
 
 
 def test_from_archives_only_pdfs_are_stored_and_bytes_are_capped(issued: dict) -> None:
