@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from email.message import Message
 from email.utils import parsedate_to_datetime
-from html.parser import HTMLParser
+from html import unescape
 
 from email_validator import EmailNotValidError, validate_email
 
@@ -195,41 +195,56 @@ _BLOCK_TAGS = {"br", "p", "div", "tr", "li", "ul", "ol", "table", "h1", "h2", "h
 _SKIP_TAGS = {"script", "style", "head", "title", "template", "noscript"}
 
 
-class _TextExtractor(HTMLParser):
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.skipping = 0
+# One tag: no "<" or ">" inside, so a scan never runs past the next "<" and the whole pass is linear.
+# (The standard library's HTMLParser is quadratic on inputs such as "</" repeated: seconds for a
+# few hundred kilobytes, which a sender could use to stall the intake.)
+_TAG = re.compile(r"<(/?)([A-Za-z][A-Za-z0-9]{0,15})?[^<>]*>")
 
-    def handle_starttag(self, tag, attrs):  # noqa: ANN001 - HTMLParser's signature
-        if tag in _SKIP_TAGS:
-            self.skipping += 1
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-        elif tag in ("td", "th"):
-            self.parts.append(" ")
 
-    def handle_endtag(self, tag):  # noqa: ANN001
-        if tag in _SKIP_TAGS:
-            self.skipping = max(0, self.skipping - 1)
-        elif tag in _BLOCK_TAGS:
-            self.parts.append("\n")
-
-    def handle_data(self, data):  # noqa: ANN001
-        if not self.skipping:
-            self.parts.append(data)
+def _without_comments(html: str) -> str:
+    """The HTML without <!-- comments -->, found with str.find (linear); an unclosed one ends the text."""
+    out, position = [], 0
+    while True:
+        start = html.find("<!--", position)
+        if start < 0:
+            out.append(html[position:])
+            return "".join(out)
+        out.append(html[position:start])
+        end = html.find("-->", start + 4)
+        if end < 0:
+            return "".join(out)
+        position = end + 3
 
 
 def html_to_text(html: str) -> str:
-    """Readable text of an HTML body: tags dropped, blocks on their own lines, entities resolved."""
-    extractor = _TextExtractor()
-    try:
-        extractor.feed(html)
-        extractor.close()
-    except Exception:  # noqa: BLE001 - HTMLParser is lenient, but never let it stop the intake
-        pass
-    text = "".join(extractor.parts).replace("\xa0", " ")
-    lines = [re.sub(r"[ \t\r\f\v]+", " ", line).strip() for line in text.split("\n")]
+    """Readable text of an HTML body: tags dropped, blocks on their own lines, entities resolved.
+
+    A linear scan rather than html.parser (see _TAG): mail HTML only needs its text."""
+    parts: list[str] = []
+    skipping: list[str] = []
+    position = 0
+    text = _without_comments(html)
+    for match in _TAG.finditer(text):
+        if not skipping:
+            parts.append(unescape(text[position : match.start()]))
+        position = match.end()
+        closing, tag = match.group(1) == "/", (match.group(2) or "").lower()
+        if tag in _SKIP_TAGS:
+            if closing:
+                if tag in skipping:
+                    del skipping[skipping.index(tag):]
+            elif not match.group(0).endswith("/>"):
+                skipping.append(tag)
+        elif skipping:
+            continue
+        elif tag in _BLOCK_TAGS:
+            parts.append("\n")
+        elif tag in ("td", "th") and not closing:
+            parts.append(" ")
+    if not skipping:
+        parts.append(unescape(text[position:]))
+    joined = "".join(parts).replace("\xa0", " ")
+    lines = [re.sub(r"[ \t\r\f\v]+", " ", line).strip() for line in joined.split("\n")]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 
 

@@ -124,3 +124,12 @@ def test_property_any_structure_is_walked_within_the_bound(parts, boundary_garba
     walked = timed_walk(raw, limits=MailLimits(walk_seconds=1.5))
     assert walked.sender.valid
     assert all(problem.code for problem in walked.problems)
+
+
+def test_html_that_makes_the_standard_parser_quadratic_is_read_in_linear_time() -> None:
+    # html.parser of Python 3.11 needs seconds for a few hundred KB of "</" or "<!".
+    for body in (b"</" * 200_000, b"<!" * 200_000, b"<script>" * 50_000 + b"text"):
+        raw = HEAD + b"Content-Type: text/html; charset=us-ascii\r\n\r\n" + body
+        timed_walk(raw)
+    walked = timed_walk(HEAD + b"Content-Type: text/html\r\n\r\n<p>a &amp; b</p><!-- x --><div>c</div>")
+    assert walked.body_text == "a & b\n\nc"
