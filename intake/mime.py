@@ -39,6 +39,8 @@ from intake.text_decoding import decode_bytes, strip_unsafe
 
 # Forwarded mails and multiparts nest; honest mail stays far below this.
 _MIME_DEPTH_MAX = 32
+# The top header block (Received lines of many hops, DKIM signatures) stays far below this.
+HEADER_BLOCK_MAX = 256 * 1024
 _NAME_MAX = 200
 _PDF_MAGIC_WINDOW = 1024
 # Parts that are about the mail, not attached to it.
@@ -317,6 +319,8 @@ def walk_mail(raw: bytes, *, authserv_id: str | None = None, limits: MailLimits 
     ``key_patterns``: the (保証契約番号, 認証キー) patterns of config/rules.toml for keys typed in
     the body; without them, this project's own formats."""
     walker = _Walker(limits, time.monotonic() + limits.walk_seconds)
+    if _header_end(raw) > HEADER_BLOCK_MAX:
+        return _walk_headers_only(raw, authserv_id, _unreadable(f"a header block over {HEADER_BLOCK_MAX} bytes"))
     if _delimiter_lines(raw) > 2 * limits.mime_parts_max + 2:
         return _walk_headers_only(raw, authserv_id, _unreadable(
             f"more than {limits.mime_parts_max} MIME parts (counted before parsing)"))
@@ -365,10 +369,18 @@ def _cut(data: bytes, limit: int) -> bytes:
     return data[: line_end + 1] if line_end >= limit // 2 else data[:limit]
 
 
+def _header_end(raw: bytes) -> int:
+    """Where the top header block ends (the first empty line), or the mail's length."""
+    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+    return min(ends) if ends else len(raw)
+
+
 def parse_headers(raw: bytes) -> Message:
-    """The header block only (the body is never parsed): enough for who, what and whether a machine."""
+    """The header block only (the body is never parsed): enough for who, what and whether a machine.
+
+    At most HEADER_BLOCK_MAX bytes of it are read; an honest header block is a few kilobytes."""
     try:
-        return BytesHeaderParser(policy=TOLERANT_POLICY).parsebytes(raw)
+        return BytesHeaderParser(policy=TOLERANT_POLICY).parsebytes(raw[: min(_header_end(raw), HEADER_BLOCK_MAX)])
     except Exception:  # noqa: BLE001
         return BytesHeaderParser(policy=TOLERANT_POLICY).parsebytes(b"")
 

@@ -133,3 +133,15 @@ def test_html_that_makes_the_standard_parser_quadratic_is_read_in_linear_time() 
         timed_walk(raw)
     walked = timed_walk(HEAD + b"Content-Type: text/html\r\n\r\n<p>a &amp; b</p><!-- x --><div>c</div>")
     assert walked.body_text == "a & b\n\nc"
+
+
+def test_absurd_headers_are_cut_not_parsed_for_minutes() -> None:
+    # The library re-parses a structured header on each access, quadratic in its parameters.
+    for head in (b"Content-Type: text/plain; " + b"a=b; " * 100_000,
+                 b"Content-Type: text/plain; " + b"".join(b"name*%d*=%%41; " % i for i in range(50_000)),
+                 b"Reply-To: " + b"a@x.example," * 50_000,
+                 b"X-Filler: b\r\n" * 60_000):
+        walked = timed_walk(HEAD + head + b"\r\n\r\nbody\r\n")
+        assert walked.sender.valid
+    walked = timed_walk(HEAD + b"X-Filler: b\r\n" * 60_000 + b"\r\nbody\r\n")
+    assert codes(walked) == ["mail.unreadable"]
