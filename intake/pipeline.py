@@ -26,7 +26,8 @@ from sqlmodel import Session, select
 from intake.intake_service import Outcome
 from intake.answering import CappedLookup, add_finding, carries_new_guarantee, threaded_ids, via_our_relay
 from intake.authentication_results import authenticated_for
-from intake.mime import MailLimits, WalkedMail, parse_headers, walk_headers, walk_mail
+from intake.mime import MailLimits, WalkedMail, parse_headers, walk_headers
+from intake.walk_worker import walk_bounded
 from intake.raw_store import RawStore
 from intake.register_store import DbAcceptedIndex, DbContractRegister
 from intake.verify_inputs import from_domain, key_patterns, too_large_context, verify_inputs
@@ -96,6 +97,8 @@ class Pipeline:
     templates: jinja2.Environment
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     read_pdf: Callable[[bytes, PdfLimits], TextResult] = extract_text
+    # The mail walk, in the bounded worker process (a hard wall-clock limit per mail).
+    walk: Callable[..., WalkedMail] = walk_bounded
     # Host names of our own outgoing relay: a delivery report it wrote (Reporting-MTA) is ours.
     relay_hosts: tuple[str, ...] = ()
 
@@ -106,7 +109,7 @@ class Pipeline:
         walked = walk_headers(raw, authserv_id=self.profile.authserv_id)
         too_large = row.state == "too_large" and not walked.automatic
         if row.state != "too_large" and not walked.automatic:
-            walked = walk_mail(raw, authserv_id=self.profile.authserv_id, limits=MailLimits.from_settings(self.limits),
+            walked = self.walk(raw, authserv_id=self.profile.authserv_id, limits=MailLimits.from_settings(self.limits),
                                key_patterns=key_patterns(self.signatures.patterns))
         verdict = self._verify(session, None if too_large else walked, now)
         row.receipt_no = row.receipt_no or self._next_receipt_no(session, now)

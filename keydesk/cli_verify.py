@@ -18,10 +18,11 @@ from sqlmodel import Session, select
 
 from guarantor.keys import load_trusted_keys
 from guarantor.lookup_service import RegistryLookup
-from intake.mime import MailDocument, MailLimits, is_pdf, walk_headers, walk_mail
+from intake.mime import MailDocument, MailLimits, is_pdf, walk_headers
 from intake.register_store import (
     DbAcceptedIndex, DbContractRegister, import_contracts, submission_certificate,
 )
+from intake.walk_worker import walk_bounded
 from intake.verify_inputs import input_document, key_patterns, preview_reply, too_large_context, verify_inputs
 from keydesk.errors import UserError
 from keydesk.runtime import Runtime
@@ -139,8 +140,8 @@ def _inputs(path: Path, settings: Settings, desk_id: str, read_pdf):
         raw = path.read_bytes()
         walked = walk_headers(raw, authserv_id=authserv_id)
         if not walked.automatic:
-            walked = walk_mail(raw, authserv_id=authserv_id, limits=MailLimits.from_settings(limits),
-                               key_patterns=key_patterns(settings.rules.documents.patterns))
+            walked = walk_bounded(raw, authserv_id=authserv_id, limits=MailLimits.from_settings(limits),
+                                  key_patterns=key_patterns(settings.rules.documents.patterns))
         return (*verify_inputs(walked, desk_id, read_pdf), (raw, walked))
     raise UserError(f"{path}: .pdf または .eml のファイルを指定してください")
 

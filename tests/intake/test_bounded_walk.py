@@ -145,3 +145,26 @@ def test_absurd_headers_are_cut_not_parsed_for_minutes() -> None:
         assert walked.sender.valid
     walked = timed_walk(HEAD + b"X-Filler: b\r\n" * 60_000 + b"\r\nbody\r\n")
     assert codes(walked) == ["mail.unreadable"]
+
+
+def test_the_worker_walks_as_in_process_and_is_stopped_at_its_deadline() -> None:
+    import re
+    from pathlib import Path
+
+    from intake.walk_worker import MailWalkWorker
+
+    samples = sorted((Path(__file__).resolve().parents[1] / "fixtures" / "mail").glob("*.eml"))
+    with MailWalkWorker(margin_seconds=0.5) as worker:
+        for path in samples[:6]:
+            raw = path.read_bytes()
+            assert worker.walk(raw) == walk_mail(raw), path.name
+        # A step the walk cannot interrupt (here: a catastrophic pattern an admin might configure).
+        raw = HEAD + b"Content-Type: text/plain\r\n\r\n" + b"a" * 40 + b"!\r\n"
+        patterns = (re.compile(r"(a+)+$"), re.compile(r"(a+)+$"))
+        started = time.monotonic()
+        walked = worker.walk(raw, limits=MailLimits(walk_seconds=0.5), key_patterns=patterns)
+        assert time.monotonic() - started < BOUND_SECONDS
+        assert codes(walked) == ["mail.unreadable"] and "stopped" in walked.problems[0].detail
+        assert walked.sender.valid
+        # The next mail gets a fresh worker.
+        assert worker.walk(samples[0].read_bytes()) == walk_mail(samples[0].read_bytes())
