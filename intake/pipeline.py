@@ -307,9 +307,9 @@ class Pipeline:
         """A delivery report quoting one of our replies' Message-IDs: the reply did not arrive.
         Recorded as ``outbox.bounced`` so the digest lists it under failures.
 
-        Only a report that our own server authenticated, or one that came back through our own
-        relay path (it names our relay as the reporting MTA, or quotes our reply's Received line),
-        counts: a forged bounce must not mark a delivered reply as lost."""
+        Only a report that our own server authenticated (aligned with its From domain), or one our
+        own relay wrote (its Reporting-MTA is the [smtp] host), counts: a forged bounce must not
+        mark a delivered reply as lost."""
         if not authenticated and not via_our_relay(raw, self.relay_hosts):
             log.info("mail %s looks like a delivery report but neither authenticated nor via our relay", row.receipt_no)
             return
