@@ -168,3 +168,14 @@ def test_the_worker_walks_as_in_process_and_is_stopped_at_its_deadline() -> None
         assert walked.sender.valid
         # The next mail gets a fresh worker.
         assert worker.walk(samples[0].read_bytes()) == walk_mail(samples[0].read_bytes())
+
+
+def test_recording_a_mail_reads_its_headers_in_bounded_time() -> None:
+    # The record stage runs before any limit of the walk: its header summary must be cheap, too.
+    from intake.intake_service import header_summary
+
+    for head in (b"From: " + b"a@x.example," * 50_000, b"From: " + b'"a' * 100_000, b"From: " + b"(" * 100_000):
+        started = time.monotonic()
+        message_id, sender, subject = header_summary(b"Subject: s\r\n" + head + b"\r\n\r\nbody")
+        assert time.monotonic() - started <= BOUND_SECONDS
+        assert sender and len(sender) <= 998 and subject == "s"
