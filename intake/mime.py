@@ -391,6 +391,11 @@ def walk_headers(raw: bytes, *, authserv_id: str | None = None) -> WalkedMail:
     return _walk_headers_only(raw, authserv_id, None)
 
 
+def unreadable_walk(raw: bytes, authserv_id: str | None, reason: str) -> WalkedMail:
+    """A mail the walk did not finish: what its headers say, and ``mail.unreadable`` with ``reason``."""
+    return _walk_headers_only(raw, authserv_id, _unreadable(reason))
+
+
 def _walk_headers_only(raw: bytes, authserv_id: str | None, problem: Finding | None,
                        message: Message | None = None) -> WalkedMail:
     """A mail over a limit: what its headers say, no document, no body, and the one problem."""

@@ -28,7 +28,7 @@ from pathlib import Path
 
 from intake.authentication_results import Authentication, MethodResult
 from intake.mail_context import MailAddress, Sender, TypedKey
-from intake.mime import MailDocument, MailLimits, WalkedMail, _unreadable, _walk_headers_only, walk_mail
+from intake.mime import MailDocument, MailLimits, WalkedMail, unreadable_walk, walk_mail
 from rules.findings import Finding
 from verifier.pdf_text import (  # the PDF worker's framing and limits, shared rather than copied
     _FRAME, PdfLimits, _apply_limits, _Deadline, _read_exact, _read_until, worker_environment,
@@ -170,7 +170,7 @@ class MailWalkWorker:
             answer = self._run(request, raw, time.monotonic() + seconds, seconds)
         if isinstance(answer, WalkedMail):
             return answer
-        return _walk_headers_only(raw, authserv_id, _unreadable(answer))
+        return unreadable_walk(raw, authserv_id, answer)
 
     # -- inside the lock ------------------------------------------------------------------------------
 
