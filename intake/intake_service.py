@@ -22,15 +22,17 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
-from email.policy import compat32, default as default_policy
+from email.policy import compat32
 
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, or_, select
 
+from intake.mime_headers import raw_value
 from intake.poller import MailboxConnection
 from intake.raw_store import RawStore
 from intake.settings import Limits, MailboxSettings, PollSettings
+from intake.text_decoding import decode_header
 from rules.findings import Verdict
 from store.audit import record as audit
 from store.tables import InboundMessage, utcnow
@@ -39,6 +41,7 @@ log = logging.getLogger(__name__)
 
 ACTOR = "intake"
 _HEADER_TEXT_MAX = 998
+_HEADER_BLOCK_MAX = 256 * 1024
 _BATCH_MAILS = 100
 
 
@@ -346,23 +349,25 @@ def header_summary(data: bytes) -> tuple[str | None, str | None, str | None]:
     """Message-ID, From and Subject for the row, best effort: hostile headers never raise here.
 
     The MIME walker decodes Japanese headers properly; this is only what staff see in listings.
+    It runs before a mail is processed, so it must be cheap whatever the mail holds: the header
+    block is parsed without the library's structured header classes (which re-parse a header on
+    every access, in time that grows faster than its length), and each value is cut before decoding.
     """
     end = min((i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0), default=len(data))
-    block = data[:end]
-    parsed = {}
+    try:
+        parsed = BytesHeaderParser(policy=compat32).parsebytes(data[: min(end, _HEADER_BLOCK_MAX)])
+    except Exception:  # noqa: BLE001 - malformed beyond parsing: nothing to show
+        return None, None, None
 
     def text(name: str) -> str | None:
-        for policy in (default_policy, compat32):
-            try:
-                if policy not in parsed:
-                    parsed[policy] = BytesHeaderParser(policy=policy).parsebytes(block)
-                value = parsed[policy].get(name)
-                if value is None:
-                    return None
-                # 8-bit header bytes come back as surrogates, which a database refuses.
-                return str(value).encode("utf-8", errors="replace").decode("utf-8")[:_HEADER_TEXT_MAX]
-            except Exception:  # noqa: BLE001 - malformed encoded words and the like
-                continue
-        return None
+        raw = raw_value(parsed, name)
+        if raw is None:
+            return None
+        try:
+            value = decode_header(raw[: _HEADER_TEXT_MAX * 4])
+        except Exception:  # noqa: BLE001 - malformed encoded words and the like
+            return None
+        # 8-bit header bytes may come back as surrogates, which a database refuses.
+        return value.encode("utf-8", errors="replace").decode("utf-8")[:_HEADER_TEXT_MAX] or None
 
     return text("Message-ID"), text("From"), text("Subject")

@@ -75,4 +75,19 @@ class Limits(StrictModel):
     pdf_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     pdf_cpu_seconds: int = Field(default=10, ge=1)
     pdf_memory_mb: int = Field(default=512, ge=64)
+    # Counts only replies to mails that carried no new guarantee (questions, empty or repeated
+    # mails): a contractor sending many guarantees in an hour is ordinary and always answered.
     replies_per_sender_per_hour: int = Field(default=5, ge=0)
+    # All replies of one desk in the last hour, whatever they answer: a flood of forged senders
+    # cannot make the town's domain send mail without bound. Held replies stay in the outbox.
+    replies_per_desk_per_hour: int = Field(default=200, ge=0)
+    # The bounded mail walk (intake/mime.py): over any of these the mail is kept, shown to staff
+    # and answered "could not be read, please send the PDF again" (mail.unreadable).
+    mime_parts_max: int = Field(default=500, ge=10)
+    body_text_max_bytes: int = Field(default=512 * 1024, ge=4096)
+    walk_seconds: float = Field(default=10.0, gt=0)
+    # Look-ups of one mail; the remaining guarantees go to a person (lookup.refused).
+    lookups_per_mail_max: int = Field(default=20, ge=1)
+    # What one mail, and one sender in a day, may add to the document store (bytes).
+    stored_bytes_per_mail_max: int = Field(default=50 * 1024 * 1024, ge=1024)
+    stored_bytes_per_sender_per_day_max: int = Field(default=200 * 1024 * 1024, ge=1024)

@@ -7,6 +7,7 @@ traceback; ``--debug`` shows the traceback and debug logs.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -77,6 +78,8 @@ class _CurrentStderrHandler(logging.StreamHandler):
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: typer handles usage errors; our own failures become one line on stderr."""
+    # Everything keydesk writes (database, raw mail, documents, logs, secrets) is the desk's alone.
+    os.umask(0o077)
     try:
         app(args=argv, prog_name="keydesk")
     except UserError.handled as exc:

@@ -76,11 +76,13 @@ def check_templates(settings: Settings) -> None:
     import jinja2
 
     from mailer.digest import HTML_TEMPLATE, TEXT_TEMPLATE
-    from mailer.reply import BODY_TEMPLATE, SUBJECT_TEMPLATE, template_environment
+    from mailer.reply import (BODY_TEMPLATE, SHORT_BODY_TEMPLATE, SHORT_SUBJECT_TEMPLATE, SUBJECT_TEMPLATE,
+                              template_environment)
 
     environment = template_environment(settings.config_dir / "templates")
     problems = []
-    for name in (SUBJECT_TEMPLATE, BODY_TEMPLATE, TEXT_TEMPLATE, HTML_TEMPLATE):
+    for name in (SUBJECT_TEMPLATE, BODY_TEMPLATE, SHORT_SUBJECT_TEMPLATE, SHORT_BODY_TEMPLATE, TEXT_TEMPLATE,
+                 HTML_TEMPLATE):
         label = f"{settings.config_dir.name}/templates/{name}"
         try:
             environment.get_template(name)

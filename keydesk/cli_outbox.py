@@ -12,6 +12,7 @@ from keydesk.errors import UserError
 from keydesk.runtime import Runtime
 from keydesk.settings import Settings, read_secret
 from mailer import delivery
+from mailer.reply_policy import SUPPRESSED
 from mailer.smtp_client import SmtpConnectError, SmtpConnector, SmtpSession
 from store.tables import OutboxMessage
 from store.tls import client_ssl_context
@@ -24,8 +25,10 @@ _STATE_LABELS = {
     delivery.DATA_SENT: "送信中",
     delivery.SENT: "送信済",
     delivery.FAILED: "送信失敗",
+    SUPPRESSED: "送信保留(上限)",  # a reply held back by a rate limit: kept, never sent
 }
 _RECIPIENT_LABELS = {
+    SUPPRESSED: "送信保留",
     delivery.R_PENDING: "送信待ち",
     delivery.R_IN_DATA: "送信中",
     delivery.R_SENT: "送信済",

@@ -19,11 +19,12 @@ from sqlmodel import Session, select
 
 from guarantor.keys import load_trusted_keys
 from guarantor.lookup_service import RegistryLookup
-from intake.mime import MailDocument, MailLimits, is_pdf, walk_mail
+from intake.mime import MailDocument, MailLimits, is_pdf, walk_headers
 from intake.register_store import (
     DbAcceptedIndex, DbContractRegister, import_contracts, submission_certificate,
 )
-from intake.verify_inputs import input_document, key_patterns, too_large_context, verify_inputs
+from intake.walk_worker import walk_bounded
+from intake.verify_inputs import input_document, key_patterns, preview_reply, too_large_context, verify_inputs
 from keydesk.errors import UserError
 from keydesk.runtime import Runtime
 from keydesk.settings import Settings
@@ -98,39 +99,59 @@ def verify(
         ports = Ports(lookup, DbContractRegister(session), DbAcceptedIndex(session), trusted)
         for path in paths:
             try:
-                documents, context = _inputs(path, settings, desk_id, worker.extract)
+                documents, context, mail = _inputs(path, settings, desk_id, worker.extract)
             except (UserError, OSError) as error:
                 failed = True
                 _print_error(path, error, as_json)
                 continue
             result = verify_mail(documents, context, settings.rules.desks[desk_id], settings.rules.documents,
                                  ports, _now(settings))
-            _print_result(path, result, as_json)
+            _print_result(path, result, as_json, _reply_preview(settings, desk_id, mail, result))
         session.rollback()  # nothing the adapters read is ever written back
     if failed:
         raise typer.Exit(1)
 
 
+_HEADER_READ_BYTES = 256 * 1024
+
+
 def _inputs(path: Path, settings: Settings, desk_id: str, read_pdf):
+    """(documents, context, (raw headers, walked mail) or None for a bare PDF)."""
     suffix = path.suffix.lower()
     limits = settings.limits
+    authserv_id = settings.desks[desk_id].authserv_id
     if suffix == ".pdf":
         data = _read_bounded(path, limits.mail_max_bytes, "ファイル")
         document = MailDocument(display_name=path.name, content=data, sha256="", declared_type="application/pdf",
                                 is_pdf=is_pdf(data), path=(path.name,))
-        return [input_document(document, read_pdf)], MailContext(desk=desk_id)
+        return [input_document(document, read_pdf)], MailContext(desk=desk_id), None
     if suffix == ".eml":
         if path.stat().st_size > limits.mail_max_bytes:
-            return [], too_large_context(desk_id, limits.mail_max_bytes)
+            with path.open("rb") as handle:
+                head = handle.read(_HEADER_READ_BYTES)
+            walked = walk_headers(head, authserv_id=authserv_id)
+            if walked.automatic:  # automatic mail is recognised from its headers, whatever its size
+                return (*verify_inputs(walked, desk_id, read_pdf), (head, walked))
+            return [], too_large_context(desk_id, limits.mail_max_bytes), (head, walked)
         raw = path.read_bytes()
-        walked = walk_mail(raw, authserv_id=settings.desks[desk_id].authserv_id,
-                           limits=MailLimits.from_settings(limits),
-                           key_patterns=key_patterns(settings.rules.documents.patterns))
-        return verify_inputs(walked, desk_id, read_pdf)
+        walked = walk_headers(raw, authserv_id=authserv_id)
+        if not walked.automatic:
+            walked = walk_bounded(raw, authserv_id=authserv_id, limits=MailLimits.from_settings(limits),
+                                  key_patterns=key_patterns(settings.rules.documents.patterns))
+        return (*verify_inputs(walked, desk_id, read_pdf), (raw, walked))
     raise UserError(f"{path}: .pdf または .eml のファイルを指定してください")
 
 
-def result_json(path: Path, result: MailVerdict) -> dict:
+def _reply_preview(settings: Settings, desk_id: str, mail, result: MailVerdict) -> dict:
+    """The ``"reply"`` object: whether the desk would answer, to whom, and why (rate limits aside)."""
+    if mail is None:
+        return {"send": False, "to": None, "reason": "a PDF file alone has no sender to answer"}
+    raw, walked = mail
+    desk = settings.desks[desk_id]
+    return preview_reply(raw, walked, result, desk_address=desk.address, policy=desk.reply_to).to_json()
+
+
+def result_json(path: Path, result: MailVerdict, reply: dict | None = None) -> dict:
     documents = []
     for document in result.documents:
         if document.kind is DocumentKind.KEY_NOTICE and document.guarantee_nos:
@@ -143,14 +164,19 @@ def result_json(path: Path, result: MailVerdict) -> dict:
         "verdict": result.verdict.value,
         "findings": [{"code": f.code, "severity": f.severity.value, "message": f.message} for f in result.all_findings],
         "documents": documents,
+        **({"reply": reply} if reply is not None else {}),
     }
 
 
-def _print_result(path: Path, result: MailVerdict, as_json: bool) -> None:
+def _print_result(path: Path, result: MailVerdict, as_json: bool, reply: dict) -> None:
     if as_json:
-        typer.echo(json.dumps(result_json(path, result), ensure_ascii=False))
+        typer.echo(json.dumps(result_json(path, result, reply), ensure_ascii=False))
         return
     typer.echo(f"{path}: {VERDICT_LABELS[result.verdict]} ({result.verdict.value})")
+    if reply["send"]:
+        typer.echo(f"  返信: {reply['to']} へ送ります{'(短い返信)' if reply.get('short') else ''}")
+    else:
+        typer.echo(f"  返信: 送りません({reply['reason']})")
     for document in result.documents:
         numbers = ", ".join(f"{n or '番号不明'} {k or ''}".strip() for n, k in
                             zip(document.guarantee_nos, document.access_keys_masked))

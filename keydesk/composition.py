@@ -19,7 +19,7 @@ def desk_profile(runtime: Runtime, desk_id: str) -> DeskProfile:
     return DeskProfile(
         desk_id=desk_id, name=desk.name, address=desk.address, contact=tuple(desk.contact),
         authserv_id=desk.authserv_id, reply_charset=desk.reply_charset, receipt_prefix=desk.receipt_prefix,
-        timezone=settings.timezone,
+        timezone=settings.timezone, reply_to=desk.reply_to,
     )
 
 
@@ -46,4 +46,5 @@ def build_pipeline(runtime: Runtime, desk_id: str,
         store=raw_store(runtime),
         templates=template_environment(settings.config_dir / "templates"),
         clock=clock,
+        relay_hosts=(settings.smtp.host,),
     )

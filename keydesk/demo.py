@@ -166,6 +166,9 @@ def write_config(directory: Path, imap_port: int, smtp_port: int) -> Path:
     text = set_toml_value(text, "embedded", "imap_port", str(imap_port))
     text = set_toml_value(text, "embedded", "smtp_port", str(smtp_port))
     text = set_toml_value(text, f"desks.{scenario.DESK}.mailbox", "port", str(imap_port))
+    # The embedded SMTP server checks no SPF/DKIM/DMARC, so no demo mail is authenticated: the demo
+    # answers every sender in full, as a desk behind an authenticating relay would.
+    text = set_toml_value(text, f"desks.{scenario.DESK}", "reply_to", '"all"')
     settings = load_settings(config_dir)
     known = {user.address for user in settings.embedded.users}
     staff = [a for d in settings.rules.desks.values() for dep in d.departments.values() for a in dep.digest_recipients]

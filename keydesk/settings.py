@@ -73,6 +73,11 @@ class DeskSettings(StrictModel):
     authserv_id: str | None = None
     reply_charset: Literal["utf-8", "iso-2022-jp"] = "utf-8"
     receipt_prefix: str = Field(default="K", pattern=r"^[A-Z]{1,4}$")
+    # Who gets a reply (mailer/reply_policy.py): "authenticated" senders only; "submissions" (also
+    # a short reply, quoting nothing, to an unauthenticated mail that plausibly is a submission);
+    # or "all" (every mail that is not automatic). Unauthenticated means: no DMARC pass or aligned
+    # SPF/DKIM pass in our own server's Authentication-Results (see authserv_id).
+    reply_to: Literal["authenticated", "submissions", "all"] = "submissions"
     mailbox: MailboxSettings
 
 
@@ -197,6 +202,11 @@ def read_secret(env_name: str | None, file_path: Path | None, what: str) -> str:
         return os.environ[env_name]
     if file_path is not None:
         try:
+            mode = file_path.stat().st_mode
+            if mode & 0o077:
+                # A secret others can read is no longer a secret: refuse it rather than use it.
+                raise ConfigError([f"{what}: {file_path} is readable by others (mode {mode & 0o777:04o}); "
+                                   f"run: chmod 600 {file_path}"])
             value = file_path.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             value = ""

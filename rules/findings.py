@@ -280,6 +280,18 @@ _TABLE = [
           "保証契約番号{guarantee_no}は、すでに受付済みです(受付番号{previous_receipt})。再度のご提出は不要です。"),
 ]
 
+# Added with the bounded intake and the reply policy (issue 12). reply.* codes are recorded after
+# the decision (for the digest and staff); they never appear in a reply, as none was sent.
+_TABLE += [
+    _code("mail.unreadable", E, R, "読み取れないメール(上限超過)",
+          "恐れ入りますが、このメールは内容を読み取ることができませんでした。"
+          "お手数ですが、「電子証書閲覧用「認証キー」等のお知らせ」のPDFファイルを添付して、もう一度お送りください。"),
+    _code("reply.suppressed", I, A, "返信を保留(送信上限)",
+          "短時間に多数のメールをお送りいただいたため、返信を控えております。"),
+    _code("reply.withheld", I, A, "返信なし(送信元を確認できず)",
+          "送信元を確認できなかったため、返信を控えております。"),
+]
+
 CODES: dict[str, FindingCode] = {spec.code: spec for spec in _TABLE}
 if len(CODES) != len(_TABLE):
     raise RuntimeError("duplicate finding code in rules/findings.py")

@@ -16,11 +16,17 @@ from store.tables import InboundMessage
 
 NOW = datetime(2026, 11, 25, 1, 30, tzinfo=timezone.utc)  # 10:30 in Tokyo
 SENDER = "info@misato-kensetsu.example"
+AUTHSERV_ID = "mx.town.misato.example"  # the default config's authserv_id
 
 
 def mail(attachments: list[tuple[str, bytes]], *, sender: str = SENDER, subject: str = "【電子保証】認証キー等の提出",
-         headers: dict[str, str] | None = None, body: str = "美郷町 契約係 御中\n\n認証キー等のお知らせを提出します。\n") -> bytes:
+         headers: dict[str, str] | None = None, body: str = "美郷町 契約係 御中\n\n認証キー等のお知らせを提出します。\n",
+         authenticated: bool = True) -> bytes:
+    """``authenticated``: the header our receiving server adds when the sender's domain passed DMARC."""
     message = EmailMessage()
+    if authenticated:
+        domain = sender.rpartition("@")[2]
+        message["Authentication-Results"] = f"{AUTHSERV_ID}; dmarc=pass (p=none) header.from={domain}"
     message["From"] = f"美郷建設 工務部 <{sender}>"
     message["To"] = "keiyaku@town.misato.example"
     message["Subject"] = subject

@@ -125,7 +125,9 @@ def format_key(key: str) -> str:
 
 
 def mask(text: str) -> str:
-    """The form shown everywhere but an explicit staff reveal: ``7K3M-****-****-R4NC``.
+    """The form shown everywhere but an explicit staff reveal: ``****-****-****-R4NC``.
+
+    Only the last 4 symbols: enough to tell two keys apart, too few to help guess one.
 
     Anything that is not a well-formed key is masked whole, so a garbled value never leaks.
     """
@@ -133,4 +135,4 @@ def mask(text: str) -> str:
         key = canonical(text)
     except AccessKeyError:
         return "****-****-****-****"
-    return f"{key[:GROUP]}-****-****-{key[-GROUP:]}"
+    return f"****-****-****-{key[-GROUP:]}"

@@ -115,6 +115,8 @@ def test_a_bounce_of_our_reply_is_recorded_and_listed_among_the_digests_failures
     row, _ = take(runtime, mail([("お知らせ.pdf", files(issued, 0)["key_notice"])]), uid=1)
     reply = reply_of(runtime, row.id)
     bounce = (
+        # Only a report our server authenticated (or that our relay wrote) may mark a reply lost.
+        "Authentication-Results: mx.town.misato.example; dkim=pass header.d=misato-kensetsu.example\r\n"
         "From: MAILER-DAEMON@mx.misato-kensetsu.example\r\n"
         "To: keiyaku@town.misato.example\r\n"
         "Subject: Undelivered Mail Returned to Sender\r\n"

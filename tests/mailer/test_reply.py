@@ -140,12 +140,14 @@ def test_the_key_is_always_masked(env) -> None:
     raw_key = KEY.replace("-", "")
     message = build_reply(facts(), env, now=NOW)
     body = parsed(message).get_content()
-    assert f"認証キー:{KEY[:4]}-****-****-{KEY[-4:]}" in body
+    assert f"認証キー:****-****-****-{KEY[-4:]}" in body
     assert KEY not in body and raw_key not in body
     assert raw_key[4:12] not in body.replace("-", "")
     # A garbled value is masked whole rather than partly shown.
     assert ensure_masked("not-a-key-at-all") == "****-****-****-****"
-    assert ensure_masked(f"{KEY[:4]}-****-****-{KEY[-4:]}") == f"{KEY[:4]}-****-****-{KEY[-4:]}"
+    assert ensure_masked(f"****-****-****-{KEY[-4:]}") == f"****-****-****-{KEY[-4:]}"
+    # A row masked the old way (first and last 4) is shown with the last 4 only.
+    assert ensure_masked(f"{KEY[:4]}-****-****-{KEY[-4:]}") == f"****-****-****-{KEY[-4:]}"
 
 
 def test_iso_2022_jp_when_the_desk_asks_for_it(env) -> None:
@@ -187,7 +189,9 @@ def test_header_injection_in_the_original_subject_and_display_name_stays_text(en
     assert sorted(again.keys()) == sorted([
         "From", "To", "Subject", "Date", "Message-ID", "In-Reply-To", "References", "Auto-Submitted",
         "X-Auto-Response-Suppress", "Content-Type", "Content-Transfer-Encoding", "MIME-Version", MARKER_HEADER,
+        "Precedence",
     ])
+    assert again["Precedence"] == "auto_reply"
     assert again["In-Reply-To"] == "<x@evil.example>"
     assert again["References"] == "<a@b.example> <c@d.example> <x@evil.example>"
     assert [a.addr_spec for a in again["To"].addresses] == ["tanaka@misato-kensetsu.example"]
