@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import Session, select
 
 from intake.intake_service import Outcome
+from intake.lookup_settings import LookupSettings
 from intake.mime import MailLimits, WalkedMail, walk_mail
 from intake.mime_headers import TOLERANT_POLICY
 from intake.raw_store import RawStore
@@ -94,6 +95,7 @@ class Pipeline:
     templates: jinja2.Environment
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     read_pdf: Callable[[bytes, PdfLimits], TextResult] = extract_text
+    lookup_settings: LookupSettings = LookupSettings()
 
     def __call__(self, session: Session, row: InboundMessage, raw: bytes) -> Outcome:
         now = self.clock()
@@ -114,9 +116,10 @@ class Pipeline:
             row.subject = walked.subject or row.subject
             row.message_id = walked.message_id or row.message_id
         row.verdict = verdict.verdict.value
-        row.findings_json = _findings_json(verdict.findings)
+        row.findings_json = findings_json(verdict.findings)
         documents = self._store_documents(session, row, walked, verdict) if walked else {}
         submissions = self._record_submissions(session, row, verdict, documents, now)
+        self._hold_lookups(submissions, now)
         resend_of = self._link_resend(session, row, submissions, now)
         if walked is not None and walked.automatic:
             self._record_bounce(session, row, raw, now)
@@ -124,6 +127,14 @@ class Pipeline:
         codes = tuple(dict.fromkeys(f.code for f in verdict.all_findings))
         log.info("mail %s from %s: %s (%s)", row.receipt_no, row.sender, verdict.verdict.value, ", ".join(codes) or "no findings")
         return Outcome(verdict.verdict, codes)
+
+    def verify_again(self, session: Session, row: InboundMessage, raw: bytes, now: datetime) -> MailVerdict:
+        """The decision for a recorded mail once more (a held look-up), recording nothing."""
+        walked = None
+        if row.state != "too_large":
+            walked = walk_mail(raw, authserv_id=self.profile.authserv_id, limits=MailLimits.from_settings(self.limits),
+                               key_patterns=key_patterns(self.signatures.patterns))
+        return self._verify(session, walked, now)
 
     # -- deciding --------------------------------------------------------------------------
 
@@ -200,18 +211,30 @@ class Pipeline:
                 access_key_encrypted=self.key_vault.encrypt(guarantee.access_key) if guarantee.access_key else None,
                 access_key_masked=guarantee.access_key_masked,
                 verdict=guarantee.verdict.value,
-                findings_json=_findings_json(verdict.findings + guarantee.findings),
+                findings_json=findings_json(verdict.findings + guarantee.findings),
                 certificate_json=guarantee.signed.to_json() if certificate and guarantee.signed else None,
                 created_at=now,
             ))
         if not submissions:
             submissions.append(Submission(
                 desk=row.desk, inbound_id=row.id, verdict=verdict.verdict.value,
-                findings_json=_findings_json(verdict.findings), created_at=now,
+                findings_json=findings_json(verdict.findings), created_at=now,
             ))
         session.add_all(submissions)
         session.flush()
         return submissions
+
+    def _hold_lookups(self, submissions: Sequence[Submission], now: datetime) -> None:
+        """A look-up that could not be made is held (tried again later) or left to a clerk (manual)."""
+        for submission in submissions:
+            codes = {item.get("code") for item in json.loads(submission.findings_json)}
+            if "lookup.manual" in codes:
+                submission.lookup_state = "manual"
+            elif "lookup.unavailable" in codes and submission.access_key_encrypted is not None:
+                submission.lookup_state = "held"
+                submission.next_lookup_at = self.lookup_settings.next_lookup_at(0, now)
+                if submission.next_lookup_at is None:
+                    submission.lookup_state = "staff"
 
     def _link_resend(self, session: Session, row: InboundMessage, submissions: Sequence[Submission],
                      now: datetime) -> Submission | None:
@@ -286,7 +309,7 @@ class Pipeline:
             original_message_id=_angle(walked.message_id if walked else row.message_id),
             original_references=headers.get("References"),
             original_subject=walked.subject if walked else row.subject,
-            documents=[_found(result) for result in verdict.documents],
+            documents=[found_document(result) for result in verdict.documents],
             guarantees=[
                 GuaranteeLine(g.guarantee_no, g.verdict, g.guarantee_type.value if g.guarantee_type else None,
                               g.certificate.work_name if g.certificate else None)
@@ -301,7 +324,7 @@ class Pipeline:
                 envelope_from=self.profile.address, recipients=[decision.address], inbound_id=row.id)
 
 
-def _found(result) -> FoundDocument:
+def found_document(result) -> FoundDocument:
     numbers = [n for n in result.guarantee_nos if n]
     keys = [k for k in result.access_keys_masked if k]
     return FoundDocument(result.name, KIND_LABELS.get(result.kind, result.kind.value),
@@ -319,7 +342,7 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def _findings_json(findings: Sequence[Finding]) -> str:
+def findings_json(findings: Sequence[Finding]) -> str:
     return json.dumps(
         [{"code": f.code, "severity": f.severity.value, "message": f.message, "detail": f.detail,
           "guarantee_no": f.guarantee_no, "document": f.document} for f in findings],

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from guarantor.settings import GuarantorSettings
+from intake.lookup_settings import LookupSettings
 from intake.settings import Limits, MailboxSettings, PollSettings
 from mailer.settings import DigestSettings, OutboxSettings, SmtpSettings
 from rules.config_base import ConfigError, HomePath, StrictModel, TimeZoneName, describe_errors
@@ -74,6 +75,8 @@ class DeskSettings(StrictModel):
     reply_charset: Literal["utf-8", "iso-2022-jp"] = "utf-8"
     receipt_prefix: str = Field(default="K", pattern=r"^[A-Z]{1,4}$")
     mailbox: MailboxSettings
+    # How certificates are looked up: embedded (default), http (a guarantor's service) or manual.
+    lookup: LookupSettings = LookupSettings()
 
 
 class Settings(StrictModel):

@@ -121,8 +121,9 @@ _TABLE = [
           "保証契約番号{guarantee_no}の電子証書は失効しています。保証会社へご確認ください。"),
     _code("lookup.refused", W, N, "照会の一時停止",
           "保証契約番号{guarantee_no}の照会が一時的に制限されているため、担当者が確認のうえご連絡します。"),
-    _code("lookup.unavailable", W, N, "照会サービスに接続できない",
-          "電子証書の照会サービスに接続できなかったため、担当者が後ほど確認します。再送の必要はありません。"),
+    _code("lookup.unavailable", W, N, "照会サービスに接続できない(自動で再照会)",
+          "電子証書の照会サービスに一時的に接続できなかったため、書類はお預かりし、照会ができ次第あらためて"
+          "結果をお知らせします。再送の必要はありません。"),
     _code("cert.signature", E, N, "電子証書の署名を検証できない",
           "保証契約番号{guarantee_no}の電子証書を検証できなかったため、担当者が確認のうえご連絡します。"),
     _code("cert.other_obligee", E, R, "発注者が当町でない",
@@ -192,6 +193,12 @@ _TABLE = [
           "添付のファイル「{document}」を展開できませんでした。ファイルが壊れているおそれがあります。"
           "PDFファイルを圧縮せず、そのまま添付してお送りください。"),
     # Added with verifier/verify.py (issue 4): the STEP3 screen sent along with the key notice.
+    # Added with the look-up across the network (issue 10).
+    _code("lookup.manual", W, N, "照会は職員が行う(手入力照会)",
+          "保証契約番号{guarantee_no}の電子証書は担当者が照会のうえ確認し、結果をあらためてお知らせします。"
+          "再送の必要はありません。"),
+    _code("lookup.completed", I, A, "照会完了のお知らせ",
+          "先にお預かりした書類について、電子証書の照会と確認が済みましたので、結果をお知らせします。"),
     _code("doc.certificate_view_extra", I, A, "証書閲覧画面(お知らせと同封)",
           "添付の「{document}」は電子証書の閲覧画面を保存したものです。"
           "「認証キー等のお知らせ」で確認しますので、閲覧画面のご提出は不要です。"),

@@ -16,8 +16,12 @@ from __future__ import annotations
 import secrets
 import unicodedata
 
-ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-KEY_LENGTH = 16
+from rules.signatures import PROJECT_KEY_ALPHABET, PROJECT_KEY_LENGTH, AccessKeyFormat
+
+ALPHABET = PROJECT_KEY_ALPHABET
+KEY_LENGTH = PROJECT_KEY_LENGTH
+PROJECT_FORMAT = AccessKeyFormat()
+_SEPARATORS = " -‐‑‒–—―ー−"
 GROUP = 4
 _VALUE = {symbol: value for value, symbol in enumerate(ALPHABET)}
 # Crockford decoding is forgiving about letters people confuse with digits.
@@ -91,7 +95,7 @@ def canonical(text: str) -> str:
     Does not verify the check symbol: see ``parse``.
     """
     folded = unicodedata.normalize("NFKC", text).upper()
-    symbols = [c for c in folded if c not in " -‐‑‒–—―ー−"]
+    symbols = [c for c in folded if c not in _SEPARATORS]
     if len(symbols) != KEY_LENGTH:
         raise AccessKeyError(f"an access key has {KEY_LENGTH} characters, got {len(symbols)}")
     out = []
@@ -118,6 +122,22 @@ def parse(text: str) -> str:
     return key
 
 
+def read(text: str, key_format: AccessKeyFormat = PROJECT_FORMAT) -> tuple[str, bool]:
+    """(the canonical key, whether its check passes) in the configured format; raises AccessKeyError
+    when the text does not fit the format at all. With ``check = "none"`` every fitting key passes."""
+    if key_format.check == "keydesk":
+        key = canonical(text)
+        return key, _weighted_sum([_VALUE[c] for c in key]) == 0
+    folded = unicodedata.normalize("NFKC", text).upper()
+    symbols = [c for c in folded if c not in _SEPARATORS]
+    if len(symbols) != key_format.length:
+        raise AccessKeyError(f"an access key has {key_format.length} characters, got {len(symbols)}")
+    for c in symbols:
+        if c not in key_format.alphabet:
+            raise AccessKeyError(f"{c!r} is not a character used in access keys")
+    return "".join(symbols), True
+
+
 def format_key(key: str) -> str:
     """``7K3MQ9TX2HVBR4NC`` → ``7K3M-Q9TX-2HVB-R4NC``."""
     key = canonical(key)
@@ -132,5 +152,9 @@ def mask(text: str) -> str:
     try:
         key = canonical(text)
     except AccessKeyError:
-        return "****-****-****-****"
+        # A key of another configured format: its ends only, and only when it is long enough.
+        symbols = [c for c in unicodedata.normalize("NFKC", text).upper() if c not in _SEPARATORS]
+        if len(symbols) < 12 or not all(c.isascii() and c.isalnum() for c in symbols):
+            return "****-****-****-****"
+        key = "".join(symbols)
     return f"{key[:GROUP]}-****-****-{key[-GROUP:]}"

@@ -17,7 +17,7 @@ from typing import Mapping, Protocol, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from rules.domain import Certificate, GuaranteeType
+from rules.domain import Certificate, Contract, GuaranteeType
 from rules.evaluate import company_key, evaluate, obligee_key, plain_key
 from rules.findings import Finding, Severity, Verdict, strongest
 from rules.schema import DeskRules
@@ -50,6 +50,7 @@ _LOOKUP_CODES = {
     LookupStatus.REVOKED: "lookup.revoked",
     LookupStatus.REFUSED: "lookup.refused",
     LookupStatus.UNAVAILABLE: "lookup.unavailable",
+    LookupStatus.MANUAL: "lookup.manual",
 }
 _ADVANCES = (GuaranteeType.ADVANCE, GuaranteeType.INTERMEDIATE_ADVANCE)
 
@@ -191,7 +192,7 @@ def verify_mail(
             tuple(n.guarantee_no for n in notices), tuple(_masked(n.access_key) for n in notices), evidence,
         ))
 
-    mail_findings += _typed_keys(context, rules, candidates)
+    mail_findings += _typed_keys(context, rules, candidates, signatures)
     explained = any(f.severity is not Severity.INFO for f in mail_findings)
     if not candidates and not explained:
         mail_findings.append(Finding("key.missing", detail="no key notice among the documents"))
@@ -234,7 +235,8 @@ def _from_notice(name: str, notice: KeyNoticeFields) -> _Candidate:
     return _Candidate(name, number, notice.access_key, notice.access_key_valid, notice)
 
 
-def _typed_keys(context: MailContext, rules: DeskRules, candidates: list[_Candidate]) -> list[Finding]:
+def _typed_keys(context: MailContext, rules: DeskRules, candidates: list[_Candidate],
+                signatures: DocumentSignatures) -> list[Finding]:
     """Keys typed into the body: verified like a notice, or answered with a request for the PDF."""
     in_notices = {c.guarantee_no for c in candidates if c.guarantee_no}
     findings: list[Finding] = []
@@ -245,18 +247,19 @@ def _typed_keys(context: MailContext, rules: DeskRules, candidates: list[_Candid
         if number in in_notices:
             continue  # the PDF is there; the typed copy adds nothing
         if rules.sender.key_in_body == "accept" and number:
-            candidates.append(_Candidate(BODY, number, _canonical(typed.access_key), keys.is_valid(typed.access_key)))
+            key, valid = _read_key(typed.access_key, signatures)
+            candidates.append(_Candidate(BODY, number, key, valid))
             in_notices.add(number)
         elif not any(f.code == "key.in_body" for f in findings):
             findings.append(Finding("key.in_body", detail=f"typed key {keys.mask(typed.access_key)} for {number or '?'}"))
     return findings
 
 
-def _canonical(text: str) -> str | None:
+def _read_key(text: str, signatures: DocumentSignatures) -> tuple[str | None, bool]:
     try:
-        return keys.canonical(text)
+        return keys.read(text, signatures.access_key)
     except keys.AccessKeyError:
-        return None
+        return None, False
 
 
 # ------------------------------------------------------------------------------------------
@@ -288,15 +291,32 @@ def _judge(candidates: list[_Candidate], desk: str, rules: DeskRules, ports: Por
         cert = candidate.certificate
         contract = None
         if cert is not None:
-            contract = ports.register.get(desk, cert.contract_no)
-            others = dict(ports.accepted.advance_amounts(desk, cert.contract_no))
-            others.update({k: v for k, v in in_mail.get(cert.contract_no, {}).items() if k is not cert.guarantee_type})
-            candidate.findings += evaluate(
-                cert, rules, contract=contract,
-                previous_receipt=ports.accepted.receipt_for(desk, cert.guarantee_no), other_advances=others,
-            )
+            findings, contract = judge_certificate(cert, desk, rules, ports, in_mail.get(cert.contract_no, {}))
+            candidate.findings += findings
         verdicts.append(_verdict(candidate, rules, contract))
     return verdicts
+
+
+def judge_certificate(certificate: Certificate, desk: str, rules: DeskRules, ports: Ports,
+                      advances_in_mail: Mapping[GuaranteeType, int] | None = None) -> tuple[list[Finding], Contract | None]:
+    """The town's rules on one certificate's facts, with the register and what was accepted before:
+    the same judgement for a looked-up certificate and for facts a clerk read on the guarantor's site."""
+    contract = ports.register.get(desk, certificate.contract_no)
+    others = dict(ports.accepted.advance_amounts(desk, certificate.contract_no))
+    others.update({k: v for k, v in (advances_in_mail or {}).items() if k is not certificate.guarantee_type})
+    findings = evaluate(
+        certificate, rules, contract=contract,
+        previous_receipt=ports.accepted.receipt_for(desk, certificate.guarantee_no), other_advances=others,
+    )
+    return findings, contract
+
+
+def department_for(rules: DeskRules, guarantee_type: GuaranteeType | None, contract: Contract | None) -> str | None:
+    """The department whose digest carries the guarantee: by type, else the register's."""
+    department = rules.department_for(guarantee_type) if guarantee_type else None
+    if department is None and contract is not None:
+        department = contract.department
+    return department
 
 
 def _printed_type_refused(candidate: _Candidate, rules: DeskRules) -> bool:
@@ -394,9 +414,7 @@ def _same_work(shown: str, actual: str) -> bool:
 def _verdict(candidate: _Candidate, rules: DeskRules, contract) -> GuaranteeVerdict:
     cert = candidate.certificate
     guarantee_type = cert.guarantee_type if cert else (candidate.notice.guarantee_type if candidate.notice else None)
-    department = rules.department_for(guarantee_type) if guarantee_type else None
-    if department is None and contract is not None:
-        department = contract.department
+    department = department_for(rules, guarantee_type, contract)
     findings = tuple(candidate.findings)
     return GuaranteeVerdict(
         guarantee_no=candidate.guarantee_no,
