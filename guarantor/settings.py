@@ -19,6 +19,8 @@ class GuarantorServiceSettings(StrictModel):
     rate_per_minute: int = Field(default=60, ge=1)
     # Request bodies larger than this get 413.
     max_body_bytes: int = Field(default=4096, ge=256)
+    # `keydesk run` serves it beside the desk (one machine playing both organisations).
+    start_with_run: bool = False
 
 
 class GuarantorSettings(StrictModel):

@@ -32,7 +32,7 @@ from rules.config_base import StrictModel
 from rules.domain import Certificate, GuaranteeType
 from rules.findings import CODES, Finding, Verdict, strongest
 from rules.schema import DeskRules
-from rules.signatures import DocumentKind
+from rules.signatures import AccessKeyFormat, DocumentKind
 from store.audit import record as audit
 from store.key_vault import KeyVault
 from store.tables import Document, InboundMessage, Submission
@@ -157,7 +157,7 @@ def _waiting(session: Session, desk: str, receipt_no: str, guarantee_no: str | N
 
 
 def reveal_key(session: Session, vault: KeyVault, desk: str, receipt_no: str, *, staff: str, now: datetime,
-               guarantee_no: str | None = None) -> str:
+               guarantee_no: str | None = None, key_format: AccessKeyFormat = keys.PROJECT_FORMAT) -> str:
     """The full 認証キー of a waiting submission, for the clerk to type on the guarantor's site (audited)."""
     staff = _staff(staff)
     row, submission = _waiting(session, desk, receipt_no, guarantee_no)
@@ -166,10 +166,7 @@ def reveal_key(session: Session, vault: KeyVault, desk: str, receipt_no: str, *,
     key = vault.decrypt(submission.access_key_encrypted)
     audit(session, desk, f"staff:{staff}", "lookup.key_revealed", f"submission:{submission.id}",
           {"receipt_no": row.receipt_no, "guarantee_no": submission.guarantee_no}, at=now)
-    try:
-        return keys.format_key(key)
-    except keys.AccessKeyError:
-        return key  # a key of another configured format is shown as it was read
+    return keys.display(key, key_format)
 
 
 def record_manual_lookup(session: Session, desk: DeskContext, receipt_no: str, facts: ManualFacts, *, staff: str,

@@ -159,7 +159,7 @@ def manual_reveal(
     with Session(runtime.engine) as session:
         try:
             key = reveal_key(session, runtime.key_vault, desk_id, receipt_no, staff=staff, now=_now(),
-                             guarantee_no=guarantee_no)
+                             guarantee_no=guarantee_no, key_format=runtime.settings.rules.documents.access_key)
         except ManualLookupError as exc:
             raise UserError(str(exc)) from None
         session.commit()

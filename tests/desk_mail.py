@@ -46,3 +46,12 @@ def take(runtime: Runtime, raw: bytes, uid: int) -> tuple[InboundMessage, Outcom
         session.commit()
         session.refresh(row)
         return row, outcome
+
+
+def use_lookup(config, lines: str) -> None:
+    """Replace the default ``[desks.misato.lookup]`` (mode = "embedded") with ``lines``."""
+    path = config / "keydesk.toml"
+    text = path.read_text(encoding="utf-8")
+    default = '[desks.misato.lookup]\nmode = "embedded"\n'
+    assert default in text, "the default config has no [desks.misato.lookup] table"
+    path.write_text(text.replace(default, f"[desks.misato.lookup]\n{lines.strip()}\n"), encoding="utf-8")

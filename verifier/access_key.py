@@ -138,6 +138,12 @@ def read(text: str, key_format: AccessKeyFormat = PROJECT_FORMAT) -> tuple[str, 
     return "".join(symbols), True
 
 
+def display(key: str, key_format: AccessKeyFormat = PROJECT_FORMAT) -> str:
+    """A canonical key in the configured grouping (``group_size`` 0: as one run of symbols)."""
+    size = key_format.group_size
+    return "-".join(key[i : i + size] for i in range(0, len(key), size)) if size else key
+
+
 def format_key(key: str) -> str:
     """``7K3MQ9TX2HVBR4NC`` → ``7K3M-Q9TX-2HVB-R4NC``."""
     key = canonical(key)

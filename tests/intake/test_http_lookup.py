@@ -20,7 +20,7 @@ from keydesk.composition import retry_held_lookups
 from keydesk.runtime import Runtime
 from rules.findings import Verdict
 from store.tables import AuditEvent, OutboxMessage, Submission
-from tests.desk_mail import NOW, mail, take
+from tests.desk_mail import NOW, mail, take, use_lookup
 from tests.tls_certs import private_ca
 from web.server import Listen, ServedApp
 
@@ -34,10 +34,9 @@ def use_http_lookup(config: Path, url: str, token: str, ca_file: Path) -> None:
     token_file.parent.mkdir(parents=True, exist_ok=True)
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
-    with (config / "keydesk.toml").open("a", encoding="utf-8") as toml:
-        toml.write(f'\n[desks.misato.lookup]\nmode = "http"\nurl = "{url}"\ntoken_file = "{token_file}"\n'
-                   f'ca_file = "{ca_file}"\nattempts = 2\nbackoff_seconds = 0\nconnect_timeout_seconds = 2\n'
-                   f'timeout_seconds = 5\nhold_retry_minutes = [1, 5]\nhold_hourly_for_hours = 0\n')
+    use_lookup(config, f'mode = "http"\nurl = "{url}"\ntoken_file = "{token_file}"\nca_file = "{ca_file}"\n'
+                       f'attempts = 2\nbackoff_seconds = 0\nconnect_timeout_seconds = 2\ntimeout_seconds = 5\n'
+                       f'hold_retry_minutes = [1, 5]\nhold_hourly_for_hours = 0')
 
 
 @pytest.fixture

@@ -21,15 +21,14 @@ from mailer.reply import template_environment
 from rules.findings import Verdict
 from store.tables import AuditEvent, LookupFailure, OutboxMessage, Submission
 from tests.conftest import invoke
-from tests.desk_mail import NOW, mail, take
+from tests.desk_mail import NOW, mail, take, use_lookup
 
 SITE = "https://d-sure.example/lookup"
 
 
 @pytest.fixture
 def manual_desk(issued: dict) -> Runtime:
-    with (issued["config"] / "keydesk.toml").open("a", encoding="utf-8") as toml:
-        toml.write(f'\n[desks.misato.lookup]\nmode = "manual"\nlookup_site_url = "{SITE}"\n')
+    use_lookup(issued["config"], f'mode = "manual"\nlookup_site_url = "{SITE}"')
     return Runtime(issued["config"])
 
 

@@ -17,6 +17,7 @@ from keydesk.runtime import Runtime
 from rules.config_base import ConfigError
 from store.tables import AuditEvent, LookupFailure, LookupToken
 from tests.conftest import invoke
+from tests.desk_mail import use_lookup
 from verifier import access_key as keys
 from verifier.certificate_signature import SignedCertificate
 
@@ -56,8 +57,7 @@ def test_serve_refuses_plain_http_off_loopback(issued: dict) -> None:
     ('mode = "carrier-pigeon"', "mode"),
 ])
 def test_lookup_settings_are_checked(deployment: Path, table: str, problem: str) -> None:
-    with (deployment / "keydesk.toml").open("a", encoding="utf-8") as toml:
-        toml.write(f"\n[desks.misato.lookup]\n{table}\n")
+    use_lookup(deployment, table)
     with pytest.raises(ConfigError) as raised:
         Runtime(deployment).settings
     assert problem in "\n".join(raised.value.lines)

@@ -71,6 +71,11 @@ def test_with_check_none_a_key_is_never_returned_as_a_typo_but_looked_up(monkeyp
     assert codes(returned.all_findings) == ["key.checksum"]
 
 
+def test_keys_are_shown_in_the_configured_grouping() -> None:
+    assert keys.display("0123456789ABCDEF", HEX) == "0123-4567-89AB-CDEF"
+    assert keys.display("0123456789ABCDEF", HEX.model_copy(update={"group_size": 0})) == "0123456789ABCDEF"
+
+
 def test_keys_of_another_format_are_masked_too() -> None:
     assert keys.mask("0123-4567-89AB-CDEF") == "0123-****-****-CDEF"
     assert keys.mask("0123-45") == "****-****-****-****"
