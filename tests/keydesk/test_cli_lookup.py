@@ -85,3 +85,43 @@ def test_verify_records_nothing_not_even_lookup_failures(issued: dict, tmp_path:
         assert session.exec(select(LookupFailure)).all() == []
     right_pdf = issued["rows"][0]["files"]["key_notice"]
     assert "受付 (accepted)" in invoke(config, "verify", right_pdf).output
+
+
+def test_guarantor_serve_runs_the_service_until_stopped(issued: dict) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.conftest import wait_until
+    from tests.servers import free_port
+
+    config = issued["config"]
+    token = invoke(config, "guarantor", "token", "add", "misato").stdout.splitlines()[-1]
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "keydesk", "guarantor", "serve", "--port", str(port)],
+                               env={**os.environ, "KEYDESK_CONFIG": str(config)}, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, text=True)
+    url = f"http://127.0.0.1:{port}"
+
+    def healthy() -> bool:
+        try:
+            return httpx.get(url + "/healthz", timeout=2).status_code == 200
+        except httpx.TransportError:
+            return process.poll() is not None  # ended early: the assertion below says why
+
+    try:
+        wait_until(healthy, timeout=60, what="keydesk guarantor serve")
+        assert process.poll() is None, process.stderr.read()
+        row = issued["rows"][0]
+        answer = httpx.post(url + "/api/v1/lookups", headers={"Authorization": f"Bearer {token}"},
+                            json={"guarantee_no": row["guarantee_no"], "access_key": row["access_key"]}, timeout=30)
+        assert answer.status_code == 200 and answer.json()["status"] == "found"
+        assert "STEP1" in httpx.get(url + "/", timeout=5).text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, _err = process.communicate(timeout=30)
+    # uvicorn shuts down gracefully, then re-raises the signal it caught: the exit status says SIGTERM.
+    assert process.returncode in (0, -signal.SIGTERM) and "照会サービスを http://127.0.0.1:" in out
