@@ -5,9 +5,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Callable
 
+from sqlmodel import Session
+
 from guarantor.keys import load_trusted_keys
 from guarantor.lookup_service import RegistryLookup
-from intake.held_lookups import HeldReport, retry_held
+from intake.held_lookups import HeldReport, due_mails, retry_held
 from intake.lookup_client import HttpLookup, ManualLookup
 from intake.manual_lookup import DeskContext
 from intake.pipeline import DeskProfile, Pipeline
@@ -79,9 +81,13 @@ def desk_context(runtime: Runtime, desk_id: str) -> DeskContext:
 
 def retry_held_lookups(runtime: Runtime, desk_id: str, now: datetime | None = None) -> HeldReport:
     """Look the desk's held submissions up again whose pause is over (``intake.held_lookups``)."""
+    now = now or datetime.now(timezone.utc)
+    with Session(runtime.engine) as session:
+        if not due_mails(session, desk_id, now):
+            return HeldReport()  # the usual case: nothing held, no pipeline (or HTTP client) built
     pipeline = build_pipeline(runtime, desk_id)
     try:
-        return retry_held(pipeline, runtime.engine, now or datetime.now(timezone.utc))
+        return retry_held(pipeline, runtime.engine, now)
     finally:
         close = getattr(pipeline.lookup, "close", None)
         if close is not None:

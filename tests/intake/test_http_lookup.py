@@ -21,6 +21,7 @@ from keydesk.runtime import Runtime
 from rules.findings import Verdict
 from store.tables import AuditEvent, OutboxMessage, Submission
 from tests.desk_mail import NOW, mail, take, use_lookup
+from tests.servers import pymap_server  # noqa: F401 - a fixture
 from tests.tls_certs import private_ca
 from web.server import Listen, ServedApp
 
@@ -112,12 +113,24 @@ def test_the_service_gone_holds_the_submission_and_its_return_sends_one_result(i
     assert result["In-Reply-To"] and result["To"].addresses[0].addr_spec == first["To"].addresses[0].addr_spec
 
 
+def digest_reasons(runtime: Runtime) -> list[str]:
+    from mailer.digest_rows import collect_lines
+
+    with Session(runtime.engine) as session:
+        lines = collect_lines(session, desk="misato", rules=runtime.settings.rules.desks["misato"],
+                              since=NOW - timedelta(days=1), until=NOW + timedelta(days=1))
+    return [reason for line in lines if line.section == "needs_review" for reason in line.reasons]
+
+
 def test_held_too_long_goes_to_staff(issued: dict, http_desk) -> None:
     runtime = http_desk["runtime"]
     http_desk["served"].stop()
     row, _ = take(runtime, mail([("お知らせ.pdf", key_notice(issued, 0))]), uid=1)
+    assert "自動で再照会します" in " ".join(digest_reasons(runtime))  # staff see it held
     retry_held_lookups(runtime, "misato", now=NOW + timedelta(minutes=2))
     report = retry_held_lookups(runtime, "misato", now=NOW + timedelta(minutes=10))
+    reasons = " ".join(digest_reasons(runtime))
+    assert "再試行を終えました" in reasons and f"keydesk manual reveal {row.receipt_no}" in reasons
     assert report.given_up == [row.receipt_no]
     with Session(runtime.engine) as session:
         submission = session.exec(select(Submission).where(Submission.inbound_id == row.id)).one()
@@ -156,3 +169,52 @@ def test_a_tampered_or_unsigned_answer_is_never_accepted(issued: dict, http_desk
     with Session(runtime.engine) as session:
         submission = session.exec(select(Submission).where(Submission.inbound_id == row.id)).one()
     assert submission.certificate_json is None and submission.lookup_state is None
+
+
+def test_poll_once_looks_held_submissions_up_again(pymap_server, tmp_path: Path) -> None:
+    """The same story through the real commands: `keydesk poll --once` takes the mail while the
+    service is down, and a later `poll --once` answers it once the service is back."""
+    import json as json_module
+
+    from tests.conftest import CONTRACTS, GUARANTEES, invoke
+    from tests.servers import deployment_for
+
+    config = deployment_for(tmp_path, pymap_server)
+    assert invoke(config, "guarantor", "init").exit_code == 0
+    (tmp_path / "g.csv").write_text(GUARANTEES, encoding="utf-8")
+    rows = [json_module.loads(line) for line in invoke(config, "guarantor", "issue", str(tmp_path / "g.csv"), "--out",
+                                                        str(tmp_path / "docs"), "--json").stdout.splitlines()]
+    (tmp_path / "c.csv").write_bytes(CONTRACTS.encode("cp932"))
+    assert invoke(config, "contracts", "import", str(tmp_path / "c.csv")).exit_code == 0
+    token = invoke(config, "guarantor", "token", "add", "misato").stdout.splitlines()[-1]
+    runtime = Runtime(config)
+    tls = private_ca(tmp_path, "lookup")
+    app = create_app(runtime.engine, runtime.settings.guarantor, load_trusted_keys(runtime.settings.guarantor.trust_directory))
+    served = ServedApp(app, Listen("127.0.0.1", 0, tls.cert, tls.key, what="guarantor.service")).start()
+    port = served.port
+    use_lookup_file = tmp_path / "token"
+    use_lookup_file.write_text(token)
+    use_lookup(config, f'mode = "http"\nurl = "{served.url}"\ntoken_file = "{use_lookup_file}"\nca_file = "{tls.ca_file}"\n'
+                       f'attempts = 1')
+    served.stop()
+
+    pymap_server.append(mail([("お知らせ.pdf", Path(rows[0]["files"]["key_notice"]).read_bytes())]))
+    first = invoke(config, "poll", "--once", "--json")
+    assert json_module.loads(first.stdout.splitlines()[0])["findings"] == ["lookup.unavailable"]
+
+    served = ServedApp(app, Listen("127.0.0.1", port, tls.cert, tls.key, what="guarantor.service")).start()
+    try:
+        with Session(runtime.engine) as session:  # the pause is over
+            submission = session.exec(select(Submission)).one()
+            submission.next_lookup_at = NOW
+            session.add(submission)
+            session.commit()
+        second = invoke(config, "poll", "--once")
+        assert "照会待ちだった 1 通の結果を返信し" in second.output
+    finally:
+        served.stop()
+    with Session(runtime.engine) as session:
+        submission = session.exec(select(Submission)).one()
+        keys_sent = [r.idempotency_key for r in session.exec(select(OutboxMessage).where(OutboxMessage.kind == "reply"))]
+    assert (submission.verdict, submission.lookup_state) == ("accepted", "done") and sorted(keys_sent) == sorted(
+        [f"reply:{submission.inbound_id}", f"result:{submission.inbound_id}"])
