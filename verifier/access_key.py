@@ -150,7 +150,7 @@ def format_key(key: str) -> str:
     return "-".join(key[i : i + GROUP] for i in range(0, KEY_LENGTH, GROUP))
 
 
-def mask(text: str) -> str:
+def mask(text: str, key_format: AccessKeyFormat | None = None) -> str:
     """The form shown everywhere but an explicit staff reveal: ``7K3M-****-****-R4NC``.
 
     Anything that is not a well-formed key is masked whole, so a garbled value never leaks.
@@ -158,9 +158,17 @@ def mask(text: str) -> str:
     try:
         key = canonical(text)
     except AccessKeyError:
-        # A key of another configured format: its ends only, and only when it is long enough.
-        symbols = [c for c in unicodedata.normalize("NFKC", text).upper() if c not in _SEPARATORS]
-        if len(symbols) < 12 or not all(c.isascii() and c.isalnum() for c in symbols):
+        key = _other_format_key(text, key_format)
+        if key is None:
             return "****-****-****-****"
-        key = "".join(symbols)
     return f"{key[:GROUP]}-****-****-{key[-GROUP:]}"
+
+
+def _other_format_key(text: str, key_format: AccessKeyFormat | None) -> str | None:
+    """A key that fits a configured format other than this project's, long enough to show its ends."""
+    if key_format is None or key_format.check == "keydesk" or key_format.length < 12:
+        return None
+    try:
+        return read(text, key_format)[0]
+    except AccessKeyError:
+        return None

@@ -189,7 +189,7 @@ def verify_mail(
         mail_findings += findings
         results.append(DocumentResult(
             document.name, kind, tuple(findings),
-            tuple(n.guarantee_no for n in notices), tuple(_masked(n.access_key) for n in notices), evidence,
+            tuple(n.guarantee_no for n in notices), tuple(_masked(n.access_key, signatures) for n in notices), evidence,
         ))
 
     mail_findings += _typed_keys(context, rules, candidates, signatures)
@@ -201,7 +201,7 @@ def verify_mail(
             "sender.not_authenticated", detail=f"SPF/DKIM/DMARC: {context.authentication.value}"
         ))
 
-    guarantees = _judge(candidates, context.desk, rules, ports, now)
+    guarantees = _judge(candidates, context.desk, rules, ports, now, signatures)
     verdict = strongest([f.verdict for f in mail_findings] + [g.verdict for g in guarantees])
     return MailVerdict(verdict, tuple(mail_findings), tuple(guarantees), tuple(results))
 
@@ -226,8 +226,8 @@ def _document_findings(name: str, kind: DocumentKind, has_notice: bool) -> list[
     return [Finding(code, detail=f"{name}: {kind.value}", params={"document": name}, document=name)]
 
 
-def _masked(key: str | None) -> str | None:
-    return keys.mask(key) if key else None
+def _masked(key: str | None, signatures: DocumentSignatures | None = None) -> str | None:
+    return keys.mask(key, signatures.access_key if signatures else None) if key else None
 
 
 def _from_notice(name: str, notice: KeyNoticeFields) -> _Candidate:
@@ -267,7 +267,8 @@ def _read_key(text: str, signatures: DocumentSignatures) -> tuple[str | None, bo
 # ------------------------------------------------------------------------------------------
 
 
-def _judge(candidates: list[_Candidate], desk: str, rules: DeskRules, ports: Ports, now: datetime) -> list[GuaranteeVerdict]:
+def _judge(candidates: list[_Candidate], desk: str, rules: DeskRules, ports: Ports, now: datetime,
+           signatures: DocumentSignatures) -> list[GuaranteeVerdict]:
     judged: dict[str, _Candidate] = {}
     order: list[_Candidate] = []
     for candidate in candidates:
@@ -293,7 +294,7 @@ def _judge(candidates: list[_Candidate], desk: str, rules: DeskRules, ports: Por
         if cert is not None:
             findings, contract = judge_certificate(cert, desk, rules, ports, in_mail.get(cert.contract_no, {}))
             candidate.findings += findings
-        verdicts.append(_verdict(candidate, rules, contract))
+        verdicts.append(_verdict(candidate, rules, contract, signatures))
     return verdicts
 
 
@@ -411,14 +412,14 @@ def _same_work(shown: str, actual: str) -> bool:
     return bool(shown_key) and (shown_key == actual_key or actual_key.startswith(shown_key) and len(shown_key) >= 8)
 
 
-def _verdict(candidate: _Candidate, rules: DeskRules, contract) -> GuaranteeVerdict:
+def _verdict(candidate: _Candidate, rules: DeskRules, contract, signatures: DocumentSignatures) -> GuaranteeVerdict:
     cert = candidate.certificate
     guarantee_type = cert.guarantee_type if cert else (candidate.notice.guarantee_type if candidate.notice else None)
     department = department_for(rules, guarantee_type, contract)
     findings = tuple(candidate.findings)
     return GuaranteeVerdict(
         guarantee_no=candidate.guarantee_no,
-        access_key_masked=_masked(candidate.access_key),
+        access_key_masked=_masked(candidate.access_key, signatures),
         access_key=candidate.access_key,
         certificate=cert,
         signed=candidate.signed,

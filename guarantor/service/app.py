@@ -17,6 +17,8 @@ import logging
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, Literal, Mapping
+from urllib.parse import parse_qs
+from zoneinfo import ZoneInfo
 
 import jinja2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -31,7 +33,7 @@ from guarantor.formatting import certificate_fields
 from guarantor.lookup_service import RegistryLookup
 from guarantor.pdf import render_certificate_view
 from guarantor.service.rate import RateLimit
-from guarantor.service.tokens import desk_for_token
+from guarantor.service.tokens import desk_for_token, token_hash
 from guarantor.settings import GuarantorSettings
 from verifier import access_key as keys
 from verifier import guarantee_no as numbers
@@ -80,6 +82,17 @@ def create_app(engine: Engine, settings: GuarantorSettings, trusted_keys: Mappin
     def lookup(requester: str, actor: str, number: str, key: str) -> LookupResult:
         return RegistryLookup(engine, settings, requester=requester, actor=actor).lookup(number, key, _aware(clock(), zone))
 
+    @app.middleware("http")
+    async def safe_headers(request: Request, call_next):
+        # Pages carry a key and a certificate: never cached, framed or sent on as a referrer.
+        response = await call_next(request)
+        response.headers.setdefault("Cache-Control", "no-store")
+        response.headers["X-Content-Type-Options"] = "nosniff"
+        response.headers["Referrer-Policy"] = "no-referrer"
+        response.headers["Content-Security-Policy"] = "default-src 'none'; style-src 'unsafe-inline'; " \
+                                                      "form-action 'self'; frame-ancestors 'none'"
+        return response
+
     # -- health ---------------------------------------------------------------------------------
 
     @app.get("/healthz", include_in_schema=False)
@@ -98,7 +111,7 @@ def create_app(engine: Engine, settings: GuarantorSettings, trusted_keys: Mappin
         desk = await run_in_threadpool(_desk_for, engine, token) if token else None
         if desk is None:
             return JSONResponse({"error": "unauthorized"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        wait = api_rate.hit(f"token:{token}")
+        wait = api_rate.hit(f"token:{token_hash(token)}")
         if wait:
             return JSONResponse({"error": f"too many look-ups: at most {service.rate_per_minute} per minute"},
                                 status_code=429, headers={"Retry-After": str(wait)})
@@ -193,8 +206,6 @@ def create_app(engine: Engine, settings: GuarantorSettings, trusted_keys: Mappin
 
 
 def _aware(moment: datetime, zone: str) -> datetime:
-    from zoneinfo import ZoneInfo
-
     return moment.astimezone(ZoneInfo(zone)) if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(zone))
 
 
@@ -227,8 +238,6 @@ async def _bounded_body(request: Request, limit: int) -> bytes | None:
 
 
 async def _bounded_form(request: Request, limit: int) -> dict[str, str] | None:
-    from urllib.parse import parse_qs
-
     body = await _bounded_body(request, limit)
     if body is None:
         return None

@@ -60,6 +60,9 @@ def test_health_and_the_published_protocol(world) -> None:
     with client(world) as http:
         assert http.get("/healthz").status_code == 200
         schema = http.get("/openapi.json").json()
+        page = http.get("/")
+    assert page.headers["Cache-Control"] == "no-store" and "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert "保証契約番号" in page.text
     operation = schema["paths"]["/api/v1/lookups"]["post"]
     assert set(operation["responses"]) >= {"200", "400", "401", "413", "429"}
     assert "access_key" in json.dumps(operation["requestBody"])

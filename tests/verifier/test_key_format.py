@@ -76,9 +76,11 @@ def test_keys_are_shown_in_the_configured_grouping() -> None:
     assert keys.display("0123456789ABCDEF", HEX.model_copy(update={"group_size": 0})) == "0123456789ABCDEF"
 
 
-def test_keys_of_another_format_are_masked_too() -> None:
-    assert keys.mask("0123-4567-89AB-CDEF") == "0123-****-****-CDEF"
-    assert keys.mask("0123-45") == "****-****-****-****"
+def test_keys_of_another_format_are_masked_by_that_format_or_whole() -> None:
+    lowercase_free = AccessKeyFormat(length=20, alphabet="ABCDEFGHIJKLMNOPQRSTUVWXYZ", group_size=5, check="none")
+    assert keys.mask("ILOUA-BCDEF-GHIJK-LMNOP", lowercase_free) == "ILOU-****-****-MNOP"
+    assert keys.mask("ILOUA-BCDEF-GHIJK-LMNOP") == "****-****-****-****"  # not knowing the format: all hidden
+    assert keys.mask("ILOUA-BCDEF", lowercase_free) == "****-****-****-****"
 
 
 def test_the_result_note_accepts() -> None:
