@@ -11,11 +11,11 @@ the held submissions take the new verdict and the contractor gets the one result
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from intake.pipeline import Pipeline, findings_json, found_document
@@ -48,7 +48,7 @@ def due_mails(session: Session, desk: str, now: datetime) -> list[int]:
         Submission.desk == desk, Submission.lookup_state == HELD, Submission.next_lookup_at <= now))))
 
 
-def retry_held(pipeline: Pipeline, engine, now: datetime) -> HeldReport:
+def retry_held(pipeline: Pipeline, engine: Engine, now: datetime) -> HeldReport:
     report = HeldReport()
     with Session(engine) as session:
         due = due_mails(session, pipeline.profile.desk_id, now)
@@ -58,7 +58,7 @@ def retry_held(pipeline: Pipeline, engine, now: datetime) -> HeldReport:
     return report
 
 
-def _retry_mail(pipeline: Pipeline, engine, inbound_id: int, now: datetime, report: HeldReport) -> None:
+def _retry_mail(pipeline: Pipeline, engine: Engine, inbound_id: int, now: datetime, report: HeldReport) -> None:
     with Session(engine) as session:
         row = session.get(InboundMessage, inbound_id)
         held = list(session.exec(select(Submission).where(Submission.inbound_id == inbound_id,

@@ -234,8 +234,7 @@ def run_demo(directory: Path, stack: contextlib.ExitStack, *, imap_port: int = 0
         notify(f"{'受注者' if round_no == 1 else '返送を受けた受注者'}が {len(mails)} 通を窓口へ送信し、"
                f"窓口が IMAP で {taken} 通を受け付けて、返信 {replies} 通を送りました")
 
-    report.manual = demo_lookup.play_manual_case(runtime, directory, signing_key, poll=_poll, deliver=_deliver,
-                                                 notify=notify)
+    report.manual = demo_lookup.play_manual_case(runtime, signing_key, poll=_poll, deliver=_deliver, notify=notify)
     report.mails = _outcomes(runtime, sent)
     report.digests = _digest(runtime, directory, since=began)
     digests_sent = _deliver(runtime, expected_kind="digest")

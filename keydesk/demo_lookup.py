@@ -18,14 +18,15 @@ from datetime import date, datetime, timezone
 from pathlib import Path
 from typing import Callable
 
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from sqlmodel import Session, select
 
+from guarantor.csv_input import COLUMNS as GUARANTEE_COLUMNS
 from guarantor.issue import IssuedGuarantee, issue_file
 from guarantor.service.tokens import add_token
 from intake.manual_lookup import ManualFacts, pending_lookups, record_manual_lookup, reveal_key
 from intake.register_store import COLUMNS as CONTRACT_COLUMNS
 from intake.register_store import import_contracts
-from guarantor.csv_input import COLUMNS as GUARANTEE_COLUMNS
 from keydesk import demo_mail_builders as build
 from keydesk import demo_scenario as scenario
 from keydesk.composition import desk_context, guarantor_service_app
@@ -93,11 +94,11 @@ def connect_lookup_service(runtime: Runtime, stack: contextlib.ExitStack) -> tup
     return Runtime(runtime.config_dir), served.url
 
 
-def play_manual_case(runtime: Runtime, directory: Path, signing_key, *, poll: Callable[[Runtime], int],
+def play_manual_case(runtime: Runtime, signing_key: Ed25519PrivateKey, *, poll: Callable[[Runtime], int],
                      deliver: Callable[[Runtime, str], int], notify: Notify) -> ManualCase:
     """A town whose guarantor has no API: the desk switches to manual mode for one more contractor."""
     url = runtime.settings.desks[scenario.DESK].lookup.lookup_site_url
-    issued = _issue(runtime, directory, signing_key)
+    issued = _issue(runtime, signing_key)
     deliver(runtime, "notice")
     set_lookup(runtime.config_dir, f'mode = "manual"\nlookup_site_url = "{url}"')
     manual = Runtime(runtime.config_dir)
@@ -131,7 +132,7 @@ def play_manual_case(runtime: Runtime, directory: Path, signing_key, *, poll: Ca
     return ManualCase(receipt_no, first or "", outcome.verdict.value, codes + outcome.codes, replies)
 
 
-def _issue(runtime: Runtime, directory: Path, signing_key) -> IssuedGuarantee:
+def _issue(runtime: Runtime, signing_key: Ed25519PrivateKey) -> IssuedGuarantee:
     g = GUARANTEE
     values = {
         "guarantee_type": g.guarantee_type, "contractor_name": FIRM.name, "contractor_email": FIRM.address,
@@ -160,7 +161,7 @@ def _issue(runtime: Runtime, directory: Path, signing_key) -> IssuedGuarantee:
     return issued
 
 
-def _csv(columns, values: dict) -> bytes:
+def _csv(columns: tuple[str, ...], values: dict[str, str]) -> bytes:
     buffer = io.StringIO()
     writer = csv.writer(buffer, lineterminator="\r\n")
     writer.writerow(columns)
