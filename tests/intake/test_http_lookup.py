@@ -41,6 +41,15 @@ def use_http_lookup(config: Path, url: str, token: str, ca_file: Path) -> None:
 
 
 @pytest.fixture
+def deployment(deployment: Path, database_url: str) -> Path:
+    """The suite's fresh deployment, on SQLite and on PostgreSQL (when available)."""
+    path = deployment / "keydesk.toml"
+    path.write_text(path.read_text(encoding="utf-8").replace('url = "sqlite:///var/keydesk.db"', f'url = "{database_url}"'),
+                    encoding="utf-8")
+    return deployment
+
+
+@pytest.fixture
 def http_desk(issued: dict, tmp_path: Path):
     """The deployment of ``issued`` in http mode against its guarantor's service, served over TLS."""
     config = issued["config"]

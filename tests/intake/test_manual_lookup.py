@@ -27,6 +27,15 @@ SITE = "https://d-sure.example/lookup"
 
 
 @pytest.fixture
+def deployment(deployment: Path, database_url: str) -> Path:
+    """The suite's fresh deployment, on SQLite and on PostgreSQL (when available)."""
+    path = deployment / "keydesk.toml"
+    path.write_text(path.read_text(encoding="utf-8").replace('url = "sqlite:///var/keydesk.db"', f'url = "{database_url}"'),
+                    encoding="utf-8")
+    return deployment
+
+
+@pytest.fixture
 def manual_desk(issued: dict) -> Runtime:
     use_lookup(issued["config"], f'mode = "manual"\nlookup_site_url = "{SITE}"')
     return Runtime(issued["config"])
