@@ -227,3 +227,28 @@ def test_poll_once_looks_held_submissions_up_again(pymap_server, tmp_path: Path)
         keys_sent = [r.idempotency_key for r in session.exec(select(OutboxMessage).where(OutboxMessage.kind == "reply"))]
     assert (submission.verdict, submission.lookup_state) == ("accepted", "done") and sorted(keys_sent) == sorted(
         [f"reply:{submission.inbound_id}", f"result:{submission.inbound_id}"])
+
+
+def test_keydesk_runs_companion_looks_held_submissions_up_by_itself(issued: dict, http_desk, monkeypatch) -> None:
+    import threading
+
+    from keydesk import companions
+    from tests.conftest import wait_until
+
+    runtime = http_desk["runtime"]
+    http_desk["served"].stop()
+    row, _ = take(runtime, mail([("お知らせ.pdf", key_notice(issued, 0))]), uid=1)  # held; its pause is long over
+    listen = Listen("127.0.0.1", http_desk["port"], http_desk["tls"].cert, http_desk["tls"].key, what="guarantor.service")
+    http_desk["served"] = ServedApp(http_desk["app"], listen).start()
+    monkeypatch.setattr(companions, "HELD_LOOKUP_INTERVAL_SECONDS", 0.05)
+    stop = threading.Event()
+    stopper = companions.held_lookup_companion(runtime, stop)
+    try:
+        def decided() -> bool:
+            with Session(runtime.engine) as session:
+                return session.exec(select(Submission).where(Submission.inbound_id == row.id)).one().lookup_state == "done"
+
+        wait_until(decided, timeout=30, what="the held look-up answered by keydesk run's companion")
+    finally:
+        stopper()
+    assert [key for key, _ in replies(runtime, row.id)] == [f"reply:{row.id}", f"result:{row.id}"]
