@@ -38,7 +38,7 @@ from store.key_vault import KeyVault
 from store.tables import Document, InboundMessage, Submission
 from verifier import access_key as keys
 from verifier.certificate_signature import canonical_json
-from verifier.verify import Ports, department_for, judge_certificate
+from verifier.judge import department_for, judge_certificate
 
 WAITING = ("manual", "staff", "held")  # states a clerk may settle by hand
 
@@ -187,9 +187,8 @@ def record_manual_lookup(session: Session, desk: DeskContext, receipt_no: str, f
                                 params={"guarantee_no": number}, guarantee_no=number))
     else:
         certificate = facts.certificate(number, desk_id)
-        ports = Ports(lookup=_NoLookup(), register=DbContractRegister(session), accepted=DbAcceptedIndex(session),
-                      trusted_keys={})
-        found, contract = judge_certificate(certificate, desk_id, desk.rules, ports)
+        found, contract = judge_certificate(certificate, desk_id, desk.rules, DbContractRegister(session),
+                                            DbAcceptedIndex(session))
         findings += found
         submission.guarantee_type = certificate.guarantee_type.value
         submission.contract_no = certificate.contract_no
@@ -239,9 +238,3 @@ def _staff(name: str) -> str:
         raise ManualLookupError("職員の氏名を指定してください(--staff、60文字以内)")
     return cleaned
 
-
-class _NoLookup:
-    """The manual judgement never looks anything up: the facts are the clerk's."""
-
-    def lookup(self, guarantee_no: str, access_key: str, now: datetime):  # pragma: no cover - never called
-        raise AssertionError("no look-up in manual mode")

@@ -17,8 +17,8 @@ from typing import Mapping, Protocol, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from rules.domain import Certificate, Contract, GuaranteeType
-from rules.evaluate import company_key, evaluate, obligee_key, plain_key
+from rules.domain import Certificate, GuaranteeType
+from rules.evaluate import company_key, obligee_key, plain_key
 from rules.findings import Finding, Severity, Verdict, strongest
 from rules.schema import DeskRules
 from rules.signatures import DocumentKind, DocumentSignatures
@@ -28,6 +28,7 @@ from verifier.certificate_signature import SignatureStatus, SignedCertificate, c
 from verifier.classify import classify
 from verifier.extract import KeyNoticeFields, extract_key_notices
 from verifier.lookup import CertificateLookup, LookupStatus
+from verifier.judge import department_for, judge_certificate
 from verifier.pdf_text import TextResult
 from verifier.register import AcceptedIndex, ContractRegister
 
@@ -292,32 +293,11 @@ def _judge(candidates: list[_Candidate], desk: str, rules: DeskRules, ports: Por
         cert = candidate.certificate
         contract = None
         if cert is not None:
-            findings, contract = judge_certificate(cert, desk, rules, ports, in_mail.get(cert.contract_no, {}))
+            findings, contract = judge_certificate(cert, desk, rules, ports.register, ports.accepted,
+                                                   in_mail.get(cert.contract_no, {}))
             candidate.findings += findings
         verdicts.append(_verdict(candidate, rules, contract, signatures))
     return verdicts
-
-
-def judge_certificate(certificate: Certificate, desk: str, rules: DeskRules, ports: Ports,
-                      advances_in_mail: Mapping[GuaranteeType, int] | None = None) -> tuple[list[Finding], Contract | None]:
-    """The town's rules on one certificate's facts, with the register and what was accepted before:
-    the same judgement for a looked-up certificate and for facts a clerk read on the guarantor's site."""
-    contract = ports.register.get(desk, certificate.contract_no)
-    others = dict(ports.accepted.advance_amounts(desk, certificate.contract_no))
-    others.update({k: v for k, v in (advances_in_mail or {}).items() if k is not certificate.guarantee_type})
-    findings = evaluate(
-        certificate, rules, contract=contract,
-        previous_receipt=ports.accepted.receipt_for(desk, certificate.guarantee_no), other_advances=others,
-    )
-    return findings, contract
-
-
-def department_for(rules: DeskRules, guarantee_type: GuaranteeType | None, contract: Contract | None) -> str | None:
-    """The department whose digest carries the guarantee: by type, else the register's."""
-    department = rules.department_for(guarantee_type) if guarantee_type else None
-    if department is None and contract is not None:
-        department = contract.department
-    return department
 
 
 def _printed_type_refused(candidate: _Candidate, rules: DeskRules) -> bool:
