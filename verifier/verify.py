@@ -280,6 +280,7 @@ def _judge(candidates: list[_Candidate], desk: str, rules: DeskRules, ports: Por
         order.append(candidate)
         if not _printed_type_refused(candidate, rules):
             _check(candidate, ports, now)
+            _already_accepted_without_lookup(candidate, desk, ports)
 
     # Advances in this mail count towards the 前払金 + 中間前払金 total of the same contract.
     in_mail: dict[str, dict[GuaranteeType, int]] = {}
@@ -298,6 +299,21 @@ def _judge(candidates: list[_Candidate], desk: str, rules: DeskRules, ports: Por
             candidate.findings += findings
         verdicts.append(_verdict(candidate, rules, contract, signatures))
     return verdicts
+
+
+def _already_accepted_without_lookup(candidate: _Candidate, desk: str, ports: Ports) -> None:
+    """Manual mode: a number the town already accepted needs no clerk; the sender hears it at once,
+    as a looked-up duplicate would be answered."""
+    manual = [f for f in candidate.findings if f.code == "lookup.manual"]
+    previous = ports.accepted.receipt_for(desk, candidate.guarantee_no) if manual and candidate.guarantee_no else None
+    if previous is None:
+        return
+    candidate.findings.remove(manual[0])
+    candidate.findings.append(Finding(
+        "submission.duplicate", detail=f"already accepted as {previous} (manual mode: not looked up again)",
+        params={"guarantee_no": candidate.guarantee_no or "", "previous_receipt": previous},
+        guarantee_no=candidate.guarantee_no, document=candidate.document,
+    ))
 
 
 def _printed_type_refused(candidate: _Candidate, rules: DeskRules) -> bool:

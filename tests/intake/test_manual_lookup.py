@@ -106,6 +106,12 @@ def test_manual_mode_from_mail_to_result(issued: dict, manual_desk: Runtime) -> 
         record_manual_lookup(session, context, row.receipt_no, parse_facts(facts()), staff="山田 花子", now=NOW)
     assert outbox_keys(runtime, row.id) == [f"reply:{row.id}", f"result:{row.id}"]  # exactly one result
 
+    # The same notice again: already accepted, so the sender hears it at once and no clerk is needed.
+    again, outcome = take(runtime, mail([("お知らせ.pdf", key_notice(issued, 0))], subject="再送"), uid=2)
+    assert outcome.verdict is Verdict.ACCEPTED and outcome.findings == ("submission.duplicate",)
+    with Session(runtime.engine) as session:
+        assert pending_lookups(session, "misato") == []
+
 
 def test_the_towns_rules_judge_what_the_clerk_recorded(issued: dict, manual_desk: Runtime) -> None:
     runtime = manual_desk
