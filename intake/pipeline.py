@@ -116,7 +116,7 @@ class Pipeline:
             row.subject = walked.subject or row.subject
             row.message_id = walked.message_id or row.message_id
         row.verdict = verdict.verdict.value
-        row.findings_json = findings_json(verdict.findings)
+        row.findings_json = _findings_json(verdict.findings)
         documents = self._store_documents(session, row, walked, verdict) if walked else {}
         submissions = self._record_submissions(session, row, verdict, documents, now)
         self._hold_lookups(submissions, now)
@@ -211,14 +211,14 @@ class Pipeline:
                 access_key_encrypted=self.key_vault.encrypt(guarantee.access_key) if guarantee.access_key else None,
                 access_key_masked=guarantee.access_key_masked,
                 verdict=guarantee.verdict.value,
-                findings_json=findings_json(verdict.findings + guarantee.findings),
+                findings_json=_findings_json(verdict.findings + guarantee.findings),
                 certificate_json=guarantee.signed.to_json() if certificate and guarantee.signed else None,
                 created_at=now,
             ))
         if not submissions:
             submissions.append(Submission(
                 desk=row.desk, inbound_id=row.id, verdict=verdict.verdict.value,
-                findings_json=findings_json(verdict.findings), created_at=now,
+                findings_json=_findings_json(verdict.findings), created_at=now,
             ))
         session.add_all(submissions)
         session.flush()
@@ -309,7 +309,7 @@ class Pipeline:
             original_message_id=_angle(walked.message_id if walked else row.message_id),
             original_references=headers.get("References"),
             original_subject=walked.subject if walked else row.subject,
-            documents=[found_document(result) for result in verdict.documents],
+            documents=[_found(result) for result in verdict.documents],
             guarantees=[
                 GuaranteeLine(g.guarantee_no, g.verdict, g.guarantee_type.value if g.guarantee_type else None,
                               g.certificate.work_name if g.certificate else None)
@@ -324,7 +324,7 @@ class Pipeline:
                 envelope_from=self.profile.address, recipients=[decision.address], inbound_id=row.id)
 
 
-def found_document(result) -> FoundDocument:
+def _found(result) -> FoundDocument:
     numbers = [n for n in result.guarantee_nos if n]
     keys = [k for k in result.access_keys_masked if k]
     return FoundDocument(result.name, KIND_LABELS.get(result.kind, result.kind.value),
@@ -342,9 +342,14 @@ def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
 
 
-def findings_json(findings: Sequence[Finding]) -> str:
+def _findings_json(findings: Sequence[Finding]) -> str:
     return json.dumps(
         [{"code": f.code, "severity": f.severity.value, "message": f.message, "detail": f.detail,
           "guarantee_no": f.guarantee_no, "document": f.document} for f in findings],
         ensure_ascii=False,
     )
+
+
+# The same shapes for the modules that decide a held or manual submission later.
+found_document = _found
+findings_json = _findings_json
