@@ -28,6 +28,7 @@ from intake.answering import CappedLookup, add_finding, carries_new_guarantee, t
 from intake.authentication_results import authenticated_for
 from intake.mime import MailLimits, WalkedMail, parse_headers, walk_headers
 from intake.walk_worker import walk_bounded
+from intake.lookup_settings import LookupSettings
 from intake.raw_store import RawStore
 from intake.register_store import DbAcceptedIndex, DbContractRegister
 from intake.verify_inputs import from_domain, key_patterns, too_large_context, verify_inputs
@@ -101,6 +102,7 @@ class Pipeline:
     walk: Callable[..., WalkedMail] = walk_bounded
     # Host names of our own outgoing relay: a delivery report it wrote (Reporting-MTA) is ours.
     relay_hosts: tuple[str, ...] = ()
+    lookup_settings: LookupSettings = LookupSettings()
 
     def __call__(self, session: Session, row: InboundMessage, raw: bytes) -> Outcome:
         now = self.clock()
@@ -126,6 +128,7 @@ class Pipeline:
         authenticated = authenticated_for(walked.authentication, from_domain(walked))
         documents = self._store_documents(session, row, walked, verdict, now)
         submissions = self._record_submissions(session, row, verdict, documents, now)
+        self._hold_lookups(submissions, now)
         resend_of = self._link_resend(session, row, submissions, now, authenticated=authenticated, headers=headers)
         if walked.automatic:
             self._record_bounce(session, row, raw, now, authenticated=authenticated)
@@ -135,6 +138,14 @@ class Pipeline:
         codes = tuple(dict.fromkeys(f.code for f in verdict.all_findings))
         log.info("mail %s from %s: %s (%s)", row.receipt_no, row.sender, verdict.verdict.value, ", ".join(codes) or "no findings")
         return Outcome(verdict.verdict, codes)
+
+    def verify_again(self, session: Session, row: InboundMessage, raw: bytes, now: datetime) -> MailVerdict:
+        """The decision for a recorded mail once more (a held look-up), recording nothing."""
+        walked = None
+        if row.state != "too_large":
+            walked = self.walk(raw, authserv_id=self.profile.authserv_id, limits=MailLimits.from_settings(self.limits),
+                              key_patterns=key_patterns(self.signatures.patterns))
+        return self._verify(session, walked, now)
 
     # -- deciding --------------------------------------------------------------------------
 
@@ -261,6 +272,18 @@ class Pipeline:
         session.add_all(submissions)
         session.flush()
         return submissions
+
+    def _hold_lookups(self, submissions: Sequence[Submission], now: datetime) -> None:
+        """A look-up that could not be made is held (tried again later) or left to a clerk (manual)."""
+        for submission in submissions:
+            codes = {item.get("code") for item in json.loads(submission.findings_json)}
+            if "lookup.manual" in codes:
+                submission.lookup_state = "manual"
+            elif "lookup.unavailable" in codes and submission.access_key_encrypted is not None:
+                submission.lookup_state = "held"
+                submission.next_lookup_at = self.lookup_settings.next_lookup_at(0, now)
+                if submission.next_lookup_at is None:
+                    submission.lookup_state = "staff"
 
     def _link_resend(self, session: Session, row: InboundMessage, submissions: Sequence[Submission],
                      now: datetime, *, authenticated: bool, headers: Message) -> Submission | None:
@@ -414,3 +437,8 @@ def _findings_json(findings: Sequence[Finding]) -> str:
           "guarantee_no": f.guarantee_no, "document": f.document} for f in findings],
         ensure_ascii=False,
     )
+
+
+# The same shapes for the modules that decide a held or manual submission later.
+found_document = _found
+findings_json = _findings_json

@@ -6,6 +6,7 @@ Adapters take a ``Session`` so that the intake pipeline reads them inside its ow
 
 from __future__ import annotations
 
+import json
 from typing import Mapping
 
 from sqlmodel import Session, select
@@ -14,7 +15,7 @@ from rules.domain import Certificate, Contract, GuaranteeType
 from rules.findings import Verdict
 from rules.names import company_key, plain_key
 from store.tables import Contract as ContractRow, InboundMessage, Submission
-from verifier.certificate_signature import SignedCertificate
+from verifier.certificate_signature import SignedCertificate, certificate_from_json
 
 _ADVANCE_TYPES = (GuaranteeType.ADVANCE, GuaranteeType.INTERMEDIATE_ADVANCE)
 
@@ -88,13 +89,17 @@ class DbAcceptedIndex:
 
 
 def submission_certificate(submission: Submission) -> Certificate | None:
-    """The verified certificate recorded with a submission, or None (none was verified)."""
-    if not submission.certificate_json:
-        return None
+    """The verified certificate recorded with a submission, or what a clerk recorded from the
+    guarantor's site (manual mode), or None (neither)."""
     try:
-        return SignedCertificate.from_json(submission.certificate_json).certificate()
-    except (ValueError, KeyError, TypeError):
+        if submission.certificate_json:
+            return SignedCertificate.from_json(submission.certificate_json).certificate()
+        if submission.lookup_facts_json:
+            recorded = json.loads(submission.lookup_facts_json).get("certificate")
+            return certificate_from_json(recorded.encode("utf-8")) if recorded else None
+    except (ValueError, KeyError, TypeError, AttributeError):
         return None
+    return None
 
 
 # The CSV import lives in intake/register_import.py; these names stay importable from here.

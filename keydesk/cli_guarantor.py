@@ -39,7 +39,8 @@ from verifier.certificate_signature import SignatureStatus, check_signature, key
 from verifier.lookup import LookupResult, LookupStatus
 
 guarantor_app = typer.Typer(
-    help="The guarantor's side: signing key, issuing guarantees (CSV), revoking.", no_args_is_help=True
+    help="The guarantor's side: signing key, issuing guarantees (CSV), revoking, the look-up service.",
+    no_args_is_help=True
 )
 MAX_CSV_BYTES = 20 * 1024 * 1024
 
@@ -50,6 +51,9 @@ def register(app: typer.Typer) -> None:
         return
     app.add_typer(guarantor_app, name="guarantor")
     app.command("lookup")(lookup)
+    from keydesk import cli_lookup  # serve, token, manual: the look-up across the network
+
+    cli_lookup.register(app, guarantor_app)
 
 
 @contextmanager

@@ -131,6 +131,16 @@ def poll(
         except (MailboxError, *TRANSIENT_ERRORS) as exc:
             raise _mailbox_problem(settings, desk_id, exc) from None
         _print_report(settings, desk_id, report, as_json)
+        _retry_held(runtime, desk_id, as_json)
+
+
+def _retry_held(runtime: Runtime, desk_id: str, as_json: bool) -> None:
+    """Held look-ups whose pause is over are tried again after each pass (issue 10)."""
+    from keydesk.composition import retry_held_lookups
+
+    held = retry_held_lookups(runtime, desk_id)
+    if held.anything and not as_json:
+        typer.echo(f"  照会待ちだった {len(held.decided)} 通の結果を返信し、{len(held.given_up)} 通を職員の確認に回しました")
 
 
 def _print_report(settings: Settings, desk_id: str, report: PassReport, as_json: bool) -> None:

@@ -18,13 +18,13 @@ import typer
 from sqlmodel import Session, select
 
 from guarantor.keys import load_trusted_keys
-from guarantor.lookup_service import RegistryLookup
 from intake.mime import MailDocument, MailLimits, is_pdf, walk_headers
 from intake.register_store import (
     DbAcceptedIndex, DbContractRegister, import_contracts, submission_certificate,
 )
 from intake.walk_worker import walk_bounded
 from intake.verify_inputs import input_document, key_patterns, preview_reply, too_large_context, verify_inputs
+from keydesk.composition import lookup_service
 from keydesk.errors import UserError
 from keydesk.runtime import Runtime
 from keydesk.settings import Settings
@@ -93,7 +93,7 @@ def verify(
     pdf_limits = PdfLimits(max_bytes=limits.pdf_max_bytes, cpu_seconds=limits.pdf_cpu_seconds,
                            memory_bytes=limits.pdf_memory_mb * 1024 * 1024)
     trusted = load_trusted_keys(settings.guarantor.trust_directory)
-    lookup = RegistryLookup(runtime.engine, settings.guarantor, requester=desk_id, actor="verify")
+    lookup = lookup_service(runtime, desk_id, record=False)  # records nothing, look-up failures included
     failed = False
     with PdfTextWorker(pdf_limits) as worker, Session(runtime.engine) as session:
         ports = Ports(lookup, DbContractRegister(session), DbAcceptedIndex(session), trusted)

@@ -105,4 +105,42 @@ def revocation_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
     return lambda: thread.join(timeout=60)
 
 
-COMPANIONS = (outbox_companion, digest_companion, revocation_companion)
+HELD_LOOKUP_INTERVAL_SECONDS = 30
+
+
+def guarantor_service_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
+    """The guarantor's look-up service beside the desk, when ``[guarantor.service] start_with_run``."""
+    service = runtime.settings.guarantor.service
+    if not service.start_with_run:
+        return lambda: None
+    from keydesk.composition import guarantor_service_app
+    from web.server import Listen, ServedApp
+
+    served = ServedApp(guarantor_service_app(runtime), Listen(service.host, service.port, service.tls_cert_file,
+                                                              service.tls_key_file, what="guarantor.service")).start()
+    log.info("guarantor look-up service at %s", served.url)
+    return served.stop
+
+
+def held_lookup_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
+    """Held look-ups (the guarantor's service was unreachable) are tried again when their pause is over."""
+    from keydesk.composition import retry_held_lookups  # late: the pipeline is built per round
+
+    desks = [desk_id for desk_id, desk in runtime.settings.desks.items() if desk.lookup.mode != "manual"]
+
+    def loop() -> None:
+        while not stop.wait(HELD_LOOKUP_INTERVAL_SECONDS):
+            for desk_id in desks:
+                try:
+                    if retry_held_lookups(runtime, desk_id).anything:
+                        wake_outbox()
+                except Exception:  # noqa: BLE001 - one bad round must not end the retries for good
+                    log.exception("held look-ups of %s failed; trying again in %d s", desk_id, HELD_LOOKUP_INTERVAL_SECONDS)
+
+    thread = threading.Thread(target=loop, name="held-lookups", daemon=True)
+    thread.start()
+    return lambda: (stop.set(), thread.join(timeout=60))
+
+
+COMPANIONS = (guarantor_service_companion, outbox_companion, digest_companion, revocation_companion,
+              held_lookup_companion)

@@ -32,6 +32,7 @@ from guarantor import registry
 from guarantor.issue import IssuedGuarantee, issue_file
 from guarantor.keys import create_signing_key, publish_public_key
 from intake.register_store import import_contracts
+from keydesk import demo_lookup
 from keydesk import demo_scenario as scenario
 from keydesk.cli_admin import create_missing_secrets, init
 from keydesk.cli_digest import targets_for
@@ -100,10 +101,12 @@ class DemoReport:
     audit_events: int = 0
     audit_intact: bool = False
     elapsed: float = 0.0
+    lookup_url: str = ""  # the guarantor's look-up service the desk asked over HTTP
+    manual: "demo_lookup.ManualCase | None" = None  # the case a clerk looked up by hand
 
     @property
     def all_as_expected(self) -> bool:
-        return all(outcome.as_expected for outcome in self.mails)
+        return all(outcome.as_expected for outcome in self.mails) and (self.manual is None or self.manual.as_expected)
 
 
 # -- the folder and its configuration ---------------------------------------------------------------
@@ -172,7 +175,7 @@ def write_config(directory: Path, imap_port: int, smtp_port: int) -> Path:
     settings = load_settings(config_dir)
     known = {user.address for user in settings.embedded.users}
     staff = [a for d in settings.rules.desks.values() for dep in d.departments.values() for a in dep.digest_recipients]
-    wanted = [c.address for c in scenario.CONTRACTORS] + staff
+    wanted = [c.address for c in scenario.CONTRACTORS] + [demo_lookup.FIRM.address] + staff
     blocks = ["\n# The demo's contractors and staff: each has a mailbox on the embedded server.\n"]
     for address in dict.fromkeys(a for a in wanted if a not in known):
         blocks.append(f'[[embedded.users]]\naddress = "{address}"\n'
@@ -202,6 +205,10 @@ def run_demo(directory: Path, stack: contextlib.ExitStack, *, imap_port: int = 0
 
     signing_key = create_signing_key(settings.guarantor.signing_key)
     publish_public_key(signing_key.public_key(), settings.guarantor.trust_directory)
+    # Two organisations: the guarantor's look-up service on loopback, the desk in http mode against it.
+    runtime, report.lookup_url = demo_lookup.connect_lookup_service(runtime, stack)
+    settings = runtime.settings
+    notify(f"保証会社の照会サービスを {report.lookup_url}/ で起動し、窓口を HTTP 照会モードにしました")
     contracts = _import_register(runtime, directory)
     town = settings.rules.desks[scenario.DESK].town
     notify(f"保証会社の署名鍵を作成し、{town}の契約台帳を登録しました(契約 {contracts} 件)")
@@ -230,6 +237,7 @@ def run_demo(directory: Path, stack: contextlib.ExitStack, *, imap_port: int = 0
         notify(f"{'受注者' if round_no == 1 else '返送を受けた受注者'}が {len(mails)} 通を窓口へ送信し、"
                f"窓口が IMAP で {taken} 通を受け付けて、返信 {replies} 通を送りました")
 
+    report.manual = demo_lookup.play_manual_case(runtime, signing_key, poll=_poll, deliver=_deliver, notify=notify)
     report.mails = _outcomes(runtime, sent)
     report.digests = _digest(runtime, directory, since=began)
     digests_sent = _deliver(runtime, expected_kind="digest")

@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from guarantor.settings import GuarantorSettings
+from intake.lookup_settings import LookupSettings
 from intake.settings import Limits, MailboxSettings, PollSettings
 from mailer.settings import DigestSettings, OutboxSettings, SmtpSettings
 from rules.config_base import ConfigError, HomePath, StrictModel, TimeZoneName, describe_errors
@@ -79,6 +80,8 @@ class DeskSettings(StrictModel):
     # SPF/DKIM pass in our own server's Authentication-Results (see authserv_id).
     reply_to: Literal["authenticated", "submissions", "all"] = "submissions"
     mailbox: MailboxSettings
+    # How certificates are looked up: embedded (default), http (a guarantor's service) or manual.
+    lookup: LookupSettings = LookupSettings()
 
 
 class Settings(StrictModel):

@@ -68,6 +68,7 @@ class DigestTarget:
     desk_name: str
     desk_address: str
     rules: DeskRules
+    lookup_site_url: str | None = None  # the guarantor's site, for look-ups a clerk must do
 
 
 @dataclass(frozen=True)
@@ -132,7 +133,8 @@ def collect(
     for department in departments or list(target.rules.departments):
         start = since or default_since(session, target, department, now, zone)
         lines = [
-            line for line in collect_lines(session, desk=target.desk, rules=target.rules, since=start, until=now)
+            line for line in collect_lines(session, desk=target.desk, rules=target.rules, since=start, until=now,
+                                           lookup_site_url=target.lookup_site_url)
             if line.department == department
         ]
         digests.append(Digest(target, department, start, now, zone, tuple(lines)))

@@ -126,7 +126,25 @@ def _department(rules: DeskRules, stored: str | None, guarantee_type: str | None
     return routed or next(iter(rules.departments))
 
 
-def _submission_lines(session: Session, desk: str, rules: DeskRules, since: datetime, until: datetime):
+def lookup_notes(submission: Submission, inbound: InboundMessage, site: str | None) -> tuple[str, ...]:
+    """What a clerk needs for a look-up still to do: the site, and the commands with the receipt number."""
+    receipt = inbound.receipt_no or ""
+    where = f"{site} で" if site else "保証会社の照会サイトで"
+    steps = (f"{where}照会し、結果を記録してください"
+             f"(認証キーの表示: keydesk manual reveal {receipt} --staff 氏名、記録: keydesk manual record {receipt})")
+    if submission.lookup_state == "manual":
+        return ("手入力照会: " + steps,)
+    if submission.lookup_state == "held":
+        when = submission.next_lookup_at
+        return (f"照会サービスの復旧を待って自動で再照会します(次回 {when:%m/%d %H:%M} UTC)" if when
+                else "照会サービスの復旧を待って自動で再照会します",)
+    if submission.lookup_state == "staff":
+        return ("照会サービスに接続できないまま再試行を終えました。" + steps,)
+    return ()
+
+
+def _submission_lines(session: Session, desk: str, rules: DeskRules, since: datetime, until: datetime,
+                      lookup_site_url: str | None = None):
     previous = aliased(Submission)
     previous_inbound = aliased(InboundMessage)
     rows = session.exec(
@@ -154,7 +172,7 @@ def _submission_lines(session: Session, desk: str, rules: DeskRules, since: date
             masked_key=ensure_masked(masked) or "",
             verdict=str(verdict),
             verdict_label=VERDICT_LABELS[verdict],
-            reasons=finding_labels(submission.findings_json),
+            reasons=finding_labels(submission.findings_json) + lookup_notes(submission, inbound, lookup_site_url),
             sender=inbound.sender or "",
             resend_of=resend_of or "",
             resent_as=resent.get(submission.id, ""),
@@ -279,11 +297,12 @@ def _revoked_lines(session: Session, desk: str, rules: DeskRules, since: datetim
         )
 
 
-def collect_lines(session: Session, *, desk: str, rules: DeskRules, since: datetime, until: datetime) -> list[DigestLine]:
+def collect_lines(session: Session, *, desk: str, rules: DeskRules, since: datetime, until: datetime,
+                  lookup_site_url: str | None = None) -> list[DigestLine]:
     """Every line of the desk's digests for [since, until), in digest order (all departments)."""
     lines = [
         *_revoked_lines(session, desk, rules, since, until),
-        *_submission_lines(session, desk, rules, since, until),
+        *_submission_lines(session, desk, rules, since, until, lookup_site_url),
         *_mail_lines(session, desk, rules, since, until),
         *_failure_lines(session, desk, rules, since, until),
     ]

@@ -212,8 +212,9 @@ _TABLE = [
           "保証契約番号{guarantee_no}の電子証書は、受付の後に失効したことを確認しました。" + _STAFF_CONTACT),
     _code("lookup.refused", W, N, "照会の一時停止",
           "保証契約番号{guarantee_no}の照会が一時的に制限されているため、" + _STAFF_CONTACT),
-    _code("lookup.unavailable", W, N, "照会サービスに接続できない",
-          "電子証書の照会サービスに接続できなかったため、担当者が後ほど確認します。再送の必要はありません。"),
+    _code("lookup.unavailable", W, N, "照会サービスに接続できない(自動で再照会)",
+          "電子証書の照会サービスに一時的に接続できなかったため、書類はお預かりし、照会ができ次第あらためて"
+          "結果をお知らせします。再送の必要はありません。"),
     # -- cert.*: the certificate itself ----------------------------------------------------------
     _code("cert.signature", E, N, "電子証書の署名を検証できない",
           "保証契約番号{guarantee_no}の電子証書を検証できなかったため、" + _STAFF_CONTACT),
@@ -290,6 +291,15 @@ _TABLE += [
           "短時間に多数のメールをお送りいただいたため、返信を控えております。"),
     _code("reply.withheld", I, A, "返信なし(送信元を確認できず)",
           "送信元を確認できなかったため、返信を控えております。"),
+]
+
+# Added with the look-up across the network (issue 10).
+_TABLE += [
+    _code("lookup.manual", W, N, "照会は職員が行う(手入力照会)",
+          "保証契約番号{guarantee_no}の電子証書は担当者が照会のうえ確認し、結果をあらためてお知らせします。"
+          "再送の必要はありません。"),
+    _code("lookup.completed", I, A, "照会完了のお知らせ",
+          "先にお預かりした書類について、電子証書の照会と確認が済みましたので、結果をお知らせします。"),
 ]
 
 CODES: dict[str, FindingCode] = {spec.code: spec for spec in _TABLE}

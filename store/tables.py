@@ -101,6 +101,15 @@ class Submission(SQLModel, table=True):
     # records when keydesk noticed.
     revoked_at: datetime | None = Field(default=None, index=True)
     revoked_reason: str | None = Field(default=None, sa_column=Column(Text))
+    # The look-up still to do (issue 10): "held" (the service was unreachable: looked up again at
+    # next_lookup_at), "manual" (a clerk looks it up), "staff" (held too long: a person decides),
+    # "done" (answered later; the result mail went out). None: decided when the mail came in.
+    lookup_state: str | None = Field(default=None, index=True, max_length=16)
+    lookup_attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    next_lookup_at: datetime | None = Field(default=None)
+    # What a clerk read on the guarantor's site (manual mode): {"status", "staff", "at", "certificate":
+    # canonical certificate JSON or null}.
+    lookup_facts_json: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class Contract(SQLModel, table=True):
@@ -158,6 +167,22 @@ class LookupFailure(SQLModel, table=True):
     desk: str = Field(index=True, max_length=64)
     guarantee_no: str = Field(index=True, max_length=64)
     at: datetime = Field(default_factory=utcnow, index=True)
+    # Who tried the key (a desk's token name, or web:<address>): the guard counts per (number,
+    # requester) and per requester, so one party's wrong keys do not lock a number for everyone.
+    requester: str | None = Field(default=None, index=True, max_length=128)
+
+
+class LookupToken(SQLModel, table=True):
+    """A desk's bearer token for the guarantor's look-up API; only its SHA-256 is kept."""
+
+    __tablename__ = "lookup_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    desk: str = Field(index=True, max_length=64)  # the desk (town) the token was issued to
+    token_hash: str = Field(unique=True, max_length=64)
+    hint: str = Field(max_length=16)  # the first characters, to tell tokens apart in listings
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
 
 
 class OutboxMessage(SQLModel, table=True):

@@ -41,12 +41,23 @@ def mail(attachments: list[tuple[str, bytes]], *, sender: str = SENDER, subject:
 
 def take(runtime: Runtime, raw: bytes, uid: int) -> tuple[InboundMessage, Outcome]:
     pipeline = build_pipeline(runtime, "misato", clock=lambda: NOW)
+    stored = pipeline.store.put(raw)  # as the poller stores it: a held look-up reads the mail again
     with Session(runtime.engine) as session:
         row = InboundMessage(desk="misato", account="keiyaku", mailbox="INBOX", uidvalidity=1, uid=uid,
-                             sha256=hashlib.sha256(raw).hexdigest(), size=len(raw), received_at=NOW)
+                             sha256=hashlib.sha256(raw).hexdigest(), size=len(raw), received_at=NOW,
+                             raw_path=stored.relative_path)
         session.add(row)
         session.flush()
         outcome = pipeline(session, row, raw)
         session.commit()
         session.refresh(row)
         return row, outcome
+
+
+def use_lookup(config, lines: str) -> None:
+    """Replace the default ``[desks.misato.lookup]`` (mode = "embedded") with ``lines``."""
+    path = config / "keydesk.toml"
+    text = path.read_text(encoding="utf-8")
+    default = '[desks.misato.lookup]\nmode = "embedded"\n'
+    assert default in text, "the default config has no [desks.misato.lookup] table"
+    path.write_text(text.replace(default, f"[desks.misato.lookup]\n{lines.strip()}\n"), encoding="utf-8")
