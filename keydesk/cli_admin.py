@@ -59,7 +59,11 @@ def create_missing_secrets(settings: Settings) -> None:
 
 
 @config_app.command("check")
-def config_check(ctx: typer.Context) -> None:
+def config_check(
+    ctx: typer.Context,
+    connect: bool = typer.Option(False, "--connect", help="Also log in to the SMTP server and every desk's "
+                                 "mailbox (one line each, about 10 s at most per server); exit 1 if one fails."),
+) -> None:
     """Validate keydesk.toml and rules.toml and print the resolved configuration (secrets masked)."""
     runtime: Runtime = ctx.obj
     settings = runtime.settings
@@ -69,6 +73,16 @@ def config_check(ctx: typer.Context) -> None:
         typer.echo(line)
     check_templates(settings)
     typer.echo("# 設定は正常です (configuration OK)")
+    if connect:
+        from keydesk.connection_check import check_all
+
+        results = check_all(settings)
+        for result in results:
+            typer.echo(result.line())
+        if not all(result.ok for result in results):
+            typer.echo("# 接続できないサーバーがあります (a server could not be used; see the NG lines)", err=True)
+            raise typer.Exit(1)
+        typer.echo("# すべてのサーバーに接続できました (every server accepted the login)")
 
 
 def check_templates(settings: Settings) -> None:

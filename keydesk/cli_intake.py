@@ -103,8 +103,10 @@ def _mailbox_problem(settings: Settings, desk_id: str, exc: BaseException) -> Us
     mailbox = settings.desks[desk_id].mailbox
     hint = ""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        hint = (f" (サーバー証明書を確認できません。組織内の CA で発行された証明書なら、"
-                f"desks.{desk_id}.mailbox.ca_file にその CA 証明書 (PEM) を指定してください)")
+        from keydesk.connection_check import certificate_problem
+
+        # A wrong ca_file (another CA) gets another hint than a missing one.
+        hint = f" ({certificate_problem(exc, mailbox.host, mailbox.ca_file, f'desks.{desk_id}.mailbox.ca_file')})"
     return UserError(f"{desk_id}: メールボックス {mailbox.host}:{mailbox.port} から受信できませんでした: {exc}{hint}")
 
 
