@@ -78,6 +78,8 @@ class PassReport:
     recorded: int = 0  # new rows
     recognised: int = 0  # mails already known by their hash (moved, re-delivered, new UIDVALIDITY)
     taken: list[TakenMail] = field(default_factory=list)  # processed or quarantined in this pass
+    # Mails found again by their hash (a second copy, a move, a new UIDVALIDITY): touched, not processed.
+    recognised_mails: list[TakenMail] = field(default_factory=list)
     failures: int = 0  # processing attempts that raised
     actions: int = 0  # mails moved or flagged
 
@@ -170,7 +172,7 @@ class IntakeService:
             return
         stored = self.store.put_many([item.data for item in batch])  # durable before the rows exist
         for _ in range(3):
-            recorded, recognised, found = 0, 0, []
+            recorded, recognised, found, touched = 0, 0, [], []
             with Session(self.engine) as session:
                 for item, file in zip(batch, stored):
                     # The query autoflushes, so a copy earlier in this same batch is found too.
@@ -180,6 +182,8 @@ class IntakeService:
                         recognised += 1
                         copy = self._recognise(session, existing, uidvalidity, item.uid, present)
                         found += [copy] if copy else []
+                        touched.append(TakenMail(existing.id, item.uid, existing.sender, existing.subject,
+                                                 "duplicate_copy" if copy else "relocated", existing.verdict, ()))
                         continue
                     message_id, sender, subject = header_summary(item.data)
                     session.add(InboundMessage(
@@ -194,6 +198,7 @@ class IntakeService:
                     continue  # a concurrent writer (audit chain, same hash): look again
             report.recorded += recorded
             report.recognised += recognised
+            report.recognised_mails.extend(touched)
             copies.extend(found)
             return
         raise RuntimeError("could not record new mail: the database kept refusing the rows")

@@ -27,6 +27,7 @@ from keydesk.embedded_imap import EmbeddedImap, EmbeddedImapError
 from keydesk.errors import UserError
 from keydesk.runtime import Runtime
 from keydesk.settings import Settings, read_secret
+from rules.config_base import ConfigError
 from store.tls import client_ssl_context
 
 log = logging.getLogger(__name__)
@@ -77,14 +78,27 @@ def _desk_ids(settings: Settings, desk: str | None) -> list[str]:
 
 
 def connector(settings: Settings, desk_id: str) -> Callable[[], MailboxConnection]:
+    """A function that opens a fresh connection. The password (env or file) is read again for each
+    connection, so an admin who fixes the secret file sees `keydesk run` log in without a restart."""
     mailbox = settings.desks[desk_id].mailbox
-    password = None
-    if mailbox.auth == "password":
-        password = read_secret(mailbox.password_env, mailbox.password_file, f"desks.{desk_id}.mailbox password")
+    what = f"desks.{desk_id}.mailbox password"
+
+    def password() -> str | None:
+        return read_secret(mailbox.password_env, mailbox.password_file, what) if mailbox.auth == "password" else None
+
+    password()  # read once now: a missing secret stops the command before any mail is touched
     timeout = settings.poll.socket_timeout_seconds
     # Built now, not per connection: a bad ca_file stops the command before any mail is touched.
     context = client_ssl_context(mailbox.ca_file, f"desks.{desk_id}.mailbox.ca_file")
-    return lambda: MailboxConnection(mailbox, password=password, timeout=timeout, ssl_context=context)
+
+    def connect() -> MailboxConnection:
+        try:
+            secret = password()
+        except ConfigError as exc:  # removed or emptied since the start: the loop retries
+            raise MailboxError("; ".join(exc.lines)) from None
+        return MailboxConnection(mailbox, password=secret, timeout=timeout, ssl_context=context)
+
+    return connect
 
 
 def mailbox_lock(settings: Settings, desk_id: str) -> MailboxLock:
@@ -115,10 +129,12 @@ def _mailbox_problem(settings: Settings, desk_id: str, exc: BaseException) -> Us
 def poll(
     ctx: typer.Context,
     once: bool = typer.Option(False, "--once", help="Run one pass and exit (for cron)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per mail taken."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per mail touched (copies included)."),
     desk: Optional[str] = typer.Option(None, "--desk", help="Only this desk (default: every desk)."),
+    no_send: bool = typer.Option(False, "--no-send", help="Only queue the replies; leave them to `keydesk outbox "
+                                 "send` (or `keydesk run`) instead of delivering what is due at the end."),
 ) -> None:
-    """Take new mail from the desks' mailboxes once: store, verify, reply, file."""
+    """Take new mail from the desks' mailboxes once: store, verify, reply, file; then deliver what is due."""
     if not once:
         raise UserError("keydesk poll は --once を付けて実行してください (常時受信は keydesk run)")
     runtime: Runtime = ctx.obj
@@ -133,17 +149,33 @@ def poll(
         except (MailboxError, *TRANSIENT_ERRORS) as exc:
             raise _mailbox_problem(settings, desk_id, exc) from None
         _print_report(settings, desk_id, report, as_json)
+    if not no_send:
+        _deliver_after_poll(runtime, as_json)
+
+
+def _deliver_after_poll(runtime: Runtime, as_json: bool) -> None:
+    """A cron `poll --once` answers at once, like the daemon: everything due in the outbox goes out."""
+    from keydesk.companions import deliver_now
+
+    report = deliver_now(runtime)
+    if not as_json:
+        typer.echo(f"送信: {report.summary()}")
+    if report.connection_error:
+        # The mails were taken and their replies are safe in the outbox: a warning (cron mails it to
+        # the admin), not a failure; the next poll or `keydesk outbox send` delivers them.
+        typer.echo(f"警告: 返信は送信待ちのままです。SMTP サーバーに接続できませんでした: {report.connection_error}",
+                   err=True)
 
 
 def _print_report(settings: Settings, desk_id: str, report: PassReport, as_json: bool) -> None:
     if as_json:
-        for taken in report.taken:
+        for taken in (*report.taken, *report.recognised_mails):
             typer.echo(json.dumps({"desk": desk_id, **taken.to_json()}, ensure_ascii=False))
         return
     name = settings.desks[desk_id].name
     typer.echo(f"{name}: {len(report.taken)} 通を処理しました"
                f"(新着 {report.recorded} 通、既知のメール {report.recognised} 通、失敗 {report.failures} 件)")
-    for taken in report.taken:
+    for taken in (*report.taken, *report.recognised_mails):
         findings = ", ".join(taken.findings) or "-"
         typer.echo(f"  UID {taken.uid}  {taken.sender or '(差出人不明)'}  {taken.verdict or taken.state}  {findings}")
 
