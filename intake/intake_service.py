@@ -33,7 +33,7 @@ from intake.raw_store import RawStore
 from intake.settings import Limits, MailboxSettings, PollSettings
 from rules.findings import Verdict
 from store.audit import record as audit
-from store.tables import InboundMessage, utcnow
+from store.tables import InboundMessage, OutboxMessage, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -186,11 +186,16 @@ class IntakeService:
                                                  "duplicate_copy" if copy else "relocated", existing.verdict, ()))
                         continue
                     message_id, sender, subject = header_summary(item.data)
-                    session.add(InboundMessage(
+                    inbound = InboundMessage(
                         desk=self.desk, account=self.account, mailbox=self.mailbox.folder,
                         uidvalidity=uidvalidity, uid=item.uid, sha256=file.sha256, size=item.size,
                         raw_path=file.relative_path, message_id=message_id, sender=sender, subject=subject,
-                        state="too_large" if item.too_large else "new"))
+                        state="too_large" if item.too_large else "new")
+                    session.add(inbound)
+                    session.flush()
+                    # Every mail taken is in the audit trail, with the hash of the bytes kept.
+                    audit(session, self.desk, ACTOR, "intake.recorded", f"inbound:{inbound.id}",
+                          {"sha256": file.sha256, "size": item.size, "uid": item.uid, "uidvalidity": uidvalidity})
                     recorded += 1
                 try:
                     session.commit()
@@ -277,6 +282,12 @@ class IntakeService:
                 row.processed_at = utcnow()
                 row.last_error = None
                 session.add(row)
+                # The verdict and the reply it queued (if any), in the same transaction as both.
+                replies = session.exec(select(OutboxMessage.id, OutboxMessage.message_id).where(
+                    OutboxMessage.inbound_id == row.id, OutboxMessage.kind == "reply")).all()
+                audit(session, self.desk, ACTOR, "intake.verdict", f"inbound:{row.id}",
+                      {"verdict": row.verdict, "findings": list(outcome.findings), "receipt_no": row.receipt_no,
+                       "replies": [{"outbox": outbox_id, "message_id": mid} for outbox_id, mid in replies]})
                 try:
                     session.commit()
                 except IntegrityError:

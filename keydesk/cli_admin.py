@@ -12,7 +12,7 @@ from keydesk.database import upgrade
 from keydesk.errors import UserError
 from keydesk.paths import default_config_dir
 from keydesk.runtime import Runtime
-from keydesk.secret_files import ensure_key_encryption_key, ensure_secret_file, new_password
+from keydesk.secret_files import ensure_audit_key, ensure_key_encryption_key, ensure_secret_file, new_password
 from keydesk.settings import DEPLOYMENT_FILE, RULES_FILE, Settings, load_settings
 from rules.config_base import ConfigError
 from store.audit import verify_chain
@@ -52,6 +52,7 @@ def init(
 def create_missing_secrets(settings: Settings) -> None:
     """The key-encryption key and the embedded mail users' passwords, when not provided."""
     ensure_key_encryption_key(settings.secrets.key_encryption_key_env, settings.secrets.key_encryption_key_file)
+    ensure_audit_key(settings.secrets.audit_key_env, settings.secrets.audit_key_file)
     if settings.embedded.enabled:
         for user in settings.embedded.users:
             if user.password_file is not None:
@@ -142,6 +143,7 @@ def _secret_status(settings: Settings) -> list[str]:
         return "not set"
 
     lines = [f"# secret key_encryption_key: {status(settings.secrets.key_encryption_key_env, settings.secrets.key_encryption_key_file)}"]
+    lines.append(f"# secret audit_key: {status(settings.secrets.audit_key_env, settings.secrets.audit_key_file)}")
     lines.append(f"# secret smtp.password: {status(settings.smtp.password_env, settings.smtp.password_file)}" if settings.smtp.username else "# secret smtp.password: not used")
     for desk_id, desk in settings.desks.items():
         box = desk.mailbox
@@ -171,7 +173,9 @@ def audit_verify(ctx: typer.Context) -> None:
     with Session(runtime.engine) as session:
         report = verify_chain(session)
     if report.intact:
-        typer.echo(f"監査ログは改ざんされていません ({report.events} 件)")
+        typer.echo(f"監査ログは改ざんされていません ({report.events} 件{'、鍵付き' if report.keyed else ''})")
+        for desk, tail in sorted((report.tails or {}).items()):
+            typer.echo(f"  {desk}: 最新 {tail[:16]}…")
         return
     typer.echo(
         f"監査ログの連鎖が event {report.first_broken_id} で切れています: {report.reason}", err=True

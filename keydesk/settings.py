@@ -41,6 +41,9 @@ class SecretsSettings(StrictModel):
     # The Fernet key that encrypts 認証キー values at rest: from the environment, else the file.
     key_encryption_key_env: str = "KEYDESK_KEY_ENCRYPTION_KEY"
     key_encryption_key_file: HomePath = "var/secrets/key-encryption.key"
+    # The key of the audit trail's HMAC chain, kept outside the database (see store/audit.py).
+    audit_key_env: str = "KEYDESK_AUDIT_KEY"
+    audit_key_file: HomePath = "var/secrets/audit.key"
 
 
 class LoggingSettings(StrictModel):
