@@ -8,6 +8,7 @@ Composition only: settings and secrets are resolved here and handed to ``intake`
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import signal
@@ -26,6 +27,7 @@ from intake.raw_store import RawStore
 from keydesk.embedded_imap import EmbeddedImap, EmbeddedImapError
 from keydesk.errors import UserError
 from keydesk.runtime import Runtime
+from keydesk.status import record_pass
 from keydesk.settings import Settings, read_secret
 from rules.config_base import ConfigError
 from store.tls import client_ssl_context
@@ -148,6 +150,7 @@ def poll(
             raise UserError(f"{desk_id}: 別の keydesk が受信中です ({exc})") from None
         except (MailboxError, *TRANSIENT_ERRORS) as exc:
             raise _mailbox_problem(settings, desk_id, exc) from None
+        record_pass(runtime.engine, desk_id, len(report.taken))
         _print_report(settings, desk_id, report, as_json)
     if not no_send:
         _deliver_after_poll(runtime, as_json)
@@ -215,11 +218,13 @@ def serve(runtime: Runtime, stop: threading.Event, ready: Callable[[], None] | N
             service = build_service(runtime, desk_id)
             thread = threading.Thread(target=run_idle_loop, name=f"intake-{desk_id}", daemon=True,
                                       args=(service, connector(settings, desk_id), settings.poll, stop),
-                                      kwargs={"on_pass": _after_pass})
+                                      kwargs={"on_pass": functools.partial(_after_pass, runtime, desk_id)})
             thread.start()
             threads.append(thread)
         for companion in companions():
             stack.callback(companion(runtime, stop))
+        if settings.metrics.enabled:
+            start_metrics(runtime, stack)
         if ready is not None:
             ready()
         while not stop.wait(1.0):
@@ -231,11 +236,32 @@ def serve(runtime: Runtime, stop: threading.Event, ready: Callable[[], None] | N
             thread.join(JOIN_SECONDS)
 
 
-def _after_pass(report: PassReport) -> None:
-    """Replies enqueued by a pass go out at once (the outbox companion wakes up)."""
+def _after_pass(runtime: Runtime, desk_id: str, report: PassReport) -> None:
+    """Replies enqueued by a pass go out at once (the outbox companion wakes up); the pass is noted
+    for `keydesk status`."""
     from keydesk.companions import wake_outbox
 
     wake_outbox(report)
+    try:
+        record_pass(runtime.engine, desk_id, len(report.taken))
+    except Exception:  # noqa: BLE001 - a status note must never stop the intake
+        log.exception("could not note the intake pass of %s for keydesk status", desk_id)
+
+
+def start_metrics(runtime: Runtime, stack: contextlib.ExitStack):
+    """Serve /metrics (web/metrics.py) beside the daemon, under web/server.py's listen rules."""
+    from keydesk.status import gather
+    from web.metrics import metrics_app
+    from web.server import Listen, ServedApp
+
+    metrics = runtime.settings.metrics
+    listen = Listen(metrics.host, metrics.port, metrics.tls_cert_file, metrics.tls_key_file, what="metrics")
+    listen.check()
+    served = ServedApp(metrics_app(lambda: gather(runtime.settings, runtime.engine), metrics.cache_seconds), listen)
+    served.start()
+    stack.callback(served.stop)
+    log.info("metrics at %s/metrics", served.url)
+    return served
 
 
 def start_embedded(runtime: Runtime, stack: contextlib.ExitStack) -> EmbeddedImap:

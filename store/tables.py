@@ -50,6 +50,8 @@ class InboundMessage(SQLModel, table=True):
     # Set after the mailbox action (move/flag) succeeded; a crash before it only repeats the action.
     mailbox_action_done: bool = False
     processed_at: datetime | None = None
+    # Set when `keydesk purge` removed the raw mail and its documents after the retention period.
+    purged_at: datetime | None = None
 
 
 class Document(SQLModel, table=True):
@@ -200,3 +202,13 @@ class Counter(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=128)
     value: int = 0
+
+
+class DeskStatus(SQLModel, table=True):
+    """What `keydesk status` and the metrics report about a desk's intake: its last good pass."""
+
+    __tablename__ = "desk_status"
+
+    desk: str = Field(primary_key=True, max_length=64)
+    last_poll_at: datetime | None = None
+    last_poll_mails: int = 0
