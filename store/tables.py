@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
-from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -29,8 +29,9 @@ class InboundMessage(SQLModel, table=True):
     desk: str = Field(index=True, max_length=64)
     account: str = Field(max_length=320)
     mailbox: str = Field(max_length=255)
-    uidvalidity: int
-    uid: int
+    # IMAP gives both as unsigned 32-bit numbers (up to 4294967295): a PostgreSQL integer is too small.
+    uidvalidity: int = Field(sa_column=Column(BigInteger, nullable=False))
+    uid: int = Field(sa_column=Column(BigInteger, nullable=False))
     sha256: str = Field(max_length=64)
     size: int
     # Relative to the storage directory; for a too_large mail it holds the headers only.

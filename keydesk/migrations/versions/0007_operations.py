@@ -1,4 +1,5 @@
-"""operations: desk_status (last good intake pass) and inbound_message.purged_at (retention purge)
+"""operations: desk_status (last good intake pass), inbound_message.purged_at (retention purge),
+and inbound_message.uidvalidity/uid as BIGINT (IMAP's unsigned 32-bit values overflow a PostgreSQL integer)
 
 Revision ID: 0007
 Revises: 0001
@@ -23,9 +24,13 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('inbound_message', schema=None) as batch_op:
         batch_op.add_column(sa.Column('purged_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True))
+        batch_op.alter_column('uidvalidity', type_=sa.BigInteger(), existing_nullable=False)
+        batch_op.alter_column('uid', type_=sa.BigInteger(), existing_nullable=False)
 
 
 def downgrade() -> None:
     with op.batch_alter_table('inbound_message', schema=None) as batch_op:
         batch_op.drop_column('purged_at')
+        batch_op.alter_column('uid', type_=sa.Integer(), existing_nullable=False)
+        batch_op.alter_column('uidvalidity', type_=sa.Integer(), existing_nullable=False)
     op.drop_table('desk_status')
