@@ -40,8 +40,9 @@ from store.key_vault import KeyVault
 from store.audit import record as audit
 from store.tables import Counter, Document, InboundMessage, OutboxMessage, Submission
 from verifier.lookup import CertificateLookup
+from verifier.routing_hint import RoutingHint, routing_hint
 from verifier.pdf_text import PdfLimits, TextResult, extract_text
-from verifier.verify import MailVerdict, Ports, verify_mail
+from verifier.verify import InputDocument, MailVerdict, Ports, verify_mail
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +103,7 @@ class Pipeline:
         if row.state != "too_large":
             walked = walk_mail(raw, authserv_id=self.profile.authserv_id, limits=MailLimits.from_settings(self.limits),
                                key_patterns=key_patterns(self.signatures.patterns))
-        verdict = self._verify(session, walked, now)
+        verdict, inputs = self._verify(session, walked, now)
         row.receipt_no = row.receipt_no or self._next_receipt_no(session, now)
         row.automatic = walked.automatic if walked else False
         if walked is not None:
@@ -116,7 +117,7 @@ class Pipeline:
         row.verdict = verdict.verdict.value
         row.findings_json = _findings_json(verdict.findings)
         documents = self._store_documents(session, row, walked, verdict) if walked else {}
-        submissions = self._record_submissions(session, row, verdict, documents, now)
+        submissions = self._record_submissions(session, row, verdict, documents, now, inputs)
         resend_of = self._link_resend(session, row, submissions, now)
         if walked is not None and walked.automatic:
             self._record_bounce(session, row, raw, now)
@@ -127,7 +128,8 @@ class Pipeline:
 
     # -- deciding --------------------------------------------------------------------------
 
-    def _verify(self, session: Session, walked: WalkedMail | None, now: datetime) -> MailVerdict:
+    def _verify(self, session: Session, walked: WalkedMail | None,
+                now: datetime) -> tuple[MailVerdict, list[InputDocument]]:
         ports = Ports(
             lookup=self.lookup,
             register=DbContractRegister(session),
@@ -145,7 +147,7 @@ class Pipeline:
             documents, context = verify_inputs(
                 walked, self.profile.desk_id, lambda content: self.read_pdf(content, pdf_limits)
             )
-        return verify_mail(documents, context, self.rules, self.signatures, ports, now)
+        return verify_mail(documents, context, self.rules, self.signatures, ports, now), documents
 
     # -- recording -------------------------------------------------------------------------
 
@@ -182,7 +184,8 @@ class Pipeline:
         return stored
 
     def _record_submissions(self, session: Session, row: InboundMessage, verdict: MailVerdict,
-                            documents: dict[str, Document], now: datetime) -> list[Submission]:
+                            documents: dict[str, Document], now: datetime,
+                            inputs: Sequence[InputDocument] = ()) -> list[Submission]:
         """One submission per guarantee; a mail without any guarantee is one submission without a number,
         so the digest shows every mail a person sent, returned ones included."""
         submissions = []
@@ -205,9 +208,16 @@ class Pipeline:
                 created_at=now,
             ))
         if not submissions:
+            # No guarantee, yet the documents may show its type and contractor: the mail goes to that
+            # type's department under that name (else to the desk's returned_department).
+            hint = routing_hint(inputs, self.signatures) if verdict.verdict is Verdict.RETURNED else RoutingHint()
+            routed = self.rules.department_for(hint.guarantee_type) if hint.guarantee_type else None
             submissions.append(Submission(
                 desk=row.desk, inbound_id=row.id, verdict=verdict.verdict.value,
                 findings_json=_findings_json(verdict.findings), created_at=now,
+                guarantee_type=hint.guarantee_type.value if hint.guarantee_type else None,
+                contractor_name=hint.contractor,
+                department=routed or (self.rules.returned_department if verdict.verdict is Verdict.RETURNED else None),
             ))
         session.add_all(submissions)
         session.flush()
@@ -216,15 +226,21 @@ class Pipeline:
     def _link_resend(self, session: Session, row: InboundMessage, submissions: Sequence[Submission],
                      now: datetime) -> Submission | None:
         """Point each new submission at the returned one it answers: the same guarantee number if there
-        is one, else the sender's latest returned mail not yet answered. Returns the first link."""
+        is one, else the sender's latest returned mail not yet answered. Returns the first link.
+
+        Only a returned mail whose reply went out before this mail arrived can be answered by it: a
+        mail that arrives at the same moment as another (or before its reply) is not its resend."""
         if not row.sender:
             return None
+        arrived = row.received_at or now
+        replied_before = select(OutboxMessage.inbound_id).where(
+            OutboxMessage.kind == REPLY_KIND, OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at <= arrived)
         returned = session.exec(
             select(Submission)
             .join(InboundMessage, Submission.inbound_id == InboundMessage.id)
             .where(Submission.desk == row.desk, Submission.verdict == Verdict.RETURNED.value,
                    InboundMessage.sender == row.sender, InboundMessage.id != row.id,
-                   Submission.created_at >= now - RESEND_WINDOW)
+                   Submission.created_at >= now - RESEND_WINDOW, InboundMessage.id.in_(replied_before))
             .order_by(Submission.id.desc())
         ).all()
         answered = set(session.exec(

@@ -6,7 +6,7 @@ import json
 from datetime import datetime, timezone
 
 import typer
-from sqlmodel import Session, col, or_, select
+from sqlmodel import Session, col, select
 
 from keydesk.errors import UserError
 from keydesk.runtime import Runtime
@@ -60,15 +60,15 @@ def outbox_list(
 ) -> None:
     """Show the outbox, newest first."""
     runtime: Runtime = ctx.obj
+    from keydesk.status import bounced_outbox_ids, failed_condition
+
     query = select(OutboxMessage).order_by(col(OutboxMessage.id).desc()).limit(limit)
-    if failed:
-        # Rows that are sent but lost a recipient (or are unconfirmed) also need a person.
-        query = query.where(or_(
-            OutboxMessage.state == delivery.FAILED,
-            col(OutboxMessage.recipient_states_json).contains(f'"{delivery.R_FAILED}"'),
-            col(OutboxMessage.recipient_states_json).contains(f'"{delivery.R_UNCONFIRMED}"'),
-        ))
     with Session(runtime.engine) as session:
+        # A reply the server took but a delivery report brought back is as failed as a refused one.
+        bounced = bounced_outbox_ids(session)
+        if failed:
+            # Rows that are sent but lost a recipient (or are unconfirmed, or bounced) also need a person.
+            query = query.where(failed_condition(bounced))
         rows = session.exec(query).all()
     if not rows:
         typer.echo("該当する送信メールはありません" if failed else "送信メールはありません")
@@ -80,8 +80,9 @@ def outbox_list(
             f"{address}({_RECIPIENT_LABELS.get(state, state)})"
             for address, state in json.loads(row.recipient_states_json or "{}").items()
         )
+        state = "不達 (エラー通知あり)" if row.id in bounced else _STATE_LABELS.get(row.state, row.state)
         typer.echo(
-            f"{row.id}\t{_STATE_LABELS.get(row.state, row.state)}\t{row.kind}\t{row.attempts}\t"
+            f"{row.id}\t{state}\t{row.kind}\t{row.attempts}\t"
             f"{when.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M UTC') if when else '-'}\t{recipients}"
         )
         if row.last_error:
