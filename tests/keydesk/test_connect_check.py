@@ -158,3 +158,33 @@ def test_plain_is_allowed_to_every_loopback_name_the_readme_lists(deployment, ho
     _edit_section(deployment, "[smtp]", host=f'"{host}"', security='"plain"')
     _edit_section(deployment, "[desks.misato.mailbox]", host=f'"{host}"', security='"plain"')
     assert invoke(deployment, "config", "check").exit_code == 0
+
+
+@pytest.fixture
+def dovecot_dot_server():
+    """Dovecot whose hierarchy delimiter is "." (as many servers' default namespaces are)."""
+    from tests.servers import DOVECOT, DovecotServer
+
+    if DOVECOT is None:
+        pytest.skip("Dovecot is not installed (apt-get install dovecot-imapd); CI runs these tests")
+    server = DovecotServer(free_port())
+    config = server.root / "dovecot.conf"
+    config.write_text(config.read_text().replace("separator = /", "separator = ."))
+    try:
+        server.start()
+        yield server
+    finally:
+        server.cleanup()
+
+
+def test_folders_use_the_servers_delimiter_as_the_readme_says(dovecot_dot_server, tmp_path, monkeypatch):
+    from keydesk import cli_intake
+    from tests.servers import make_mail, sample_process
+
+    monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
+    config = deployment_for(tmp_path, dovecot_dot_server)
+    result, _ = _check(config)
+    assert "folders appear as 'keydesk.受付済'" in _line(result.output, "desks.misato.mailbox")
+    dovecot_dot_server.append(make_mail(1))
+    assert invoke(config, "poll", "--once", "--no-send").exit_code == 0
+    assert dovecot_dot_server.folder_count("keydesk.受付済") == 1 and dovecot_dot_server.uids("INBOX") == []

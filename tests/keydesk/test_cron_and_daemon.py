@@ -17,7 +17,14 @@ from store.tables import InboundMessage, OutboxMessage, Submission
 from tests.conftest import invoke, wait_until
 from tests.keydesk.test_connect_check import _edit_section, _smtp
 from tests.mailer.smtp_servers import Recorder, running
-from tests.servers import deployment_for, make_mail, pymap_server, sample_process  # noqa: F401 - fixtures
+from tests.servers import (  # noqa: F401 - fixtures
+    deployment_for,
+    dovecot_server,
+    imap_server,
+    make_mail,
+    pymap_server,
+    sample_process,
+)
 
 
 def _outbox_states(config) -> list[str]:
@@ -25,13 +32,13 @@ def _outbox_states(config) -> list[str]:
         return [row.state for row in session.exec(select(OutboxMessage).order_by(OutboxMessage.id))]
 
 
-def test_poll_once_delivers_the_replies_it_queued(pymap_server, tmp_path, monkeypatch):
+def test_poll_once_delivers_the_replies_it_queued(imap_server, tmp_path, monkeypatch):
     monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
-    config = deployment_for(tmp_path, pymap_server)
+    config = deployment_for(tmp_path, imap_server)
     handler = Recorder()
     with running(handler) as port:
         _smtp(config, port)
-        pymap_server.append(make_mail(1))
+        imap_server.append(make_mail(1))
         result = invoke(config, "poll", "--once")
         assert result.exit_code == 0, result.output
         assert "送信: " in result.output
@@ -57,8 +64,8 @@ def test_poll_once_no_send_only_queues(pymap_server, tmp_path, monkeypatch):
 
 def test_poll_once_with_the_smtp_server_down_keeps_the_replies_and_warns(pymap_server, tmp_path, monkeypatch):
     monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
-    config = deployment_for(tmp_path, pymap_server)  # its smtp port (1025) has no server
-    _smtp(config, 9)
+    config = deployment_for(tmp_path, pymap_server)
+    _smtp(config, 9)  # the discard port: nothing listens there
     pymap_server.append(make_mail(3))
     result = invoke(config, "poll", "--once")
     assert result.exit_code == 0
@@ -78,10 +85,10 @@ def test_poll_json_prints_a_line_for_a_byte_identical_copy_too(pymap_server, tmp
     assert pymap_server.uids("INBOX") == []  # the copy was filed with its original
 
 
-def test_run_picks_up_a_fixed_password_file_without_a_restart(pymap_server, tmp_path, monkeypatch):
+def test_run_picks_up_a_fixed_password_file_without_a_restart(imap_server, tmp_path, monkeypatch):
     monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
     monkeypatch.setattr(cli_intake, "companions", lambda: ())
-    config = deployment_for(tmp_path, pymap_server)
+    config = deployment_for(tmp_path, imap_server)
     _edit_section(config, "[poll]", reconnect_max_seconds="1")
     secret = tmp_path / "var" / "secrets" / "desk-mailbox.password"
     secret.write_text("a wrong password\n")
@@ -111,8 +118,8 @@ def test_run_picks_up_a_fixed_password_file_without_a_restart(pymap_server, tmp_
     thread.start()
     try:
         wait_until(lambda: len(attempts) >= 2, timeout=15, what="two refused logins")
-        secret.write_text(pymap_server.password + "\n")
-        pymap_server.append(make_mail(5))
+        secret.write_text(imap_server.password + "\n")
+        imap_server.append(make_mail(5))
         with Session(runtime.engine) as session:
             wait_until(lambda: session.exec(select(Submission)).all(), timeout=15,
                        what="the mail to be taken after the fix")
