@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-import sys
-from datetime import date, datetime, timezone
+from datetime import date, datetime
 from pathlib import Path
 from typing import Optional
 from zoneinfo import ZoneInfo
@@ -72,10 +71,6 @@ def describe(report: StatusReport, zone: ZoneInfo) -> list[str]:
         for problem in problems:
             lines.append(f"  ! {problem}")
     return lines
-
-
-def _now() -> datetime:
-    return datetime.now(timezone.utc)
 
 
 def _fail(exc: KeydeskError) -> typer.Exit:

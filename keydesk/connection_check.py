@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
+from foundation.net import is_loopback
 from intake.poller import MailboxConnection, MailboxError
 from keydesk.settings import Settings, read_secret
 from mailer.smtp_client import SmtpConnectError, SmtpConnector
@@ -29,7 +30,7 @@ CHECK_SECONDS = 10.0
 # configured for STARTTLS or plain means it is waiting for a TLS hello.
 GREETING_SECONDS = 2.0
 
-Protocol = Literal["IMAP", "SMTP"]
+MailProtocol = Literal["IMAP", "SMTP"]
 
 
 @dataclass(frozen=True)
@@ -73,7 +74,7 @@ def _speaks_tls(host: str, port: int, wait: float) -> bool:
         return False
 
 
-def port_mismatch(protocol: Protocol, host: str, port: int, security: str) -> str | None:
+def port_mismatch(protocol: MailProtocol, host: str, port: int, security: str) -> str | None:
     """A sentence naming a security/port mismatch, or None when the port speaks as configured."""
     plain_greeting = b"* OK" if protocol == "IMAP" else b"220"
     if security == "tls":
@@ -81,7 +82,7 @@ def port_mismatch(protocol: Protocol, host: str, port: int, security: str) -> st
             return None
         greeting = _greeting(host, port, GREETING_SECONDS)
         if greeting and greeting.startswith(plain_greeting[:2]):
-            suggestion = "starttls" if not _is_local(host) else "starttls\" (or \"plain\" on loopback)"
+            suggestion = "starttls" if not is_loopback(host) else "starttls\" (or \"plain\" on loopback)"
             return (f"port {port} speaks plain {protocol} (its greeting comes in the clear), not implicit TLS: "
                     f"set security = \"{suggestion}\" or use the TLS port ({993 if protocol == 'IMAP' else 465})")
         return None
@@ -91,12 +92,6 @@ def port_mismatch(protocol: Protocol, host: str, port: int, security: str) -> st
     if greeting is None:
         return f"port {port} sent no {protocol} greeting within {GREETING_SECONDS:.0f} s (is it the right port?)"
     return None
-
-
-def _is_local(host: str) -> bool:
-    from foundation.net import is_loopback
-
-    return is_loopback(host)
 
 
 # -- certificate problems, in words -------------------------------------------------------------------

@@ -14,7 +14,6 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 
 from keydesk import cli_intake
-from keydesk.backup import make_backup
 from keydesk.runtime import Runtime
 from store.tables import AuditEvent, Document, InboundMessage, Submission
 from tests.conftest import invoke, wait_until
