@@ -63,7 +63,7 @@ def create_missing_secrets(settings: Settings) -> None:
 def config_check(
     ctx: typer.Context,
     connect: bool = typer.Option(False, "--connect", help="Also log in to the SMTP server and every desk's "
-                                 "mailbox (one line each, about 10 s at most per server); exit 1 if one fails."),
+                                 "mailbox at once (one line each, 20 s at most); exit 1 if one fails."),
 ) -> None:
     """Validate keydesk.toml and rules.toml and print the resolved configuration (secrets masked)."""
     runtime: Runtime = ctx.obj

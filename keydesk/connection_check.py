@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import socket
 import ssl
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -24,8 +26,10 @@ from mailer.smtp_client import SmtpConnectError, SmtpConnector
 from rules.config_base import ConfigError
 from store.tls import client_ssl_context
 
-# Every server is tried within about this many seconds (greeting, TLS, login).
+# Each network step (connect, greeting, TLS, login) waits at most this long…
 CHECK_SECONDS = 10.0
+# …and a whole check ends after this long, however many steps were slow.
+DEADLINE_SECONDS = 20.0
 # A server that speaks first (IMAP "* OK", SMTP "220") does so at once; silence this long on a port
 # configured for STARTTLS or plain means it is waiting for a TLS hello.
 GREETING_SECONDS = 2.0
@@ -217,7 +221,29 @@ def _raise_verify_error(connector: SmtpConnector, context: ssl.SSLContext) -> No
             client.close()
 
 
-def check_all(settings: Settings, desk: str | None = None) -> list[CheckResult]:
-    """SMTP first (everything keydesk sends), then every desk's mailbox."""
+def check_all(settings: Settings, desk: str | None = None, deadline: float = DEADLINE_SECONDS) -> list[CheckResult]:
+    """SMTP first (everything keydesk sends), then every desk's mailbox; all at once, each within
+    ``deadline`` seconds even when a server answers every step slowly (each step has its own timeout)."""
     desks = [desk] if desk else list(settings.desks)
-    return [check_smtp(settings), *(check_mailbox(settings, desk_id) for desk_id in desks)]
+    checks: list[tuple[str, str, Callable[[], CheckResult]]] = [
+        ("smtp", f"{settings.smtp.host}:{settings.smtp.port} ({settings.smtp.security})",
+         lambda: check_smtp(settings))]
+    for desk_id in desks:
+        box = settings.desks[desk_id].mailbox
+        checks.append((f"desks.{desk_id}.mailbox", f"{box.host}:{box.port} ({box.security})",
+                       lambda desk_id=desk_id: check_mailbox(settings, desk_id)))
+    results: list[CheckResult | None] = [None] * len(checks)
+
+    def run(index: int, check: Callable[[], CheckResult]) -> None:
+        results[index] = check()
+
+    # Daemon threads: a server that never answers cannot keep the command from ending.
+    threads = [threading.Thread(target=run, args=(index, check), daemon=True, name=f"check-{name}")
+               for index, (name, _endpoint, check) in enumerate(checks)]
+    end = time.monotonic() + deadline
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(max(0.0, end - time.monotonic()))
+    return [result or CheckResult(name, endpoint, False, f"no complete answer within {deadline:.0f} s")
+            for result, (name, endpoint, _check) in zip(results, checks)]

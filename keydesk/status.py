@@ -3,7 +3,6 @@ unless asked not to, from a login to every server (see keydesk/connection_check.
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timedelta, timezone
 from zoneinfo import ZoneInfo
 
@@ -94,16 +93,13 @@ def gather(settings: Settings, engine: Engine, *, connect: bool = True, now: dat
     smtp: Reachability | None = None
     mailboxes: dict[str, Reachability] = {}
     if connect:
-        from keydesk.connection_check import check_mailbox, check_smtp
+        from keydesk.connection_check import check_all
 
-        with ThreadPoolExecutor(max_workers=1 + len(settings.desks)) as pool:
-            smtp_future = pool.submit(check_smtp, settings)
-            futures = {desk_id: pool.submit(check_mailbox, settings, desk_id) for desk_id in settings.desks}
-            result = smtp_future.result()
-            smtp = Reachability(result.ok, result.message)
-            for desk_id, future in futures.items():
-                mailbox = future.result()
-                mailboxes[desk_id] = Reachability(mailbox.ok, mailbox.message)
+        for result in check_all(settings):
+            if result.name == "smtp":
+                smtp = Reachability(result.ok, result.message)
+            else:
+                mailboxes[result.name.split(".")[1]] = Reachability(result.ok, result.message)
     next_digest = _next_digest(settings, now)
     desks = []
     with Session(engine) as session:

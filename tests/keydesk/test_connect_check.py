@@ -188,3 +188,39 @@ def test_folders_use_the_servers_delimiter_as_the_readme_says(dovecot_dot_server
     dovecot_dot_server.append(make_mail(1))
     assert invoke(config, "poll", "--once", "--no-send").exit_code == 0
     assert dovecot_dot_server.folder_count("keydesk.受付済") == 1 and dovecot_dot_server.uids("INBOX") == []
+
+
+def test_a_server_that_greets_and_then_stalls_cannot_hold_the_check_past_its_deadline(pymap_server, tmp_path):
+    """A greeting, then silence: each step has a timeout, and the whole check a deadline."""
+    import socket
+    import threading
+
+    from keydesk.connection_check import check_all
+    from keydesk.settings import load_settings
+
+    listener = socket.create_server(("127.0.0.1", 0))
+    accepted = []
+
+    def greet_and_stall():
+        while True:
+            try:
+                connection, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(connection)
+            connection.sendall(b"* OK stalling IMAP server ready\r\n")
+
+    threading.Thread(target=greet_and_stall, daemon=True).start()
+    try:
+        config = deployment_for(tmp_path, pymap_server)
+        _mailbox(config, listener.getsockname()[1], "plain")
+        started = time.monotonic()
+        results = check_all(load_settings(config), deadline=2)
+        elapsed = time.monotonic() - started
+    finally:
+        listener.close()
+        for connection in accepted:
+            connection.close()
+    [mailbox] = [r for r in results if r.name == "desks.misato.mailbox"]
+    assert not mailbox.ok and mailbox.message == "no complete answer within 2 s"
+    assert elapsed < 5
