@@ -131,7 +131,7 @@ def verify_chain(session: Session) -> ChainReport:
     key = _key_of(session)
     expected: dict[str, str] = {}
     count = 0
-    for event in session.exec(select(AuditEvent).order_by(AuditEvent.id)):
+    for event in session.exec(select(AuditEvent).order_by(AuditEvent.id).execution_options(yield_per=1000)):
         count += 1
         previous = expected.get(event.desk) or genesis_for(event.desk, key)
         if event.prev_hash != previous:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
-from sqlalchemy import BigInteger, Column, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -180,9 +180,11 @@ class OutboxMessage(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
-    """Append-only and hash-chained: each row's hash covers the previous row's hash."""
+    """Append-only and hash-chained (one chain per desk): each row's hash covers the previous row's hash."""
 
     __tablename__ = "audit_event"
+    # Every append reads its desk's newest event: (desk, id) finds it without scanning the trail.
+    __table_args__ = (Index("ix_audit_event_desk_id", "desk", "id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     desk: str = Field(index=True, max_length=64)

@@ -1,5 +1,6 @@
 """operations: desk_status (last good intake pass), inbound_message.purged_at (retention purge),
-and inbound_message.uidvalidity/uid as BIGINT (IMAP's unsigned 32-bit values overflow a PostgreSQL integer)
+inbound_message.uidvalidity/uid as BIGINT (IMAP's unsigned 32-bit values overflow a PostgreSQL integer),
+and an index on audit_event (desk, id) for the per-desk audit chains
 
 Revision ID: 0007
 Revises: 0001
@@ -26,9 +27,11 @@ def upgrade() -> None:
         batch_op.add_column(sa.Column('purged_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True))
         batch_op.alter_column('uidvalidity', type_=sa.BigInteger(), existing_nullable=False)
         batch_op.alter_column('uid', type_=sa.BigInteger(), existing_nullable=False)
+    op.create_index('ix_audit_event_desk_id', 'audit_event', ['desk', 'id'], unique=False)
 
 
 def downgrade() -> None:
+    op.drop_index('ix_audit_event_desk_id', table_name='audit_event')
     with op.batch_alter_table('inbound_message', schema=None) as batch_op:
         batch_op.drop_column('purged_at')
         batch_op.alter_column('uid', type_=sa.Integer(), existing_nullable=False)
