@@ -164,10 +164,12 @@ def _deliver_after_poll(runtime: Runtime, as_json: bool) -> None:
     if not as_json:
         typer.echo(f"送信: {report.summary()}")
     if report.connection_error:
+        from keydesk.cli_outbox import smtp_hint
+
         # The mails were taken and their replies are safe in the outbox: a warning (cron mails it to
         # the admin), not a failure; the next poll or `keydesk outbox send` delivers them.
-        typer.echo(f"警告: 返信は送信待ちのままです。SMTP サーバーに接続できませんでした: {report.connection_error}",
-                   err=True)
+        typer.echo(f"警告: 返信は送信待ちのままです。SMTP サーバーに接続できませんでした: {report.connection_error}"
+                   f"{smtp_hint(runtime.settings, report.connection_error)}", err=True)
 
 
 def _print_report(settings: Settings, desk_id: str, report: PassReport, as_json: bool) -> None:

@@ -224,3 +224,34 @@ def test_a_server_that_greets_and_then_stalls_cannot_hold_the_check_past_its_dea
     [mailbox] = [r for r in results if r.name == "desks.misato.mailbox"]
     assert not mailbox.ok and mailbox.message == "no complete answer within 2 s"
     assert elapsed < 5
+
+
+def test_outbox_send_tells_a_wrong_smtp_ca_file_from_a_missing_one(deployment, tmp_path):
+    from email.message import EmailMessage
+
+    from sqlmodel import Session
+
+    from keydesk.errors import UserError
+    from keydesk.runtime import Runtime
+    from mailer.outbox import enqueue, new_message_id
+
+    (tmp_path / "tls").mkdir()
+    tls, other = private_ca(tmp_path / "tls", prefix="smtp"), private_ca(tmp_path / "tls", prefix="other")
+    assert invoke(deployment, "db", "upgrade").exit_code == 0
+    message = EmailMessage()
+    message["From"], message["To"], message["Subject"] = "keiyaku@town.misato.example", "a@b.example", "x"
+    message["Message-ID"] = new_message_id("keiyaku@town.misato.example")
+    message.set_content("x")
+    with Session(Runtime(deployment).engine) as session:
+        enqueue(session, desk="misato", idempotency_key="test:1", kind="reply", message=message,
+                envelope_from="keiyaku@town.misato.example", recipients=["a@b.example"])
+        session.commit()
+    with running(Recorder(), tls_context=tls.server_context(), require_starttls=True) as port:
+        _smtp(deployment, port, "starttls")
+        with pytest.raises(UserError) as missing:
+            invoke(deployment, "outbox", "send")
+        _smtp(deployment, port, "starttls", ca_file=f'"{other.ca_file}"')
+        with pytest.raises(UserError) as wrong:
+            invoke(deployment, "outbox", "send")
+    assert "smtp.ca_file にその CA 証明書 (PEM) を指定してください" in str(missing.value)
+    assert f"smtp.ca_file {other.ca_file} に、このサーバーの証明書を発行した CA が入っていません" in str(wrong.value)
