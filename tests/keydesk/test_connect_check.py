@@ -229,6 +229,7 @@ def test_a_server_that_greets_and_then_stalls_cannot_hold_the_check_past_its_dea
 def test_outbox_send_tells_a_wrong_smtp_ca_file_from_a_missing_one(deployment, tmp_path):
     from email.message import EmailMessage
 
+    from sqlalchemy import text
     from sqlmodel import Session
 
     from keydesk.errors import UserError
@@ -251,6 +252,8 @@ def test_outbox_send_tells_a_wrong_smtp_ca_file_from_a_missing_one(deployment, t
         with pytest.raises(UserError) as missing:
             invoke(deployment, "outbox", "send")
         _smtp(deployment, port, "starttls", ca_file=f'"{other.ca_file}"')
+        with Runtime(deployment).engine.begin() as connection:  # due again at once, not after the backoff
+            connection.execute(text("UPDATE outbox_message SET next_attempt_at = '2000-01-01 00:00:00'"))
         with pytest.raises(UserError) as wrong:
             invoke(deployment, "outbox", "send")
     assert "smtp.ca_file にその CA 証明書 (PEM) を指定してください" in str(missing.value)
