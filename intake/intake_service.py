@@ -172,7 +172,7 @@ class IntakeService:
             return
         stored = self.store.put_many([item.data for item in batch])  # durable before the rows exist
         for _ in range(3):
-            recorded, recognised, found, touched = 0, 0, [], []
+            recorded, recognised, found, touched, new_rows = 0, 0, [], [], []
             with Session(self.engine) as session:
                 for item, file in zip(batch, stored):
                     # The query autoflushes, so a copy earlier in this same batch is found too.
@@ -192,11 +192,16 @@ class IntakeService:
                         raw_path=file.relative_path, message_id=message_id, sender=sender, subject=subject,
                         state="too_large" if item.too_large else "new")
                     session.add(inbound)
-                    session.flush()
-                    # Every mail taken is in the audit trail, with the hash of the bytes kept.
-                    audit(session, self.desk, ACTOR, "intake.recorded", f"inbound:{inbound.id}",
-                          {"sha256": file.sha256, "size": item.size, "uid": item.uid, "uidvalidity": uidvalidity})
+                    new_rows.append(inbound)
                     recorded += 1
+                if new_rows:
+                    # Every mail taken is in the audit trail with the hash of its bytes: one event per
+                    # batch (one more row per commit, not per mail), naming each mail.
+                    session.flush()
+                    audit(session, self.desk, ACTOR, "intake.recorded", f"inbound:{new_rows[0].id}-{new_rows[-1].id}",
+                          {"uidvalidity": uidvalidity, "mails": [
+                              {"inbound": row.id, "uid": row.uid, "sha256": row.sha256, "size": row.size}
+                              for row in new_rows]})
                 try:
                     session.commit()
                 except IntegrityError:

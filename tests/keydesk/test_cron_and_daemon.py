@@ -155,3 +155,26 @@ def test_reconnect_backoff_is_capped_at_thirty_seconds_by_default():
     service = type("Service", (), {"desk": "misato", "account": "keiyaku", "mailbox": type("M", (), {"folder": "INBOX"})})
     run_idle_loop(service, refuse, PollSettings(), stop)
     assert stop.waits == [1, 2, 4, 8, 16, 30, 30, 30, 30]
+
+
+def test_the_audit_trail_tells_the_whole_story_of_a_poll(pymap_server, tmp_path, monkeypatch):
+    """Every mail taken (with the hash of its bytes), its verdict and the reply it queued are audited,
+    so `audit verify` covers the intake, not only exceptional events."""
+    from store.tables import AuditEvent
+
+    monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
+    config = deployment_for(tmp_path, pymap_server)
+    pymap_server.append_many([make_mail(7), make_mail(8, body="[returned]\r\n")])
+    assert invoke(config, "poll", "--once", "--no-send").exit_code == 0
+    runtime = Runtime(config)
+    with Session(runtime.engine) as session:
+        events = session.exec(select(AuditEvent).order_by(AuditEvent.id)).all()
+        inbound = session.exec(select(InboundMessage).order_by(InboundMessage.id)).all()
+        replies = session.exec(select(OutboxMessage).order_by(OutboxMessage.id)).all()
+    [recorded] = [json.loads(e.detail_json) for e in events if e.action == "intake.recorded"]
+    assert [(m["inbound"], m["sha256"]) for m in recorded["mails"]] == [(row.id, row.sha256) for row in inbound]
+    verdicts = [json.loads(e.detail_json) for e in events if e.action == "intake.verdict"]
+    assert [v["verdict"] for v in verdicts] == ["accepted", "returned"]
+    assert [v["replies"][0]["message_id"] for v in verdicts] == [reply.message_id for reply in replies]
+    verify = invoke(config, "audit", "verify")
+    assert verify.exit_code == 0 and "鍵付き" in verify.stdout
