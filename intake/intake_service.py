@@ -35,7 +35,7 @@ from intake.settings import Limits, MailboxSettings, PollSettings
 from intake.text_decoding import decode_header
 from rules.findings import Verdict
 from store.audit import record as audit
-from store.tables import InboundMessage, utcnow
+from store.tables import InboundMessage, OutboxMessage, utcnow
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +81,8 @@ class PassReport:
     recorded: int = 0  # new rows
     recognised: int = 0  # mails already known by their hash (moved, re-delivered, new UIDVALIDITY)
     taken: list[TakenMail] = field(default_factory=list)  # processed or quarantined in this pass
+    # Mails found again by their hash (a second copy, a move, a new UIDVALIDITY): touched, not processed.
+    recognised_mails: list[TakenMail] = field(default_factory=list)
     failures: int = 0  # processing attempts that raised
     actions: int = 0  # mails moved or flagged
 
@@ -173,7 +175,7 @@ class IntakeService:
             return
         stored = self.store.put_many([item.data for item in batch])  # durable before the rows exist
         for _ in range(3):
-            recorded, recognised, found = 0, 0, []
+            recorded, recognised, found, touched, new_rows = 0, 0, [], [], []
             with Session(self.engine) as session:
                 for item, file in zip(batch, stored):
                     # The query autoflushes, so a copy earlier in this same batch is found too.
@@ -183,20 +185,33 @@ class IntakeService:
                         recognised += 1
                         copy = self._recognise(session, existing, uidvalidity, item.uid, present)
                         found += [copy] if copy else []
+                        touched.append(TakenMail(existing.id, item.uid, existing.sender, existing.subject,
+                                                 "duplicate_copy" if copy else "relocated", existing.verdict, ()))
                         continue
                     message_id, sender, subject = header_summary(item.data)
-                    session.add(InboundMessage(
+                    inbound = InboundMessage(
                         desk=self.desk, account=self.account, mailbox=self.mailbox.folder,
                         uidvalidity=uidvalidity, uid=item.uid, sha256=file.sha256, size=item.size,
                         raw_path=file.relative_path, message_id=message_id, sender=sender, subject=subject,
-                        state="too_large" if item.too_large else "new"))
+                        state="too_large" if item.too_large else "new")
+                    session.add(inbound)
+                    new_rows.append(inbound)
                     recorded += 1
+                if new_rows:
+                    # Every mail taken is in the audit trail with the hash of its bytes: one event per
+                    # batch (one more row per commit, not per mail), naming each mail.
+                    session.flush()
+                    audit(session, self.desk, ACTOR, "intake.recorded", f"inbound:{new_rows[0].id}-{new_rows[-1].id}",
+                          {"uidvalidity": uidvalidity, "mails": [
+                              {"inbound": row.id, "uid": row.uid, "sha256": row.sha256, "size": row.size}
+                              for row in new_rows]})
                 try:
                     session.commit()
                 except IntegrityError:
                     continue  # a concurrent writer (audit chain, same hash): look again
             report.recorded += recorded
             report.recognised += recognised
+            report.recognised_mails.extend(touched)
             copies.extend(found)
             return
         raise RuntimeError("could not record new mail: the database kept refusing the rows")
@@ -275,6 +290,12 @@ class IntakeService:
                 row.processed_at = utcnow()
                 row.last_error = None
                 session.add(row)
+                # The verdict and the reply it queued (if any), in the same transaction as both.
+                replies = session.exec(select(OutboxMessage.id, OutboxMessage.message_id).where(
+                    OutboxMessage.inbound_id == row.id, OutboxMessage.kind == "reply")).all()
+                audit(session, self.desk, ACTOR, "intake.verdict", f"inbound:{row.id}",
+                      {"verdict": row.verdict, "findings": list(outcome.findings), "receipt_no": row.receipt_no,
+                       "replies": [{"outbox": outbox_id, "message_id": mid} for outbox_id, mid in replies]})
                 try:
                     session.commit()
                 except IntegrityError:

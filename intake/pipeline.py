@@ -43,8 +43,9 @@ from store.key_vault import KeyVault
 from store.audit import record as audit
 from store.tables import Counter, Document, InboundMessage, OutboxMessage, Submission
 from verifier.lookup import CertificateLookup
+from verifier.routing_hint import RoutingHint, routing_hint
 from verifier.pdf_text import PdfLimits, TextResult, extract_text
-from verifier.verify import MailVerdict, Ports, verify_mail
+from verifier.verify import InputDocument, MailVerdict, Ports, verify_mail
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +114,7 @@ class Pipeline:
         if row.state != "too_large" and not walked.automatic:
             walked = self.walk(raw, authserv_id=self.profile.authserv_id, limits=MailLimits.from_settings(self.limits),
                                key_patterns=key_patterns(self.signatures.patterns))
-        verdict = self._verify(session, None if too_large else walked, now)
+        verdict, inputs = self._verify(session, None if too_large else walked, now)
         row.receipt_no = row.receipt_no or self._next_receipt_no(session, now)
         row.automatic = walked.automatic
         # The walker's decoding beats the poller's best-effort header summary; the bare address
@@ -127,7 +128,7 @@ class Pipeline:
         row.findings_json = _findings_json(verdict.findings)
         authenticated = authenticated_for(walked.authentication, from_domain(walked))
         documents = self._store_documents(session, row, walked, verdict, now)
-        submissions = self._record_submissions(session, row, verdict, documents, now)
+        submissions = self._record_submissions(session, row, verdict, documents, now, inputs)
         self._hold_lookups(submissions, now)
         resend_of = self._link_resend(session, row, submissions, now, authenticated=authenticated, headers=headers)
         if walked.automatic:
@@ -145,11 +146,12 @@ class Pipeline:
         if row.state != "too_large":
             walked = self.walk(raw, authserv_id=self.profile.authserv_id, limits=MailLimits.from_settings(self.limits),
                               key_patterns=key_patterns(self.signatures.patterns))
-        return self._verify(session, walked, now)
+        return self._verify(session, walked, now)[0]
 
     # -- deciding --------------------------------------------------------------------------
 
-    def _verify(self, session: Session, walked: WalkedMail | None, now: datetime) -> MailVerdict:
+    def _verify(self, session: Session, walked: WalkedMail | None,
+                now: datetime) -> tuple[MailVerdict, list[InputDocument]]:
         ports = Ports(
             lookup=CappedLookup(self.lookup, self.limits.lookups_per_mail_max),
             register=DbContractRegister(session),
@@ -167,7 +169,7 @@ class Pipeline:
             documents, context = verify_inputs(
                 walked, self.profile.desk_id, lambda content: self.read_pdf(content, pdf_limits)
             )
-        return verify_mail(documents, context, self.rules, self.signatures, ports, now)
+        return verify_mail(documents, context, self.rules, self.signatures, ports, now), documents
 
     # -- recording -------------------------------------------------------------------------
 
@@ -242,7 +244,8 @@ class Pipeline:
         return int(total or 0)
 
     def _record_submissions(self, session: Session, row: InboundMessage, verdict: MailVerdict,
-                            documents: dict[str, Document], now: datetime) -> list[Submission]:
+                            documents: dict[str, Document], now: datetime,
+                            inputs: Sequence[InputDocument] = ()) -> list[Submission]:
         """One submission per guarantee; a mail without any guarantee is one submission without a number,
         so the digest shows every mail a person sent, returned ones included."""
         submissions = []
@@ -265,9 +268,16 @@ class Pipeline:
                 created_at=now,
             ))
         if not submissions:
+            # No guarantee, yet the documents may show its type and contractor: the mail goes to that
+            # type's department under that name (else to the desk's returned_department).
+            hint = routing_hint(inputs, self.signatures) if verdict.verdict is Verdict.RETURNED else RoutingHint()
+            routed = self.rules.department_for(hint.guarantee_type) if hint.guarantee_type else None
             submissions.append(Submission(
                 desk=row.desk, inbound_id=row.id, verdict=verdict.verdict.value,
                 findings_json=_findings_json(verdict.findings), created_at=now,
+                guarantee_type=hint.guarantee_type.value if hint.guarantee_type else None,
+                contractor_name=hint.contractor,
+                department=routed or (self.rules.returned_department if verdict.verdict is Verdict.RETURNED else None),
             ))
         session.add_all(submissions)
         session.flush()
@@ -292,15 +302,21 @@ class Pipeline:
 
         Anyone can write another contractor's From: an unauthenticated mail is linked only to a
         returned mail whose reply it answers (In-Reply-To/References name our reply's Message-ID,
-        which went to that contractor alone)."""
+        which went to that contractor alone).
+
+        Only a returned mail whose reply went out before this mail arrived can be answered by it: a
+        mail that arrives at the same moment as another (or before its reply) is not its resend."""
         if not row.sender:
             return None
+        arrived = row.received_at or now
+        replied_before = select(OutboxMessage.inbound_id).where(
+            OutboxMessage.kind == REPLY_KIND, OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at <= arrived)
         returned = session.exec(
             select(Submission)
             .join(InboundMessage, Submission.inbound_id == InboundMessage.id)
             .where(Submission.desk == row.desk, Submission.verdict == Verdict.RETURNED.value,
                    InboundMessage.sender == row.sender, InboundMessage.id != row.id,
-                   Submission.created_at >= now - RESEND_WINDOW)
+                   Submission.created_at >= now - RESEND_WINDOW, InboundMessage.id.in_(replied_before))
             .order_by(Submission.id.desc())
         ).all()
         answered = set(session.exec(

@@ -6,9 +6,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from foundation.net import is_loopback
 from rules.config_base import HomePath, StrictModel
-
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class MailboxFolders(StrictModel):
@@ -40,10 +39,10 @@ class MailboxSettings(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "MailboxSettings":
-        if self.security == "plain" and self.host not in LOOPBACK_HOSTS:
+        if self.security == "plain" and not is_loopback(self.host):
             raise ValueError(
                 f"security = \"plain\" sends the password in clear text and is allowed only to "
-                f"loopback (127.0.0.1), got host {self.host!r}: use \"tls\" or \"starttls\""
+                f"loopback (127.0.0.0/8, ::1, localhost), got host {self.host!r}: use \"tls\" or \"starttls\""
             )
         if self.auth == "xoauth2" and not self.token_command:
             raise ValueError('auth = "xoauth2" needs token_command (a command that prints an access token)')
@@ -57,7 +56,9 @@ class PollSettings(StrictModel):
     idle_renew_seconds: int = Field(default=540, ge=30, le=600)
     poll_interval_seconds: int = Field(default=60, ge=5)
     socket_timeout_seconds: int = Field(default=60, ge=5)
-    reconnect_max_seconds: int = Field(default=300, ge=1)
+    # A desk wants mail soon after its server is back: the backoff stops growing here (and starts
+    # again from 1 s after a pass that worked).
+    reconnect_max_seconds: int = Field(default=30, ge=1)
     fetch_chunk_bytes: int = Field(default=1_048_576, ge=65_536)
     # A mail whose processing fails this many times is quarantined and shown to staff.
     max_attempts: int = Field(default=3, ge=1)

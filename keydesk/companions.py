@@ -17,7 +17,7 @@ from keydesk.cli_digest import targets_for
 from keydesk.cli_outbox import connector_for
 from keydesk.composition import lookup_service
 from keydesk.runtime import Runtime
-from mailer.delivery import deliver_due
+from mailer.delivery import DeliveryReport, deliver_due
 from mailer.reply import template_environment
 from mailer.scheduler import digest_job, start_digest_scheduler
 from mailer.smtp_client import SmtpSession
@@ -26,13 +26,14 @@ log = logging.getLogger(__name__)
 Stopper = Callable[[], None]
 
 
-def deliver_now(runtime: Runtime) -> None:
-    """One delivery round of everything due (used by the daemon loop and the demo)."""
+def deliver_now(runtime: Runtime) -> DeliveryReport:
+    """One delivery round of everything due (the daemon loop, `poll --once` and the demo)."""
     report = deliver_due(runtime.engine, SmtpSession(connector_for(runtime.settings)), runtime.settings.outbox,
                          now=datetime.now(timezone.utc))
     if report.ids or report.connection_error:
         log.info("outbox: %s%s", report.summary(),
                  f" (server unreachable: {report.connection_error})" if report.connection_error else "")
+    return report
 
 
 # Set when the intake took mail, so its replies go out at once rather than at the next round.

@@ -42,6 +42,9 @@ class SecretsSettings(StrictModel):
     # The Fernet key that encrypts 認証キー values at rest: from the environment, else the file.
     key_encryption_key_env: str = "KEYDESK_KEY_ENCRYPTION_KEY"
     key_encryption_key_file: HomePath = "var/secrets/key-encryption.key"
+    # The key of the audit trail's HMAC chain, kept outside the database (see store/audit.py).
+    audit_key_env: str = "KEYDESK_AUDIT_KEY"
+    audit_key_file: HomePath = "var/secrets/audit.key"
 
 
 class LoggingSettings(StrictModel):
@@ -63,6 +66,25 @@ class EmbeddedSettings(StrictModel):
     smtp_port: int = Field(default=1025, ge=1, le=65535)
     mail_directory: HomePath = "var/mail"
     users: list[EmbeddedUser] = Field(default_factory=list)
+
+
+class MetricsSettings(StrictModel):
+    """A Prometheus text endpoint (/metrics) served by `keydesk run`: the figures of `keydesk status`."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=9108, ge=0, le=65535)
+    # Off loopback the endpoint speaks HTTPS only (web/server.py's rule).
+    tls_cert_file: HomePath | None = None
+    tls_key_file: HomePath | None = None
+    # A scrape reuses the figures (and server logins) of the last this many seconds.
+    cache_seconds: int = Field(default=60, ge=0)
+
+
+class RetentionSettings(StrictModel):
+    # Raw mails and documents are kept this many years after they arrived; `keydesk purge` removes
+    # older ones. Five years is what typical 文書管理規程 give 契約 records (set your town's period).
+    years: int = Field(default=5, ge=1, le=100)
 
 
 class DeskSettings(StrictModel):
@@ -100,6 +122,8 @@ class Settings(StrictModel):
     limits: Limits = Limits()
     embedded: EmbeddedSettings = EmbeddedSettings()
     guarantor: GuarantorSettings = GuarantorSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    retention: RetentionSettings = RetentionSettings()
     desks: dict[str, DeskSettings] = Field(min_length=1)
     rules: RuleSet
 

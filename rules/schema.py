@@ -97,6 +97,9 @@ class DeskRules(StrictModel):
     intermediate_advance: IntermediateAdvance = IntermediateAdvance()
     sender: SenderPolicy = SenderPolicy()
     departments: dict[str, Department] = Field(min_length=1)
+    # Where a returned mail goes when none of its documents shows a guarantee type (None: the first
+    # department). A mail whose documents show one goes to that type's department.
+    returned_department: str | None = None
 
     @field_validator("prefecture")
     @classmethod
@@ -153,6 +156,9 @@ class DeskRules(StrictModel):
         missing = [t.value for t in self.eligible_guarantee_types if t not in routed]
         if missing:
             raise ValueError(f"no department receives {', '.join(missing)}: add it to a department's guarantee_types")
+        if self.returned_department is not None and self.returned_department not in self.departments:
+            raise ValueError(f"returned_department {self.returned_department!r} is not one of the departments "
+                             f"({', '.join(self.departments)})")
         return self
 
     def department_for(self, guarantee_type: GuaranteeType) -> str | None:

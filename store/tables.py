@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
-from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -29,8 +29,9 @@ class InboundMessage(SQLModel, table=True):
     desk: str = Field(index=True, max_length=64)
     account: str = Field(max_length=320)
     mailbox: str = Field(max_length=255)
-    uidvalidity: int
-    uid: int
+    # IMAP gives both as unsigned 32-bit numbers (up to 4294967295): a PostgreSQL integer is too small.
+    uidvalidity: int = Field(sa_column=Column(BigInteger, nullable=False))
+    uid: int = Field(sa_column=Column(BigInteger, nullable=False))
     sha256: str = Field(max_length=64)
     size: int
     # Relative to the storage directory; for a too_large mail it holds the headers only.
@@ -50,6 +51,8 @@ class InboundMessage(SQLModel, table=True):
     # Set after the mailbox action (move/flag) succeeded; a crash before it only repeats the action.
     mailbox_action_done: bool = False
     processed_at: datetime | None = None
+    # Set when `keydesk purge` removed the raw mail and its documents after the retention period.
+    purged_at: datetime | None = None
 
 
 class Document(SQLModel, table=True):
@@ -211,9 +214,11 @@ class OutboxMessage(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
-    """Append-only and hash-chained: each row's hash covers the previous row's hash."""
+    """Append-only and hash-chained (one chain per desk): each row's hash covers the previous row's hash."""
 
     __tablename__ = "audit_event"
+    # Every append reads its desk's newest event: (desk, id) finds it without scanning the trail.
+    __table_args__ = (Index("ix_audit_event_desk_id", "desk", "id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     desk: str = Field(index=True, max_length=64)
@@ -234,3 +239,13 @@ class Counter(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=128)
     value: int = 0
+
+
+class DeskStatus(SQLModel, table=True):
+    """What `keydesk status` and the metrics report about a desk's intake: its last good pass."""
+
+    __tablename__ = "desk_status"
+
+    desk: str = Field(primary_key=True, max_length=64)
+    last_poll_at: datetime | None = None
+    last_poll_mails: int = 0

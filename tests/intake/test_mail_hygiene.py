@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from datetime import timedelta
 import json
 from email import message_from_bytes, policy
 from pathlib import Path
@@ -183,6 +184,11 @@ def test_a_spoofed_from_cannot_take_over_a_resend_link(issued: dict) -> None:
     returned, outcome = take(runtime, mail([("step3.pdf", files(issued, 0)["certificate_view"])]), uid=1)
     assert outcome.verdict is Verdict.RETURNED
     our_reply = outbox_of(runtime, returned.id)
+    with Session(runtime.engine) as session:  # the reply reached the contractor before anyone answered it
+        sent = session.get(OutboxMessage, our_reply.id)
+        sent.state, sent.sent_at = "sent", NOW - timedelta(minutes=5)
+        session.add(sent)
+        session.commit()
     forged, _ = take(runtime, mail([("a.pdf", files(issued, 0)["key_notice"])], subject="再送",
                                    authenticated=False), uid=2)
     with Session(runtime.engine) as session:
