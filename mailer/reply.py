@@ -25,7 +25,7 @@ import jinja2
 
 from mailer.message import Mailbox, build_message, clean_header_text, thread_headers
 from mailer.reply_policy import REPLY_KIND, mark
-from rules.findings import SENDER_STATES, Finding, Request, Severity, Verdict, request_of
+from rules.findings import RESULT_FOLLOWS, SENDER_STATES, Finding, Request, Severity, Verdict, request_of
 from verifier.access_key import mask
 
 SUBJECT_TEMPLATE = "reply_subject.txt.j2"
@@ -199,6 +199,7 @@ def reply_context(facts: ReplyFacts) -> dict[str, Any]:
         "notes": _sentences(facts.findings, {Severity.INFO}),
         "request": str(request),
         "contractor_name": clean_header_text(facts.contractor_name or "", 100),
+        "results_follow": facts.verdict is Verdict.NEEDS_REVIEW and any(f.code in RESULT_FOLLOWS for f in facts.findings),
         "resend": facts.resend,
         "resend_of_receipt_no": clean_header_text(facts.resend_of_receipt_no or "", 32),
     }

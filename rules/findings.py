@@ -305,3 +305,9 @@ _TABLE += [
 CODES: dict[str, FindingCode] = {spec.code: spec for spec in _TABLE}
 if len(CODES) != len(_TABLE):
     raise RuntimeError("duplicate finding code in rules/findings.py")
+
+# Findings that promise the sender a second mail: the look-up is still to be done (retried by the
+# desk, or by a clerk by hand), so the first reply says the result follows instead of "we may call you".
+RESULT_FOLLOWS: frozenset[str] = frozenset({"lookup.unavailable", "lookup.manual"})
+if not RESULT_FOLLOWS <= CODES.keys():
+    raise RuntimeError("RESULT_FOLLOWS names an unknown finding code")

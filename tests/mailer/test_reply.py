@@ -278,3 +278,18 @@ def test_the_greeting_names_the_company_when_the_certificate_does(env) -> None:
     assert body.startswith("株式会社美郷建設\nご担当者様\n")
     _, anonymous = render_reply(facts(), env)
     assert anonymous.startswith("ご担当者様\n")
+
+
+@pytest.mark.parametrize("code", ["lookup.unavailable", "lookup.manual"])
+def test_a_held_look_up_promises_the_result_instead_of_a_call(env, code) -> None:
+    """The first reply of a submission whose look-up is still to be done says a second mail follows;
+    it does not also say staff may phone, which would leave the contractor unsure what comes next."""
+    held = facts(verdict=Verdict.NEEDS_REVIEW, findings=[Finding(code, guarantee_no="26-000123-4")])
+    _, body = render_reply(held, env)
+    assert "■照会中の事項" in body and "■担当者が確認する事項" not in body
+    assert "結果をこのメールアドレスあてにお送りいたします" in body
+    assert "必要な場合はこちらからご連絡いたします" not in body
+    # Any other needs_review reason keeps the words about staff.
+    _, other = render_reply(facts(verdict=Verdict.NEEDS_REVIEW, findings=[Finding("lookup.refused", guarantee_no="26-000123-4")]), env)
+    assert "■担当者が確認する事項" in other and "必要な場合はこちらからご連絡いたします" in other
+    assert "結果をこのメールアドレスあてにお送りいたします" not in other
