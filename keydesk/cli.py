@@ -7,13 +7,14 @@ traceback; ``--debug`` shows the traceback and debug logs.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 
 import typer
 
-from keydesk import cli_admin, cli_digest, cli_guarantor, cli_intake, cli_outbox, cli_verify, demo
 from foundation.errors import EXIT_FAILURE, KeydeskError
+from keydesk import cli_admin, cli_digest, cli_guarantor, cli_intake, cli_ops, cli_outbox, cli_verify, demo
 from keydesk.runtime import Runtime
 
 app = typer.Typer(
@@ -31,6 +32,7 @@ cli_verify.register(app)
 cli_digest.register(app)
 cli_outbox.register(app)
 cli_intake.register(app)
+cli_ops.register(app)
 demo.register(app)
 
 _state = {"debug": False}
@@ -80,6 +82,8 @@ def main(argv: list[str] | None = None) -> None:
     This is the one place that turns an exception into an exit code: every ``KeydeskError`` knows
     its ``exit_code`` and ``user_lines()``; a missing or unreadable file is worded the same way.
     """
+    # Everything keydesk writes (database, raw mail, documents, logs, secrets) is the desk's alone.
+    os.umask(0o077)
     try:
         app(args=argv, prog_name="keydesk")
     except KeydeskError as exc:

@@ -8,7 +8,7 @@ from zoneinfo import ZoneInfo
 import typer
 from sqlmodel import Session
 
-from keydesk.errors import UserError
+from foundation.errors import UserFacingError
 from keydesk.runtime import Runtime
 from keydesk.settings import Settings
 from mailer.digest import DigestTarget, collect, enqueue_digests, render_text
@@ -24,7 +24,7 @@ def parse_since(value: str, zone: str) -> datetime:
     try:
         moment = datetime.fromisoformat(value.strip())
     except ValueError:
-        raise UserError(
+        raise UserFacingError(
             f"--since の日時を読み取れません: {value!r}(例: 2026-04-01 または 2026-04-01T08:30)"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(zone))
@@ -32,9 +32,10 @@ def parse_since(value: str, zone: str) -> datetime:
 
 def targets_for(settings: Settings, desk: str | None) -> list[DigestTarget]:
     if desk is not None and desk not in settings.desks:
-        raise UserError(f"窓口 {desk!r} は設定にありません(設定済み: {', '.join(settings.desks)})")
+        raise UserFacingError(f"窓口 {desk!r} は設定にありません(設定済み: {', '.join(settings.desks)})")
     return [
-        DigestTarget(desk_id, settings.desks[desk_id].name, settings.desks[desk_id].address, settings.rules.desks[desk_id])
+        DigestTarget(desk_id, settings.desks[desk_id].name, settings.desks[desk_id].address, settings.rules.desks[desk_id],
+                     lookup_site_url=settings.desks[desk_id].lookup.lookup_site_url)
         for desk_id in ([desk] if desk else list(settings.desks))
     ]
 
@@ -50,14 +51,14 @@ def digest(
 ) -> None:
     """The staff digest: what needs a person, what was accepted or returned, and what failed."""
     if print_ == send:
-        raise UserError("--print か --send のどちらか一方を指定してください")
+        raise UserFacingError("--print か --send のどちらか一方を指定してください")
     runtime: Runtime = ctx.obj
     settings = runtime.settings
     zone = settings.digest.timezone
     now = datetime.now(timezone.utc)
     start = parse_since(since, zone) if since else None
     if start is not None and start >= now:
-        raise UserError(f"--since が未来の日時です: {since}")
+        raise UserFacingError(f"--since が未来の日時です: {since}")
     targets = targets_for(settings, desk)
     env = template_environment(settings.config_dir / "templates")
     try:
@@ -79,4 +80,4 @@ def digest(
                         typer.echo(f"{target.desk_name} {name}: 送信先(digest_recipients)が未設定のため送りません")
             session.commit()
     except TemplateProblem as exc:
-        raise UserError(f"{settings.config_dir.name}/{exc}") from None
+        raise UserFacingError(f"{settings.config_dir.name}/{exc}") from None

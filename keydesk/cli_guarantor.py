@@ -7,6 +7,7 @@ for the person at the terminal (Japanese) or JSON lines for scripts.
 from __future__ import annotations
 
 import json
+import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -26,7 +27,8 @@ from guarantor.keys import (
     retire_signing_key,
 )
 from guarantor.lookup_service import RegistryLookup
-from keydesk.errors import UserError
+from intake.revocations import mark_revoked
+from foundation.errors import UserFacingError
 from keydesk.runtime import Runtime
 from verifier import access_key as keys
 from verifier import guarantee_no as numbers
@@ -34,7 +36,8 @@ from verifier.certificate_signature import SignatureStatus, check_signature, key
 from verifier.lookup import LookupResult, LookupStatus
 
 guarantor_app = typer.Typer(
-    help="The guarantor's side: signing key, issuing guarantees (CSV), revoking.", no_args_is_help=True
+    help="The guarantor's side: signing key, issuing guarantees (CSV), revoking, the look-up service.",
+    no_args_is_help=True
 )
 MAX_CSV_BYTES = 20 * 1024 * 1024
 
@@ -45,6 +48,9 @@ def register(app: typer.Typer) -> None:
         return
     app.add_typer(guarantor_app, name="guarantor")
     app.command("lookup")(lookup)
+    from keydesk import cli_lookup  # serve, token, manual: the look-up across the network
+
+    cli_lookup.register(app, guarantor_app)
 
 
 def _now(runtime: Runtime) -> datetime:
@@ -113,12 +119,12 @@ def issue(
 def _read_csv(file: Path) -> bytes:
     try:
         if file.stat().st_size > MAX_CSV_BYTES:
-            raise UserError(f"{file}: CSV ファイルが大きすぎます({MAX_CSV_BYTES // (1024 * 1024)} MB まで)")
+            raise UserFacingError(f"{file}: CSV ファイルが大きすぎます({MAX_CSV_BYTES // (1024 * 1024)} MB まで)")
         return file.read_bytes()
     except IsADirectoryError:
-        raise UserError(f"{file}: ファイルではなくフォルダです") from None
+        raise UserFacingError(f"{file}: ファイルではなくフォルダです") from None
     except FileNotFoundError:
-        raise UserError(f"{file}: ファイルが見つかりません") from None
+        raise UserFacingError(f"{file}: ファイルが見つかりません") from None
 
 
 def _json_line(result: IssuedGuarantee | RowError) -> dict:
@@ -160,25 +166,39 @@ def revoke(
     guarantee_no: str = typer.Argument(..., metavar="GUARANTEE_NO"),
     reason: str = typer.Option(..., "--reason", help="Why (shown to whoever looks the certificate up)."),
 ) -> None:
-    """Revoke a certificate: look-ups with its key answer 'revoked' with the reason."""
+    """Revoke a certificate: look-ups with its key answer 'revoked' with the reason.
+
+    With the embedded look-up the desk shares this database, so a desk that already accepted the
+    guarantee is told at once (its next digest lists it under 受付後に失効).
+    """
     runtime: Runtime = ctx.obj
+    now = datetime.now(timezone.utc)
     with Session(runtime.engine) as session:
-        row = registry.revoke(session, guarantee_no, reason, datetime.now(timezone.utc), actor="cli")
+        row = registry.revoke(session, guarantee_no, reason, now, actor="cli")
+        marked = mark_revoked(session, row.guarantee_no, reason, now, actor="guarantor", desk=row.desk)
         session.commit()
         typer.echo(f"保証契約番号 {row.guarantee_no} の電子証書を失効させました(理由: {row.revoked_reason})")
+        if marked:
+            typer.echo(f"窓口 {row.desk} で受付済みの保証でした。職員あてのダイジェストでお知らせします。")
 
 
 def lookup(
     ctx: typer.Context,
     guarantee_no: str = typer.Argument(..., metavar="GUARANTEE_NO"),
-    key: str = typer.Argument(..., metavar="KEY", help="The 認証キー, e.g. 7K3M-Q9TX-2HVB-R4NC."),
+    key_on_argv: str | None = typer.Argument(None, hidden=True, metavar="KEY"),
 ) -> None:
-    """Look a certificate up as the obligee does on the look-up service (D-Sure)."""
+    """Look a certificate up as the obligee does on the look-up service (D-Sure).
+
+    The 認証キー is typed at a hidden prompt, or read as one line from stdin (for scripts): never
+    from the command line, where shell history and the process list would keep it."""
     runtime: Runtime = ctx.obj
+    if key_on_argv is not None:
+        raise UserFacingError("認証キーはコマンドラインに書かないでください(履歴やプロセス一覧に残ります)。"
+                         "keydesk lookup 保証契約番号 と入力し、表示に従って認証キーを入力してください")
     number = numbers.normalise(guarantee_no)
     if not numbers.is_well_formed(number):
-        raise UserError(f"保証契約番号の形式が正しくありません(例: 26-000123-4): {guarantee_no!r}")
-    canonical = _parse_key(key)
+        raise UserFacingError(f"保証契約番号の形式が正しくありません(例: 26-000123-4): {guarantee_no!r}")
+    canonical = _parse_key(_read_key())
     settings = runtime.settings
     result = RegistryLookup(runtime.engine, settings.guarantor).lookup(number, canonical, _now(runtime))
     trusted = load_trusted_keys(settings.guarantor.trust_directory)
@@ -189,18 +209,28 @@ def lookup(
         raise typer.Exit(1)
 
 
+def _read_key() -> str:
+    """One line from a hidden prompt (a terminal) or from stdin (a pipe); bounded."""
+    if sys.stdin is not None and sys.stdin.isatty():
+        return typer.prompt("認証キー", hide_input=True)
+    line = sys.stdin.readline(256) if sys.stdin is not None else ""
+    if not line.strip():
+        raise UserFacingError("認証キーを標準入力から1行で渡してください(例: keydesk lookup 26-000123-4 < key.txt)")
+    return line.strip()
+
+
 def _parse_key(text: str) -> str:
-    """The canonical key, or a UserError saying what is wrong, before any look-up is made."""
+    """The canonical key, or a UserFacingError saying what is wrong, before any look-up is made."""
     try:
         return keys.parse(text)
     except keys.AccessKeyError as exc:
         try:
             keys.canonical(text)
         except keys.AccessKeyError:
-            raise UserError(
+            raise UserFacingError(
                 f"認証キーは英数字16文字(4文字×4組、例: 7K3M-Q9TX-2HVB-R4NC)です({exc.reason})。照会は行っていません"
             ) from None
-        raise UserError("認証キーのチェック文字が一致しません。入力ミスがないかご確認ください(照会は行っていません)") from None
+        raise UserFacingError("認証キーのチェック文字が一致しません。入力ミスがないかご確認ください(照会は行っていません)") from None
 
 
 def describe_lookup(result: LookupResult, trusted: dict, zone: ZoneInfo) -> list[str]:

@@ -5,14 +5,15 @@ A JSON list with one object per finding::
     [{"code": "doc.fee_receipt", "severity": "error", "message": "…", "detail": "…",
       "guarantee_no": "26-000123-4" | null, "document": "領収書.pdf" | null}]
 
-Every writer goes through :func:`dump` (or :func:`dump_codes` when only the codes are known) and
+Every writer goes through :func:`dump` (:func:`append` and :func:`without` to change stored findings,
+:func:`dump_codes` when only the codes are known) and
 every reader through :func:`codes`; migration 0002 rewrote rows of the older code-only shape.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Sequence
 from typing import Any
 
 from rules.findings import CODES, Finding
@@ -32,6 +33,19 @@ def dump(findings: Sequence[Finding]) -> str:
     )
 
 
+def append(findings_json: str | None, findings: Sequence[Finding]) -> str:
+    """The stored form of ``findings_json`` with ``findings`` added at the end."""
+    items = _items(findings_json)
+    items.extend(json.loads(dump(findings)))
+    return json.dumps(items, ensure_ascii=False)
+
+
+def without(findings_json: str | None, unwanted: Collection[str]) -> str:
+    """The stored form of ``findings_json`` without the findings whose code is in ``unwanted``."""
+    return json.dumps([item for item in _items(findings_json)
+                       if not (isinstance(item, dict) and item.get("code") in unwanted)], ensure_ascii=False)
+
+
 def dump_codes(codes: Iterable[str]) -> str:
     """The stored form when only codes are known (severity and message come from the code table)."""
     items = []
@@ -46,10 +60,13 @@ def dump_codes(codes: Iterable[str]) -> str:
 
 def codes(findings_json: str | None) -> list[str]:
     """The codes of stored findings, in order; a value that is not the stored shape gives none."""
+    return [item["code"] for item in _items(findings_json) if isinstance(item, dict) and isinstance(item.get("code"), str)]
+
+
+def _items(findings_json: str | None) -> list[Any]:
+    """The stored list (empty when the value is not a JSON list)."""
     try:
         items = json.loads(findings_json or "[]")
     except ValueError:
         return []
-    if not isinstance(items, list):
-        return []
-    return [item["code"] for item in items if isinstance(item, dict) and isinstance(item.get("code"), str)]
+    return items if isinstance(items, list) else []

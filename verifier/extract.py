@@ -19,7 +19,7 @@ from enum import StrEnum
 from typing import Any
 
 from rules.domain import GuaranteeType
-from rules.signatures import DocumentKind, DocumentSignatures, phrase_key
+from rules.signatures import AccessKeyFormat, DocumentKind, DocumentSignatures, phrase_key
 from verifier import access_key
 from verifier.classify import PreparedPage
 from verifier.normalise import find_amount, find_dates, fold_dashes, unspace
@@ -190,7 +190,7 @@ def extract_fields(text: str, signatures: DocumentSignatures, pages: tuple[int, 
     )
     raw_key = _pattern_field("access_key", signatures.patterns.access_key, labels, flowing, note, show=False)
     if raw_key is not None:
-        values["access_key"], values["access_key_valid"] = _check_key(raw_key, note)
+        values["access_key"], values["access_key_valid"] = _check_key(raw_key, note, signatures.access_key)
 
     found, text_value = labels.value("guarantee_type")
     if found:
@@ -263,14 +263,14 @@ def _pattern_field(field: str, pattern: str, labels: _Labels, flowing: str, note
     return None
 
 
-def _check_key(raw: str, note: _Note) -> tuple[str | None, bool]:
+def _check_key(raw: str, note: _Note, key_format: AccessKeyFormat) -> tuple[str | None, bool]:
+    """The key in the configured format, and whether its check (if the format has one) passes."""
     try:
-        return access_key.parse(raw), True
+        key, valid = access_key.read(raw, key_format)
     except access_key.AccessKeyError as error:
-        try:
-            key = access_key.canonical(raw)
-        except access_key.AccessKeyError:
-            note("access_key", ProblemKind.UNREADABLE, f"not an access key: {error.reason}")
-            return None, False
-        note("access_key", ProblemKind.CHECKSUM, f"{access_key.mask(key)}: {error.reason}")
-        return key, False
+        note("access_key", ProblemKind.UNREADABLE, f"not an access key: {error.reason}")
+        return None, False
+    if not valid:
+        note("access_key", ProblemKind.CHECKSUM,
+             f"{access_key.mask(key)}: the check character does not match: the key was probably mistyped")
+    return key, valid

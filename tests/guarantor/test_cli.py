@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from keydesk import cli_guarantor
 from keydesk.cli import app
 from keydesk.database import make_engine
-from keydesk.errors import UserError
+from foundation.errors import UserFacingError
 from store.tables import CertificateRecord, LookupFailure
 from verifier import access_key as keys
 
@@ -26,6 +26,9 @@ def run(deployment):
     runner = CliRunner()
 
     def invoke(*args: str):
+        if args[:1] == ("lookup",) and len(args) == 3:
+            # The key is typed (stdin), never put on the command line.
+            return runner.invoke(app, ["--config", str(deployment), *args[:2]], input=args[2] + "\n")
         return runner.invoke(app, ["--config", str(deployment), *args])
 
     return invoke
@@ -96,7 +99,7 @@ def test_issue_json_then_lookup_and_revoke(run, ready, fixtures_dir, tmp_path):
     after = run("lookup", first["guarantee_no"], first["access_key"])
     assert after.exit_code == 1 and "失効しています(理由: 契約解除のため)" in after.output
     again = run("guarantor", "revoke", first["guarantee_no"], "--reason", "もう一度")
-    assert isinstance(again.exception, UserError) and "すでに失効" in str(again.exception)
+    assert isinstance(again.exception, UserFacingError) and "すでに失効" in str(again.exception)
 
 
 def test_a_mistyped_key_is_reported_without_a_lookup(run, ready, fixtures_dir, tmp_path):
@@ -105,9 +108,9 @@ def test_a_mistyped_key_is_reported_without_a_lookup(run, ready, fixtures_dir, t
     key = first["access_key"]
     typo = key[:-1] + ("A" if key[-1] != "A" else "B")
     typed = run("lookup", first["guarantee_no"], typo)
-    assert isinstance(typed.exception, UserError) and "チェック文字" in str(typed.exception)
+    assert isinstance(typed.exception, UserFacingError) and "チェック文字" in str(typed.exception)
     short = run("lookup", first["guarantee_no"], key[:-2])
-    assert isinstance(short.exception, UserError) and "16文字" in str(short.exception)
+    assert isinstance(short.exception, UserFacingError) and "16文字" in str(short.exception)
     engine = make_engine(f"sqlite:///{ready.parent / 'var' / 'keydesk.db'}")
     with Session(engine) as session:
         assert session.exec(select(LookupFailure)).all() == []
@@ -142,22 +145,22 @@ def test_the_human_table_masks_the_key(run, ready, fixtures_dir, tmp_path):
 def test_issue_needs_the_signing_key_and_the_file(run, deployment, fixtures_dir):
     assert run("db", "upgrade").exit_code == 0
     missing_key = run("guarantor", "issue", str(fixtures_dir / "guarantees.csv"))
-    assert isinstance(missing_key.exception, UserError) and "keydesk guarantor init" in str(missing_key.exception)
+    assert isinstance(missing_key.exception, UserFacingError) and "keydesk guarantor init" in str(missing_key.exception)
     assert run("guarantor", "init").exit_code == 0
     missing_file = run("guarantor", "issue", str(fixtures_dir / "nope.csv"))
-    assert isinstance(missing_file.exception, UserError) and "見つかりません" in str(missing_file.exception)
+    assert isinstance(missing_file.exception, UserFacingError) and "見つかりません" in str(missing_file.exception)
 
 
 def test_a_malformed_guarantee_number(run, ready):
     result = run("lookup", "26-12", "7K3M-Q9TX-2HVB-R4NC")
-    assert isinstance(result.exception, UserError) and "保証契約番号" in str(result.exception)
+    assert isinstance(result.exception, UserFacingError) and "保証契約番号" in str(result.exception)
 
 
 def test_a_bad_header_issues_nothing(run, ready, tmp_path):
     csv_file = tmp_path / "bad.csv"
     csv_file.write_text("guarantee_type,contractor_name\n前払金保証,株式会社美郷建設\n", encoding="utf-8")
     result = run("guarantor", "issue", str(csv_file), "--out", str(tmp_path / "o"))
-    assert isinstance(result.exception, UserError) and "1行目" in str(result.exception)
+    assert isinstance(result.exception, UserFacingError) and "1行目" in str(result.exception)
     assert not (tmp_path / "o").exists()
 
 
@@ -175,3 +178,14 @@ def test_a_tampered_registry_row_shows_an_invalid_signature(run, ready, fixtures
     assert "保証金額：9,140,000円" in shown.output
     assert "電子署名：無効です" in shown.output
     assert shown.exit_code == 1
+
+
+def test_the_key_is_never_taken_from_the_command_line(ready, deployment):
+    runner = CliRunner()
+    result = runner.invoke(app, ["--config", str(deployment), "lookup", "26-000123-4", "7K3M-Q9TX-2HVB-R4NC"])
+    assert result.exit_code != 0 and "コマンドラインに書かないでください" in str(result.exception or result.output)
+    from verifier.guarantee_no import luhn_digit
+
+    number = f"26-000123-{luhn_digit('26000123')}"
+    empty = runner.invoke(app, ["--config", str(deployment), "lookup", number], input="")
+    assert empty.exit_code != 0 and "標準入力" in str(empty.exception or empty.output)

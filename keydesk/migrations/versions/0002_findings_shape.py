@@ -9,7 +9,8 @@ as they are (nothing is lost).
 
 ``inbound_message.uidvalidity`` and ``uid`` become BIGINT: IMAP defines them as unsigned 32-bit
 numbers, and values above 2^31 - 1 (pymap's UIDVALIDITY, for one) did not fit PostgreSQL's integer.
-SQLite's INTEGER already holds 64 bits, so SQLite keeps its table as it is.
+(SQLite's INTEGER holds 64 bits already; its declared type changes too, so the schema matches the
+models on every database.)
 
 Revision ID: 0002
 Revises: 0001
@@ -66,10 +67,9 @@ def _convert(findings_json: str) -> str | None:
 
 def upgrade() -> None:
     connection = op.get_bind()
-    if connection.dialect.name != "sqlite":
+    with op.batch_alter_table("inbound_message", schema=None) as batch_op:
         for column in ("uidvalidity", "uid"):
-            op.alter_column("inbound_message", column, type_=sa.BigInteger(), existing_type=sa.Integer(),
-                            existing_nullable=False)
+            batch_op.alter_column(column, type_=sa.BigInteger(), existing_type=sa.Integer(), existing_nullable=False)
     for name in _TABLES:
         table = sa.table(name, sa.column("id", sa.Integer), sa.column("findings_json", sa.Text))
         rows = connection.execute(sa.select(table.c.id, table.c.findings_json)
@@ -82,7 +82,6 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # The object shape of findings was already valid at 0001: only the column types go back.
-    if op.get_bind().dialect.name != "sqlite":
+    with op.batch_alter_table("inbound_message", schema=None) as batch_op:
         for column in ("uid", "uidvalidity"):
-            op.alter_column("inbound_message", column, type_=sa.Integer(), existing_type=sa.BigInteger(),
-                            existing_nullable=False)
+            batch_op.alter_column(column, type_=sa.Integer(), existing_type=sa.BigInteger(), existing_nullable=False)
