@@ -53,9 +53,12 @@ def main() -> None:
         SQLModel.metadata.create_all(engine)
         settings = GuarantorSettings.model_validate({"service": {"rate_per_minute": 1_000_000}}, context={"home": home})
         signing_key = Ed25519PrivateKey.generate()
-        request = next(r for r in read_requests((FIXTURES / "guarantees.csv").read_bytes())
-                       if isinstance(r, GuaranteeRequest))
-        issued = issue_request(engine, request, settings=settings, signing_key=signing_key, out_dir=home / "out", now=now)
+        request = next(
+            r for r in read_requests((FIXTURES / "guarantees.csv").read_bytes()) if isinstance(r, GuaranteeRequest)
+        )
+        issued = issue_request(
+            engine, request, settings=settings, signing_key=signing_key, out_dir=home / "out", now=now
+        )
         key = access_key.parse(issued.access_key)
         with Session(engine) as session:
             token = add_token(session, "misato", now)

@@ -30,7 +30,9 @@ HEAD = b"From: a@x.example\r\nTo: keiyaku@town.misato.example\r\nSubject: t\r\nM
 
 
 def _text(body: bytes, charset: str = "utf-8") -> bytes:
-    return HEAD + f"Content-Type: text/plain; charset={charset}\r\nContent-Transfer-Encoding: 8bit\r\n\r\n".encode() + body
+    return (
+        HEAD + f"Content-Type: text/plain; charset={charset}\r\nContent-Transfer-Encoding: 8bit\r\n\r\n".encode() + body
+    )
 
 
 def _nested_zip(size: int) -> bytes:
@@ -40,8 +42,10 @@ def _nested_zip(size: int) -> bytes:
         with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
             archive.writestr(f"level{level}.zip", inner)
         inner = buffer.getvalue()
-    return (HEAD + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: application/zip\r\n'
-            b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(inner) + b"--b--\r\n")
+    return (
+        HEAD + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\nContent-Type: application/zip\r\n'
+        b"Content-Transfer-Encoding: base64\r\n\r\n" + base64.encodebytes(inner) + b"--b--\r\n"
+    )
 
 
 def mails(size: int) -> dict[str, bytes]:

@@ -52,8 +52,11 @@ BODY = """{name} 御中
 def notices(count: int) -> list:
     return [
         build_message(
-            sender=SENDER, to=[Mailbox(f"contractor{n}@builder.example", f"株式会社{n}建設")],
-            subject="電子証書・認証キー登録のお知らせ", text=BODY.format(name=f"株式会社{n}建設", n=n), now=NOW,
+            sender=SENDER,
+            to=[Mailbox(f"contractor{n}@builder.example", f"株式会社{n}建設")],
+            subject="電子証書・認証キー登録のお知らせ",
+            text=BODY.format(name=f"株式会社{n}建設", n=n),
+            now=NOW,
         )
         for n in range(count)
     ]
@@ -73,8 +76,15 @@ def outbox_rate(port: int, messages: list, directory: Path) -> tuple[float, floa
     start = time.perf_counter()
     with Session(engine) as session:
         for n, message in enumerate(messages):
-            enqueue(session, desk="misato", idempotency_key=f"notice:{n}", kind="notice", message=message,
-                    envelope_from=SENDER.address, recipients=[f"contractor{n}@builder.example"])
+            enqueue(
+                session,
+                desk="misato",
+                idempotency_key=f"notice:{n}",
+                kind="notice",
+                message=message,
+                envelope_from=SENDER.address,
+                recipients=[f"contractor{n}@builder.example"],
+            )
         session.commit()
     enqueue_seconds = time.perf_counter() - start
     settings = SmtpSettings(host="127.0.0.1", port=port, security="plain")

@@ -67,8 +67,10 @@ def main() -> None:
     print(f"  keydesk (bounded worker + verifier)  {keydesk_rate:8.1f} docs/s")
     print(f"  ratio keydesk / floor                {keydesk_rate / floor_rate:8.2f}")
     overhead_ms = (1 / worker_rate - 1 / in_process_rate) * 1000
-    print(f"  worker process overhead per PDF      {overhead_ms:8.2f} ms "
-          f"(in process {in_process_rate:.1f}/s, in the worker {worker_rate:.1f}/s)")
+    print(
+        f"  worker process overhead per PDF      {overhead_ms:8.2f} ms "
+        f"(in process {in_process_rate:.1f}/s, in the worker {worker_rate:.1f}/s)"
+    )
 
 
 if __name__ == "__main__":

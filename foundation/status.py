@@ -65,8 +65,9 @@ class StatusReport:
     problems: dict[str, list[str]] = field(default_factory=dict)
 
     @classmethod
-    def judge(cls, at: datetime, desks: list[DeskHealth], smtp: Reachability | None,
-              stale_after: timedelta) -> StatusReport:
+    def judge(
+        cls, at: datetime, desks: list[DeskHealth], smtp: Reachability | None, stale_after: timedelta
+    ) -> StatusReport:
         return cls(at, desks, smtp, stale_after, {d.desk: d.problems(at, stale_after, smtp) for d in desks})
 
     @property
@@ -78,14 +79,23 @@ class StatusReport:
             return moment.isoformat() if moment else None
 
         return {
-            "at": when(self.at), "healthy": self.healthy,
+            "at": when(self.at),
+            "healthy": self.healthy,
             "smtp": asdict(self.smtp) if self.smtp else None,
-            "desks": {d.desk: {
-                "name": d.name, "healthy": not self.problems[d.desk], "problems": self.problems[d.desk],
-                "last_poll_at": when(d.last_poll_at), "mailbox": asdict(d.mailbox) if d.mailbox else None,
-                "outbox": asdict(d.outbox), "quarantined": d.quarantined, "needs_review": d.needs_review,
-                "next_digest_at": when(d.next_digest_at),
-            } for d in self.desks},
+            "desks": {
+                d.desk: {
+                    "name": d.name,
+                    "healthy": not self.problems[d.desk],
+                    "problems": self.problems[d.desk],
+                    "last_poll_at": when(d.last_poll_at),
+                    "mailbox": asdict(d.mailbox) if d.mailbox else None,
+                    "outbox": asdict(d.outbox),
+                    "quarantined": d.quarantined,
+                    "needs_review": d.needs_review,
+                    "next_digest_at": when(d.next_digest_at),
+                }
+                for d in self.desks
+            },
         }
 
 

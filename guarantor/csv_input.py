@@ -122,7 +122,9 @@ class _Row:
         raw = self.values[column]
         value = unicodedata.normalize("NFKC", raw).strip().lstrip("¥\\").removesuffix("円").strip()
         if not _AMOUNT_RE.fullmatch(value):
-            self.problem(column, f"金額は円単位の整数で入力してください(例: 12345000 または 12,345,000): {raw.strip()!r}")
+            self.problem(
+                column, f"金額は円単位の整数で入力してください(例: 12345000 または 12,345,000): {raw.strip()!r}"
+            )
             return 0
         number = int(value.replace(",", ""))
         if not minimum <= number < _MAX_YEN:
@@ -154,7 +156,7 @@ class _Row:
 
 
 def _read_row(line: int, columns: list[str], fields: list[str]) -> GuaranteeRequest | RowError:
-    if len(fields) > len(columns) and any(v.strip() for v in fields[len(columns):]):
+    if len(fields) > len(columns) and any(v.strip() for v in fields[len(columns) :]):
         return RowError(line, f"列が多すぎます({len(fields)}列。見出しは{len(columns)}列です)")
     if len(fields) < len(columns):
         return RowError(line, f"列が足りません({len(fields)}列。見出しは{len(columns)}列です)")

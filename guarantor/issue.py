@@ -144,7 +144,11 @@ def _issue_once(
                 fee_documents={kind: documents[kind] for kind in ("fee_receipt", "fee_statement")},
             )
             audit(
-                session, certificate.desk, "guarantor", "guarantee.issued", certificate.guarantee_no,
+                session,
+                certificate.desk,
+                "guarantor",
+                "guarantee.issued",
+                certificate.guarantee_no,
                 {
                     "guarantee_type": certificate.guarantee_type.value,
                     "contract_no": certificate.contract_no,
@@ -165,7 +169,9 @@ def _issue_once(
     return IssuedGuarantee(request.line, certificate, access_key, files)
 
 
-def _certificate(request: GuaranteeRequest, guarantee_no: str, settings: GuarantorSettings, now: datetime) -> Certificate:
+def _certificate(
+    request: GuaranteeRequest, guarantee_no: str, settings: GuarantorSettings, now: datetime
+) -> Certificate:
     return Certificate(
         guarantee_no=guarantee_no,
         guarantee_type=request.guarantee_type,

@@ -54,9 +54,7 @@ def load_signing_key(path: Path) -> Ed25519PrivateKey:
     try:
         info = path.stat()
     except FileNotFoundError:
-        raise GuarantorError(
-            f"{path}: 署名鍵がありません。`keydesk guarantor init` で作成してください"
-        ) from None
+        raise GuarantorError(f"{path}: 署名鍵がありません。`keydesk guarantor init` で作成してください") from None
     if info.st_mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise GuarantorError(
             f"{path}: 署名鍵がほかのユーザーから読める状態です。先に `chmod 600 {path}` を実行してください"

@@ -38,8 +38,15 @@ class RegistryLookup:
     """``lookup(guarantee_no, access_key, now)``; ``requester`` names who asks (a desk, or
     ``web:<address>``): the guard counts its failures apart from everyone else's."""
 
-    def __init__(self, engine: Engine, settings: GuarantorSettings, *, requester: str = "guarantor",
-                 actor: str = "lookup", record: bool = True) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: GuarantorSettings,
+        *,
+        requester: str = "guarantor",
+        actor: str = "lookup",
+        record: bool = True,
+    ) -> None:
         self._engine = engine
         self._settings = settings
         self._requester = requester
@@ -57,6 +64,7 @@ class RegistryLookup:
         if not numbers.is_well_formed(number) or key is None:
             # Nothing to count against: a malformed number or key never reaches the registry.
             return LookupResult(LookupStatus.NO_MATCH)
+
         def attempt() -> LookupResult:
             with Session(self._engine) as session:
                 result = self._lookup(session, number, key, now)
@@ -71,13 +79,19 @@ class RegistryLookup:
 
     def locked_until(self, session: Session, guarantee_no: str, now: datetime) -> datetime | None:
         """When the guard holds for this number and this requester at ``now``, the (UTC) end of the lockout."""
-        return self._locked_until(session, now, self._settings.lookup_max_failures,
-                                  LookupFailure.guarantee_no == guarantee_no, LookupFailure.requester == self._requester)
+        return self._locked_until(
+            session,
+            now,
+            self._settings.lookup_max_failures,
+            LookupFailure.guarantee_no == guarantee_no,
+            LookupFailure.requester == self._requester,
+        )
 
     def requester_locked_until(self, session: Session, now: datetime) -> datetime | None:
         """When the guard holds for every number this requester asks about, the (UTC) end of the lockout."""
-        return self._locked_until(session, now, self._settings.lookup_max_failures_per_requester,
-                                  LookupFailure.requester == self._requester)
+        return self._locked_until(
+            session, now, self._settings.lookup_max_failures_per_requester, LookupFailure.requester == self._requester
+        )
 
     def _locked_until(self, session: Session, now: datetime, needed: int, *where) -> datetime | None:
         window = timedelta(minutes=self._settings.lookup_window_minutes)
@@ -92,7 +106,7 @@ class RegistryLookup:
             .order_by(LookupFailure.at.desc())
         ).all()
         # Newest first: the first run of `needed` failures inside one window gives the latest end.
-        for newest, oldest in zip(times, times[needed - 1:]):
+        for newest, oldest in zip(times, times[needed - 1 :]):
             if newest - oldest <= window:
                 until = newest + lockout
                 return until if until > now else None
@@ -108,10 +122,18 @@ class RegistryLookup:
             until, scope = self.requester_locked_until(session, now_utc), "requester"
         if until is not None:
             if self._record:
-                audit(session, desk, self._actor, "lookup.refused", number,
-                      {"until": until.isoformat(), "requester": self._requester, "scope": scope}, at=now_utc)
-            log.warning("look-up of %s by %s refused until %s (too many wrong keys)", number, self._requester,
-                        until.isoformat())
+                audit(
+                    session,
+                    desk,
+                    self._actor,
+                    "lookup.refused",
+                    number,
+                    {"until": until.isoformat(), "requester": self._requester, "scope": scope},
+                    at=now_utc,
+                )
+            log.warning(
+                "look-up of %s by %s refused until %s (too many wrong keys)", number, self._requester, until.isoformat()
+            )
             return LookupResult(LookupStatus.REFUSED, reason=until.astimezone(now.tzinfo).isoformat(timespec="seconds"))
 
         if row is None:
@@ -125,9 +147,19 @@ class RegistryLookup:
                 session.flush()
                 locked = self.locked_until(session, number, now_utc)
                 if locked is not None:
-                    audit(session, desk, self._actor, "lookup.locked", number,
-                          {"until": locked.isoformat(), "failures": self._settings.lookup_max_failures,
-                           "requester": self._requester}, at=now_utc)
+                    audit(
+                        session,
+                        desk,
+                        self._actor,
+                        "lookup.locked",
+                        number,
+                        {
+                            "until": locked.isoformat(),
+                            "failures": self._settings.lookup_max_failures,
+                            "requester": self._requester,
+                        },
+                        at=now_utc,
+                    )
             return LookupResult(LookupStatus.NO_MATCH)
 
         signed = SignedCertificate.from_json(row.signed_json)

@@ -77,7 +77,11 @@ def render_key_notice(
     top = sheet.y
     sheet.line("■ 受注者の皆様へ", size=11, font=GOTHIC, indent=8)
     sheet.line("【重要】このPDFファイルを、発注者が指定する方法で発注者へご提出ください。", size=10, indent=16)
-    sheet.line("電子証書の内容を表示した画面を保存したファイルやその印刷物は、提出書類として認められません。", size=10, indent=16)
+    sheet.line(
+        "電子証書の内容を表示した画面を保存したファイルやその印刷物は、提出書類として認められません。",
+        size=10,
+        indent=16,
+    )
     sheet.box(top)
     sheet.space(16)
     sheet.line("以上", size=10.5, align="right")

@@ -70,7 +70,12 @@ class Sheet:
         self.y -= points
 
     def line(
-        self, text: str, size: float = 10.5, font: str = MINCHO, indent: float = 0.0, align: str = "left",
+        self,
+        text: str,
+        size: float = 10.5,
+        font: str = MINCHO,
+        indent: float = 0.0,
+        align: str = "left",
         leading: float = 1.6,
     ) -> None:
         """One line of text; shrunk to fit, wrapped only if even the smallest size is too wide."""

@@ -112,7 +112,9 @@ def check_reason(reason: str) -> str:
     return cleaned
 
 
-def revoke(session: Session, guarantee_no: str, reason: str, now: datetime, actor: str = "guarantor") -> CertificateRecord:
+def revoke(
+    session: Session, guarantee_no: str, reason: str, now: datetime, actor: str = "guarantor"
+) -> CertificateRecord:
     """Mark the certificate revoked and record why (in the caller's transaction)."""
     reason = check_reason(reason)
     row = find(session, guarantee_no)

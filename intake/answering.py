@@ -38,8 +38,9 @@ class CappedLookup:
 
 def carries_new_guarantee(verdict: MailVerdict) -> bool:
     """A guarantee read from the mail that was not accepted before (an ordinary submission)."""
-    return any(g.guarantee_no and not any(f.code == "submission.duplicate" for f in g.findings)
-               for g in verdict.guarantees)
+    return any(
+        g.guarantee_no and not any(f.code == "submission.duplicate" for f in g.findings) for g in verdict.guarantees
+    )
 
 
 def threaded_ids(headers: Message) -> set[str]:
@@ -47,7 +48,9 @@ def threaded_ids(headers: Message) -> set[str]:
     found: set[str] = set()
     for name in ("in-reply-to", "references"):
         for value in raw_values(headers, name)[:4]:
-            found.update(m.decode("ascii", "ignore") for m in _MESSAGE_ID.findall(value[:8192].encode("ascii", "ignore")))
+            found.update(
+                m.decode("ascii", "ignore") for m in _MESSAGE_ID.findall(value[:8192].encode("ascii", "ignore"))
+            )
     return found
 
 

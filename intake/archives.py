@@ -146,12 +146,14 @@ def unpack_zip(data: bytes, budget: ArchiveBudget, archive_name: str) -> Unpacke
     declared_count, directory_size = declared
     # Refuse before zipfile builds one object per entry: the directory's size bounds their number.
     if declared_count > budget.entries_left or directory_size > (budget.entries_left + 1) * (_CD_RECORD_MIN + 1024):
-        result.problems.append(_problem(
-            "doc.archive_too_large",
-            f"ZIP declares {declared_count} entries ({directory_size} bytes of directory); "
-            f"{budget.entries_left} entries left in the limit",
-            archive_name,
-        ))
+        result.problems.append(
+            _problem(
+                "doc.archive_too_large",
+                f"ZIP declares {declared_count} entries ({directory_size} bytes of directory); "
+                f"{budget.entries_left} entries left in the limit",
+                archive_name,
+            )
+        )
         return result
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
@@ -169,8 +171,9 @@ def unpack_zip(data: bytes, budget: ArchiveBudget, archive_name: str) -> Unpacke
                 encrypted.append(name)
                 continue
             if not budget.take_entry():
-                result.problems.append(_problem(
-                    "doc.archive_too_large", f"more entries than the limit allows (at {name!r})", archive_name))
+                result.problems.append(
+                    _problem("doc.archive_too_large", f"more entries than the limit allows (at {name!r})", archive_name)
+                )
                 return _refused(result)
             content = _read_entry(archive, info, budget, name, archive_name, result)
             if content is None:
@@ -180,8 +183,7 @@ def unpack_zip(data: bytes, budget: ArchiveBudget, archive_name: str) -> Unpacke
             result.entries.append(ArchiveEntry(name, content))
     if encrypted:
         shown = ", ".join(encrypted[:5])
-        result.problems.append(_problem(
-            "doc.encrypted_archive", f"password-protected entries: {shown}", archive_name))
+        result.problems.append(_problem("doc.encrypted_archive", f"password-protected entries: {shown}", archive_name))
     return result
 
 
@@ -194,11 +196,13 @@ def _read_entry(archive, info, budget: ArchiveBudget, name: str, archive_name: s
                 if not chunk:
                     break
                 if not budget.take_bytes(len(chunk)):
-                    result.problems.append(_problem(
-                        "doc.archive_too_large",
-                        f"unpacked size exceeds the limit while reading {name!r}",
-                        archive_name,
-                    ))
+                    result.problems.append(
+                        _problem(
+                            "doc.archive_too_large",
+                            f"unpacked size exceeds the limit while reading {name!r}",
+                            archive_name,
+                        )
+                    )
                     return None
                 chunks.append(chunk)
     except Exception as error:  # noqa: BLE001 - bad CRC, unsupported method, truncated data
@@ -218,8 +222,20 @@ _ATT_RECIPIENTS = 0x9004
 _ATT_REND_DATA = 0x9002
 _IMESSAGE_SIG = b"\x07\x03\x02\x00\x00\x00\x00\x00\xc0\x00\x00\x00\x00\x00\x00\x46"
 _ATTACH_DATA_OBJ = 0x3701
-_MAPI_FIXED = {0x0002: 2, 0x000B: 2, 0x0003: 4, 0x0004: 4, 0x000A: 4, 0x0005: 8, 0x0007: 8,
-               0x0006: 8, 0x0014: 8, 0x0040: 8, 0x0048: 16, 0x0001: 0}
+_MAPI_FIXED = {
+    0x0002: 2,
+    0x000B: 2,
+    0x0003: 4,
+    0x0004: 4,
+    0x000A: 4,
+    0x0005: 8,
+    0x0007: 8,
+    0x0006: 8,
+    0x0014: 8,
+    0x0040: 8,
+    0x0048: 16,
+    0x0001: 0,
+}
 _MAPI_VARIABLE = {0x001E, 0x001F, 0x000D, 0x0102, 0x0000}
 _TNEF_DEPTH_MAX = 4
 
@@ -342,11 +358,14 @@ def unpack_tnef(data: bytes, budget: ArchiveBudget, archive_name: str) -> Unpack
             continue
         name = _tnef_name(attachment, codepage) or f"attachment-{index}"
         if not budget.take_entry():
-            result.problems.append(_problem("doc.archive_too_large", "more entries than the limit allows", archive_name))
+            result.problems.append(
+                _problem("doc.archive_too_large", "more entries than the limit allows", archive_name)
+            )
             return _refused(result)
         if not budget.take_bytes(len(content)):
-            result.problems.append(_problem(
-                "doc.archive_too_large", f"unpacked size exceeds the limit at {name!r}", archive_name))
+            result.problems.append(
+                _problem("doc.archive_too_large", f"unpacked size exceeds the limit at {name!r}", archive_name)
+            )
             return _refused(result)
         result.entries.append(ArchiveEntry(name, content))
     return result

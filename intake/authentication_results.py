@@ -64,7 +64,7 @@ class Authentication:
 
     @property
     def dkim(self) -> str | None:
-        """"pass" if any signature passed, else the first result."""
+        """ "pass" if any signature passed, else the first result."""
         results = [r.result for r in self.results if r.method == "dkim"]
         if "pass" in results:
             return "pass"
@@ -185,7 +185,8 @@ def authenticated_for(auth: Authentication, from_domain: str | None) -> bool:
         if result.result != "pass":
             continue
         if result.method == "dkim" and aligned(
-                result.get("header.d") or _address_domain(result.get("header.i")), from_domain):
+            result.get("header.d") or _address_domain(result.get("header.i")), from_domain
+        ):
             return True
         if result.method == "spf" and aligned(_address_domain(result.get("smtp.mailfrom")), from_domain):
             return True

@@ -47,8 +47,15 @@ class HeldReport:
 
 def due_mails(session: Session, desk: str, now: datetime) -> list[int]:
     """Inbound ids with a held submission whose pause is over, oldest first."""
-    return sorted(set(session.exec(select(Submission.inbound_id).where(
-        Submission.desk == desk, Submission.lookup_state == HELD, Submission.next_lookup_at <= now))))
+    return sorted(
+        set(
+            session.exec(
+                select(Submission.inbound_id).where(
+                    Submission.desk == desk, Submission.lookup_state == HELD, Submission.next_lookup_at <= now
+                )
+            )
+        )
+    )
 
 
 def retry_held(pipeline: Pipeline, engine: Engine, now: datetime) -> HeldReport:
@@ -56,16 +63,19 @@ def retry_held(pipeline: Pipeline, engine: Engine, now: datetime) -> HeldReport:
     with Session(engine) as session:
         due = due_mails(session, pipeline.profile.desk_id, now)
     for inbound_id in due:
-        retry_on_conflict(partial(_retry_mail, pipeline, engine, inbound_id, now, report),
-                          what=f"held look-up of inbound mail {inbound_id}")
+        retry_on_conflict(
+            partial(_retry_mail, pipeline, engine, inbound_id, now, report),
+            what=f"held look-up of inbound mail {inbound_id}",
+        )
     return report
 
 
 def _retry_mail(pipeline: Pipeline, engine: Engine, inbound_id: int, now: datetime, report: HeldReport) -> None:
     with Session(engine) as session:
         row = session.get(InboundMessage, inbound_id)
-        held = list(session.exec(select(Submission).where(Submission.inbound_id == inbound_id,
-                                                          Submission.lookup_state == HELD)))
+        held = list(
+            session.exec(select(Submission).where(Submission.inbound_id == inbound_id, Submission.lookup_state == HELD))
+        )
         if not held:
             return
         verdict = pipeline.verify_again(session, row, pipeline.store.read(row.raw_path), now)
@@ -76,8 +86,9 @@ def _retry_mail(pipeline: Pipeline, engine: Engine, inbound_id: int, now: dateti
         session.commit()
 
 
-def _hold_again(session: Session, pipeline: Pipeline, row: InboundMessage, held: list[Submission], now: datetime,
-                report: HeldReport) -> None:
+def _hold_again(
+    session: Session, pipeline: Pipeline, row: InboundMessage, held: list[Submission], now: datetime, report: HeldReport
+) -> None:
     for submission in held:
         submission.lookup_attempts += 1
         submission.next_lookup_at = pipeline.lookup_settings.next_lookup_at(submission.lookup_attempts, now)
@@ -85,16 +96,30 @@ def _hold_again(session: Session, pipeline: Pipeline, row: InboundMessage, held:
             submission.lookup_state = LookupState.STAFF
         session.add(submission)
     if held[0].lookup_state == LookupState.STAFF:
-        audit(session, row.desk, "intake", "lookup.gave_up", f"inbound:{row.id}",
-              {"receipt_no": row.receipt_no, "tries": held[0].lookup_attempts}, at=now)
+        audit(
+            session,
+            row.desk,
+            "intake",
+            "lookup.gave_up",
+            f"inbound:{row.id}",
+            {"receipt_no": row.receipt_no, "tries": held[0].lookup_attempts},
+            at=now,
+        )
         log.warning("mail %s: the look-up service stayed unreachable; staff decide", row.receipt_no)
         report.given_up.append(row.receipt_no or "")
     else:
         report.still_held.append(row.receipt_no or "")
 
 
-def _decide(session: Session, pipeline: Pipeline, row: InboundMessage, held: list[Submission],
-            verdict: MailVerdict, now: datetime, report: HeldReport) -> None:
+def _decide(
+    session: Session,
+    pipeline: Pipeline,
+    row: InboundMessage,
+    held: list[Submission],
+    verdict: MailVerdict,
+    now: datetime,
+    report: HeldReport,
+) -> None:
     by_number = {g.guarantee_no: g for g in verdict.guarantees if g.guarantee_no}
     for submission in held:
         guarantee = by_number.get(submission.guarantee_no)
@@ -115,14 +140,34 @@ def _decide(session: Session, pipeline: Pipeline, row: InboundMessage, held: lis
     mail_verdict = strongest([Verdict(v) for v in others] + [f.verdict for f in verdict.findings])
     row.verdict = mail_verdict.value
     session.add(row)
-    audit(session, row.desk, "intake", "lookup.completed", f"inbound:{row.id}",
-          {"receipt_no": row.receipt_no, "verdict": mail_verdict.value}, at=now)
+    audit(
+        session,
+        row.desk,
+        "intake",
+        "lookup.completed",
+        f"inbound:{row.id}",
+        {"receipt_no": row.receipt_no, "verdict": mail_verdict.value},
+        at=now,
+    )
     enqueue_result_reply(
-        session, profile=pipeline.profile, templates=pipeline.templates, row=row, verdict=mail_verdict,
-        guarantees=[GuaranteeLine(g.guarantee_no, g.verdict, g.guarantee_type.value if g.guarantee_type else None,
-                                  g.certificate.work_name if g.certificate else None)
-                    for g in verdict.guarantees if g.guarantee_no],
-        findings=verdict.all_findings, documents=[found_document(d) for d in verdict.documents], now=now,
+        session,
+        profile=pipeline.profile,
+        templates=pipeline.templates,
+        row=row,
+        verdict=mail_verdict,
+        guarantees=[
+            GuaranteeLine(
+                g.guarantee_no,
+                g.verdict,
+                g.guarantee_type.value if g.guarantee_type else None,
+                g.certificate.work_name if g.certificate else None,
+            )
+            for g in verdict.guarantees
+            if g.guarantee_no
+        ],
+        findings=verdict.all_findings,
+        documents=[found_document(d) for d in verdict.documents],
+        now=now,
     )
     log.info("mail %s: held look-up answered: %s", row.receipt_no, mail_verdict.value)
     report.decided.append(row.receipt_no or "")

@@ -24,8 +24,13 @@ log = logging.getLogger(__name__)
 FIRST_BACKOFF_SECONDS = 1.0
 
 
-def run_idle_loop(service: IntakeService, connect: Callable[[], MailboxConnection], poll: PollSettings,
-                  stop: threading.Event, on_pass: Callable[[PassReport], None] | None = None) -> None:
+def run_idle_loop(
+    service: IntakeService,
+    connect: Callable[[], MailboxConnection],
+    poll: PollSettings,
+    stop: threading.Event,
+    on_pass: Callable[[PassReport], None] | None = None,
+) -> None:
     """Run passes until ``stop`` is set. ``connect`` returns an unopened MailboxConnection."""
     backoff = FIRST_BACKOFF_SECONDS
     label = f"{service.desk}: {service.account} {service.mailbox.folder}"

@@ -72,8 +72,15 @@ class TakenMail:
     findings: tuple[str, ...]
 
     def to_json(self) -> dict:
-        return {"inbound_id": self.inbound_id, "uid": self.uid, "sender": self.sender, "subject": self.subject,
-                "state": self.state, "verdict": self.verdict, "findings": list(self.findings)}
+        return {
+            "inbound_id": self.inbound_id,
+            "uid": self.uid,
+            "sender": self.sender,
+            "subject": self.subject,
+            "state": self.state,
+            "verdict": self.verdict,
+            "findings": list(self.findings),
+        }
 
 
 @dataclass
@@ -103,9 +110,18 @@ class _Copy:
 
 
 class IntakeService:
-    def __init__(self, *, desk: str, mailbox: MailboxSettings, poll: PollSettings, limits: Limits,
-                 engine: Engine, store: RawStore, process: ProcessHook,
-                 after_commit: AfterCommitHook | None = None) -> None:
+    def __init__(
+        self,
+        *,
+        desk: str,
+        mailbox: MailboxSettings,
+        poll: PollSettings,
+        limits: Limits,
+        engine: Engine,
+        store: RawStore,
+        process: ProcessHook,
+        after_commit: AfterCommitHook | None = None,
+    ) -> None:
         self.desk = desk
         self.mailbox = mailbox
         self.poll = poll
@@ -121,8 +137,11 @@ class IntakeService:
 
     def _mine(self):
         """The WHERE clause for this desk's mailbox."""
-        return (InboundMessage.desk == self.desk, InboundMessage.account == self.account,
-                InboundMessage.mailbox == self.mailbox.folder)
+        return (
+            InboundMessage.desk == self.desk,
+            InboundMessage.account == self.account,
+            InboundMessage.mailbox == self.mailbox.folder,
+        )
 
     def run_pass(self, conn: MailboxConnection) -> PassReport:
         """One pass on an open connection (the caller holds the mailbox lock)."""
@@ -136,11 +155,13 @@ class IntakeService:
 
     # -- stage 1: record -----------------------------------------------------------------------
 
-    def _record_new(self, conn: MailboxConnection, uidvalidity: int, present: list[int],
-                    report: PassReport) -> list[_Copy]:
+    def _record_new(
+        self, conn: MailboxConnection, uidvalidity: int, present: list[int], report: PassReport
+    ) -> list[_Copy]:
         with Session(self.engine) as session:
-            known = set(session.exec(select(InboundMessage.uid).where(
-                *self._mine(), InboundMessage.uidvalidity == uidvalidity)))
+            known = set(
+                session.exec(select(InboundMessage.uid).where(*self._mine(), InboundMessage.uidvalidity == uidvalidity))
+            )
         new = [uid for uid in present if uid not in known]
         copies: list[_Copy] = []
         if not new:
@@ -170,8 +191,9 @@ class IntakeService:
         self._record(batch, uidvalidity, in_folder, report, copies)
         return copies
 
-    def _record(self, batch: list[_Fetched], uidvalidity: int, present: set[int], report: PassReport,
-                copies: list[_Copy]) -> None:
+    def _record(
+        self, batch: list[_Fetched], uidvalidity: int, present: set[int], report: PassReport, copies: list[_Copy]
+    ) -> None:
         if not batch:
             return
         stored = self.store.put_many([item.data for item in batch])  # durable before the rows exist
@@ -184,21 +206,42 @@ class IntakeService:
             with Session(self.engine) as session:
                 for item, file in zip(batch, stored):
                     # The query autoflushes, so a copy earlier in this same batch is found too.
-                    existing = session.exec(select(InboundMessage).where(
-                        InboundMessage.desk == self.desk, InboundMessage.sha256 == file.sha256)).first()
+                    existing = session.exec(
+                        select(InboundMessage).where(
+                            InboundMessage.desk == self.desk, InboundMessage.sha256 == file.sha256
+                        )
+                    ).first()
                     if existing is not None:
                         recognised += 1
                         copy = self._recognise(session, existing, uidvalidity, item.uid, present)
                         found += [copy] if copy else []
-                        touched.append(TakenMail(existing.id, item.uid, existing.sender, existing.subject,
-                                                 "duplicate_copy" if copy else "relocated", existing.verdict, ()))
+                        touched.append(
+                            TakenMail(
+                                existing.id,
+                                item.uid,
+                                existing.sender,
+                                existing.subject,
+                                "duplicate_copy" if copy else "relocated",
+                                existing.verdict,
+                                (),
+                            )
+                        )
                         continue
                     message_id, sender, subject = header_summary(item.data)
                     inbound = InboundMessage(
-                        desk=self.desk, account=self.account, mailbox=self.mailbox.folder,
-                        uidvalidity=uidvalidity, uid=item.uid, sha256=file.sha256, size=item.size,
-                        raw_path=file.relative_path, message_id=message_id, sender=sender, subject=subject,
-                        state=InboundState.TOO_LARGE if item.too_large else InboundState.NEW)
+                        desk=self.desk,
+                        account=self.account,
+                        mailbox=self.mailbox.folder,
+                        uidvalidity=uidvalidity,
+                        uid=item.uid,
+                        sha256=file.sha256,
+                        size=item.size,
+                        raw_path=file.relative_path,
+                        message_id=message_id,
+                        sender=sender,
+                        subject=subject,
+                        state=InboundState.TOO_LARGE if item.too_large else InboundState.NEW,
+                    )
                     session.add(inbound)
                     new_rows.append(inbound)
                     recorded += 1
@@ -206,10 +249,20 @@ class IntakeService:
                     # Every mail taken is in the audit trail with the hash of its bytes: one event per
                     # batch (one more row per commit, not per mail), naming each mail.
                     session.flush()
-                    audit(session, self.desk, ACTOR, "intake.recorded", f"inbound:{new_rows[0].id}-{new_rows[-1].id}",
-                          {"uidvalidity": uidvalidity, "mails": [
-                              {"inbound": row.id, "uid": row.uid, "sha256": row.sha256, "size": row.size}
-                              for row in new_rows]})
+                    audit(
+                        session,
+                        self.desk,
+                        ACTOR,
+                        "intake.recorded",
+                        f"inbound:{new_rows[0].id}-{new_rows[-1].id}",
+                        {
+                            "uidvalidity": uidvalidity,
+                            "mails": [
+                                {"inbound": row.id, "uid": row.uid, "sha256": row.sha256, "size": row.size}
+                                for row in new_rows
+                            ],
+                        },
+                    )
                 session.commit()
             return recorded, recognised, found, touched
 
@@ -220,31 +273,52 @@ class IntakeService:
         report.recognised_mails.extend(touched)
         copies.extend(found)
 
-    def _recognise(self, session: Session, row: InboundMessage, uidvalidity: int, uid: int,
-                   present: set[int]) -> _Copy | None:
+    def _recognise(
+        self, session: Session, row: InboundMessage, uidvalidity: int, uid: int, present: set[int]
+    ) -> _Copy | None:
         """A mail already recorded under another identity. It is never processed again."""
         here = (row.account, row.mailbox, row.uidvalidity) == (self.account, self.mailbox.folder, uidvalidity)
         if here and row.uid in present:
             # Two copies in the folder at once: the copy gets the original's mailbox action.
-            audit(session, self.desk, ACTOR, "intake.duplicate_copy", f"inbound:{row.id}",
-                  {"uid": uid, "uidvalidity": uidvalidity})
+            audit(
+                session,
+                self.desk,
+                ACTOR,
+                "intake.duplicate_copy",
+                f"inbound:{row.id}",
+                {"uid": uid, "uidvalidity": uidvalidity},
+            )
             return _Copy(uid, row.id)
         old = {"mailbox": row.mailbox, "uidvalidity": row.uidvalidity, "uid": row.uid}
         row.account, row.mailbox, row.uidvalidity, row.uid = self.account, self.mailbox.folder, uidvalidity, uid
         if row.processed_at is not None or row.state == InboundState.QUARANTINED:
             row.mailbox_action_done = False  # the copy at the new place gets the action again
         session.add(row)
-        audit(session, self.desk, ACTOR, "intake.relocated", f"inbound:{row.id}",
-              {"from": old, "to": {"mailbox": row.mailbox, "uidvalidity": uidvalidity, "uid": uid}})
+        audit(
+            session,
+            self.desk,
+            ACTOR,
+            "intake.relocated",
+            f"inbound:{row.id}",
+            {"from": old, "to": {"mailbox": row.mailbox, "uidvalidity": uidvalidity, "uid": uid}},
+        )
         return None
 
     # -- stage 2: process ----------------------------------------------------------------------
 
     def _process_pending(self, report: PassReport) -> None:
         with Session(self.engine) as session:
-            pending = list(session.exec(select(InboundMessage.id).where(
-                *self._mine(), InboundMessage.processed_at.is_(None),
-                InboundMessage.state.in_((InboundState.NEW, InboundState.TOO_LARGE))).order_by(InboundMessage.id)))
+            pending = list(
+                session.exec(
+                    select(InboundMessage.id)
+                    .where(
+                        *self._mine(),
+                        InboundMessage.processed_at.is_(None),
+                        InboundMessage.state.in_((InboundState.NEW, InboundState.TOO_LARGE)),
+                    )
+                    .order_by(InboundMessage.id)
+                )
+            )
         for inbound_id in pending:
             self._process_one(inbound_id, report)
 
@@ -295,14 +369,28 @@ class IntakeService:
                 row.last_error = None
                 session.add(row)
                 # The verdict and the reply it queued (if any), in the same transaction as both.
-                replies = session.exec(select(OutboxMessage.id, OutboxMessage.message_id).where(
-                    OutboxMessage.inbound_id == row.id, OutboxMessage.kind == "reply")).all()
-                audit(session, self.desk, ACTOR, "intake.verdict", f"inbound:{row.id}",
-                      {"verdict": row.verdict, "findings": list(outcome.findings), "receipt_no": row.receipt_no,
-                       "replies": [{"outbox": outbox_id, "message_id": mid} for outbox_id, mid in replies]})
+                replies = session.exec(
+                    select(OutboxMessage.id, OutboxMessage.message_id).where(
+                        OutboxMessage.inbound_id == row.id, OutboxMessage.kind == "reply"
+                    )
+                ).all()
+                audit(
+                    session,
+                    self.desk,
+                    ACTOR,
+                    "intake.verdict",
+                    f"inbound:{row.id}",
+                    {
+                        "verdict": row.verdict,
+                        "findings": list(outcome.findings),
+                        "receipt_no": row.receipt_no,
+                        "replies": [{"outbox": outbox_id, "message_id": mid} for outbox_id, mid in replies],
+                    },
+                )
                 session.commit()
-                return TakenMail(row.id, row.uid, row.sender, row.subject, row.state, row.verdict,
-                                 tuple(outcome.findings))
+                return TakenMail(
+                    row.id, row.uid, row.sender, row.subject, row.state, row.verdict, tuple(outcome.findings)
+                )
 
         # Losing a race on the audit chain with another writer runs the whole transaction again.
         return retry_on_conflict(attempt, what=f"processing inbound mail {inbound_id}")
@@ -313,8 +401,14 @@ class IntakeService:
                 row = session.get(InboundMessage, inbound_id)
                 row.state = InboundState.QUARANTINED
                 session.add(row)
-                audit(session, self.desk, ACTOR, "intake.quarantined", f"inbound:{inbound_id}",
-                      {"attempts": row.attempts, "error": (row.last_error or reason)[:500]})
+                audit(
+                    session,
+                    self.desk,
+                    ACTOR,
+                    "intake.quarantined",
+                    f"inbound:{inbound_id}",
+                    {"attempts": row.attempts, "error": (row.last_error or reason)[:500]},
+                )
                 session.commit()
                 log.error("inbound mail %s quarantined after %d attempts", inbound_id, row.attempts)
                 return TakenMail(row.id, row.uid, row.sender, row.subject, row.state, None, ())
@@ -332,13 +426,20 @@ class IntakeService:
             return None
         return getattr(folders, Verdict(row.verdict).value)
 
-    def _act(self, conn: MailboxConnection, uidvalidity: int, present: set[int], copies: list[_Copy],
-             report: PassReport) -> None:
+    def _act(
+        self, conn: MailboxConnection, uidvalidity: int, present: set[int], copies: list[_Copy], report: PassReport
+    ) -> None:
         with Session(self.engine) as session:
-            rows = list(session.exec(select(InboundMessage).where(
-                *self._mine(), InboundMessage.uidvalidity == uidvalidity,
-                InboundMessage.mailbox_action_done.is_(False),
-                or_(InboundMessage.processed_at.is_not(None), InboundMessage.state == InboundState.QUARANTINED))))
+            rows = list(
+                session.exec(
+                    select(InboundMessage).where(
+                        *self._mine(),
+                        InboundMessage.uidvalidity == uidvalidity,
+                        InboundMessage.mailbox_action_done.is_(False),
+                        or_(InboundMessage.processed_at.is_not(None), InboundMessage.state == InboundState.QUARANTINED),
+                    )
+                )
+            )
             originals = {copy.original_id: session.get(InboundMessage, copy.original_id) for copy in copies}
         groups: dict[str | None, list[int]] = defaultdict(list)
         done_ids: list[int] = []

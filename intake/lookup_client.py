@@ -24,16 +24,29 @@ from verifier.lookup import LookupResult, LookupStatus
 
 log = logging.getLogger(__name__)
 API_PATH = "/api/v1/lookups"
-_ANSWERS = {"found": LookupStatus.FOUND, "no_match": LookupStatus.NO_MATCH, "revoked": LookupStatus.REVOKED,
-            "refused": LookupStatus.REFUSED}
+_ANSWERS = {
+    "found": LookupStatus.FOUND,
+    "no_match": LookupStatus.NO_MATCH,
+    "revoked": LookupStatus.REVOKED,
+    "refused": LookupStatus.REFUSED,
+}
 _MAX_ANSWER_BYTES = 1024 * 1024
 
 
 class HttpLookup:
-    def __init__(self, url: str, token: str, *, ssl_context: ssl.SSLContext | None = None,
-                 connect_timeout: float = 5, read_timeout: float = 15, attempts: int = 3,
-                 backoff_seconds: float = 0.5, sleep: Callable[[float], None] = time.sleep,
-                 transport: httpx.BaseTransport | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        token: str,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        connect_timeout: float = 5,
+        read_timeout: float = 15,
+        attempts: int = 3,
+        backoff_seconds: float = 0.5,
+        sleep: Callable[[float], None] = time.sleep,
+        transport: httpx.BaseTransport | None = None,
+    ) -> None:
         self._endpoint = url.rstrip("/") + API_PATH
         self._token = token
         self._attempts = attempts
@@ -42,7 +55,8 @@ class HttpLookup:
         self._client = httpx.Client(
             verify=ssl_context if ssl_context is not None else True,
             timeout=httpx.Timeout(read_timeout, connect=connect_timeout),
-            follow_redirects=False, transport=transport,
+            follow_redirects=False,
+            transport=transport,
             headers={"User-Agent": "keydesk-desk/1"},
         )
 
@@ -62,8 +76,11 @@ class HttpLookup:
     def _try(self, guarantee_no: str, access_key: str) -> LookupResult | str:
         """The answer, or why this try failed (to be tried again)."""
         try:
-            response = self._client.post(self._endpoint, json={"guarantee_no": guarantee_no, "access_key": access_key},
-                                         headers={"Authorization": f"Bearer {self._token}"})
+            response = self._client.post(
+                self._endpoint,
+                json={"guarantee_no": guarantee_no, "access_key": access_key},
+                headers={"Authorization": f"Bearer {self._token}"},
+            )
         except httpx.TimeoutException:
             return "the look-up service did not answer in time"
         except httpx.TransportError as exc:

@@ -58,8 +58,9 @@ class LookupSettings(StrictModel):
         return self
 
     def hold_delays(self) -> list[timedelta]:
-        return [timedelta(minutes=m) for m in self.hold_retry_minutes] + \
-            [timedelta(hours=1)] * self.hold_hourly_for_hours
+        return [timedelta(minutes=m) for m in self.hold_retry_minutes] + [
+            timedelta(hours=1)
+        ] * self.hold_hourly_for_hours
 
     def next_lookup_at(self, tries_so_far: int, now: datetime) -> datetime | None:
         """When to look a held submission up again after ``tries_so_far`` held tries; None: give up."""

@@ -100,18 +100,40 @@ class ManualFacts(StrictModel):
 
     def certificate(self, guarantee_no: str, desk: str) -> Certificate:
         return Certificate(
-            guarantee_no=guarantee_no, guarantee_type=self.guarantee_type, guarantor=self.guarantor,
-            contractor_name=self.contractor_name, obligee=self.obligee, desk=desk, contract_no=self.contract_no,
-            work_name=self.work_name, work_category=self.work_category, contract_amount=self.contract_amount,
-            guarantee_amount=self.guarantee_amount, fee=0, contract_date=self.contract_date,
-            completion_date=self.completion_date, period_start=self.period_start, period_end=self.period_end,
+            guarantee_no=guarantee_no,
+            guarantee_type=self.guarantee_type,
+            guarantor=self.guarantor,
+            contractor_name=self.contractor_name,
+            obligee=self.obligee,
+            desk=desk,
+            contract_no=self.contract_no,
+            work_name=self.work_name,
+            work_category=self.work_category,
+            contract_amount=self.contract_amount,
+            guarantee_amount=self.guarantee_amount,
+            fee=0,
+            contract_date=self.contract_date,
+            completion_date=self.completion_date,
+            period_start=self.period_start,
+            period_end=self.period_end,
             issued_on=self.contract_date,
         )
 
 
-_CERTIFICATE_FACTS = ("guarantee_type", "obligee", "contractor_name", "contract_no", "work_name", "work_category",
-                      "contract_amount", "guarantee_amount", "contract_date", "completion_date", "period_start",
-                      "period_end")
+_CERTIFICATE_FACTS = (
+    "guarantee_type",
+    "obligee",
+    "contractor_name",
+    "contract_no",
+    "work_name",
+    "work_category",
+    "contract_amount",
+    "guarantee_amount",
+    "contract_date",
+    "completion_date",
+    "period_start",
+    "period_end",
+)
 
 
 def parse_facts(data: object) -> ManualFacts:
@@ -139,41 +161,78 @@ def pending_lookups(session: Session, desk: str) -> list[PendingLookup]:
         .where(Submission.desk == desk, Submission.lookup_state.in_(WAITING))
         .order_by(Submission.id)
     ).all()
-    return [PendingLookup(s.id, m.receipt_no or "", m.received_at, m.sender or "", s.guarantee_no, s.access_key_masked,
-                          s.lookup_state) for s, m in rows]
+    return [
+        PendingLookup(
+            s.id, m.receipt_no or "", m.received_at, m.sender or "", s.guarantee_no, s.access_key_masked, s.lookup_state
+        )
+        for s, m in rows
+    ]
 
 
-def _waiting(session: Session, desk: str, receipt_no: str, guarantee_no: str | None) -> tuple[InboundMessage, Submission]:
-    row = session.exec(select(InboundMessage).where(InboundMessage.desk == desk,
-                                                    InboundMessage.receipt_no == receipt_no.strip())).first()
+def _waiting(
+    session: Session, desk: str, receipt_no: str, guarantee_no: str | None
+) -> tuple[InboundMessage, Submission]:
+    row = session.exec(
+        select(InboundMessage).where(InboundMessage.desk == desk, InboundMessage.receipt_no == receipt_no.strip())
+    ).first()
     if row is None:
         raise ManualLookupError(f"受付番号 {receipt_no} のメールはありません")
-    waiting = [s for s in session.exec(select(Submission).where(Submission.inbound_id == row.id,
-                                                                 Submission.lookup_state.in_(WAITING)))
-               if guarantee_no is None or s.guarantee_no == guarantee_no]
+    waiting = [
+        s
+        for s in session.exec(
+            select(Submission).where(Submission.inbound_id == row.id, Submission.lookup_state.in_(WAITING))
+        )
+        if guarantee_no is None or s.guarantee_no == guarantee_no
+    ]
     if not waiting:
         raise ManualLookupError(f"受付番号 {receipt_no} に照会待ちの保証はありません")
     if len(waiting) > 1:
         numbers = ", ".join(s.guarantee_no or "?" for s in waiting)
-        raise ManualLookupError(f"受付番号 {receipt_no} には照会待ちの保証が複数あります。保証契約番号を指定してください({numbers})")
+        raise ManualLookupError(
+            f"受付番号 {receipt_no} には照会待ちの保証が複数あります。保証契約番号を指定してください({numbers})"
+        )
     return row, waiting[0]
 
 
-def reveal_key(session: Session, vault: KeyVault, desk: str, receipt_no: str, *, staff: str, now: datetime,
-               guarantee_no: str | None = None, key_format: AccessKeyFormat = keys.PROJECT_FORMAT) -> str:
+def reveal_key(
+    session: Session,
+    vault: KeyVault,
+    desk: str,
+    receipt_no: str,
+    *,
+    staff: str,
+    now: datetime,
+    guarantee_no: str | None = None,
+    key_format: AccessKeyFormat = keys.PROJECT_FORMAT,
+) -> str:
     """The full 認証キー of a waiting submission, for the clerk to type on the guarantor's site (audited)."""
     staff = _staff(staff)
     row, submission = _waiting(session, desk, receipt_no, guarantee_no)
     if submission.access_key_encrypted is None:
         raise ManualLookupError(f"受付番号 {receipt_no} の認証キーは読み取れていません")
     key = vault.decrypt(submission.access_key_encrypted)
-    audit(session, desk, f"staff:{staff}", "lookup.key_revealed", f"submission:{submission.id}",
-          {"receipt_no": row.receipt_no, "guarantee_no": submission.guarantee_no}, at=now)
+    audit(
+        session,
+        desk,
+        f"staff:{staff}",
+        "lookup.key_revealed",
+        f"submission:{submission.id}",
+        {"receipt_no": row.receipt_no, "guarantee_no": submission.guarantee_no},
+        at=now,
+    )
     return keys.display(key, key_format)
 
 
-def record_manual_lookup(session: Session, desk: DeskContext, receipt_no: str, facts: ManualFacts, *, staff: str,
-                         now: datetime, guarantee_no: str | None = None) -> ManualOutcome:
+def record_manual_lookup(
+    session: Session,
+    desk: DeskContext,
+    receipt_no: str,
+    facts: ManualFacts,
+    *,
+    staff: str,
+    now: datetime,
+    guarantee_no: str | None = None,
+) -> ManualOutcome:
     staff = _staff(staff)
     desk_id = desk.profile.desk_id
     row, submission = _waiting(session, desk_id, receipt_no, guarantee_no)
@@ -182,41 +241,70 @@ def record_manual_lookup(session: Session, desk: DeskContext, receipt_no: str, f
     findings: list[Finding] = []
     certificate = None
     if facts.status == "no_match":
-        findings.append(Finding("lookup.no_match", detail=f"manual look-up by {staff}: no match",
-                                params={"guarantee_no": number}, guarantee_no=number))
+        findings.append(
+            Finding(
+                "lookup.no_match",
+                detail=f"manual look-up by {staff}: no match",
+                params={"guarantee_no": number},
+                guarantee_no=number,
+            )
+        )
     elif facts.status == "revoked":
-        findings.append(Finding("lookup.revoked", detail=f"manual look-up by {staff}: revoked ({facts.revoked_reason})",
-                                params={"guarantee_no": number}, guarantee_no=number))
+        findings.append(
+            Finding(
+                "lookup.revoked",
+                detail=f"manual look-up by {staff}: revoked ({facts.revoked_reason})",
+                params={"guarantee_no": number},
+                guarantee_no=number,
+            )
+        )
     else:
         certificate = facts.certificate(number, desk_id)
-        found, contract = judge_certificate(certificate, desk_id, desk.rules, DbContractRegister(session),
-                                            DbAcceptedIndex(session))
+        found, contract = judge_certificate(
+            certificate, desk_id, desk.rules, DbContractRegister(session), DbAcceptedIndex(session)
+        )
         findings += found
         submission.guarantee_type = certificate.guarantee_type.value
         submission.contract_no = certificate.contract_no
         submission.contractor_name = certificate.contractor_name
         submission.work_name = certificate.work_name
         submission.department = department_for(desk.rules, certificate.guarantee_type, contract)
-    verdict = strongest([CODES[code].verdict for code in stored_findings.codes(kept) if code in CODES]
-                        + [f.verdict for f in findings])
+    verdict = strongest(
+        [CODES[code].verdict for code in stored_findings.codes(kept) if code in CODES] + [f.verdict for f in findings]
+    )
     submission.verdict = verdict.value
     submission.findings_json = stored_findings.append(kept, findings)
-    submission.lookup_facts_json = json.dumps({
-        "status": facts.status, "staff": staff, "at": now.isoformat(), "revoked_reason": facts.revoked_reason,
-        "certificate": canonical_json(certificate).decode("utf-8") if certificate else None,
-    }, ensure_ascii=False)
+    submission.lookup_facts_json = json.dumps(
+        {
+            "status": facts.status,
+            "staff": staff,
+            "at": now.isoformat(),
+            "revoked_reason": facts.revoked_reason,
+            "certificate": canonical_json(certificate).decode("utf-8") if certificate else None,
+        },
+        ensure_ascii=False,
+    )
     submission.lookup_state, submission.next_lookup_at = LookupState.DONE, None
     session.add(submission)
     session.flush()
-    audit(session, desk_id, f"staff:{staff}", "lookup.manual_recorded", f"submission:{submission.id}",
-          {"receipt_no": row.receipt_no, "guarantee_no": number, "status": facts.status, "verdict": verdict.value},
-          at=now)
+    audit(
+        session,
+        desk_id,
+        f"staff:{staff}",
+        "lookup.manual_recorded",
+        f"submission:{submission.id}",
+        {"receipt_no": row.receipt_no, "guarantee_no": number, "status": facts.status, "verdict": verdict.value},
+        at=now,
+    )
     queued = _result_mail_if_settled(session, desk, row, findings, now)
-    return ManualOutcome(row.receipt_no or "", submission.guarantee_no, verdict, tuple(f.code for f in findings), queued)
+    return ManualOutcome(
+        row.receipt_no or "", submission.guarantee_no, verdict, tuple(f.code for f in findings), queued
+    )
 
 
-def _result_mail_if_settled(session: Session, desk: DeskContext, row: InboundMessage, findings: Sequence[Finding],
-                            now: datetime) -> bool:
+def _result_mail_if_settled(
+    session: Session, desk: DeskContext, row: InboundMessage, findings: Sequence[Finding], now: datetime
+) -> bool:
     submissions = list(session.exec(select(Submission).where(Submission.inbound_id == row.id).order_by(Submission.id)))
     if any(s.lookup_state in WAITING for s in submissions):
         return False
@@ -224,13 +312,31 @@ def _result_mail_if_settled(session: Session, desk: DeskContext, row: InboundMes
     verdict = strongest([Verdict(s.verdict) for s in submissions] + mail_findings)
     row.verdict = verdict.value
     session.add(row)
-    documents = [FoundDocument(d.display_name, KIND_LABELS.get(DocumentKind(d.kind), d.kind), d.guarantee_no,
-                               d.access_key_masked if d.access_key_masked and "," not in d.access_key_masked else None)
-                 for d in session.exec(select(Document).where(Document.inbound_id == row.id).order_by(Document.id))]
-    guarantees = [GuaranteeLine(s.guarantee_no, Verdict(s.verdict), s.guarantee_type, s.work_name)
-                  for s in submissions if s.guarantee_no]
-    return enqueue_result_reply(session, profile=desk.profile, templates=desk.templates, row=row, verdict=verdict,
-                                guarantees=guarantees, findings=findings, documents=documents, now=now)
+    documents = [
+        FoundDocument(
+            d.display_name,
+            KIND_LABELS.get(DocumentKind(d.kind), d.kind),
+            d.guarantee_no,
+            d.access_key_masked if d.access_key_masked and "," not in d.access_key_masked else None,
+        )
+        for d in session.exec(select(Document).where(Document.inbound_id == row.id).order_by(Document.id))
+    ]
+    guarantees = [
+        GuaranteeLine(s.guarantee_no, Verdict(s.verdict), s.guarantee_type, s.work_name)
+        for s in submissions
+        if s.guarantee_no
+    ]
+    return enqueue_result_reply(
+        session,
+        profile=desk.profile,
+        templates=desk.templates,
+        row=row,
+        verdict=verdict,
+        guarantees=guarantees,
+        findings=findings,
+        documents=documents,
+        now=now,
+    )
 
 
 def _staff(name: str) -> str:
@@ -238,4 +344,3 @@ def _staff(name: str) -> str:
     if not cleaned or len(cleaned) > 60:
         raise ManualLookupError("職員の氏名を指定してください(--staff、60文字以内)")
     return cleaned
-

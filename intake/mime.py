@@ -46,17 +46,35 @@ _NAME_MAX = 200
 _PDF_MAGIC_WINDOW = 1024
 # Parts that are about the mail, not attached to it.
 _SKIPPED_TYPES = {
-    "application/pkcs7-signature", "application/x-pkcs7-signature", "application/pgp-signature",
-    "message/delivery-status", "message/disposition-notification", "message/feedback-report",
-    "text/rfc822-headers", "message/global-delivery-status", "message/global-headers",
+    "application/pkcs7-signature",
+    "application/x-pkcs7-signature",
+    "application/pgp-signature",
+    "message/delivery-status",
+    "message/disposition-notification",
+    "message/feedback-report",
+    "text/rfc822-headers",
+    "message/global-delivery-status",
+    "message/global-headers",
     "message/global-disposition-notification",
 }
 _FORWARDED_TYPES = {"message/rfc822", "message/global"}
-_TYPE_BY_EXTENSION = {".pdf": "application/pdf", ".zip": "application/zip", ".dat": "application/ms-tnef",
-                      ".eml": "message/rfc822", ".txt": "text/plain"}
-_EXTENSION_BY_TYPE = {"application/pdf": ".pdf", "application/zip": ".zip", "application/x-zip-compressed": ".zip",
-                      "application/ms-tnef": ".dat", "application/vnd.ms-tnef": ".dat", "text/plain": ".txt",
-                      "text/html": ".html", "message/rfc822": ".eml"}
+_TYPE_BY_EXTENSION = {
+    ".pdf": "application/pdf",
+    ".zip": "application/zip",
+    ".dat": "application/ms-tnef",
+    ".eml": "message/rfc822",
+    ".txt": "text/plain",
+}
+_EXTENSION_BY_TYPE = {
+    "application/pdf": ".pdf",
+    "application/zip": ".zip",
+    "application/x-zip-compressed": ".zip",
+    "application/ms-tnef": ".dat",
+    "application/vnd.ms-tnef": ".dat",
+    "text/plain": ".txt",
+    "text/html": ".html",
+    "message/rfc822": ".eml",
+}
 FORWARDED_MAIL = "forwarded mail"
 
 
@@ -258,11 +276,13 @@ class _Walker:
             return
         if self.attachments >= self.limits.attachments_max:
             if not self.too_many_reported:
-                self.problems.append(_finding(
-                    "mail.too_many_attachments",
-                    f"more than {self.limits.attachments_max} attachments; the rest were not read",
-                    limit=str(self.limits.attachments_max),
-                ))
+                self.problems.append(
+                    _finding(
+                        "mail.too_many_attachments",
+                        f"more than {self.limits.attachments_max} attachments; the rest were not read",
+                        limit=str(self.limits.attachments_max),
+                    )
+                )
                 self.too_many_reported = True
             return
         self.attachments += 1
@@ -272,49 +292,62 @@ class _Walker:
         self.unnamed += 1
         return f"attachment-{self.unnamed}{_EXTENSION_BY_TYPE.get(declared, '')}"
 
-    def content(self, content: bytes, raw_name: str | None, declared: str, path: tuple[str, ...],
-                archive_depth: int) -> None:
+    def content(
+        self, content: bytes, raw_name: str | None, declared: str, path: tuple[str, ...], archive_depth: int
+    ) -> None:
         self._tick(part=False)  # archive entries have their own budget; only the clock counts here
         name = safe_display_name(raw_name, "") or self._fallback_name(declared)
         tnef = is_tnef(content)
         if tnef or (is_zip(content) and not is_office_container(content)):
             if archive_depth >= self.limits.archive_depth_max:
-                self.problems.append(_finding(
-                    "doc.archive_too_large",
-                    f"archives nested deeper than {self.limits.archive_depth_max} levels",
-                    document=name,
-                ))
+                self.problems.append(
+                    _finding(
+                        "doc.archive_too_large",
+                        f"archives nested deeper than {self.limits.archive_depth_max} levels",
+                        document=name,
+                    )
+                )
                 return
             unpack = unpack_tnef if tnef else unpack_zip
             unpacked = unpack(content, self.budget, name)
             self.problems.extend(unpacked.problems)
             for entry in unpacked.entries:
-                self.content(entry.content, entry.raw_name, _type_for_name(entry.raw_name), path + (name,),
-                             archive_depth + 1)
+                self.content(
+                    entry.content, entry.raw_name, _type_for_name(entry.raw_name), path + (name,), archive_depth + 1
+                )
             return
         pdf = is_pdf(content)
         if pdf and len(content) > self.limits.pdf_max_bytes:
-            self.problems.append(_finding(
-                "doc.too_large",
-                f"PDF of {len(content)} bytes exceeds the limit of {self.limits.pdf_max_bytes}",
-                document=name,
-                limit=f"{self.limits.pdf_max_bytes // (1024 * 1024)}MB",
-            ))
+            self.problems.append(
+                _finding(
+                    "doc.too_large",
+                    f"PDF of {len(content)} bytes exceeds the limit of {self.limits.pdf_max_bytes}",
+                    document=name,
+                    limit=f"{self.limits.pdf_max_bytes // (1024 * 1024)}MB",
+                )
+            )
             return
-        self.documents.append(MailDocument(
-            display_name=name,
-            content=content,
-            sha256=hashlib.sha256(content).hexdigest(),
-            declared_type=declared,
-            is_pdf=pdf,
-            path=path + (name,),
-            raw_name=raw_name or "",
-            in_archive=archive_depth > 0,
-        ))
+        self.documents.append(
+            MailDocument(
+                display_name=name,
+                content=content,
+                sha256=hashlib.sha256(content).hexdigest(),
+                declared_type=declared,
+                is_pdf=pdf,
+                path=path + (name,),
+                raw_name=raw_name or "",
+                in_archive=archive_depth > 0,
+            )
+        )
 
 
-def walk_mail(raw: bytes, *, authserv_id: str | None = None, limits: MailLimits = MailLimits(),
-              key_patterns: tuple[re.Pattern[str], re.Pattern[str]] | None = None) -> WalkedMail:
+def walk_mail(
+    raw: bytes,
+    *,
+    authserv_id: str | None = None,
+    limits: MailLimits = MailLimits(),
+    key_patterns: tuple[re.Pattern[str], re.Pattern[str]] | None = None,
+) -> WalkedMail:
     """Documents and context of one raw mail; ``authserv_id`` is our receiving server's (RFC 8601).
 
     ``key_patterns``: the (保証契約番号, 認証キー) patterns of config/rules.toml for keys typed in
@@ -323,8 +356,9 @@ def walk_mail(raw: bytes, *, authserv_id: str | None = None, limits: MailLimits 
     if _header_end(raw) > HEADER_BLOCK_MAX:
         return _walk_headers_only(raw, authserv_id, _unreadable(f"a header block over {HEADER_BLOCK_MAX} bytes"))
     if _delimiter_lines(raw) > 2 * limits.mime_parts_max + 2:
-        return _walk_headers_only(raw, authserv_id, _unreadable(
-            f"more than {limits.mime_parts_max} MIME parts (counted before parsing)"))
+        return _walk_headers_only(
+            raw, authserv_id, _unreadable(f"more than {limits.mime_parts_max} MIME parts (counted before parsing)")
+        )
     try:
         message = email.message_from_bytes(raw, policy=TOLERANT_POLICY)
     except Exception as error:  # noqa: BLE001 - includes RecursionError on absurd nesting
@@ -397,8 +431,9 @@ def unreadable_walk(raw: bytes, authserv_id: str | None, reason: str) -> WalkedM
     return _walk_headers_only(raw, authserv_id, _unreadable(reason))
 
 
-def _walk_headers_only(raw: bytes, authserv_id: str | None, problem: Finding | None,
-                       message: Message | None = None) -> WalkedMail:
+def _walk_headers_only(
+    raw: bytes, authserv_id: str | None, problem: Finding | None, message: Message | None = None
+) -> WalkedMail:
     """A mail over a limit: what its headers say, no document, no body, and the one problem."""
     message = message if message is not None else parse_headers(raw)
     subject_text = mail_context.subject(message)

@@ -16,6 +16,7 @@ from urllib.parse import unquote_to_bytes
 
 from intake.text_decoding import clean_line, decode_bytes, decode_encoded_words, raw_header_to_text
 
+
 class TolerantPolicy(EmailPolicy):
     """``email.policy.default`` whose header objects never raise.
 

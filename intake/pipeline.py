@@ -114,8 +114,12 @@ class Pipeline:
         walked = walk_headers(raw, authserv_id=self.profile.authserv_id)
         too_large = row.state == InboundState.TOO_LARGE and not walked.automatic
         if row.state != InboundState.TOO_LARGE and not walked.automatic:
-            walked = self.walk(raw, authserv_id=self.profile.authserv_id, limits=MailLimits.from_settings(self.limits),
-                               key_patterns=key_patterns(self.signatures.patterns))
+            walked = self.walk(
+                raw,
+                authserv_id=self.profile.authserv_id,
+                limits=MailLimits.from_settings(self.limits),
+                key_patterns=key_patterns(self.signatures.patterns),
+            )
         verdict, inputs = self._verify(session, None if too_large else walked, now)
         row.receipt_no = row.receipt_no or self._next_receipt_no(session, now)
         row.automatic = walked.automatic
@@ -139,21 +143,32 @@ class Pipeline:
         if note is not None:  # no reply went out: the digest and the CLI say why, not silence
             add_finding(row, submissions, note)
         codes = tuple(dict.fromkeys(f.code for f in verdict.all_findings))
-        log.info("mail %s from %s: %s (%s)", row.receipt_no, row.sender, verdict.verdict.value, ", ".join(codes) or "no findings")
+        log.info(
+            "mail %s from %s: %s (%s)",
+            row.receipt_no,
+            row.sender,
+            verdict.verdict.value,
+            ", ".join(codes) or "no findings",
+        )
         return Outcome(verdict.verdict, codes)
 
     def verify_again(self, session: Session, row: InboundMessage, raw: bytes, now: datetime) -> MailVerdict:
         """The decision for a recorded mail once more (a held look-up), recording nothing."""
         walked = None
         if row.state != InboundState.TOO_LARGE:
-            walked = self.walk(raw, authserv_id=self.profile.authserv_id, limits=MailLimits.from_settings(self.limits),
-                              key_patterns=key_patterns(self.signatures.patterns))
+            walked = self.walk(
+                raw,
+                authserv_id=self.profile.authserv_id,
+                limits=MailLimits.from_settings(self.limits),
+                key_patterns=key_patterns(self.signatures.patterns),
+            )
         return self._verify(session, walked, now)[0]
 
     # -- deciding --------------------------------------------------------------------------
 
-    def _verify(self, session: Session, walked: WalkedMail | None,
-                now: datetime) -> tuple[MailVerdict, list[InputDocument]]:
+    def _verify(
+        self, session: Session, walked: WalkedMail | None, now: datetime
+    ) -> tuple[MailVerdict, list[InputDocument]]:
         ports = Ports(
             lookup=CappedLookup(self.lookup, self.limits.lookups_per_mail_max),
             register=DbContractRegister(session),
@@ -186,8 +201,9 @@ class Pipeline:
         session.flush()
         return f"{self.profile.receipt_prefix}-{year}-{counter.value:06d}"
 
-    def _store_documents(self, session: Session, row: InboundMessage, walked: WalkedMail,
-                         verdict: MailVerdict, now: datetime) -> dict[str, Document]:
+    def _store_documents(
+        self, session: Session, row: InboundMessage, walked: WalkedMail, verdict: MailVerdict, now: datetime
+    ) -> dict[str, Document]:
         """One Document row per file found; returns them by display name.
 
         Results are matched to files by position (``verify_inputs`` keeps the order), never by the
@@ -197,8 +213,10 @@ class Pipeline:
         if not walked.documents:
             return {}
         by_position = list(verdict.documents) if len(verdict.documents) == len(walked.documents) else []
-        budget = min(self.limits.stored_bytes_per_mail_max,
-                     self.limits.stored_bytes_per_sender_per_day_max - self._stored_today(session, row, now))
+        budget = min(
+            self.limits.stored_bytes_per_mail_max,
+            self.limits.stored_bytes_per_sender_per_day_max - self._stored_today(session, row, now),
+        )
         stored: dict[str, Document] = {}
         kept_hashes: set[str] = set()
         for index, doc in enumerate(walked.documents):
@@ -210,24 +228,35 @@ class Pipeline:
                 file = self.store.put(doc.content, kind="documents", suffix=".pdf" if doc.is_pdf else ".bin")
                 stored_path, digest, size = file.relative_path, file.sha256, file.size
             else:
-                log.info("mail %s: %s not stored (%s)", row.receipt_no, doc.sha256[:12],
-                         "not a PDF inside an archive" if not doc.is_pdf and doc.in_archive else "storage cap")
+                log.info(
+                    "mail %s: %s not stored (%s)",
+                    row.receipt_no,
+                    doc.sha256[:12],
+                    "not a PDF inside an archive" if not doc.is_pdf and doc.in_archive else "storage cap",
+                )
                 stored_path, digest, size = "", doc.sha256, len(doc.content)
             result = by_position[index] if by_position else None
             numbers = [n for n in (result.guarantee_nos if result else ()) if n]
             masked = [m for m in (result.access_keys_masked if result else ()) if m]
             document = Document(
-                desk=row.desk, inbound_id=row.id, display_name=doc.display_name,
-                origin=" / ".join(doc.path[:-1]), sha256=digest, size=size, stored_path=stored_path,
+                desk=row.desk,
+                inbound_id=row.id,
+                display_name=doc.display_name,
+                origin=" / ".join(doc.path[:-1]),
+                sha256=digest,
+                size=size,
+                stored_path=stored_path,
                 kind=(result.kind.value if result else DocumentKind.OTHER.value),
-                guarantee_no=", ".join(numbers) or None, access_key_masked=", ".join(masked) or None,
+                guarantee_no=", ".join(numbers) or None,
+                access_key_masked=", ".join(masked) or None,
             )
             session.add(document)
             # Guarantees name their document by display name; two files may share one, and the
             # key notice is the one a guarantee comes from.
             earlier = stored.get(doc.display_name)
-            if earlier is None or (document.kind == DocumentKind.KEY_NOTICE.value
-                                   and earlier.kind != DocumentKind.KEY_NOTICE.value):
+            if earlier is None or (
+                document.kind == DocumentKind.KEY_NOTICE.value and earlier.kind != DocumentKind.KEY_NOTICE.value
+            ):
                 stored[doc.display_name] = document
         session.flush()
         return stored
@@ -239,48 +268,68 @@ class Pipeline:
         total = session.exec(
             select(func.coalesce(func.sum(Document.size), 0))
             .join(InboundMessage, Document.inbound_id == InboundMessage.id)
-            .where(InboundMessage.desk == row.desk, InboundMessage.sender == row.sender,
-                   InboundMessage.id != row.id, InboundMessage.received_at >= now - timedelta(days=1),
-                   Document.stored_path != "")
+            .where(
+                InboundMessage.desk == row.desk,
+                InboundMessage.sender == row.sender,
+                InboundMessage.id != row.id,
+                InboundMessage.received_at >= now - timedelta(days=1),
+                Document.stored_path != "",
+            )
         ).one()
         return int(total or 0)
 
-    def _record_submissions(self, session: Session, row: InboundMessage, verdict: MailVerdict,
-                            documents: dict[str, Document], now: datetime,
-                            inputs: Sequence[InputDocument] = ()) -> list[Submission]:
+    def _record_submissions(
+        self,
+        session: Session,
+        row: InboundMessage,
+        verdict: MailVerdict,
+        documents: dict[str, Document],
+        now: datetime,
+        inputs: Sequence[InputDocument] = (),
+    ) -> list[Submission]:
         """One submission per guarantee; a mail without any guarantee is one submission without a number,
         so the digest shows every mail a person sent, returned ones included."""
         submissions = []
         for guarantee in verdict.guarantees:
             certificate = guarantee.certificate
             document = documents.get(guarantee.document)
-            submissions.append(Submission(
-                desk=row.desk, inbound_id=row.id, document_id=document.id if document else None,
-                guarantee_no=guarantee.guarantee_no,
-                guarantee_type=guarantee.guarantee_type.value if guarantee.guarantee_type else None,
-                contract_no=guarantee.contract_no,
-                contractor_name=certificate.contractor_name if certificate else None,
-                work_name=certificate.work_name if certificate else None,
-                department=guarantee.department,
-                access_key_encrypted=self.key_vault.encrypt(guarantee.access_key) if guarantee.access_key else None,
-                access_key_masked=guarantee.access_key_masked,
-                verdict=guarantee.verdict.value,
-                findings_json=stored_findings.dump(verdict.findings + guarantee.findings),
-                certificate_json=guarantee.signed.to_json() if certificate and guarantee.signed else None,
-                created_at=now,
-            ))
+            submissions.append(
+                Submission(
+                    desk=row.desk,
+                    inbound_id=row.id,
+                    document_id=document.id if document else None,
+                    guarantee_no=guarantee.guarantee_no,
+                    guarantee_type=guarantee.guarantee_type.value if guarantee.guarantee_type else None,
+                    contract_no=guarantee.contract_no,
+                    contractor_name=certificate.contractor_name if certificate else None,
+                    work_name=certificate.work_name if certificate else None,
+                    department=guarantee.department,
+                    access_key_encrypted=self.key_vault.encrypt(guarantee.access_key) if guarantee.access_key else None,
+                    access_key_masked=guarantee.access_key_masked,
+                    verdict=guarantee.verdict.value,
+                    findings_json=stored_findings.dump(verdict.findings + guarantee.findings),
+                    certificate_json=guarantee.signed.to_json() if certificate and guarantee.signed else None,
+                    created_at=now,
+                )
+            )
         if not submissions:
             # No guarantee, yet the documents may show its type and contractor: the mail goes to that
             # type's department under that name (else to the desk's returned_department).
             hint = routing_hint(inputs, self.signatures) if verdict.verdict is Verdict.RETURNED else RoutingHint()
             routed = self.rules.department_for(hint.guarantee_type) if hint.guarantee_type else None
-            submissions.append(Submission(
-                desk=row.desk, inbound_id=row.id, verdict=verdict.verdict.value,
-                findings_json=stored_findings.dump(verdict.findings), created_at=now,
-                guarantee_type=hint.guarantee_type.value if hint.guarantee_type else None,
-                contractor_name=hint.contractor,
-                department=routed or (self.rules.returned_department if verdict.verdict is Verdict.RETURNED else None),
-            ))
+            submissions.append(
+                Submission(
+                    desk=row.desk,
+                    inbound_id=row.id,
+                    verdict=verdict.verdict.value,
+                    findings_json=stored_findings.dump(verdict.findings),
+                    created_at=now,
+                    guarantee_type=hint.guarantee_type.value if hint.guarantee_type else None,
+                    contractor_name=hint.contractor,
+                    department=routed
+                    or (self.rules.returned_department if verdict.verdict is Verdict.RETURNED else None),
+                )
+            )
         session.add_all(submissions)
         session.flush()
         return submissions
@@ -297,8 +346,16 @@ class Pipeline:
                 if submission.next_lookup_at is None:
                     submission.lookup_state = LookupState.STAFF
 
-    def _link_resend(self, session: Session, row: InboundMessage, submissions: Sequence[Submission],
-                     now: datetime, *, authenticated: bool, headers: Message) -> Submission | None:
+    def _link_resend(
+        self,
+        session: Session,
+        row: InboundMessage,
+        submissions: Sequence[Submission],
+        now: datetime,
+        *,
+        authenticated: bool,
+        headers: Message,
+    ) -> Submission | None:
         """Point each new submission at the returned one it answers: the same guarantee number if there
         is one, else the sender's latest returned mail not yet answered. Returns the first link.
 
@@ -312,28 +369,48 @@ class Pipeline:
             return None
         arrived = row.received_at or now
         replied_before = select(OutboxMessage.inbound_id).where(
-            OutboxMessage.kind == REPLY_KIND, OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at <= arrived)
+            OutboxMessage.kind == REPLY_KIND, OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at <= arrived
+        )
         returned = session.exec(
             select(Submission)
             .join(InboundMessage, Submission.inbound_id == InboundMessage.id)
-            .where(Submission.desk == row.desk, Submission.verdict == Verdict.RETURNED.value,
-                   InboundMessage.sender == row.sender, InboundMessage.id != row.id,
-                   Submission.created_at >= now - RESEND_WINDOW, InboundMessage.id.in_(replied_before))
+            .where(
+                Submission.desk == row.desk,
+                Submission.verdict == Verdict.RETURNED.value,
+                InboundMessage.sender == row.sender,
+                InboundMessage.id != row.id,
+                Submission.created_at >= now - RESEND_WINDOW,
+                InboundMessage.id.in_(replied_before),
+            )
             .order_by(Submission.id.desc())
         ).all()
-        answered = set(session.exec(
-            select(Submission.resend_of_id).where(Submission.resend_of_id.in_([s.id for s in returned]))
-        ).all()) if returned else set()
+        answered = (
+            set(
+                session.exec(
+                    select(Submission.resend_of_id).where(Submission.resend_of_id.in_([s.id for s in returned]))
+                ).all()
+            )
+            if returned
+            else set()
+        )
         open_returns = [s for s in returned if s.id not in answered]
         if not authenticated and open_returns:
             threaded = threaded_ids(headers)
-            replied = set(session.exec(select(OutboxMessage.inbound_id).where(
-                OutboxMessage.kind == REPLY_KIND, OutboxMessage.message_id.in_(threaded or {""}),
-                OutboxMessage.inbound_id.in_({s.inbound_id for s in open_returns}))).all())
+            replied = set(
+                session.exec(
+                    select(OutboxMessage.inbound_id).where(
+                        OutboxMessage.kind == REPLY_KIND,
+                        OutboxMessage.message_id.in_(threaded or {""}),
+                        OutboxMessage.inbound_id.in_({s.inbound_id for s in open_returns}),
+                    )
+                ).all()
+            )
             open_returns = [s for s in open_returns if s.inbound_id in replied]
         first = None
         for submission in submissions:
-            match = next((s for s in open_returns if submission.guarantee_no and s.guarantee_no == submission.guarantee_no), None)
+            match = next(
+                (s for s in open_returns if submission.guarantee_no and s.guarantee_no == submission.guarantee_no), None
+            )
             match = match or next((s for s in open_returns if s.guarantee_no is None), None)
             if match is None:
                 continue
@@ -343,8 +420,9 @@ class Pipeline:
         session.flush()
         return first
 
-    def _record_bounce(self, session: Session, row: InboundMessage, raw: bytes, now: datetime, *,
-                       authenticated: bool) -> None:
+    def _record_bounce(
+        self, session: Session, row: InboundMessage, raw: bytes, now: datetime, *, authenticated: bool
+    ) -> None:
         """A delivery report quoting one of our replies' Message-IDs: the reply did not arrive.
         Recorded as ``outbox.bounced`` so the digest lists it under failures.
 
@@ -355,36 +433,66 @@ class Pipeline:
             log.info("mail %s looks like a delivery report but neither authenticated nor via our relay", row.receipt_no)
             return
         domain = self.profile.address.rpartition("@")[2].encode("ascii", "ignore").lower()
-        quoted = {m.decode("ascii", "ignore") for m in _MESSAGE_ID.findall(raw[:_BOUNCE_SCAN_BYTES])
-                  if m.lower().endswith(b"@" + domain + b">")}
+        quoted = {
+            m.decode("ascii", "ignore")
+            for m in _MESSAGE_ID.findall(raw[:_BOUNCE_SCAN_BYTES])
+            if m.lower().endswith(b"@" + domain + b">")
+        }
         if not quoted:
             return
-        replies = session.exec(select(OutboxMessage).where(
-            OutboxMessage.desk == row.desk, OutboxMessage.kind == REPLY_KIND, OutboxMessage.message_id.in_(quoted),
-        )).all()
+        replies = session.exec(
+            select(OutboxMessage).where(
+                OutboxMessage.desk == row.desk,
+                OutboxMessage.kind == REPLY_KIND,
+                OutboxMessage.message_id.in_(quoted),
+            )
+        ).all()
         diagnostic = _DIAGNOSTIC.search(raw[:_BOUNCE_SCAN_BYTES])
         for reply in replies:
-            audit(session, row.desk, "intake", "outbox.bounced", f"outbox:{reply.id}", {
-                "recipients": json.loads(reply.recipients_json),
-                "error": diagnostic.group(1).decode("utf-8", "replace").strip()[:500] if diagnostic else "",
-                "report": row.receipt_no,
-            }, at=now)
+            audit(
+                session,
+                row.desk,
+                "intake",
+                "outbox.bounced",
+                f"outbox:{reply.id}",
+                {
+                    "recipients": json.loads(reply.recipients_json),
+                    "error": diagnostic.group(1).decode("utf-8", "replace").strip()[:500] if diagnostic else "",
+                    "report": row.receipt_no,
+                },
+                at=now,
+            )
             log.info("mail %s is a delivery report: reply %s did not arrive", row.receipt_no, reply.id)
 
     # -- answering -------------------------------------------------------------------------
 
-    def _reply(self, session: Session, row: InboundMessage, headers: Message, walked: WalkedMail,
-               verdict: MailVerdict, resend_of: Submission | None, now: datetime, *,
-               authenticated: bool) -> Finding | None:
+    def _reply(
+        self,
+        session: Session,
+        row: InboundMessage,
+        headers: Message,
+        walked: WalkedMail,
+        verdict: MailVerdict,
+        resend_of: Submission | None,
+        now: datetime,
+        *,
+        authenticated: bool,
+    ) -> Finding | None:
         """Enqueue the reply (or hold it); returns a finding when none goes out to a person."""
         decision = should_reply(
-            session, headers, desk=row.desk, desk_address=self.profile.address,
-            limit=self.limits.replies_per_sender_per_hour, now=now,
+            session,
+            headers,
+            desk=row.desk,
+            desk_address=self.profile.address,
+            limit=self.limits.replies_per_sender_per_hour,
+            now=now,
             automatic=verdict.verdict is Verdict.IGNORED,
             automatic_reason="; ".join(walked.automatic_reasons),
-            policy=self.profile.reply_to, authenticated=authenticated,
-            submission=plausible_submission(has_pdf=any(d.is_pdf for d in walked.documents),
-                                            subject=walked.subject, body=walked.body_text),
+            policy=self.profile.reply_to,
+            authenticated=authenticated,
+            submission=plausible_submission(
+                has_pdf=any(d.is_pdf for d in walked.documents), subject=walked.subject, body=walked.body_text
+            ),
             new_guarantee=carries_new_guarantee(verdict),
             desk_limit=self.limits.replies_per_desk_per_hour,
         )
@@ -397,27 +505,47 @@ class Pipeline:
         if resend_of is not None:
             previous_receipt = session.get(InboundMessage, resend_of.inbound_id).receipt_no
         facts = ReplyFacts(
-            desk=row.desk, desk_name=self.profile.name, desk_address=self.profile.address,
-            contact=self.profile.contact, receipt_no=row.receipt_no, received_at=_aware(row.received_at),
-            recipient=decision.address, verdict=verdict.verdict,
+            desk=row.desk,
+            desk_name=self.profile.name,
+            desk_address=self.profile.address,
+            contact=self.profile.contact,
+            receipt_no=row.receipt_no,
+            received_at=_aware(row.received_at),
+            recipient=decision.address,
+            verdict=verdict.verdict,
             original_message_id=_angle(walked.message_id if walked else row.message_id),
             original_references=headers.get("References"),
             original_subject=walked.subject if walked else row.subject,
             documents=[_found(result) for result in verdict.documents],
             guarantees=[
-                GuaranteeLine(g.guarantee_no, g.verdict, g.guarantee_type.value if g.guarantee_type else None,
-                              g.certificate.work_name if g.certificate else None)
-                for g in verdict.guarantees if g.guarantee_no
+                GuaranteeLine(
+                    g.guarantee_no,
+                    g.verdict,
+                    g.guarantee_type.value if g.guarantee_type else None,
+                    g.certificate.work_name if g.certificate else None,
+                )
+                for g in verdict.guarantees
+                if g.guarantee_no
             ],
             findings=verdict.all_findings,
-            resend=resend_of is not None, resend_of_receipt_no=previous_receipt,
+            resend=resend_of is not None,
+            resend_of_receipt_no=previous_receipt,
             contractor_name=next((g.certificate.contractor_name for g in verdict.guarantees if g.certificate), None),
-            charset=self.profile.reply_charset, timezone=self.profile.timezone, short=decision.short,
+            charset=self.profile.reply_charset,
+            timezone=self.profile.timezone,
+            short=decision.short,
         )
         message = build_reply(facts, self.templates, now=now)
-        outbox, created = enqueue(session, desk=row.desk, idempotency_key=f"reply:{row.id}", kind=REPLY_KIND,
-                                  message=message, envelope_from=self.profile.address, recipients=[decision.address],
-                                  inbound_id=row.id)
+        outbox, created = enqueue(
+            session,
+            desk=row.desk,
+            idempotency_key=f"reply:{row.id}",
+            kind=REPLY_KIND,
+            message=message,
+            envelope_from=self.profile.address,
+            recipients=[decision.address],
+            inbound_id=row.id,
+        )
         if not decision.suppressed:
             return None
         log.info("mail %s: reply held (%s)", row.receipt_no, decision.reason)
@@ -434,8 +562,12 @@ class Pipeline:
 def _found(result) -> FoundDocument:
     numbers = [n for n in result.guarantee_nos if n]
     keys = [k for k in result.access_keys_masked if k]
-    return FoundDocument(result.name, KIND_LABELS.get(result.kind, result.kind.value),
-                         ", ".join(numbers) or None, keys[0] if len(keys) == 1 else None)
+    return FoundDocument(
+        result.name,
+        KIND_LABELS.get(result.kind, result.kind.value),
+        ", ".join(numbers) or None,
+        keys[0] if len(keys) == 1 else None,
+    )
 
 
 def _angle(message_id: str | None) -> str | None:
@@ -447,7 +579,6 @@ def _angle(message_id: str | None) -> str | None:
 
 def _aware(moment: datetime) -> datetime:
     return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
 
 
 # The same shape for the modules that decide a held or manual submission later.

@@ -71,8 +71,14 @@ def fetch_oauth_token(command: list[str], timeout: float = TOKEN_COMMAND_TIMEOUT
 class MailboxConnection:
     """A logged-in IMAP connection to one configured mailbox; use as a context manager."""
 
-    def __init__(self, settings: MailboxSettings, *, password: str | None = None, timeout: float = 60,
-                 ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        settings: MailboxSettings,
+        *,
+        password: str | None = None,
+        timeout: float = 60,
+        ssl_context: ssl.SSLContext | None = None,
+    ) -> None:
         self.settings = settings
         self._password = password
         self._timeout = timeout
@@ -102,8 +108,13 @@ class MailboxConnection:
         if s.security == "plain" and not is_loopback(s.host):
             raise MailboxError(f"refusing a clear-text IMAP connection to {s.host}: use tls or starttls")
         context = self._ssl_context or ssl.create_default_context()
-        client = IMAPClient(s.host, s.port, ssl=s.security == "tls", ssl_context=context if s.security == "tls" else None,
-                            timeout=self._timeout)
+        client = IMAPClient(
+            s.host,
+            s.port,
+            ssl=s.security == "tls",
+            ssl_context=context if s.security == "tls" else None,
+            timeout=self._timeout,
+        )
         try:
             if s.security == "starttls":
                 client.starttls(context)
@@ -128,8 +139,9 @@ class MailboxConnection:
             if isinstance(exc, imaplib.IMAP4.abort):
                 raise
             # Never the server's text: some echo the credentials they refused.
-            raise MailboxError(f"the IMAP server {s.host}:{s.port} refused the login of {s.username} "
-                               f"({s.auth})") from None
+            raise MailboxError(
+                f"the IMAP server {s.host}:{s.port} refused the login of {s.username} ({s.auth})"
+            ) from None
 
     def close(self) -> None:
         client, self._client = self._client, None
@@ -184,7 +196,9 @@ class MailboxConnection:
                 return bytes(value or b"")
         return None
 
-    def fetch_bodies(self, sizes: dict[int, int], chunk_bytes: int, max_bytes: int) -> Iterator[tuple[int, bytes | None]]:
+    def fetch_bodies(
+        self, sizes: dict[int, int], chunk_bytes: int, max_bytes: int
+    ) -> Iterator[tuple[int, bytes | None]]:
         """Yield (uid, raw bytes) in UID order; None for a mail that vanished or outgrew ``max_bytes``.
 
         Mails smaller than a chunk are fetched several at a time (up to a chunk in total);

@@ -22,26 +22,65 @@ from verifier.csv_table import CsvTableError, open_table
 from verifier.normalise import nfkc, parse_amount, parse_date
 
 COLUMNS = (
-    "contract_no", "desk", "work_name", "work_category", "contractor_name", "contract_amount",
-    "contract_date", "completion_date", "advance_amount", "intermediate_advance_amount", "department",
+    "contract_no",
+    "desk",
+    "work_name",
+    "work_category",
+    "contractor_name",
+    "contract_amount",
+    "contract_date",
+    "completion_date",
+    "advance_amount",
+    "intermediate_advance_amount",
+    "department",
 )
 OPTIONAL_COLUMNS = ("low_bid", "intermediate_certified_on", "intermediate_certified")
 # The names a town's export may give the columns (compared after NFKC, spaces ignored).
 HEADER_ALIASES = {
-    "契約番号": "contract_no", "窓口": "desk", "工事名": "work_name", "業務名": "work_name",
-    "工事(業務)名": "work_name", "工事・業務名": "work_name", "工種": "work_category", "業種": "work_category",
-    "業務区分": "work_category", "契約区分": "work_category", "受注者": "contractor_name",
-    "受注者名": "contractor_name", "請負代金額": "contract_amount", "契約金額": "contract_amount",
-    "契約日": "contract_date", "契約年月日": "contract_date", "工期末": "completion_date",
-    "完成期限": "completion_date", "履行期限": "completion_date", "前払金額": "advance_amount",
-    "中間前払金額": "intermediate_advance_amount", "担当課": "department", "部署": "department",
-    "低入札": "low_bid", "中間前払金認定日": "intermediate_certified_on", "認定日": "intermediate_certified_on",
-    "中間前払金認定": "intermediate_certified", "認定済": "intermediate_certified",
+    "契約番号": "contract_no",
+    "窓口": "desk",
+    "工事名": "work_name",
+    "業務名": "work_name",
+    "工事(業務)名": "work_name",
+    "工事・業務名": "work_name",
+    "工種": "work_category",
+    "業種": "work_category",
+    "業務区分": "work_category",
+    "契約区分": "work_category",
+    "受注者": "contractor_name",
+    "受注者名": "contractor_name",
+    "請負代金額": "contract_amount",
+    "契約金額": "contract_amount",
+    "契約日": "contract_date",
+    "契約年月日": "contract_date",
+    "工期末": "completion_date",
+    "完成期限": "completion_date",
+    "履行期限": "completion_date",
+    "前払金額": "advance_amount",
+    "中間前払金額": "intermediate_advance_amount",
+    "担当課": "department",
+    "部署": "department",
+    "低入札": "low_bid",
+    "中間前払金認定日": "intermediate_certified_on",
+    "認定日": "intermediate_certified_on",
+    "中間前払金認定": "intermediate_certified",
+    "認定済": "intermediate_certified",
 }
 _REQUIRED_TEXT = ("contract_no", "work_name", "work_category", "contractor_name", "department")
-_FIELDS = ("work_name", "work_category", "contractor_name", "contract_amount", "contract_date", "completion_date",
-           "advance_amount", "intermediate_advance_amount", "department", "low_bid", "intermediate_certified_on",
-           "intermediate_certified")
+_FIELDS = (
+    "work_name",
+    "work_category",
+    "contractor_name",
+    "contract_amount",
+    "contract_date",
+    "completion_date",
+    "advance_amount",
+    "intermediate_advance_amount",
+    "department",
+    "low_bid",
+    "intermediate_certified_on",
+    "intermediate_certified",
+)
 _YES = {"1", "true", "yes", "y", "はい", "○", "〇", "◯", "該当", "有", "あり", "低入札", "認定済", "済"}
 _NO = {"", "0", "false", "no", "n", "いいえ", "×", "-", "ー", "非該当", "無", "なし", "未", "未認定"}
 
@@ -78,8 +117,12 @@ class ImportReport:
 
 
 def import_contracts(
-    session: Session, data: bytes, desks: Mapping[str, DeskRegisterRules | Collection[str]], now: datetime,
-    *, dry_run: bool = False,
+    session: Session,
+    data: bytes,
+    desks: Mapping[str, DeskRegisterRules | Collection[str]],
+    now: datetime,
+    *,
+    dry_run: bool = False,
 ) -> ImportReport:
     """Insert or update register rows by (desk, contract_no); bad lines are reported and skipped.
 
@@ -88,8 +131,10 @@ def import_contracts(
     Adds to ``session``; the caller commits (or, with ``dry_run``, nothing is added). Raises
     ``CsvTableError`` when the file cannot be read at all.
     """
-    known = {desk: (rules if hasattr(rules, "department_id") else _IdsOnly(frozenset(rules)))  # type: ignore[arg-type]
-             for desk, rules in desks.items()}
+    known = {
+        desk: (rules if hasattr(rules, "department_id") else _IdsOnly(frozenset(rules)))  # type: ignore[arg-type]
+        for desk, rules in desks.items()
+    }
     only_desk = next(iter(known)) if len(known) == 1 else None
     required = [c for c in COLUMNS if not (c == "desk" and only_desk)]
     optional = (*OPTIONAL_COLUMNS, *(("desk",) if only_desk else ()))
@@ -105,11 +150,20 @@ def import_contracts(
     return report
 
 
-def _import_record(session: Session, line: int, values: list[str], header_names: list[str],
-                   desks: Mapping[str, DeskRegisterRules], only_desk: str | None, seen: dict[tuple[str, str], int],
-                   report: ImportReport, now: datetime, dry_run: bool) -> None:
+def _import_record(
+    session: Session,
+    line: int,
+    values: list[str],
+    header_names: list[str],
+    desks: Mapping[str, DeskRegisterRules],
+    only_desk: str | None,
+    seen: dict[tuple[str, str], int],
+    report: ImportReport,
+    now: datetime,
+    dry_run: bool,
+) -> None:
     try:
-        if len(values) < len(header_names) or any(v.strip() for v in values[len(header_names):]):
+        if len(values) < len(header_names) or any(v.strip() for v in values[len(header_names) :]):
             raise ValueError(f"列の数が{len(values)}です({len(header_names)}列必要です)")
         row = dict(zip(header_names, values))
         contract = _parse_row(row, desks, only_desk)
@@ -129,8 +183,10 @@ def _import_record(session: Session, line: int, values: list[str], header_names:
     report.by_desk[contract.desk] = report.by_desk.get(contract.desk, 0) + 1
     if created:
         report.created += 1
-        report.changes.append(f"新規 {contract.desk} {contract.contract_no} {contract.work_name}"
-                              f"(請負代金額 {yen(contract.contract_amount)})")
+        report.changes.append(
+            f"新規 {contract.desk} {contract.contract_no} {contract.work_name}"
+            f"(請負代金額 {yen(contract.contract_amount)})"
+        )
     else:
         report.updated += 1
         report.changes.append(f"更新 {contract.desk} {contract.contract_no}: {'、'.join(differences)}")
@@ -149,12 +205,16 @@ def _parse_row(row: dict[str, str], desks: Mapping[str, DeskRegisterRules], only
     rules = desks[desk]
     department = rules.department_id(text["department"])
     if department is None:
-        raise ValueError(f"department {text['department']!r} は窓口 {desk} の部署にありません"
-                         "(rules.toml の部署の id または name で指定してください)")
+        raise ValueError(
+            f"department {text['department']!r} は窓口 {desk} の部署にありません"
+            "(rules.toml の部署の id または name で指定してください)"
+        )
     category = rules.work_category(text["work_category"])
     if category is None:
-        raise ValueError(f"work_category {text['work_category']!r} はどの業務区分にも対応していません"
-                         "(rules.toml の eligible_work_categories か work_category_aliases に加えてください)")
+        raise ValueError(
+            f"work_category {text['work_category']!r} はどの業務区分にも対応していません"
+            "(rules.toml の eligible_work_categories か work_category_aliases に加えてください)"
+        )
     contract_date = _date(row, "contract_date")
     completion_date = _date(row, "completion_date")
     if completion_date < contract_date:
@@ -164,11 +224,19 @@ def _parse_row(row: dict[str, str], desks: Mapping[str, DeskRegisterRules], only
         raise ValueError("contract_amount は1円以上の金額で入力してください")
     certified_on = _optional_date(row, "intermediate_certified_on")
     return Contract(
-        contract_no=text["contract_no"], desk=desk, work_name=text["work_name"], work_category=category,
-        contractor_name=text["contractor_name"], contract_amount=contract_amount, contract_date=contract_date,
-        completion_date=completion_date, advance_amount=_amount(row, "advance_amount"),
-        intermediate_advance_amount=_amount(row, "intermediate_advance_amount"), department=department,
-        low_bid=_flag(row, "low_bid"), intermediate_certified_on=certified_on,
+        contract_no=text["contract_no"],
+        desk=desk,
+        work_name=text["work_name"],
+        work_category=category,
+        contractor_name=text["contractor_name"],
+        contract_amount=contract_amount,
+        contract_date=contract_date,
+        completion_date=completion_date,
+        advance_amount=_amount(row, "advance_amount"),
+        intermediate_advance_amount=_amount(row, "intermediate_advance_amount"),
+        department=department,
+        low_bid=_flag(row, "low_bid"),
+        intermediate_certified_on=certified_on,
         intermediate_certified=_flag(row, "intermediate_certified") or certified_on is not None,
     )
 
@@ -228,13 +296,24 @@ def _upsert(session: Session, contract: Contract, now: datetime, dry_run: bool) 
     ).first()
     created = row is None
     if row is None:
-        row = ContractRow(desk=contract.desk, contract_no=contract.contract_no, work_name="", work_category="",
-                          contractor_name="", contract_amount=0, contract_date=contract.contract_date,
-                          completion_date=contract.completion_date, department="")
+        row = ContractRow(
+            desk=contract.desk,
+            contract_no=contract.contract_no,
+            work_name="",
+            work_category="",
+            contractor_name="",
+            contract_amount=0,
+            contract_date=contract.contract_date,
+            completion_date=contract.completion_date,
+            department="",
+        )
         differences = []
     else:
-        differences = [f"{name} {_shown(name, getattr(row, name))} → {_shown(name, getattr(contract, name))}"
-                       for name in _FIELDS if getattr(row, name) != getattr(contract, name)]
+        differences = [
+            f"{name} {_shown(name, getattr(row, name))} → {_shown(name, getattr(contract, name))}"
+            for name in _FIELDS
+            if getattr(row, name) != getattr(contract, name)
+        ]
         if not differences:
             return None
     if not dry_run:

@@ -22,11 +22,19 @@ _ADVANCE_TYPES = (GuaranteeType.ADVANCE, GuaranteeType.INTERMEDIATE_ADVANCE)
 
 def to_contract(row: ContractRow) -> Contract:
     return Contract(
-        contract_no=row.contract_no, desk=row.desk, work_name=row.work_name, work_category=row.work_category,
-        contractor_name=row.contractor_name, contract_amount=row.contract_amount, contract_date=row.contract_date,
-        completion_date=row.completion_date, advance_amount=row.advance_amount,
-        intermediate_advance_amount=row.intermediate_advance_amount, department=row.department,
-        low_bid=bool(row.low_bid), intermediate_certified_on=row.intermediate_certified_on,
+        contract_no=row.contract_no,
+        desk=row.desk,
+        work_name=row.work_name,
+        work_category=row.work_category,
+        contractor_name=row.contractor_name,
+        contract_amount=row.contract_amount,
+        contract_date=row.contract_date,
+        completion_date=row.completion_date,
+        advance_amount=row.advance_amount,
+        intermediate_advance_amount=row.intermediate_advance_amount,
+        department=row.department,
+        low_bid=bool(row.low_bid),
+        intermediate_certified_on=row.intermediate_certified_on,
         intermediate_certified=bool(row.intermediate_certified),
     )
 
@@ -49,8 +57,11 @@ class DbContractRegister:
             return None
         # The register of one desk is a few thousand rows at most; names are compared normalised in Python.
         rows = self._session.exec(select(ContractRow).where(ContractRow.desk == desk)).all()
-        matches = [row for row in rows
-                   if plain_key(row.work_name) == wanted_work and company_key(row.contractor_name) == wanted_firm]
+        matches = [
+            row
+            for row in rows
+            if plain_key(row.work_name) == wanted_work and company_key(row.contractor_name) == wanted_firm
+        ]
         return to_contract(matches[0]) if len(matches) == 1 else None
 
 
@@ -65,8 +76,12 @@ class DbAcceptedIndex:
         query = (
             select(InboundMessage.receipt_no)
             .join(Submission, Submission.inbound_id == InboundMessage.id)
-            .where(Submission.desk == desk, Submission.guarantee_no == guarantee_no,
-                   Submission.verdict == Verdict.ACCEPTED.value, InboundMessage.receipt_no.is_not(None))
+            .where(
+                Submission.desk == desk,
+                Submission.guarantee_no == guarantee_no,
+                Submission.verdict == Verdict.ACCEPTED.value,
+                InboundMessage.receipt_no.is_not(None),
+            )
         )
         if before_id is not None:
             query = query.where(Submission.id < before_id)
@@ -75,9 +90,12 @@ class DbAcceptedIndex:
     def advance_amounts(self, desk: str, contract_no: str) -> Mapping[GuaranteeType, int]:
         rows = self._session.exec(
             select(Submission)
-            .where(Submission.desk == desk, Submission.contract_no == contract_no,
-                   Submission.verdict == Verdict.ACCEPTED.value,
-                   Submission.guarantee_type.in_([t.value for t in _ADVANCE_TYPES]))
+            .where(
+                Submission.desk == desk,
+                Submission.contract_no == contract_no,
+                Submission.verdict == Verdict.ACCEPTED.value,
+                Submission.guarantee_type.in_([t.value for t in _ADVANCE_TYPES]),
+            )
             .order_by(Submission.id)
         ).all()
         amounts: dict[GuaranteeType, int] = {}

@@ -38,9 +38,18 @@ def first_reply_recipient(session: Session, inbound_id: int) -> str | None:
     return recipients[0] if recipients else None
 
 
-def enqueue_result_reply(session: Session, *, profile: DeskProfile, templates: jinja2.Environment,
-                         row: InboundMessage, verdict: Verdict, guarantees: Sequence[GuaranteeLine],
-                         findings: Sequence[Finding], documents: Sequence[FoundDocument], now: datetime) -> bool:
+def enqueue_result_reply(
+    session: Session,
+    *,
+    profile: DeskProfile,
+    templates: jinja2.Environment,
+    row: InboundMessage,
+    verdict: Verdict,
+    guarantees: Sequence[GuaranteeLine],
+    findings: Sequence[Finding],
+    documents: Sequence[FoundDocument],
+    now: datetime,
+) -> bool:
     """Put the result mail into the outbox (in the caller's transaction); False when there is none to send."""
     recipient = first_reply_recipient(session, row.id)
     if recipient is None:
@@ -50,15 +59,33 @@ def enqueue_result_reply(session: Session, *, profile: DeskProfile, templates: j
     if message_id and not message_id.startswith("<"):
         message_id = f"<{message_id}>"
     facts = ReplyFacts(
-        desk=row.desk, desk_name=profile.name, desk_address=profile.address, contact=profile.contact,
-        receipt_no=row.receipt_no or "", received_at=_aware(row.received_at), recipient=recipient, verdict=verdict,
-        original_message_id=message_id, original_subject=row.subject, documents=list(documents),
-        guarantees=list(guarantees), findings=[Finding("lookup.completed"), *findings],
-        charset=profile.reply_charset, timezone=profile.timezone,
+        desk=row.desk,
+        desk_name=profile.name,
+        desk_address=profile.address,
+        contact=profile.contact,
+        receipt_no=row.receipt_no or "",
+        received_at=_aware(row.received_at),
+        recipient=recipient,
+        verdict=verdict,
+        original_message_id=message_id,
+        original_subject=row.subject,
+        documents=list(documents),
+        guarantees=list(guarantees),
+        findings=[Finding("lookup.completed"), *findings],
+        charset=profile.reply_charset,
+        timezone=profile.timezone,
     )
     message = build_reply(facts, templates, now=now)
-    _row, created = enqueue(session, desk=row.desk, idempotency_key=result_key(row.id), kind=REPLY_KIND,
-                            message=message, envelope_from=profile.address, recipients=[recipient], inbound_id=row.id)
+    _row, created = enqueue(
+        session,
+        desk=row.desk,
+        idempotency_key=result_key(row.id),
+        kind=REPLY_KIND,
+        message=message,
+        envelope_from=profile.address,
+        recipients=[recipient],
+        inbound_id=row.id,
+    )
     return created
 
 

@@ -35,12 +35,14 @@ log = logging.getLogger(__name__)
 REVOKED_AFTER_ACCEPTANCE = "submission.revoked_after_acceptance"
 
 
-def mark_revoked(session: Session, guarantee_no: str, reason: str, now: datetime, *, actor: str,
-                 desk: str | None = None) -> list[int]:
+def mark_revoked(
+    session: Session, guarantee_no: str, reason: str, now: datetime, *, actor: str, desk: str | None = None
+) -> list[int]:
     """Mark the accepted, not yet marked submissions of this guarantee (at ``desk``, or at every desk);
     returns their ids. In the caller's transaction."""
     query = select(Submission).where(
-        Submission.guarantee_no == guarantee_no, Submission.verdict == Verdict.ACCEPTED.value,
+        Submission.guarantee_no == guarantee_no,
+        Submission.verdict == Verdict.ACCEPTED.value,
         Submission.revoked_at.is_(None),
     )
     if desk is not None:
@@ -50,11 +52,23 @@ def mark_revoked(session: Session, guarantee_no: str, reason: str, now: datetime
         submission.revoked_at = now
         submission.revoked_reason = reason or None
         session.add(submission)
-        audit(session, submission.desk, actor, REVOKED_AFTER_ACCEPTANCE, f"submission:{submission.id}",
-              {"guarantee_no": guarantee_no, "reason": reason}, at=now)
+        audit(
+            session,
+            submission.desk,
+            actor,
+            REVOKED_AFTER_ACCEPTANCE,
+            f"submission:{submission.id}",
+            {"guarantee_no": guarantee_no, "reason": reason},
+            at=now,
+        )
         marked.append(submission.id)
-        log.warning("accepted guarantee %s (submission %s, desk %s) was revoked: %s",
-                    guarantee_no, submission.id, submission.desk, reason)
+        log.warning(
+            "accepted guarantee %s (submission %s, desk %s) was revoked: %s",
+            guarantee_no,
+            submission.id,
+            submission.desk,
+            reason,
+        )
     return marked
 
 
@@ -65,8 +79,9 @@ class RecheckReport:
     not_checked: int = 0  # the look-up did not answer (unavailable, refused): tried again next round
 
     def summary(self) -> str:
-        return (f"{self.checked} accepted guarantees looked up again, {len(self.revoked)} revoked"
-                + (f", {self.not_checked} not answered" if self.not_checked else ""))
+        return f"{self.checked} accepted guarantees looked up again, {len(self.revoked)} revoked" + (
+            f", {self.not_checked} not answered" if self.not_checked else ""
+        )
 
 
 @dataclass(frozen=True)
@@ -77,8 +92,14 @@ class _Due:
     access_key: str
 
 
-def recheck_accepted(engine: Engine, lookup_for: Callable[[str], CertificateLookup], vault: KeyVault,
-                     now: datetime, *, desks: Iterable[str]) -> RecheckReport:
+def recheck_accepted(
+    engine: Engine,
+    lookup_for: Callable[[str], CertificateLookup],
+    vault: KeyVault,
+    now: datetime,
+    *,
+    desks: Iterable[str],
+) -> RecheckReport:
     """Look every accepted, unrevoked guarantee of ``desks`` up again whose period has not ended;
     mark those the look-up now answers "revoked". ``lookup_for(desk)`` gives the desk's adapter."""
     report = RecheckReport()
@@ -106,11 +127,15 @@ def recheck_accepted(engine: Engine, lookup_for: Callable[[str], CertificateLook
 def _due(engine: Engine, desks: list[str], vault: KeyVault, now: datetime) -> list[_Due]:
     with Session(engine) as session:
         rows = session.exec(
-            select(Submission).where(
-                Submission.desk.in_(desks), Submission.verdict == Verdict.ACCEPTED.value,
-                Submission.revoked_at.is_(None), Submission.guarantee_no.is_not(None),
+            select(Submission)
+            .where(
+                Submission.desk.in_(desks),
+                Submission.verdict == Verdict.ACCEPTED.value,
+                Submission.revoked_at.is_(None),
+                Submission.guarantee_no.is_not(None),
                 Submission.access_key_encrypted.is_not(None),
-            ).order_by(Submission.id)
+            )
+            .order_by(Submission.id)
         ).all()
         due, seen = [], set()
         for row in rows:

@@ -41,8 +41,8 @@ class MailboxSettings(StrictModel):
     def _consistent(self) -> MailboxSettings:
         if self.security == "plain" and not is_loopback(self.host):
             raise ValueError(
-                f"security = \"plain\" sends the password in clear text and is allowed only to "
-                f"loopback (127.0.0.0/8, ::1, localhost), got host {self.host!r}: use \"tls\" or \"starttls\""
+                f'security = "plain" sends the password in clear text and is allowed only to '
+                f'loopback (127.0.0.0/8, ::1, localhost), got host {self.host!r}: use "tls" or "starttls"'
             )
         if self.auth == "xoauth2" and not self.token_command:
             raise ValueError('auth = "xoauth2" needs token_command (a command that prints an access token)')

@@ -26,13 +26,37 @@ _ESC = 0x1B
 
 # Charset labels that mean "Microsoft's Shift_JIS" in practice.
 _SJIS_LABELS = {
-    "shift_jis", "shift-jis", "sjis", "s-jis", "x-sjis", "x-shift_jis", "shift_jisx0213", "cp932",
-    "windows-31j", "ms932", "ms_kanji", "csshiftjis", "cswindows31j", "x-ms-cp932",
+    "shift_jis",
+    "shift-jis",
+    "sjis",
+    "s-jis",
+    "x-sjis",
+    "x-shift_jis",
+    "shift_jisx0213",
+    "cp932",
+    "windows-31j",
+    "ms932",
+    "ms_kanji",
+    "csshiftjis",
+    "cswindows31j",
+    "x-ms-cp932",
 }
 _JIS_LABELS = {
-    "iso-2022-jp", "iso2022jp", "iso_2022_jp", "csiso2022jp", "iso-2022-jp-1", "iso-2022-jp-ext",
-    "iso-2022-jp-2", "iso-2022-jp-3", "iso-2022-jp-2004", "iso-2022-jp-ms", "cp50220", "cp50221",
-    "cp50222", "jis", "x-jis",
+    "iso-2022-jp",
+    "iso2022jp",
+    "iso_2022_jp",
+    "csiso2022jp",
+    "iso-2022-jp-1",
+    "iso-2022-jp-ext",
+    "iso-2022-jp-2",
+    "iso-2022-jp-3",
+    "iso-2022-jp-2004",
+    "iso-2022-jp-ms",
+    "cp50220",
+    "cp50221",
+    "cp50222",
+    "jis",
+    "x-jis",
 }
 _EUC_LABELS = {"euc-jp", "eucjp", "x-euc-jp", "euc_jp", "cseucpkdfmtjapanese", "cp51932", "eucjp-ms"}
 _ASCII_LABELS = {"us-ascii", "ascii", "ansi_x3.4-1968", "iso646-us", "us"}
@@ -235,8 +259,11 @@ def _text_codec(label: str) -> str | None:
 def charset_allowed(charset: str | None) -> bool:
     """Whether a declared charset is decoded as declared (else the part is read by the guesser)."""
     label = _normalise_label(charset)
-    return (not label or label in _SJIS_LABELS | _JIS_LABELS | _EUC_LABELS | _ASCII_LABELS | {"utf-8", "utf8"}
-            or _text_codec(label) is not None)
+    return (
+        not label
+        or label in _SJIS_LABELS | _JIS_LABELS | _EUC_LABELS | _ASCII_LABELS | {"utf-8", "utf8"}
+        or _text_codec(label) is not None
+    )
 
 
 def _decode_euc(data: bytes) -> str:

@@ -10,8 +10,14 @@ from collections.abc import Callable
 
 from intake.authentication_results import Authentication, authenticated_for
 from intake.mime import MailDocument, WalkedMail, parse_headers
-from mailer.reply_policy import (ReplyDecision, decide, from_address, own_mail_reason, plausible_submission,
-                                 reply_address)
+from mailer.reply_policy import (
+    ReplyDecision,
+    decide,
+    from_address,
+    own_mail_reason,
+    plausible_submission,
+    reply_address,
+)
 from rules.findings import Finding
 from rules.signatures import Patterns
 from verifier.pdf_text import TextResult
@@ -34,7 +40,9 @@ def sender_authentication(authentication: Authentication, from_domain: str | Non
         # A pass counts only when aligned with the From domain; anyone can pass SPF for their own.
         if authenticated_for(authentication, from_domain):
             return SenderAuthentication.PASSED
-        if authentication.dmarc == "fail" or (authentication.dkim != "pass" and authentication.spf in ("fail", "softfail")):
+        if authentication.dmarc == "fail" or (
+            authentication.dkim != "pass" and authentication.spf in ("fail", "softfail")
+        ):
             return SenderAuthentication.FAILED
         return SenderAuthentication.UNKNOWN
     dmarc = authentication.dmarc
@@ -84,13 +92,15 @@ def verify_inputs(walked: WalkedMail, desk: str, read_pdf: PdfReader) -> tuple[l
 def too_large_context(desk: str, limit_bytes: int) -> MailContext:
     """The context of a mail over the size limit: answered from its headers, nothing else read."""
     limit = f"{limit_bytes // (1024 * 1024)}MB" if limit_bytes >= 1024 * 1024 else f"{limit_bytes}バイト"
-    return MailContext(desk=desk, problems=(
-        Finding("mail.too_large", detail=f"the mail is over {limit_bytes} bytes", params={"limit": limit}),
-    ))
+    return MailContext(
+        desk=desk,
+        problems=(Finding("mail.too_large", detail=f"the mail is over {limit_bytes} bytes", params={"limit": limit}),),
+    )
 
 
-def preview_reply(raw_headers: bytes, walked: WalkedMail, verdict: MailVerdict, *, desk_address: str,
-                  policy: str) -> ReplyDecision:
+def preview_reply(
+    raw_headers: bytes, walked: WalkedMail, verdict: MailVerdict, *, desk_address: str, policy: str
+) -> ReplyDecision:
     """What the desk would answer (`keydesk verify --json`): the intake's decision without the rate
     limits, which depend on what was sent in the last hour."""
     headers = parse_headers(raw_headers)
@@ -105,7 +115,8 @@ def preview_reply(raw_headers: bytes, walked: WalkedMail, verdict: MailVerdict, 
         limit=1,
         policy=policy,
         authenticated=authenticated,
-        submission=plausible_submission(has_pdf=any(d.is_pdf for d in walked.documents), subject=walked.subject,
-                                        body=walked.body_text),
+        submission=plausible_submission(
+            has_pdf=any(d.is_pdf for d in walked.documents), subject=walked.subject, body=walked.body_text
+        ),
         sender_address=from_address(headers),
     )

@@ -31,7 +31,13 @@ from intake.mail_context import MailAddress, Sender, TypedKey
 from intake.mime import MailDocument, MailLimits, WalkedMail, unreadable_walk, walk_mail
 from rules.findings import Finding
 from verifier.pdf_text import (  # the PDF worker's framing and limits, shared rather than copied
-    _FRAME, PdfLimits, _apply_limits, _Deadline, _read_exact, _read_until, worker_environment,
+    _FRAME,
+    PdfLimits,
+    _apply_limits,
+    _Deadline,
+    _read_exact,
+    _read_until,
+    worker_environment,
 )
 
 # The worker's own limits; the wall-clock deadline is the walk's limit plus this margin, so the
@@ -45,34 +51,61 @@ _TASKS_PER_WORKER = 200
 
 # -- (de)serialising a WalkedMail ------------------------------------------------------------------
 
+
 def _finding_json(finding: Finding) -> dict:
-    return {"code": finding.code, "detail": finding.detail, "params": dict(finding.params),
-            "guarantee_no": finding.guarantee_no, "document": finding.document}
+    return {
+        "code": finding.code,
+        "detail": finding.detail,
+        "params": dict(finding.params),
+        "guarantee_no": finding.guarantee_no,
+        "document": finding.document,
+    }
 
 
 def walked_to_frames(walked: WalkedMail) -> list[bytes]:
     """The JSON head and one frame per document's content."""
     head = {
-        "message_id": walked.message_id, "subject": walked.subject,
-        "sender": {"from_": [dataclasses.asdict(a) for a in walked.sender.from_],
-                   "reply_to": [dataclasses.asdict(a) for a in walked.sender.reply_to]},
+        "message_id": walked.message_id,
+        "subject": walked.subject,
+        "sender": {
+            "from_": [dataclasses.asdict(a) for a in walked.sender.from_],
+            "reply_to": [dataclasses.asdict(a) for a in walked.sender.reply_to],
+        },
         "date": walked.date.isoformat() if walked.date else None,
         "body_text": walked.body_text,
-        "documents": [{"display_name": d.display_name, "sha256": d.sha256, "declared_type": d.declared_type,
-                       "is_pdf": d.is_pdf, "path": list(d.path), "raw_name": d.raw_name,
-                       "in_archive": d.in_archive} for d in walked.documents],
+        "documents": [
+            {
+                "display_name": d.display_name,
+                "sha256": d.sha256,
+                "declared_type": d.declared_type,
+                "is_pdf": d.is_pdf,
+                "path": list(d.path),
+                "raw_name": d.raw_name,
+                "in_archive": d.in_archive,
+            }
+            for d in walked.documents
+        ],
         "problems": [_finding_json(p) for p in walked.problems],
-        "automatic": walked.automatic, "automatic_reasons": list(walked.automatic_reasons),
+        "automatic": walked.automatic,
+        "automatic_reasons": list(walked.automatic_reasons),
         "authentication": {
             "authserv_id": walked.authentication.authserv_id,
-            "results": [[r.method, r.result, [list(p) for p in r.properties], r.reason]
-                        for r in walked.authentication.results],
+            "results": [
+                [r.method, r.result, [list(p) for p in r.properties], r.reason] for r in walked.authentication.results
+            ],
             "trusted_headers": walked.authentication.trusted_headers,
             "ignored_headers": walked.authentication.ignored_headers,
         },
-        "typed_keys": [{"guarantee_no": k.guarantee_no, "guarantee_no_valid": k.guarantee_no_valid,
-                        "access_key": k.access_key, "access_key_valid": k.access_key_valid,
-                        "access_key_masked": k.access_key_masked} for k in walked.typed_keys],
+        "typed_keys": [
+            {
+                "guarantee_no": k.guarantee_no,
+                "guarantee_no_valid": k.guarantee_no_valid,
+                "access_key": k.access_key,
+                "access_key_valid": k.access_key_valid,
+                "access_key_masked": k.access_key_masked,
+            }
+            for k in walked.typed_keys
+        ],
     }
     return [json.dumps(head).encode("ascii"), *(d.content for d in walked.documents)]
 
@@ -80,31 +113,56 @@ def walked_to_frames(walked: WalkedMail) -> list[bytes]:
 def walked_from_frames(head_raw: bytes, contents: list[bytes]) -> WalkedMail:
     head = json.loads(head_raw)
     auth = head["authentication"]
-    documents = tuple(MailDocument(
-        display_name=str(d["display_name"]), content=content, sha256=str(d["sha256"]),
-        declared_type=str(d["declared_type"]), is_pdf=bool(d["is_pdf"]), path=tuple(str(p) for p in d["path"]),
-        raw_name=str(d["raw_name"]), in_archive=bool(d["in_archive"]),
-    ) for d, content in zip(head["documents"], contents, strict=True))
+    documents = tuple(
+        MailDocument(
+            display_name=str(d["display_name"]),
+            content=content,
+            sha256=str(d["sha256"]),
+            declared_type=str(d["declared_type"]),
+            is_pdf=bool(d["is_pdf"]),
+            path=tuple(str(p) for p in d["path"]),
+            raw_name=str(d["raw_name"]),
+            in_archive=bool(d["in_archive"]),
+        )
+        for d, content in zip(head["documents"], contents, strict=True)
+    )
     return WalkedMail(
-        message_id=head["message_id"], subject=str(head["subject"]),
-        sender=Sender(tuple(MailAddress(**a) for a in head["sender"]["from_"]),
-                      tuple(MailAddress(**a) for a in head["sender"]["reply_to"])),
+        message_id=head["message_id"],
+        subject=str(head["subject"]),
+        sender=Sender(
+            tuple(MailAddress(**a) for a in head["sender"]["from_"]),
+            tuple(MailAddress(**a) for a in head["sender"]["reply_to"]),
+        ),
         date=datetime.fromisoformat(head["date"]) if head["date"] else None,
         body_text=str(head["body_text"]),
         documents=documents,
-        problems=tuple(Finding(p["code"], p["detail"], {str(k): str(v) for k, v in p["params"].items()},
-                               p["guarantee_no"], p["document"]) for p in head["problems"]),
-        automatic=bool(head["automatic"]), automatic_reasons=tuple(str(r) for r in head["automatic_reasons"]),
+        problems=tuple(
+            Finding(
+                p["code"],
+                p["detail"],
+                {str(k): str(v) for k, v in p["params"].items()},
+                p["guarantee_no"],
+                p["document"],
+            )
+            for p in head["problems"]
+        ),
+        automatic=bool(head["automatic"]),
+        automatic_reasons=tuple(str(r) for r in head["automatic_reasons"]),
         authentication=Authentication(
             auth["authserv_id"],
-            tuple(MethodResult(m, r, tuple((str(k), str(v)) for k, v in props), reason)
-                  for m, r, props, reason in auth["results"]),
-            int(auth["trusted_headers"]), int(auth["ignored_headers"])),
+            tuple(
+                MethodResult(m, r, tuple((str(k), str(v)) for k, v in props), reason)
+                for m, r, props, reason in auth["results"]
+            ),
+            int(auth["trusted_headers"]),
+            int(auth["ignored_headers"]),
+        ),
         typed_keys=tuple(TypedKey(**k) for k in head["typed_keys"]),
     )
 
 
 # -- the worker process -------------------------------------------------------------------------------
+
 
 def _serve() -> None:
     """Read (request, raw mail), walk, answer; until stdin closes."""
@@ -126,8 +184,12 @@ def _serve() -> None:
         request = json.loads(request_raw)
         _apply_limits(PdfLimits(cpu_seconds=WORKER_CPU_SECONDS, memory_bytes=WORKER_MEMORY_BYTES))
         patterns = request["key_patterns"]
-        walked = walk_mail(raw, authserv_id=request["authserv_id"], limits=MailLimits(**request["limits"]),
-                           key_patterns=(re.compile(patterns[0]), re.compile(patterns[1])) if patterns else None)
+        walked = walk_mail(
+            raw,
+            authserv_id=request["authserv_id"],
+            limits=MailLimits(**request["limits"]),
+            key_patterns=(re.compile(patterns[0]), re.compile(patterns[1])) if patterns else None,
+        )
         frames = walked_to_frames(walked)
         stdout.write(_FRAME.pack(len(frames)))
         for frame in frames:
@@ -158,13 +220,22 @@ class MailWalkWorker:
         with self._lock:
             self._stop()
 
-    def walk(self, raw: bytes, *, authserv_id: str | None = None, limits: MailLimits = MailLimits(),
-             key_patterns: tuple[re.Pattern[str], re.Pattern[str]] | None = None) -> WalkedMail:
+    def walk(
+        self,
+        raw: bytes,
+        *,
+        authserv_id: str | None = None,
+        limits: MailLimits = MailLimits(),
+        key_patterns: tuple[re.Pattern[str], re.Pattern[str]] | None = None,
+    ) -> WalkedMail:
         """``walk_mail`` in the worker; past the deadline (or on a crash) a headers-only walk."""
-        request = json.dumps({
-            "authserv_id": authserv_id, "limits": dataclasses.asdict(limits),
-            "key_patterns": [key_patterns[0].pattern, key_patterns[1].pattern] if key_patterns else None,
-        }).encode()
+        request = json.dumps(
+            {
+                "authserv_id": authserv_id,
+                "limits": dataclasses.asdict(limits),
+                "key_patterns": [key_patterns[0].pattern, key_patterns[1].pattern] if key_patterns else None,
+            }
+        ).encode()
         seconds = limits.walk_seconds + self.margin_seconds
         with self._lock:
             answer = self._run(request, raw, time.monotonic() + seconds, seconds)
@@ -177,8 +248,13 @@ class MailWalkWorker:
     def _start(self) -> None:
         root = str(Path(__file__).resolve().parents[1])
         self._process = subprocess.Popen(
-            [sys.executable, "-m", "intake.walk_worker"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL, env=worker_environment(root), cwd=root, close_fds=True,
+            [sys.executable, "-m", "intake.walk_worker"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=worker_environment(root),
+            cwd=root,
+            close_fds=True,
         )
         self._tasks = 0
 

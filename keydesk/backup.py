@@ -57,6 +57,7 @@ class BackupSummary:
 
 # -- secrets, encrypted with a passphrase -----------------------------------------------------------
 
+
 def _fernet(passphrase: str, salt: bytes) -> Fernet:
     if len(passphrase) < 12:
         raise UsageProblem("バックアップのパスフレーズは 12 文字以上にしてください")
@@ -73,7 +74,7 @@ def encrypt_secrets(files: dict[str, bytes], passphrase: str) -> bytes:
 def decrypt_secrets(blob: bytes, passphrase: str) -> dict[str, bytes]:
     if not blob.startswith(SECRETS_MAGIC):
         raise UsageProblem("secrets.enc: not a keydesk secrets file")
-    salt, token = blob[len(SECRETS_MAGIC):len(SECRETS_MAGIC) + 16], blob[len(SECRETS_MAGIC) + 16:]
+    salt, token = blob[len(SECRETS_MAGIC) : len(SECRETS_MAGIC) + 16], blob[len(SECRETS_MAGIC) + 16 :]
     try:
         plain = _fernet(passphrase, salt).decrypt(token)
     except InvalidToken:
@@ -83,10 +84,14 @@ def decrypt_secrets(blob: bytes, passphrase: str) -> dict[str, bytes]:
 
 def secret_files(settings: Settings) -> dict[str, Path]:
     """Every secret file of the deployment that lives under its home, by path relative to the home."""
-    candidates = [settings.secrets.key_encryption_key_file, settings.secrets.audit_key_file,
-                  settings.guarantor.signing_key, settings.smtp.password_file,
-                  *(user.password_file for user in settings.embedded.users),
-                  *(desk.mailbox.password_file for desk in settings.desks.values())]
+    candidates = [
+        settings.secrets.key_encryption_key_file,
+        settings.secrets.audit_key_file,
+        settings.guarantor.signing_key,
+        settings.smtp.password_file,
+        *(user.password_file for user in settings.embedded.users),
+        *(desk.mailbox.password_file for desk in settings.desks.values()),
+    ]
     found: dict[str, Path] = {}
     for path in candidates:
         if path is None or not Path(path).is_file():
@@ -100,6 +105,7 @@ def secret_files(settings: Settings) -> dict[str, Path]:
 
 
 # -- the database ------------------------------------------------------------------------------------
+
 
 def _sqlite_path(url: str) -> Path | None:
     parsed = make_url(url)
@@ -137,14 +143,22 @@ def _copy_database(url: str, folder: Path) -> tuple[str, Path]:
 def _run_pg(command: list[str], env: dict[str, str]) -> None:
     if shutil.which(command[0]) is None:
         raise OperationalError(f"{command[0]} is not installed (apt-get install postgresql-client)")
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=PG_TIMEOUT_SECONDS,
-                            stdin=subprocess.DEVNULL, check=False)
+    result = subprocess.run(
+        command,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=PG_TIMEOUT_SECONDS,
+        stdin=subprocess.DEVNULL,
+        check=False,
+    )
     if result.returncode != 0:
         detail = " ".join(result.stderr.split())[:400]
         raise OperationalError(f"{command[0]} failed (exit {result.returncode}): {detail}")
 
 
 # -- backup --------------------------------------------------------------------------------------------
+
 
 def make_backup(settings: Settings, database_url: str, target: Path, *, passphrase: str | None) -> BackupSummary:
     """Write the archive to ``target`` (atomically, mode 0600). Secrets go in only with a passphrase."""
@@ -153,12 +167,20 @@ def make_backup(settings: Settings, database_url: str, target: Path, *, passphra
     with tempfile.TemporaryDirectory(prefix=".keydesk-backup-", dir=target.parent) as scratch:
         scratch_path = Path(scratch)
         kind, database_file = _copy_database(database_url, scratch_path)  # first: see the module docstring
-        revision = current_revision(make_engine(f"sqlite:///{database_file}")) if kind == "sqlite" else \
-            current_revision(make_engine(database_url))
+        revision = (
+            current_revision(make_engine(f"sqlite:///{database_file}"))
+            if kind == "sqlite"
+            else current_revision(make_engine(database_url))
+        )
         secrets = {name: path.read_bytes() for name, path in secret_files(settings).items()} if passphrase else {}
-        manifest = {"format": FORMAT, "created_at": datetime.now(timezone.utc).isoformat(), "database": kind,
-                    "revision": revision, "secrets": sorted(secrets), "storage": _relative_to_home(
-                        settings.storage.directory, settings.home)}
+        manifest = {
+            "format": FORMAT,
+            "created_at": datetime.now(timezone.utc).isoformat(),
+            "database": kind,
+            "revision": revision,
+            "secrets": sorted(secrets),
+            "storage": _relative_to_home(settings.storage.directory, settings.home),
+        }
         partial = scratch_path / "archive.tar.gz"
         stored = 0
         with tarfile.open(partial, "w:gz") as archive:
@@ -199,6 +221,7 @@ def _add_tree(archive: tarfile.TarFile, folder: Path, prefix: str) -> int:
 
 # -- restore -------------------------------------------------------------------------------------------
 
+
 def _safe_members(archive: tarfile.TarFile) -> list[tarfile.TarInfo]:
     members = []
     for member in archive.getmembers():
@@ -213,7 +236,9 @@ def _is_empty(folder: Path) -> bool:
     return not folder.exists() or (folder.is_dir() and not any(folder.iterdir()))
 
 
-def restore_backup(archive_path: Path, home: Path, *, passphrase: str | None, database_url: str | None = None) -> Settings:
+def restore_backup(
+    archive_path: Path, home: Path, *, passphrase: str | None, database_url: str | None = None
+) -> Settings:
     """Restore into ``home`` (absent or empty). ``database_url`` is the empty PostgreSQL database for
     a PostgreSQL backup (its config names it with url_env); SQLite goes where the config says."""
     home = home.expanduser().resolve()
@@ -231,7 +256,9 @@ def restore_backup(archive_path: Path, home: Path, *, passphrase: str | None, da
         if manifest.get("format") != FORMAT:
             raise UsageProblem(f"{archive_path}: unknown backup format {manifest.get('format')!r}")
         if manifest["secrets"] and not passphrase:
-            raise UsageProblem("このバックアップには暗号化された秘密情報が含まれています: パスフレーズを指定してください")
+            raise UsageProblem(
+                "このバックアップには暗号化された秘密情報が含まれています: パスフレーズを指定してください"
+            )
         home.mkdir(parents=True, exist_ok=True)
         os.chmod(home, 0o700)
         _extract_prefix(archive, members, "config/", home / "config")
@@ -261,7 +288,7 @@ def _extract_prefix(archive: tarfile.TarFile, members: dict[str, tarfile.TarInfo
     for name, member in members.items():
         if not name.startswith(prefix) or not member.isfile():
             continue
-        destination = target / PurePosixPath(name[len(prefix):])
+        destination = target / PurePosixPath(name[len(prefix) :])
         destination.parent.mkdir(parents=True, exist_ok=True)
         source = archive.extractfile(member)
         with open(destination, "wb") as handle:
@@ -274,8 +301,10 @@ def _restore_database(archive: tarfile.TarFile, members: dict[str, tarfile.TarIn
     sqlite_path = _sqlite_path(url)
     if kind == "sqlite":
         if sqlite_path is None:
-            raise UsageProblem("the backup holds a SQLite database but the restored config names PostgreSQL: "
-                               "restore it with the config's SQLite url, then migrate")
+            raise UsageProblem(
+                "the backup holds a SQLite database but the restored config names PostgreSQL: "
+                "restore it with the config's SQLite url, then migrate"
+            )
         if sqlite_path.exists():
             raise UsageProblem(f"{sqlite_path} exists: restore needs an empty home")
         sqlite_path.parent.mkdir(parents=True, exist_ok=True)
@@ -284,8 +313,9 @@ def _restore_database(archive: tarfile.TarFile, members: dict[str, tarfile.TarIn
         os.chmod(sqlite_path, 0o600)
         return
     if sqlite_path is not None:
-        raise UsageProblem("the backup holds a PostgreSQL dump: set the config's database.url_env to an empty "
-                           "PostgreSQL database")
+        raise UsageProblem(
+            "the backup holds a PostgreSQL dump: set the config's database.url_env to an empty PostgreSQL database"
+        )
     if current_revision(make_engine(url)) is not None:
         raise UsageProblem("the PostgreSQL database is not empty: restore needs an empty database")
     with tempfile.TemporaryDirectory(prefix=".keydesk-restore-") as scratch:

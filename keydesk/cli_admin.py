@@ -62,8 +62,12 @@ def create_missing_secrets(settings: Settings) -> None:
 @config_app.command("check")
 def config_check(
     ctx: typer.Context,
-    connect: bool = typer.Option(False, "--connect", help="Also log in to the SMTP server and every desk's "
-                                 "mailbox at once (one line each, 20 s at most); exit 1 if one fails."),
+    connect: bool = typer.Option(
+        False,
+        "--connect",
+        help="Also log in to the SMTP server and every desk's "
+        "mailbox at once (one line each, 20 s at most); exit 1 if one fails.",
+    ),
 ) -> None:
     """Validate keydesk.toml and rules.toml and print the resolved configuration (secrets masked)."""
     runtime: Runtime = ctx.obj
@@ -91,13 +95,24 @@ def check_templates(settings: Settings) -> None:
     import jinja2
 
     from mailer.digest import HTML_TEMPLATE, TEXT_TEMPLATE
-    from mailer.reply import (BODY_TEMPLATE, SHORT_BODY_TEMPLATE, SHORT_SUBJECT_TEMPLATE, SUBJECT_TEMPLATE,
-                              template_environment)
+    from mailer.reply import (
+        BODY_TEMPLATE,
+        SHORT_BODY_TEMPLATE,
+        SHORT_SUBJECT_TEMPLATE,
+        SUBJECT_TEMPLATE,
+        template_environment,
+    )
 
     environment = template_environment(settings.config_dir / "templates")
     problems = []
-    for name in (SUBJECT_TEMPLATE, BODY_TEMPLATE, SHORT_SUBJECT_TEMPLATE, SHORT_BODY_TEMPLATE, TEXT_TEMPLATE,
-                 HTML_TEMPLATE):
+    for name in (
+        SUBJECT_TEMPLATE,
+        BODY_TEMPLATE,
+        SHORT_SUBJECT_TEMPLATE,
+        SHORT_BODY_TEMPLATE,
+        TEXT_TEMPLATE,
+        HTML_TEMPLATE,
+    ):
         label = f"{settings.config_dir.name}/templates/{name}"
         try:
             environment.get_template(name)
@@ -144,9 +159,15 @@ def _secret_status(settings: Settings) -> list[str]:
             return f"**** (from {file})"
         return "not set"
 
-    lines = [f"# secret key_encryption_key: {status(settings.secrets.key_encryption_key_env, settings.secrets.key_encryption_key_file)}"]
+    lines = [
+        f"# secret key_encryption_key: {status(settings.secrets.key_encryption_key_env, settings.secrets.key_encryption_key_file)}"
+    ]
     lines.append(f"# secret audit_key: {status(settings.secrets.audit_key_env, settings.secrets.audit_key_file)}")
-    lines.append(f"# secret smtp.password: {status(settings.smtp.password_env, settings.smtp.password_file)}" if settings.smtp.username else "# secret smtp.password: not used")
+    lines.append(
+        f"# secret smtp.password: {status(settings.smtp.password_env, settings.smtp.password_file)}"
+        if settings.smtp.username
+        else "# secret smtp.password: not used"
+    )
     for desk_id, desk in settings.desks.items():
         box = desk.mailbox
         if box.auth == "password":
@@ -179,7 +200,5 @@ def audit_verify(ctx: typer.Context) -> None:
         for desk, tail in sorted((report.tails or {}).items()):
             typer.echo(f"  {desk}: 最新 {tail[:16]}…")
         return
-    typer.echo(
-        f"監査ログの連鎖が event {report.first_broken_id} で切れています: {report.reason}", err=True
-    )
+    typer.echo(f"監査ログの連鎖が event {report.first_broken_id} で切れています: {report.reason}", err=True)
     raise typer.Exit(1)

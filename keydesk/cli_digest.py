@@ -34,8 +34,13 @@ def targets_for(settings: Settings, desk: str | None) -> list[DigestTarget]:
     if desk is not None and desk not in settings.desks:
         raise UserFacingError(f"窓口 {desk!r} は設定にありません(設定済み: {', '.join(settings.desks)})")
     return [
-        DigestTarget(desk_id, settings.desks[desk_id].name, settings.desks[desk_id].address, settings.rules.desks[desk_id],
-                     lookup_site_url=settings.desks[desk_id].lookup.lookup_site_url)
+        DigestTarget(
+            desk_id,
+            settings.desks[desk_id].name,
+            settings.desks[desk_id].address,
+            settings.rules.desks[desk_id],
+            lookup_site_url=settings.desks[desk_id].lookup.lookup_site_url,
+        )
         for desk_id in ([desk] if desk else list(settings.desks))
     ]
 
@@ -43,9 +48,14 @@ def targets_for(settings: Settings, desk: str | None) -> list[DigestTarget]:
 def digest(
     ctx: typer.Context,
     print_: bool = typer.Option(False, "--print", help="Print the digest of every department (nothing is sent)."),
-    send: bool = typer.Option(False, "--send", help="Put today's digests into the outbox (sent by the outbox delivery)."),
+    send: bool = typer.Option(
+        False, "--send", help="Put today's digests into the outbox (sent by the outbox delivery)."
+    ),
     since: str | None = typer.Option(
-        None, "--since", metavar="ISO", help="Start of the period (2026-04-01 or 2026-04-01T08:30; default: the last digest)."
+        None,
+        "--since",
+        metavar="ISO",
+        help="Start of the period (2026-04-01 or 2026-04-01T08:30; default: the last digest).",
     ),
     desk: str | None = typer.Option(None, "--desk", metavar="ID", help="Only this desk (default: every desk)."),
 ) -> None:
@@ -73,9 +83,13 @@ def digest(
                 for outcome in enqueue_digests(session, target, env, now=now, zone=zone, since=start):
                     name = target.rules.departments[outcome.department].name
                     if outcome.created:
-                        typer.echo(f"{target.desk_name} {name}: 送信キューに登録しました({outcome.reason}, {outcome.key})")
+                        typer.echo(
+                            f"{target.desk_name} {name}: 送信キューに登録しました({outcome.reason}, {outcome.key})"
+                        )
                     elif outcome.outbox_id is not None:
-                        typer.echo(f"{target.desk_name} {name}: 本日分はすでに送信キューにあります(outbox {outcome.outbox_id})")
+                        typer.echo(
+                            f"{target.desk_name} {name}: 本日分はすでに送信キューにあります(outbox {outcome.outbox_id})"
+                        )
                     else:
                         typer.echo(f"{target.desk_name} {name}: 送信先(digest_recipients)が未設定のため送りません")
             session.commit()

@@ -37,7 +37,7 @@ from verifier.lookup import LookupResult, LookupStatus
 
 guarantor_app = typer.Typer(
     help="The guarantor's side: signing key, issuing guarantees (CSV), revoking, the look-up service.",
-    no_args_is_help=True
+    no_args_is_help=True,
 )
 MAX_CSV_BYTES = 20 * 1024 * 1024
 
@@ -85,7 +85,9 @@ def init(
 @guarantor_app.command("issue")
 def issue(
     ctx: typer.Context,
-    file: Path = typer.Argument(..., metavar="FILE.csv", help="One guarantee per row (UTF-8, UTF-8 with BOM or CP932)."),
+    file: Path = typer.Argument(
+        ..., metavar="FILE.csv", help="One guarantee per row (UTF-8, UTF-8 with BOM or CP932)."
+    ),
     out: Path | None = typer.Option(None, "--out", metavar="DIR", help="Where to write the PDFs."),
     as_json: bool = typer.Option(
         False, "--json", help="One JSON object per CSV row, with the 認証キー (shown here once and nowhere else)."
@@ -101,7 +103,11 @@ def issue(
     out_dir = (out.expanduser() if out is not None else settings.guarantor.output_directory).resolve()
     signing_key = load_signing_key(settings.guarantor.signing_key)
     rows = iter_issue(
-        runtime.engine, data, settings=settings.guarantor, signing_key=signing_key, out_dir=out_dir,
+        runtime.engine,
+        data,
+        settings=settings.guarantor,
+        signing_key=signing_key,
+        out_dir=out_dir,
         now=_now(runtime),
     )
     # Each row is printed as soon as it is committed: its key is shown here once, so it must
@@ -193,8 +199,10 @@ def lookup(
     from the command line, where shell history and the process list would keep it."""
     runtime: Runtime = ctx.obj
     if key_on_argv is not None:
-        raise UserFacingError("認証キーはコマンドラインに書かないでください(履歴やプロセス一覧に残ります)。"
-                         "keydesk lookup 保証契約番号 と入力し、表示に従って認証キーを入力してください")
+        raise UserFacingError(
+            "認証キーはコマンドラインに書かないでください(履歴やプロセス一覧に残ります)。"
+            "keydesk lookup 保証契約番号 と入力し、表示に従って認証キーを入力してください"
+        )
     number = numbers.normalise(guarantee_no)
     if not numbers.is_well_formed(number):
         raise UserFacingError(f"保証契約番号の形式が正しくありません(例: 26-000123-4): {guarantee_no!r}")
@@ -230,7 +238,9 @@ def _parse_key(text: str) -> str:
             raise UserFacingError(
                 f"認証キーは英数字16文字(4文字×4組、例: 7K3M-Q9TX-2HVB-R4NC)です({exc.reason})。照会は行っていません"
             ) from None
-        raise UserFacingError("認証キーのチェック文字が一致しません。入力ミスがないかご確認ください(照会は行っていません)") from None
+        raise UserFacingError(
+            "認証キーのチェック文字が一致しません。入力ミスがないかご確認ください(照会は行っていません)"
+        ) from None
 
 
 def describe_lookup(result: LookupResult, trusted: dict, zone: ZoneInfo) -> list[str]:

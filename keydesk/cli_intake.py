@@ -66,6 +66,7 @@ def register(app: typer.Typer) -> None:
 
 # -- building blocks ----------------------------------------------------------------------------
 
+
 def raw_store(settings: Settings) -> RawStore:
     return RawStore(settings.storage.directory)
 
@@ -109,9 +110,16 @@ def mailbox_lock(settings: Settings, desk_id: str) -> MailboxLock:
 
 def build_service(runtime: Runtime, desk_id: str, after_commit: AfterCommitHook | None = None) -> IntakeService:
     settings = runtime.settings
-    return IntakeService(desk=desk_id, mailbox=settings.desks[desk_id].mailbox, poll=settings.poll,
-                         limits=settings.limits, engine=runtime.engine, store=raw_store(settings),
-                         process=process_factory(runtime, desk_id), after_commit=after_commit)
+    return IntakeService(
+        desk=desk_id,
+        mailbox=settings.desks[desk_id].mailbox,
+        poll=settings.poll,
+        limits=settings.limits,
+        engine=runtime.engine,
+        store=raw_store(settings),
+        process=process_factory(runtime, desk_id),
+        after_commit=after_commit,
+    )
 
 
 def _mailbox_problem(settings: Settings, desk_id: str, exc: BaseException) -> UserFacingError:
@@ -122,18 +130,25 @@ def _mailbox_problem(settings: Settings, desk_id: str, exc: BaseException) -> Us
 
         # A wrong ca_file (another CA) gets another hint than a missing one.
         hint = f" ({certificate_problem(exc, mailbox.host, mailbox.ca_file, f'desks.{desk_id}.mailbox.ca_file')})"
-    return UserFacingError(f"{desk_id}: メールボックス {mailbox.host}:{mailbox.port} から受信できませんでした: {exc}{hint}")
+    return UserFacingError(
+        f"{desk_id}: メールボックス {mailbox.host}:{mailbox.port} から受信できませんでした: {exc}{hint}"
+    )
 
 
 # -- keydesk poll --once --------------------------------------------------------------------------
+
 
 def poll(
     ctx: typer.Context,
     once: bool = typer.Option(False, "--once", help="Run one pass and exit (for cron)."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per mail touched (copies included)."),
     desk: str | None = typer.Option(None, "--desk", help="Only this desk (default: every desk)."),
-    no_send: bool = typer.Option(False, "--no-send", help="Only queue the replies; leave them to `keydesk outbox "
-                                 "send` (or `keydesk run`) instead of delivering what is due at the end."),
+    no_send: bool = typer.Option(
+        False,
+        "--no-send",
+        help="Only queue the replies; leave them to `keydesk outbox "
+        "send` (or `keydesk run`) instead of delivering what is due at the end.",
+    ),
 ) -> None:
     """Take new mail from the desks' mailboxes once: store, verify, reply, file; then deliver what is due."""
     if not once:
@@ -160,7 +175,9 @@ def _retry_held(runtime: Runtime, desk_id: str, as_json: bool) -> None:
 
     held = retry_held_lookups(runtime, desk_id)
     if held.anything and not as_json:
-        typer.echo(f"  照会待ちだった {len(held.decided)} 通の結果を返信し、{len(held.given_up)} 通を職員の確認に回しました")
+        typer.echo(
+            f"  照会待ちだった {len(held.decided)} 通の結果を返信し、{len(held.given_up)} 通を職員の確認に回しました"
+        )
 
 
 def _deliver_after_poll(runtime: Runtime, as_json: bool) -> None:
@@ -175,8 +192,11 @@ def _deliver_after_poll(runtime: Runtime, as_json: bool) -> None:
 
         # The mails were taken and their replies are safe in the outbox: a warning (cron mails it to
         # the admin), not a failure; the next poll or `keydesk outbox send` delivers them.
-        typer.echo(f"警告: 返信は送信待ちのままです。SMTP サーバーに接続できませんでした: {report.connection_error}"
-                   f"{smtp_hint(runtime.settings, report.connection_error)}", err=True)
+        typer.echo(
+            f"警告: 返信は送信待ちのままです。SMTP サーバーに接続できませんでした: {report.connection_error}"
+            f"{smtp_hint(runtime.settings, report.connection_error)}",
+            err=True,
+        )
 
 
 def _print_report(settings: Settings, desk_id: str, report: PassReport, as_json: bool) -> None:
@@ -185,14 +205,17 @@ def _print_report(settings: Settings, desk_id: str, report: PassReport, as_json:
             typer.echo(json.dumps({"desk": desk_id, **taken.to_json()}, ensure_ascii=False))
         return
     name = settings.desks[desk_id].name
-    typer.echo(f"{name}: {len(report.taken)} 通を処理しました"
-               f"(新着 {report.recorded} 通、既知のメール {report.recognised} 通、失敗 {report.failures} 件)")
+    typer.echo(
+        f"{name}: {len(report.taken)} 通を処理しました"
+        f"(新着 {report.recorded} 通、既知のメール {report.recognised} 通、失敗 {report.failures} 件)"
+    )
     for taken in (*report.taken, *report.recognised_mails):
         findings = ", ".join(taken.findings) or "-"
         typer.echo(f"  UID {taken.uid}  {taken.sender or '(差出人不明)'}  {taken.verdict or taken.state}  {findings}")
 
 
 # -- keydesk run ---------------------------------------------------------------------------------
+
 
 def run(ctx: typer.Context) -> None:
     """Run the desk: embedded mail servers (if enabled), IDLE intake per desk, until Ctrl-C/SIGTERM."""
@@ -222,9 +245,13 @@ def serve(runtime: Runtime, stop: threading.Event, ready: Callable[[], None] | N
         for desk_id in settings.desks:
             stack.enter_context(mailbox_lock(settings, desk_id))
             service = build_service(runtime, desk_id)
-            thread = threading.Thread(target=run_idle_loop, name=f"intake-{desk_id}", daemon=True,
-                                      args=(service, connector(settings, desk_id), settings.poll, stop),
-                                      kwargs={"on_pass": functools.partial(_after_pass, runtime, desk_id)})
+            thread = threading.Thread(
+                target=run_idle_loop,
+                name=f"intake-{desk_id}",
+                daemon=True,
+                args=(service, connector(settings, desk_id), settings.poll, stop),
+                kwargs={"on_pass": functools.partial(_after_pass, runtime, desk_id)},
+            )
             thread.start()
             threads.append(thread)
         for companion in companions():
@@ -274,8 +301,10 @@ def start_embedded(runtime: Runtime, stack: contextlib.ExitStack) -> EmbeddedIma
     """Start the embedded IMAP server (and the SMTP server that delivers into it)."""
     settings = runtime.settings
     embedded = settings.embedded
-    users = {user.address: read_secret(user.password_env, user.password_file, f"embedded user {user.address}")
-             for user in embedded.users}
+    users = {
+        user.address: read_secret(user.password_env, user.password_file, f"embedded user {user.address}")
+        for user in embedded.users
+    }
     imap = EmbeddedImap(embedded.mail_directory, users, host=embedded.host, port=embedded.imap_port)
     imap.start()
     stack.callback(imap.stop)
@@ -289,7 +318,12 @@ def _start_embedded_smtp(runtime: Runtime, imap: EmbeddedImap, stack: contextlib
 
     settings = runtime.settings
     embedded = settings.embedded
-    smtp = EmbeddedSmtp(embedded.host, embedded.smtp_port, dict.fromkeys(imap.users, imap.append),
-                        embedded.mail_directory, max_bytes=settings.limits.mail_max_bytes * 2)
+    smtp = EmbeddedSmtp(
+        embedded.host,
+        embedded.smtp_port,
+        dict.fromkeys(imap.users, imap.append),
+        embedded.mail_directory,
+        max_bytes=settings.limits.mail_max_bytes * 2,
+    )
     smtp.start()
     stack.callback(smtp.stop)

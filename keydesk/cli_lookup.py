@@ -25,8 +25,9 @@ from store.states import LookupState
 from web.server import Listen, serve_forever
 
 token_app = typer.Typer(help="Bearer tokens of the desks that call the look-up API.", no_args_is_help=True)
-manual_app = typer.Typer(help="Manual look-ups: the clerk looks the key up on the guarantor's site.",
-                         no_args_is_help=True)
+manual_app = typer.Typer(
+    help="Manual look-ups: the clerk looks the key up on the guarantor's site.", no_args_is_help=True
+)
 MAX_FACTS_BYTES = 64 * 1024
 
 
@@ -42,6 +43,7 @@ def _now() -> datetime:
 
 # -- keydesk guarantor serve ------------------------------------------------------------------------
 
+
 def serve(
     ctx: typer.Context,
     host: str | None = typer.Option(None, "--host", help="Address to listen on (default: [guarantor.service] host)."),
@@ -50,8 +52,13 @@ def serve(
     """Serve the look-up service: the STEP1-3 pages for obligees and the JSON API for desks."""
     runtime: Runtime = ctx.obj
     service = runtime.settings.guarantor.service
-    listen = Listen(host or service.host, service.port if port is None else port, service.tls_cert_file,
-                    service.tls_key_file, what="guarantor.service")
+    listen = Listen(
+        host or service.host,
+        service.port if port is None else port,
+        service.tls_cert_file,
+        service.tls_key_file,
+        what="guarantor.service",
+    )
     # A listen address refused or the port taken is a KeydeskError: keydesk.cli.main prints one line.
     listen.check()
     app = guarantor_service_app(runtime)
@@ -61,8 +68,11 @@ def serve(
 
 # -- keydesk guarantor token ----------------------------------------------------------------------
 
+
 @token_app.command("add")
-def token_add(ctx: typer.Context, desk: str = typer.Argument(..., metavar="DESK", help="The desk (town) the token is for.")) -> None:
+def token_add(
+    ctx: typer.Context, desk: str = typer.Argument(..., metavar="DESK", help="The desk (town) the token is for.")
+) -> None:
     """Make a token for a desk; it is printed once, as the last line, and only its hash is kept."""
     runtime: Runtime = ctx.obj
     with Session(runtime.engine) as session:
@@ -90,7 +100,9 @@ def token_list(ctx: typer.Context) -> None:
 def token_revoke(
     ctx: typer.Context,
     desk: str = typer.Argument(..., metavar="DESK"),
-    hint: str | None = typer.Option(None, "--token", metavar="START", help="Only the token starting so (see token list)."),
+    hint: str | None = typer.Option(
+        None, "--token", metavar="START", help="Only the token starting so (see token list)."
+    ),
 ) -> None:
     """Revoke a desk's tokens (or one of them): its look-ups get 401 from now on."""
     runtime: Runtime = ctx.obj
@@ -102,6 +114,7 @@ def token_revoke(
 
 # -- keydesk manual -------------------------------------------------------------------------------
 
+
 def _desk_id(settings: Settings, desk: str | None) -> str:
     if desk is not None:
         if desk not in settings.desks:
@@ -112,7 +125,11 @@ def _desk_id(settings: Settings, desk: str | None) -> str:
     raise UserFacingError(f"窓口が複数あります。--desk で指定してください({', '.join(sorted(settings.desks))})")
 
 
-_STATES = {LookupState.MANUAL: "手入力照会", LookupState.STAFF: "照会サービス不通(再試行終了)", LookupState.HELD: "自動再照会待ち"}
+_STATES = {
+    LookupState.MANUAL: "手入力照会",
+    LookupState.STAFF: "照会サービス不通(再試行終了)",
+    LookupState.HELD: "自動再照会待ち",
+}
 
 
 @manual_app.command("list")
@@ -127,12 +144,16 @@ def manual_list(ctx: typer.Context, desk: str | None = typer.Option(None, "--des
     site = settings.desks[desk_id].lookup.lookup_site_url
     typer.echo(f"照会待ち {len(items)} 件" + (f"(照会サイト: {site})" if site else ""))
     for item in items:
-        typer.echo(f"  {item.receipt_no}  {item.received_at.astimezone(zone):%m/%d %H:%M}  "
-                   f"保証契約番号 {item.guarantee_no or '(不明)'}  認証キー {item.access_key_masked or '(不明)'}  "
-                   f"{_STATES.get(item.state, item.state)}  {item.sender}")
+        typer.echo(
+            f"  {item.receipt_no}  {item.received_at.astimezone(zone):%m/%d %H:%M}  "
+            f"保証契約番号 {item.guarantee_no or '(不明)'}  認証キー {item.access_key_masked or '(不明)'}  "
+            f"{_STATES.get(item.state, item.state)}  {item.sender}"
+        )
     if items:
-        typer.echo("認証キーの表示: keydesk manual reveal 受付番号 --staff 氏名 / "
-                   "結果の記録: keydesk manual record 受付番号 --staff 氏名 --facts ファイル(- で標準入力)")
+        typer.echo(
+            "認証キーの表示: keydesk manual reveal 受付番号 --staff 氏名 / "
+            "結果の記録: keydesk manual record 受付番号 --staff 氏名 --facts ファイル(- で標準入力)"
+        )
 
 
 @manual_app.command("reveal")
@@ -147,8 +168,16 @@ def manual_reveal(
     runtime: Runtime = ctx.obj
     desk_id = _desk_id(runtime.settings, desk)
     with Session(runtime.engine) as session:
-        key = reveal_key(session, runtime.key_vault, desk_id, receipt_no, staff=staff, now=_now(),
-                         guarantee_no=guarantee_no, key_format=runtime.settings.rules.documents.access_key)
+        key = reveal_key(
+            session,
+            runtime.key_vault,
+            desk_id,
+            receipt_no,
+            staff=staff,
+            now=_now(),
+            guarantee_no=guarantee_no,
+            key_format=runtime.settings.rules.documents.access_key,
+        )
         session.commit()
     typer.echo(f"受付番号 {receipt_no} の認証キー(表示を記録しました):")
     typer.echo(key)
@@ -159,8 +188,9 @@ def manual_record(
     ctx: typer.Context,
     receipt_no: str = typer.Argument(..., metavar="RECEIPT_NO"),
     staff: str = typer.Option(..., "--staff", help="Your name (recorded in the audit trail)."),
-    facts: Path | None = typer.Option(None, "--facts", metavar="FILE",
-                                         help="The certificate's facts as JSON ('-': standard input)."),
+    facts: Path | None = typer.Option(
+        None, "--facts", metavar="FILE", help="The certificate's facts as JSON ('-': standard input)."
+    ),
     status: str | None = typer.Option(None, "--status", help="no_match or revoked, when nothing was found."),
     reason: str = typer.Option("", "--reason", help="With --status revoked: the reason the site gives."),
     guarantee_no: str | None = typer.Option(None, "--guarantee-no", help="When the mail holds several guarantees."),
@@ -171,13 +201,25 @@ def manual_record(
     desk_id = _desk_id(runtime.settings, desk)
     data = _facts_data(facts, status, reason)
     with Session(runtime.engine) as session:
-        outcome = record_manual_lookup(session, desk_context(runtime, desk_id), receipt_no, parse_facts(data),
-                                       staff=staff, now=_now(), guarantee_no=guarantee_no)
+        outcome = record_manual_lookup(
+            session,
+            desk_context(runtime, desk_id),
+            receipt_no,
+            parse_facts(data),
+            staff=staff,
+            now=_now(),
+            guarantee_no=guarantee_no,
+        )
         session.commit()
-    typer.echo(f"受付番号 {outcome.receipt_no} 保証契約番号 {outcome.guarantee_no}: {outcome.verdict.value}"
-               f"{'  (' + ', '.join(outcome.codes) + ')' if outcome.codes else ''}")
-    typer.echo("受注者への結果のメールを送信待ちに登録しました" if outcome.result_mail_queued
-               else "同じメールの別の保証が照会待ちのため、結果のメールはそれがそろってから送ります")
+    typer.echo(
+        f"受付番号 {outcome.receipt_no} 保証契約番号 {outcome.guarantee_no}: {outcome.verdict.value}"
+        f"{'  (' + ', '.join(outcome.codes) + ')' if outcome.codes else ''}"
+    )
+    typer.echo(
+        "受注者への結果のメールを送信待ちに登録しました"
+        if outcome.result_mail_queued
+        else "同じメールの別の保証が照会待ちのため、結果のメールはそれがそろってから送ります"
+    )
 
 
 def _facts_data(path: Path | None, status: str | None, reason: str) -> dict:

@@ -27,8 +27,11 @@ def register(app: typer.Typer) -> None:
 def status(
     ctx: typer.Context,
     as_json: bool = typer.Option(False, "--json", help="One JSON object instead of text."),
-    connect: bool = typer.Option(True, "--connect/--no-connect", help="Log in to the SMTP server and every "
-                                 "mailbox now (default) or report only what the database knows."),
+    connect: bool = typer.Option(
+        True,
+        "--connect/--no-connect",
+        help="Log in to the SMTP server and every mailbox now (default) or report only what the database knows.",
+    ),
 ) -> None:
     """Per desk: last intake pass, servers reachable now, outbox, quarantined and needs_review mails,
     next digest. Exit 0 when healthy, 1 when something needs a person."""
@@ -61,9 +64,13 @@ def describe(report: StatusReport, zone: ZoneInfo) -> list[str]:
         lines.append(f"{desk.name} ({desk.desk}): {'正常' if not problems else '要対応'}")
         lines.append(f"  最後の受信処理: {when(desk.last_poll_at)}")
         if desk.mailbox is not None:
-            lines.append(f"  メールボックス: {'接続できます' if desk.mailbox.ok else '接続できません'} — {desk.mailbox.message}")
+            lines.append(
+                f"  メールボックス: {'接続できます' if desk.mailbox.ok else '接続できません'} — {desk.mailbox.message}"
+            )
         o = desk.outbox
-        lines.append(f"  送信: 送信待ち {o.pending} 件、再試行待ち {o.held} 件、失敗 {o.failed} 件、未確認 {o.unconfirmed} 件")
+        lines.append(
+            f"  送信: 送信待ち {o.pending} 件、再試行待ち {o.held} 件、失敗 {o.failed} 件、未確認 {o.unconfirmed} 件"
+        )
         lines.append(f"  隔離 {desk.quarantined} 通、要確認 {desk.needs_review} 通")
         next_digest = desk.next_digest_at.astimezone(zone).strftime("%Y-%m-%d %H:%M") if desk.next_digest_at else "-"
         lines.append(f"  次のダイジェスト: {next_digest}")
@@ -81,9 +88,13 @@ def _passphrase(env_name: str, file: Path | None) -> str | None:
 def backup(
     ctx: typer.Context,
     file: Path = typer.Argument(..., metavar="FILE", help="The archive to write (.tar.gz, mode 0600)."),
-    with_secrets: bool = typer.Option(False, "--with-secrets", help="Also the keys and password files under the "
-                                      "home, encrypted with a passphrase ($KEYDESK_BACKUP_PASSPHRASE or "
-                                      "--passphrase-file)."),
+    with_secrets: bool = typer.Option(
+        False,
+        "--with-secrets",
+        help="Also the keys and password files under the "
+        "home, encrypted with a passphrase ($KEYDESK_BACKUP_PASSPHRASE or "
+        "--passphrase-file).",
+    ),
     passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help="Read the passphrase here."),
 ) -> None:
     """A consistent copy while the daemon runs: database (SQLite online backup or pg_dump), raw mails and
@@ -98,16 +109,23 @@ def backup(
     summary = make_backup(runtime.settings, runtime.settings.database_url(), file, passphrase=passphrase)
     secrets = f"秘密情報 {summary.secrets} 件 (暗号化)" if summary.secrets else "秘密情報なし"
     typer.echo(f"バックアップを作成しました: {summary.path}")
-    typer.echo(f"  データベース {summary.database} (schema {summary.revision})、保存ファイル {summary.stored_files} 件、{secrets}")
+    typer.echo(
+        f"  データベース {summary.database} (schema {summary.revision})、保存ファイル {summary.stored_files} 件、{secrets}"
+    )
 
 
 def restore(
     file: Path = typer.Argument(..., metavar="FILE", help="An archive written by keydesk backup."),
-    home: Path = typer.Option(..., "--home", help="The new deployment home (absent or empty); its config/ comes "
-                              "from the backup."),
+    home: Path = typer.Option(
+        ..., "--home", help="The new deployment home (absent or empty); its config/ comes from the backup."
+    ),
     passphrase_file: Path | None = typer.Option(None, "--passphrase-file", help="The passphrase of the secrets."),
-    database_url_env: str | None = typer.Option(None, "--database-url-env", metavar="NAME", help="For a "
-                                                   "PostgreSQL backup: the variable holding the empty database's URL."),
+    database_url_env: str | None = typer.Option(
+        None,
+        "--database-url-env",
+        metavar="NAME",
+        help="For a PostgreSQL backup: the variable holding the empty database's URL.",
+    ),
 ) -> None:
     """Restore a backup into an empty home: config, database, raw mails and documents (and secrets)."""
     from keydesk.backup import restore_backup
@@ -120,8 +138,13 @@ def restore(
 
 def purge(
     ctx: typer.Context,
-    before: str = typer.Option(..., "--before", metavar="DATE", help="Remove raw mails and documents that arrived "
-                               "before this date (YYYY-MM-DD); refused inside the retention period."),
+    before: str = typer.Option(
+        ...,
+        "--before",
+        metavar="DATE",
+        help="Remove raw mails and documents that arrived "
+        "before this date (YYYY-MM-DD); refused inside the retention period.",
+    ),
     desk: str | None = typer.Option(None, "--desk", help="Only this desk (default: every desk)."),
     dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would go."),
 ) -> None:
@@ -140,5 +163,7 @@ def purge(
     for desk_id in _desk_ids(settings, desk):
         report = purge_desk(runtime.engine, raw_store(settings), desk_id, day, zone, dry_run=dry_run)
         verb = "削除できます" if dry_run else "削除しました"
-        typer.echo(f"{settings.desks[desk_id].name}: {day.isoformat()} より前のメール {report.mails} 通の"
-                   f"保存ファイル {report.files_removed} 件を{verb} (新しいメールと共有の {report.files_kept} 件は残します)")
+        typer.echo(
+            f"{settings.desks[desk_id].name}: {day.isoformat()} より前のメール {report.mails} 通の"
+            f"保存ファイル {report.files_removed} 件を{verb} (新しいメールと共有の {report.files_kept} 件は残します)"
+        )

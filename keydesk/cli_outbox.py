@@ -122,7 +122,9 @@ def outbox_send(ctx: typer.Context) -> None:
         f"未確認 {report.unconfirmed} 件"
     )
     if report.connection_error:
-        raise UserFacingError(f"SMTP サーバーに接続できませんでした: {report.connection_error}{smtp_hint(settings, report.connection_error)}")
+        raise UserFacingError(
+            f"SMTP サーバーに接続できませんでした: {report.connection_error}{smtp_hint(settings, report.connection_error)}"
+        )
 
 
 def smtp_hint(settings: Settings, error: str) -> str:
@@ -130,7 +132,11 @@ def smtp_hint(settings: Settings, error: str) -> str:
     if "CERTIFICATE_VERIFY_FAILED" not in error:
         return ""
     if settings.smtp.ca_file is not None:
-        return (f" (smtp.ca_file {settings.smtp.ca_file} に、このサーバーの証明書を発行した CA が入っていません。"
-                f"`keydesk config check --connect` で詳しく確認できます)")
-    return (" (サーバー証明書を確認できません。組織内の CA で発行された証明書なら、smtp.ca_file にその CA 証明書 (PEM) を"
-            "指定してください。`keydesk config check --connect` で詳しく確認できます)")
+        return (
+            f" (smtp.ca_file {settings.smtp.ca_file} に、このサーバーの証明書を発行した CA が入っていません。"
+            f"`keydesk config check --connect` で詳しく確認できます)"
+        )
+    return (
+        " (サーバー証明書を確認できません。組織内の CA で発行された証明書なら、smtp.ca_file にその CA 証明書 (PEM) を"
+        "指定してください。`keydesk config check --connect` で詳しく確認できます)"
+    )

@@ -19,7 +19,10 @@ from sqlmodel import Session, select
 from guarantor.keys import load_trusted_keys
 from intake.mime import MailDocument, MailLimits, is_pdf, walk_headers
 from intake.register_store import (
-    DbAcceptedIndex, DbContractRegister, import_contracts, submission_certificate,
+    DbAcceptedIndex,
+    DbContractRegister,
+    import_contracts,
+    submission_certificate,
 )
 from intake.walk_worker import walk_bounded
 from intake.verify_inputs import input_document, key_patterns, preview_reply, too_large_context, verify_inputs
@@ -90,8 +93,11 @@ def verify(
     settings = runtime.settings
     desk_id = _desk_id(settings, desk)
     limits = settings.limits
-    pdf_limits = PdfLimits(max_bytes=limits.pdf_max_bytes, cpu_seconds=limits.pdf_cpu_seconds,
-                           memory_bytes=limits.pdf_memory_mb * 1024 * 1024)
+    pdf_limits = PdfLimits(
+        max_bytes=limits.pdf_max_bytes,
+        cpu_seconds=limits.pdf_cpu_seconds,
+        memory_bytes=limits.pdf_memory_mb * 1024 * 1024,
+    )
     trusted = load_trusted_keys(settings.guarantor.trust_directory)
     lookup = lookup_service(runtime, desk_id, record=False)  # records nothing, look-up failures included
     failed = False
@@ -104,8 +110,9 @@ def verify(
                 failed = True
                 _print_error(path, error, as_json)
                 continue
-            result = verify_mail(documents, context, settings.rules.desks[desk_id], settings.rules.documents,
-                                 ports, _now(settings))
+            result = verify_mail(
+                documents, context, settings.rules.desks[desk_id], settings.rules.documents, ports, _now(settings)
+            )
             _print_result(path, result, as_json, _reply_preview(settings, desk_id, mail, result))
         session.rollback()  # nothing the adapters read is ever written back
     if failed:
@@ -122,8 +129,14 @@ def _inputs(path: Path, settings: Settings, desk_id: str, read_pdf):
     authserv_id = settings.desks[desk_id].authserv_id
     if suffix == ".pdf":
         data = _read_bounded(path, limits.mail_max_bytes, "ファイル")
-        document = MailDocument(display_name=path.name, content=data, sha256="", declared_type="application/pdf",
-                                is_pdf=is_pdf(data), path=(path.name,))
+        document = MailDocument(
+            display_name=path.name,
+            content=data,
+            sha256="",
+            declared_type="application/pdf",
+            is_pdf=is_pdf(data),
+            path=(path.name,),
+        )
         return [input_document(document, read_pdf)], MailContext(desk=desk_id), None
     if suffix == ".eml":
         if path.stat().st_size > limits.mail_max_bytes:
@@ -136,8 +149,12 @@ def _inputs(path: Path, settings: Settings, desk_id: str, read_pdf):
         raw = path.read_bytes()
         walked = walk_headers(raw, authserv_id=authserv_id)
         if not walked.automatic:
-            walked = walk_bounded(raw, authserv_id=authserv_id, limits=MailLimits.from_settings(limits),
-                                  key_patterns=key_patterns(settings.rules.documents.patterns))
+            walked = walk_bounded(
+                raw,
+                authserv_id=authserv_id,
+                limits=MailLimits.from_settings(limits),
+                key_patterns=key_patterns(settings.rules.documents.patterns),
+            )
         return (*verify_inputs(walked, desk_id, read_pdf), (raw, walked))
     raise UserFacingError(f"{path}: .pdf または .eml のファイルを指定してください")
 
@@ -178,12 +195,15 @@ def _print_result(path: Path, result: MailVerdict, as_json: bool, reply: dict) -
     else:
         typer.echo(f"  返信: 送りません({reply['reason']})")
     for document in result.documents:
-        numbers = ", ".join(f"{n or '番号不明'} {k or ''}".strip() for n, k in
-                            zip(document.guarantee_nos, document.access_keys_masked))
+        numbers = ", ".join(
+            f"{n or '番号不明'} {k or ''}".strip() for n, k in zip(document.guarantee_nos, document.access_keys_masked)
+        )
         typer.echo(f"  書類: {document.name} … {document.kind.value}{'  ' + numbers if numbers else ''}")
     for guarantee in result.guarantees:
-        typer.echo(f"  保証 {guarantee.guarantee_no or '番号不明'}: {VERDICT_LABELS[guarantee.verdict]}"
-                   f"{'  部署 ' + guarantee.department if guarantee.department else ''}")
+        typer.echo(
+            f"  保証 {guarantee.guarantee_no or '番号不明'}: {VERDICT_LABELS[guarantee.verdict]}"
+            f"{'  部署 ' + guarantee.department if guarantee.department else ''}"
+        )
     for finding in result.all_findings:
         typer.echo(f"  - [{finding.code}] {finding.spec.label}: {finding.message or finding.detail}")
 
@@ -229,12 +249,21 @@ def contracts_import(
             session.rollback()
         else:
             for desk_id, count in sorted(report.by_desk.items()):
-                audit(session, desk_id, "cli", "contracts.import", file.name,
-                      {"rows": count, "errors": len(report.errors)}, at=now)
+                audit(
+                    session,
+                    desk_id,
+                    "cli",
+                    "contracts.import",
+                    file.name,
+                    {"rows": count, "errors": len(report.errors)},
+                    at=now,
+                )
             session.commit()
     verb = "取り込むと次のとおりになります(まだ書き込んでいません)" if dry_run else "契約台帳を取り込みました"
-    typer.echo(f"{verb}: 新規 {report.created} 件、更新 {report.updated} 件、変更なし {report.unchanged} 件"
-               f"{f'、エラー {len(report.errors)} 行' if report.errors else ''}")
+    typer.echo(
+        f"{verb}: 新規 {report.created} 件、更新 {report.updated} 件、変更なし {report.unchanged} 件"
+        f"{f'、エラー {len(report.errors)} 行' if report.errors else ''}"
+    )
     for change in report.changes if dry_run else ():
         typer.echo(f"  {change}")
     for line, reason in report.errors:
@@ -251,8 +280,9 @@ def contracts_import(
 @rules_app.command("check")
 def rules_check(
     ctx: typer.Context,
-    replay: int = typer.Option(0, "--replay", metavar="N", min=0,
-                               help="Re-evaluate the last N recorded submissions and list changed verdicts."),
+    replay: int = typer.Option(
+        0, "--replay", metavar="N", min=0, help="Re-evaluate the last N recorded submissions and list changed verdicts."
+    ),
 ) -> None:
     """Validate the rules; with --replay, show which recent verdicts the current rules would change."""
     runtime: Runtime = ctx.obj
@@ -267,9 +297,11 @@ def rules_check(
             session.rollback()
         verdicts = [c for c in changes if c.verdict_changed]
         reasons = [c for c in changes if not c.verdict_changed]
-        typer.echo(f"直近 {total} 件の保証を現在のルールで再評価しました: 判定が変わるもの {len(verdicts)} 件"
-                   f"{f'、理由だけが変わるもの {len(reasons)} 件' if reasons else ''}"
-                   f"{f'、再評価できないもの {skipped} 件' if skipped else ''}")
+        typer.echo(
+            f"直近 {total} 件の保証を現在のルールで再評価しました: 判定が変わるもの {len(verdicts)} 件"
+            f"{f'、理由だけが変わるもの {len(reasons)} 件' if reasons else ''}"
+            f"{f'、再評価できないもの {skipped} 件' if skipped else ''}"
+        )
         for change in verdicts + reasons:
             typer.echo(f"  {change.line()}")
 
@@ -314,7 +346,8 @@ def replay_submissions(session: Session, settings: Settings, limit: int) -> tupl
     rows = session.exec(
         select(Submission, InboundMessage.receipt_no)
         .join(InboundMessage, Submission.inbound_id == InboundMessage.id)
-        .order_by(Submission.id.desc()).limit(limit)
+        .order_by(Submission.id.desc())
+        .limit(limit)
     ).all()
     register, accepted = DbContractRegister(session), DbAcceptedIndex(session)
     changes: list[ReplayChange] = []
@@ -323,14 +356,20 @@ def replay_submissions(session: Session, settings: Settings, limit: int) -> tupl
         rules = settings.rules.desks.get(submission.desk)
         certificate = submission_certificate(submission)
         kept = [code for code in stored_findings.codes(submission.findings_json) if code not in RULE_CODES]
-        if rules is None or certificate is None or any(c.startswith(("lookup.", "cert.signature", "key.")) for c in kept):
+        if (
+            rules is None
+            or certificate is None
+            or any(c.startswith(("lookup.", "cert.signature", "key.")) for c in kept)
+        ):
             # No certificate the rules could judge (unknown, unread or untrusted): nothing to replay.
             skipped += 1
             continue
         contract = find_contract(register, submission.desk, certificate)
         number = contract.contract_no if contract else certificate.contract_no
         findings = evaluate(
-            certificate, rules, contract=contract,
+            certificate,
+            rules,
+            contract=contract,
             previous_receipt=accepted.receipt_for(submission.desk, certificate.guarantee_no, before_id=submission.id),
             other_advances=accepted.advance_amounts(submission.desk, number),
         )
@@ -340,10 +379,22 @@ def replay_submissions(session: Session, settings: Settings, limit: int) -> tupl
         old_codes = [c for c in stored_findings.codes(submission.findings_json) if c in RULE_CODES]
         added = tuple(sorted(set(new_codes) - set(old_codes)))
         resolved = tuple(sorted(set(old_codes) - set(new_codes)))
-        if verdict.value != submission.verdict or added or resolved or (department and department != submission.department):
-            changes.append(ReplayChange(receipt_no or "(受付番号なし)", certificate.guarantee_no, submission.verdict,
-                                        verdict.value, added, resolved, submission.department, department))
+        if (
+            verdict.value != submission.verdict
+            or added
+            or resolved
+            or (department and department != submission.department)
+        ):
+            changes.append(
+                ReplayChange(
+                    receipt_no or "(受付番号なし)",
+                    certificate.guarantee_no,
+                    submission.verdict,
+                    verdict.value,
+                    added,
+                    resolved,
+                    submission.department,
+                    department,
+                )
+            )
     return changes, skipped, len(rows)
-
-
-

@@ -28,11 +28,18 @@ Stopper = Callable[[], None]
 
 def deliver_now(runtime: Runtime) -> DeliveryReport:
     """One delivery round of everything due (the daemon loop, `poll --once` and the demo)."""
-    report = deliver_due(runtime.engine, SmtpSession(connector_for(runtime.settings)), runtime.settings.outbox,
-                         now=datetime.now(timezone.utc))
+    report = deliver_due(
+        runtime.engine,
+        SmtpSession(connector_for(runtime.settings)),
+        runtime.settings.outbox,
+        now=datetime.now(timezone.utc),
+    )
     if report.ids or report.connection_error:
-        log.info("outbox: %s%s", report.summary(),
-                 f" (server unreachable: {report.connection_error})" if report.connection_error else "")
+        log.info(
+            "outbox: %s%s",
+            report.summary(),
+            f" (server unreachable: {report.connection_error})" if report.connection_error else "",
+        )
     return report
 
 
@@ -71,8 +78,12 @@ def outbox_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
 
 def digest_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
     settings = runtime.settings
-    job = digest_job(runtime.engine, targets_for(settings, None),
-                     template_environment(settings.config_dir / "templates"), zone=settings.digest.timezone)
+    job = digest_job(
+        runtime.engine,
+        targets_for(settings, None),
+        template_environment(settings.config_dir / "templates"),
+        zone=settings.digest.timezone,
+    )
     scheduler = start_digest_scheduler(settings.digest, job)
     log.info("staff digest scheduled: %s (%s)", settings.digest.schedule, settings.digest.timezone)
     return lambda: scheduler.shutdown(wait=True)
@@ -80,8 +91,13 @@ def digest_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
 
 def recheck_now(runtime: Runtime) -> RecheckReport:
     """One re-check of the accepted guarantees through each desk's look-up adapter."""
-    return recheck_accepted(runtime.engine, lambda desk: lookup_service(runtime, desk), runtime.key_vault,
-                            datetime.now(timezone.utc), desks=runtime.settings.desks)
+    return recheck_accepted(
+        runtime.engine,
+        lambda desk: lookup_service(runtime, desk),
+        runtime.key_vault,
+        datetime.now(timezone.utc),
+        desks=runtime.settings.desks,
+    )
 
 
 def revocation_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
@@ -117,8 +133,10 @@ def guarantor_service_companion(runtime: Runtime, stop: threading.Event) -> Stop
     from keydesk.composition import guarantor_service_app
     from web.server import Listen, ServedApp
 
-    served = ServedApp(guarantor_service_app(runtime), Listen(service.host, service.port, service.tls_cert_file,
-                                                              service.tls_key_file, what="guarantor.service")).start()
+    served = ServedApp(
+        guarantor_service_app(runtime),
+        Listen(service.host, service.port, service.tls_cert_file, service.tls_key_file, what="guarantor.service"),
+    ).start()
     log.info("guarantor look-up service at %s", served.url)
     return served.stop
 
@@ -136,12 +154,19 @@ def held_lookup_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
                     if retry_held_lookups(runtime, desk_id).anything:
                         wake_outbox()
                 except Exception:
-                    log.exception("held look-ups of %s failed; trying again in %d s", desk_id, HELD_LOOKUP_INTERVAL_SECONDS)
+                    log.exception(
+                        "held look-ups of %s failed; trying again in %d s", desk_id, HELD_LOOKUP_INTERVAL_SECONDS
+                    )
 
     thread = threading.Thread(target=loop, name="held-lookups", daemon=True)
     thread.start()
     return lambda: (stop.set(), thread.join(timeout=60))
 
 
-COMPANIONS = (guarantor_service_companion, outbox_companion, digest_companion, revocation_companion,
-              held_lookup_companion)
+COMPANIONS = (
+    guarantor_service_companion,
+    outbox_companion,
+    digest_companion,
+    revocation_companion,
+    held_lookup_companion,
+)

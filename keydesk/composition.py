@@ -25,9 +25,15 @@ def desk_profile(runtime: Runtime, desk_id: str) -> DeskProfile:
     settings = runtime.settings
     desk = settings.desks[desk_id]
     return DeskProfile(
-        desk_id=desk_id, name=desk.name, address=desk.address, contact=tuple(desk.contact),
-        authserv_id=desk.authserv_id, reply_charset=desk.reply_charset, receipt_prefix=desk.receipt_prefix,
-        timezone=settings.timezone, reply_to=desk.reply_to,
+        desk_id=desk_id,
+        name=desk.name,
+        address=desk.address,
+        contact=tuple(desk.contact),
+        authserv_id=desk.authserv_id,
+        reply_charset=desk.reply_charset,
+        receipt_prefix=desk.receipt_prefix,
+        timezone=settings.timezone,
+        reply_to=desk.reply_to,
     )
 
 
@@ -42,19 +48,27 @@ def lookup_service(runtime: Runtime, desk_id: str, *, record: bool = True) -> Ce
     if settings.mode == "http":
         what = f"desks.{desk_id}.lookup"
         token = read_secret(settings.token_env, settings.token_file, f"{what} token")
-        return HttpLookup(settings.url, token, ssl_context=client_ssl_context(settings.ca_file, f"{what}.ca_file"),
-                          connect_timeout=settings.connect_timeout_seconds, read_timeout=settings.timeout_seconds,
-                          attempts=settings.attempts, backoff_seconds=settings.backoff_seconds)
-    return RegistryLookup(runtime.engine, runtime.settings.guarantor, requester=desk_id, actor=f"desk:{desk_id}",
-                          record=record)
+        return HttpLookup(
+            settings.url,
+            token,
+            ssl_context=client_ssl_context(settings.ca_file, f"{what}.ca_file"),
+            connect_timeout=settings.connect_timeout_seconds,
+            read_timeout=settings.timeout_seconds,
+            attempts=settings.attempts,
+            backoff_seconds=settings.backoff_seconds,
+        )
+    return RegistryLookup(
+        runtime.engine, runtime.settings.guarantor, requester=desk_id, actor=f"desk:{desk_id}", record=record
+    )
 
 
 def raw_store(runtime: Runtime) -> RawStore:
     return RawStore(runtime.settings.storage.directory)
 
 
-def build_pipeline(runtime: Runtime, desk_id: str,
-                   clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)) -> Pipeline:
+def build_pipeline(
+    runtime: Runtime, desk_id: str, clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
+) -> Pipeline:
     settings = runtime.settings
     return Pipeline(
         profile=desk_profile(runtime, desk_id),
@@ -75,9 +89,12 @@ def build_pipeline(runtime: Runtime, desk_id: str,
 def desk_context(runtime: Runtime, desk_id: str) -> DeskContext:
     """What recording a manual look-up needs (``intake.manual_lookup``), for the CLI and the console."""
     settings = runtime.settings
-    return DeskContext(profile=desk_profile(runtime, desk_id), rules=settings.rules.desks[desk_id],
-                       templates=template_environment(settings.config_dir / "templates"),
-                       lookup_site_url=settings.desks[desk_id].lookup.lookup_site_url)
+    return DeskContext(
+        profile=desk_profile(runtime, desk_id),
+        rules=settings.rules.desks[desk_id],
+        templates=template_environment(settings.config_dir / "templates"),
+        lookup_site_url=settings.desks[desk_id].lookup.lookup_site_url,
+    )
 
 
 def retry_held_lookups(runtime: Runtime, desk_id: str, now: datetime | None = None) -> HeldReport:
@@ -100,5 +117,9 @@ def guarantor_service_app(runtime: Runtime):
     from guarantor.service.app import create_app  # late: FastAPI only for the commands that serve
 
     settings = runtime.settings
-    return create_app(runtime.engine, settings.guarantor, load_trusted_keys(settings.guarantor.trust_directory),
-                      zone=settings.timezone)
+    return create_app(
+        runtime.engine,
+        settings.guarantor,
+        load_trusted_keys(settings.guarantor.trust_directory),
+        zone=settings.timezone,
+    )

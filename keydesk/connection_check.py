@@ -49,11 +49,17 @@ class CheckResult:
         return f"{'OK' if self.ok else 'NG'}  {self.name}  {self.endpoint}: {self.message}"
 
     def to_json(self) -> dict:
-        return {"name": self.name, "endpoint": self.endpoint, "ok": self.ok, "message": self.message,
-                "seconds": round(self.elapsed, 3)}
+        return {
+            "name": self.name,
+            "endpoint": self.endpoint,
+            "ok": self.ok,
+            "message": self.message,
+            "seconds": round(self.elapsed, 3),
+        }
 
 
 # -- what a port speaks ------------------------------------------------------------------------------
+
 
 def _greeting(host: str, port: int, wait: float) -> bytes | None:
     """The first bytes the server sends unasked, or None when it stays silent for ``wait`` s."""
@@ -71,8 +77,10 @@ def _speaks_tls(host: str, port: int, wait: float) -> bool:
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE
     try:
-        with socket.create_connection((host, port), timeout=wait) as sock, \
-                context.wrap_socket(sock, server_hostname=host):
+        with (
+            socket.create_connection((host, port), timeout=wait) as sock,
+            context.wrap_socket(sock, server_hostname=host),
+        ):
             return True
     except (OSError, ssl.SSLError):
         return False
@@ -86,13 +94,15 @@ def port_mismatch(protocol: MailProtocol, host: str, port: int, security: str) -
             return None
         greeting = _greeting(host, port, GREETING_SECONDS)
         if greeting and greeting.startswith(plain_greeting[:2]):
-            suggestion = "starttls" if not is_loopback(host) else "starttls\" (or \"plain\" on loopback)"
-            return (f"port {port} speaks plain {protocol} (its greeting comes in the clear), not implicit TLS: "
-                    f"set security = \"{suggestion}\" or use the TLS port ({993 if protocol == 'IMAP' else 465})")
+            suggestion = "starttls" if not is_loopback(host) else 'starttls" (or "plain" on loopback)'
+            return (
+                f"port {port} speaks plain {protocol} (its greeting comes in the clear), not implicit TLS: "
+                f'set security = "{suggestion}" or use the TLS port ({993 if protocol == "IMAP" else 465})'
+            )
         return None
     greeting = _greeting(host, port, GREETING_SECONDS)
     if greeting is None and _speaks_tls(host, port, GREETING_SECONDS * 2):
-        return f"port {port} speaks implicit TLS: set security = \"tls\""
+        return f'port {port} speaks implicit TLS: set security = "tls"'
     if greeting is None:
         return f"port {port} sent no {protocol} greeting within {GREETING_SECONDS:.0f} s (is it the right port?)"
     return None
@@ -100,19 +110,26 @@ def port_mismatch(protocol: MailProtocol, host: str, port: int, security: str) -
 
 # -- certificate problems, in words -------------------------------------------------------------------
 
+
 def certificate_problem(exc: ssl.SSLCertVerificationError, host: str, ca_file: Path | None, key: str) -> str:
     """What is wrong with the server's certificate and which setting fixes it (``key`` names ca_file)."""
     code = getattr(exc, "verify_code", None)
     if code == 62:  # X509_V_ERR_HOSTNAME_MISMATCH
-        return (f"the server's certificate is not for {host!r}: set host to the name on the certificate "
-                f"({exc.verify_message})")
+        return (
+            f"the server's certificate is not for {host!r}: set host to the name on the certificate "
+            f"({exc.verify_message})"
+        )
     if code == 10:  # X509_V_ERR_CERT_HAS_EXPIRED
         return "the server's certificate has expired: the mail server's administrator must renew it"
     if ca_file is not None:
-        return (f"the server's certificate is not signed by the CA in {key} ({ca_file}): that file holds "
-                f"another CA; put the CA that issued the mail server's certificate there ({exc.verify_message})")
-    return (f"the server's certificate comes from a CA this machine does not trust ({exc.verify_message}): "
-            f"if it is your organisation's private CA, set {key} to that CA certificate (PEM)")
+        return (
+            f"the server's certificate is not signed by the CA in {key} ({ca_file}): that file holds "
+            f"another CA; put the CA that issued the mail server's certificate there ({exc.verify_message})"
+        )
+    return (
+        f"the server's certificate comes from a CA this machine does not trust ({exc.verify_message}): "
+        f"if it is your organisation's private CA, set {key} to that CA certificate (PEM)"
+    )
 
 
 def _describe_failure(exc: BaseException, host: str, ca_file: Path | None, key: str) -> str:
@@ -133,6 +150,7 @@ def _describe_failure(exc: BaseException, host: str, ca_file: Path | None, key: 
 
 
 # -- the two kinds of server ----------------------------------------------------------------------------
+
 
 def check_mailbox(settings: Settings, desk_id: str) -> CheckResult:
     mailbox = settings.desks[desk_id].mailbox
@@ -155,8 +173,11 @@ def check_mailbox(settings: Settings, desk_id: str) -> CheckResult:
             conn.select()
             delimiter_example = conn.server_folder_name(mailbox.folders.accepted)
             idle = "IDLE あり" if conn.supports_idle else "IDLE なし (polling)"
-        return result(True, f"logged in as {mailbox.username}, {mailbox.folder} selected, {idle}; "
-                            f"folders appear as {delimiter_example!r}")
+        return result(
+            True,
+            f"logged in as {mailbox.username}, {mailbox.folder} selected, {idle}; "
+            f"folders appear as {delimiter_example!r}",
+        )
     except (OSError, ssl.SSLError, MailboxError, ConfigError) as exc:
         return result(False, _describe_failure(exc, mailbox.host, mailbox.ca_file, f"{name}.ca_file"))
     except Exception as exc:  # noqa: BLE001 - imaplib's own errors and whatever a server provokes
@@ -226,24 +247,33 @@ def check_all(settings: Settings, desk: str | None = None, deadline: float = DEA
     ``deadline`` seconds even when a server answers every step slowly (each step has its own timeout)."""
     desks = [desk] if desk else list(settings.desks)
     checks: list[tuple[str, str, Callable[[], CheckResult]]] = [
-        ("smtp", f"{settings.smtp.host}:{settings.smtp.port} ({settings.smtp.security})",
-         lambda: check_smtp(settings))]
+        ("smtp", f"{settings.smtp.host}:{settings.smtp.port} ({settings.smtp.security})", lambda: check_smtp(settings))
+    ]
     for desk_id in desks:
         box = settings.desks[desk_id].mailbox
-        checks.append((f"desks.{desk_id}.mailbox", f"{box.host}:{box.port} ({box.security})",
-                       lambda desk_id=desk_id: check_mailbox(settings, desk_id)))
+        checks.append(
+            (
+                f"desks.{desk_id}.mailbox",
+                f"{box.host}:{box.port} ({box.security})",
+                lambda desk_id=desk_id: check_mailbox(settings, desk_id),
+            )
+        )
     results: list[CheckResult | None] = [None] * len(checks)
 
     def run(index: int, check: Callable[[], CheckResult]) -> None:
         results[index] = check()
 
     # Daemon threads: a server that never answers cannot keep the command from ending.
-    threads = [threading.Thread(target=run, args=(index, check), daemon=True, name=f"check-{name}")
-               for index, (name, _endpoint, check) in enumerate(checks)]
+    threads = [
+        threading.Thread(target=run, args=(index, check), daemon=True, name=f"check-{name}")
+        for index, (name, _endpoint, check) in enumerate(checks)
+    ]
     end = time.monotonic() + deadline
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join(max(0.0, end - time.monotonic()))
-    return [result or CheckResult(name, endpoint, False, f"no complete answer within {deadline:.0f} s")
-            for result, (name, endpoint, _check) in zip(results, checks)]
+    return [
+        result or CheckResult(name, endpoint, False, f"no complete answer within {deadline:.0f} s")
+        for result, (name, endpoint, _check) in zip(results, checks)
+    ]

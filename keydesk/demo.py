@@ -71,8 +71,12 @@ class MailOutcome:
     @property
     def as_expected(self) -> bool:
         linked = self.mail.resend_of is None or self.resend_of_receipt is not None
-        return (self.verdict == self.mail.expected_verdict.value
-                and self.mail.expected_codes <= set(self.codes) and linked and self.replied)
+        return (
+            self.verdict == self.mail.expected_verdict.value
+            and self.mail.expected_codes <= set(self.codes)
+            and linked
+            and self.replied
+        )
 
 
 @dataclass(frozen=True)
@@ -110,6 +114,7 @@ class DemoReport:
 
 
 # -- the folder and its configuration ---------------------------------------------------------------
+
 
 def demo_directory(home: Path) -> Path:
     return home / "var" / "demo"
@@ -178,8 +183,9 @@ def write_config(directory: Path, imap_port: int, smtp_port: int) -> Path:
     wanted = [c.address for c in scenario.CONTRACTORS] + [demo_lookup.FIRM.address] + staff
     blocks = ["\n# The demo's contractors and staff: each has a mailbox on the embedded server.\n"]
     for address in dict.fromkeys(a for a in wanted if a not in known):
-        blocks.append(f'[[embedded.users]]\naddress = "{address}"\n'
-                      f'password_file = "var/secrets/mail-{address}.password"\n\n')
+        blocks.append(
+            f'[[embedded.users]]\naddress = "{address}"\npassword_file = "var/secrets/mail-{address}.password"\n\n'
+        )
     path.write_text(text + "".join(blocks), encoding="utf-8")
     create_missing_secrets(load_settings(config_dir))
     return config_dir
@@ -187,8 +193,15 @@ def write_config(directory: Path, imap_port: int, smtp_port: int) -> Path:
 
 # -- the story ------------------------------------------------------------------------------------
 
-def run_demo(directory: Path, stack: contextlib.ExitStack, *, imap_port: int = 0, smtp_port: int = 0,
-             notify: Notify = lambda _text: None) -> DemoReport:
+
+def run_demo(
+    directory: Path,
+    stack: contextlib.ExitStack,
+    *,
+    imap_port: int = 0,
+    smtp_port: int = 0,
+    notify: Notify = lambda _text: None,
+) -> DemoReport:
     """Play the scenario in ``directory`` (made by ``prepare_directory``). The embedded servers stay
     up until ``stack`` closes, so a caller can look into the mailboxes."""
     started, began = time.monotonic(), datetime.now(timezone.utc).replace(microsecond=0)
@@ -199,8 +212,9 @@ def run_demo(directory: Path, stack: contextlib.ExitStack, *, imap_port: int = 0
     runtime = Runtime(config_dir)
     settings = runtime.settings
     upgrade(runtime.raw_engine)
-    report = DemoReport(directory, config_dir, settings.embedded.mail_directory, directory / "demo.log",
-                        imap_port, smtp_port)
+    report = DemoReport(
+        directory, config_dir, settings.embedded.mail_directory, directory / "demo.log", imap_port, smtp_port
+    )
     notify(f"設定とデータベースを作成しました: {config_dir}")
 
     signing_key = create_signing_key(settings.guarantor.signing_key)
@@ -222,8 +236,10 @@ def run_demo(directory: Path, stack: contextlib.ExitStack, *, imap_port: int = 0
     report.notices = _deliver(runtime, expected_kind="notice")
     towns = len({g.desk for g in scenario.issued_guarantees()})
     revoked = sum(1 for g in scenario.issued_guarantees() if g.revoke_reason)
-    notify(f"保証会社が電子証書を {report.issued} 件発行し({towns} 町分、うち {revoked} 件は失効)、"
-           f"「電子証書・認証キー登録のお知らせ」{report.notices} 通を受注者へ配信しました")
+    notify(
+        f"保証会社が電子証書を {report.issued} 件発行し({towns} 町分、うち {revoked} 件は失効)、"
+        f"「電子証書・認証キー登録のお知らせ」{report.notices} 通を受注者へ配信しました"
+    )
 
     contractors = Contractors(imap, settings, lambda: _now(runtime))
     documents = DemoDocuments(issued, settings.guarantor, _now(runtime), contractors.saved_attachment)
@@ -234,8 +250,10 @@ def run_demo(directory: Path, stack: contextlib.ExitStack, *, imap_port: int = 0
         taken = _poll(runtime)
         replies = _deliver(runtime, expected_kind="reply")
         report.replies += replies
-        notify(f"{'受注者' if round_no == 1 else '返送を受けた受注者'}が {len(mails)} 通を窓口へ送信し、"
-               f"窓口が IMAP で {taken} 通を受け付けて、返信 {replies} 通を送りました")
+        notify(
+            f"{'受注者' if round_no == 1 else '返送を受けた受注者'}が {len(mails)} 通を窓口へ送信し、"
+            f"窓口が IMAP で {taken} 通を受け付けて、返信 {replies} 通を送りました"
+        )
 
     report.manual = demo_lookup.play_manual_case(runtime, signing_key, poll=_poll, deliver=_deliver, notify=notify)
     report.mails = _outcomes(runtime, sent)
@@ -270,8 +288,14 @@ def _issue(runtime: Runtime, directory: Path, signing_key) -> dict[str, IssuedGu
     data = scenario.guarantees_csv()
     (directory / "guarantees.csv").write_bytes(data)
     settings = runtime.settings.guarantor
-    results = issue_file(runtime.engine, data, settings=settings, signing_key=signing_key,
-                         out_dir=settings.output_directory, now=_now(runtime))
+    results = issue_file(
+        runtime.engine,
+        data,
+        settings=settings,
+        signing_key=signing_key,
+        out_dir=settings.output_directory,
+        now=_now(runtime),
+    )
     specs = scenario.issued_guarantees()
     refused = [r for r in results if not isinstance(r, IssuedGuarantee)]
     if refused or len(results) != len(specs):
@@ -280,8 +304,7 @@ def _issue(runtime: Runtime, directory: Path, signing_key) -> dict[str, IssuedGu
     with Session(runtime.engine) as session:
         for spec in specs:
             if spec.revoke_reason:
-                registry.revoke(session, issued[spec.key].guarantee_no, spec.revoke_reason,
-                                datetime.now(timezone.utc))
+                registry.revoke(session, issued[spec.key].guarantee_no, spec.revoke_reason, datetime.now(timezone.utc))
         session.commit()
     return issued
 
@@ -289,8 +312,9 @@ def _issue(runtime: Runtime, directory: Path, signing_key) -> dict[str, IssuedGu
 def _deliver(runtime: Runtime, expected_kind: str) -> int:
     """Send every due outbox row over SMTP; returns how many rows of ``expected_kind`` went out."""
     settings = runtime.settings
-    result = delivery.deliver_due(runtime.engine, SmtpSession(connector_for(settings)), settings.outbox,
-                                  now=datetime.now(timezone.utc))
+    result = delivery.deliver_due(
+        runtime.engine, SmtpSession(connector_for(settings)), settings.outbox, now=datetime.now(timezone.utc)
+    )
     if result.connection_error or result.failed or result.retry_later or result.unconfirmed:
         raise DemoError(f"outbox delivery did not complete: {result.summary()}")
     with Session(runtime.engine) as session:
@@ -317,23 +341,34 @@ def _outcomes(runtime: Runtime, sent: dict[str, str]) -> list[MailOutcome]:
     with Session(runtime.engine) as session:
         for mail in scenario.MAILS:
             bare = sent[mail.key].strip("<>")  # stored with or without the angle brackets
-            row = session.exec(select(InboundMessage).where(
-                InboundMessage.desk == scenario.DESK,
-                InboundMessage.message_id.in_([bare, f"<{bare}>"]))).first()
+            row = session.exec(
+                select(InboundMessage).where(
+                    InboundMessage.desk == scenario.DESK, InboundMessage.message_id.in_([bare, f"<{bare}>"])
+                )
+            ).first()
             if row is None:
                 raise DemoError(f"the desk never recorded the mail {mail.key} ({sent[mail.key]})")
             submissions = session.exec(select(Submission).where(Submission.inbound_id == row.id)).all()
-            codes = stored_findings.codes(row.findings_json) + [c for s in submissions for c in stored_findings.codes(s.findings_json)]
+            codes = stored_findings.codes(row.findings_json) + [
+                c for s in submissions for c in stored_findings.codes(s.findings_json)
+            ]
             resend_of = next((s.resend_of_id for s in submissions if s.resend_of_id), None)
             previous = session.get(Submission, resend_of) if resend_of else None
-            reply = session.exec(select(OutboxMessage).where(
-                OutboxMessage.inbound_id == row.id, OutboxMessage.kind == "reply")).first()
-            outcomes.append(MailOutcome(
-                mail=mail, sender=scenario.contractor(mail.contractor), message_id=sent[mail.key],
-                receipt_no=row.receipt_no, verdict=row.verdict, codes=tuple(dict.fromkeys(codes)),
-                resend_of_receipt=session.get(InboundMessage, previous.inbound_id).receipt_no if previous else None,
-                replied=reply is not None and reply.state == delivery.SENT,
-            ))
+            reply = session.exec(
+                select(OutboxMessage).where(OutboxMessage.inbound_id == row.id, OutboxMessage.kind == "reply")
+            ).first()
+            outcomes.append(
+                MailOutcome(
+                    mail=mail,
+                    sender=scenario.contractor(mail.contractor),
+                    message_id=sent[mail.key],
+                    receipt_no=row.receipt_no,
+                    verdict=row.verdict,
+                    codes=tuple(dict.fromkeys(codes)),
+                    resend_of_receipt=session.get(InboundMessage, previous.inbound_id).receipt_no if previous else None,
+                    replied=reply is not None and reply.state == delivery.SENT,
+                )
+            )
     return outcomes
 
 
@@ -354,13 +389,15 @@ def _digest(runtime: Runtime, directory: Path, since: datetime) -> list[DigestFi
                 html, csv = out / f"{stem}.html", out / f"{stem}.csv"
                 html.write_text(render_html(digest, env), encoding="utf-8")
                 csv.write_bytes(render_csv(digest))
-                files.append(DigestFile(digest.department_name, tuple(digest.recipients), html, csv,
-                                        render_text(digest, env)))
+                files.append(
+                    DigestFile(digest.department_name, tuple(digest.recipients), html, csv, render_text(digest, env))
+                )
         session.commit()
     return files
 
 
 # -- the command ----------------------------------------------------------------------------------
+
 
 def register(app: typer.Typer) -> None:
     """Add `demo` to the keydesk app (once, however often it is called)."""
@@ -381,8 +418,11 @@ def demo(
     directory = demo_directory(deployment_home(runtime))
     prepare_directory(directory)
     out = DemoConsole()
-    with _log_to_file(directory / "demo.log", runtime.debug), out.running(directory) as notify, \
-            contextlib.ExitStack() as stack:
+    with (
+        _log_to_file(directory / "demo.log", runtime.debug),
+        out.running(directory) as notify,
+        contextlib.ExitStack() as stack,
+    ):
         report = run_demo(directory, stack, imap_port=imap_port, smtp_port=smtp_port, notify=notify)
     out.summary(report, show_digest)
     if not report.all_as_expected:
@@ -393,8 +433,13 @@ def demo(
 def _log_to_file(path: Path, debug: bool):
     """English logs go to var/demo/demo.log; the terminal keeps the progress (and warnings)."""
     root = logging.getLogger()
-    quiet = [] if debug else [h for h in root.handlers if isinstance(h, logging.StreamHandler)
-                              and not isinstance(h, logging.FileHandler)]
+    quiet = (
+        []
+        if debug
+        else [
+            h for h in root.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+        ]
+    )
     levels = [h.level for h in quiet]
     handler = logging.FileHandler(path, encoding="utf-8")
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))

@@ -81,27 +81,46 @@ class DemoDocuments:
             owner = contractor(guarantee(guarantee_key).contractor).address
             return build.Attachment(name, self.inbox_attachment(owner, name))
         if doc is Doc.TYPO_KEY_NOTICE:
-            pdf = render_key_notice(issued.certificate, mistyped(issued.access_key), self.now,
-                                    lookup_url=self.settings.lookup_url)
+            pdf = render_key_notice(
+                issued.certificate, mistyped(issued.access_key), self.now, lookup_url=self.settings.lookup_url
+            )
             return build.Attachment(key_notice_name(number), pdf)
         raise ValueError(f"unknown document {doc}")
 
     def _unregistered(self, spec: Guarantee) -> build.Attachment:
         number = numbers.make(self.now.year, UNREGISTERED_SERIAL)
         certificate = Certificate(
-            guarantee_no=number, guarantee_type=GuaranteeType(spec.guarantee_type), guarantor=self.settings.name,
-            contractor_name=contractor(spec.contractor).name, obligee=spec.obligee, desk=spec.desk,
-            contract_no=spec.contract_no, work_name=spec.work_name, work_category=spec.work_category,
-            contract_amount=spec.contract_amount, guarantee_amount=spec.guarantee_amount, fee=spec.fee,
-            contract_date=spec.contract_date, completion_date=spec.completion_date,
-            period_start=spec.period_start, period_end=spec.period_end, issued_on=self.now.date(),
+            guarantee_no=number,
+            guarantee_type=GuaranteeType(spec.guarantee_type),
+            guarantor=self.settings.name,
+            contractor_name=contractor(spec.contractor).name,
+            obligee=spec.obligee,
+            desk=spec.desk,
+            contract_no=spec.contract_no,
+            work_name=spec.work_name,
+            work_category=spec.work_category,
+            contract_amount=spec.contract_amount,
+            guarantee_amount=spec.guarantee_amount,
+            fee=spec.fee,
+            contract_date=spec.contract_date,
+            completion_date=spec.completion_date,
+            period_start=spec.period_start,
+            period_end=spec.period_end,
+            issued_on=self.now.date(),
         )
         pdf = render_key_notice(certificate, keys.generate(), self.now, lookup_url=self.settings.lookup_url)
         return build.Attachment(key_notice_name(number), pdf)
 
 
-def compose_mail(mail: ScenarioMail, firm: Contractor, desk_address: str, body: str, documents: DemoDocuments,
-                 now: datetime, answering: tuple[str, str] | None = None) -> tuple[str, bytes]:
+def compose_mail(
+    mail: ScenarioMail,
+    firm: Contractor,
+    desk_address: str,
+    body: str,
+    documents: DemoDocuments,
+    now: datetime,
+    answering: tuple[str, str] | None = None,
+) -> tuple[str, bytes]:
     """(Message-ID, raw bytes) of the contractor's mail to the desk.
 
     ``answering``: (Message-ID, subject) of the desk's reply this mail answers (a resend is sent
@@ -124,7 +143,8 @@ def compose_mail(mail: ScenarioMail, firm: Contractor, desk_address: str, body: 
         archive = build.encrypted_zip([(a.name, a.content) for a in attachments], ZIP_PASSWORD, now)
         name = f"{now:%Y%m%d}_認証キー等のお知らせ.zip"
         return message_id, build.thunderbird_mail(
-            head, body, [build.Attachment(name, archive, "application/x-zip-compressed")])
+            head, body, [build.Attachment(name, archive, "application/x-zip-compressed")]
+        )
     if mail.style is Style.FORWARD:
         inner_subject, inner = _colleague_mail(firm, attachments, now - timedelta(minutes=40))
         return message_id, build.thunderbird_forward(head, body, inner, inner_subject)
@@ -139,10 +159,13 @@ def _colleague_mail(firm: Contractor, attachments: list[build.Attachment], when:
     """The office's internal mail that carried the key notice to the engineer, who forwards it."""
     domain = firm.address.rpartition("@")[2]
     subject = "【電子保証】認証キー等のお知らせ(ダウンロード済み)"
-    head = build.MailHead(f"{firm.name} 総務部", f"somu@{domain}", firm.address, subject, when,
-                          build.new_message_id(f"somu@{domain}"))
-    body = (f"{firm.person.split()[0]}さん\n\ne-Net保証から「認証キー等のお知らせ」をダウンロードしました。\n"
-            "美郷町の契約係への提出をお願いします。\n\n総務部\n")
+    head = build.MailHead(
+        f"{firm.name} 総務部", f"somu@{domain}", firm.address, subject, when, build.new_message_id(f"somu@{domain}")
+    )
+    body = (
+        f"{firm.person.split()[0]}さん\n\ne-Net保証から「認証キー等のお知らせ」をダウンロードしました。\n"
+        "美郷町の契約係への提出をお願いします。\n\n総務部\n"
+    )
     return subject, build.thunderbird_mail(head, body, attachments)
 
 
@@ -190,7 +213,8 @@ class Contractors:
             for mail in mails:
                 firm = contractor(mail.contractor)
                 answering = self.desk_reply(firm.address, sent[mail.resend_of]) if mail.resend_of else None
-                message_id, raw = compose_mail(mail, firm, desk.address, scenario.mail_body(mail, town),
-                                               documents, self.clock(), answering)
+                message_id, raw = compose_mail(
+                    mail, firm, desk.address, scenario.mail_body(mail, town), documents, self.clock(), answering
+                )
                 client.sendmail(firm.address, [desk.address], raw)
                 sent[mail.key] = message_id

@@ -43,9 +43,20 @@ TOKEN_FILE = "var/secrets/lookup.token"
 # and their checks stay as they are).
 FIRM = scenario.Contractor("ueno", "有限会社上野工務店", "ueno@ueno-koumuten.example", "上野 真理", "0982-00-1114")
 GUARANTEE = scenario.Guarantee(
-    "ueno_manual", "ueno", "前払金保証", "R8-建築-113", "美郷町立図書館空調設備改修工事", 13_200_000, 5_280_000, 41_800,
-    date(2026, 9, 28), date(2027, 3, 19), date(2026, 9, 28), date(2027, 3, 31))
-_LOOKUP_TABLE = re.compile(r'\[desks\.misato\.lookup\]\n(?:(?!\[)[^\n]*\n)*')
+    "ueno_manual",
+    "ueno",
+    "前払金保証",
+    "R8-建築-113",
+    "美郷町立図書館空調設備改修工事",
+    13_200_000,
+    5_280_000,
+    41_800,
+    date(2026, 9, 28),
+    date(2027, 3, 19),
+    date(2026, 9, 28),
+    date(2027, 3, 31),
+)
+_LOOKUP_TABLE = re.compile(r"\[desks\.misato\.lookup\]\n(?:(?!\[)[^\n]*\n)*")
 
 
 @dataclass(frozen=True)
@@ -58,8 +69,11 @@ class ManualCase:
 
     @property
     def as_expected(self) -> bool:
-        return (self.first_verdict, self.final_verdict, self.replies) == ("needs_review", "accepted", 2) \
-            and "lookup.manual" in self.codes
+        return (self.first_verdict, self.final_verdict, self.replies) == (
+            "needs_review",
+            "accepted",
+            2,
+        ) and "lookup.manual" in self.codes
 
 
 def set_lookup(config_dir: Path, lines: str) -> None:
@@ -68,8 +82,9 @@ def set_lookup(config_dir: Path, lines: str) -> None:
     text = path.read_text(encoding="utf-8")
     if not _LOOKUP_TABLE.search(text):
         raise DemoError("the default keydesk.toml has no [desks.misato.lookup] table")
-    path.write_text(_LOOKUP_TABLE.sub(lambda _m: f"[desks.misato.lookup]\n{lines.strip()}\n\n", text, count=1),
-                    encoding="utf-8")
+    path.write_text(
+        _LOOKUP_TABLE.sub(lambda _m: f"[desks.misato.lookup]\n{lines.strip()}\n\n", text, count=1), encoding="utf-8"
+    )
 
 
 def connect_lookup_service(runtime: Runtime, stack: contextlib.ExitStack) -> tuple[Runtime, str]:
@@ -89,13 +104,21 @@ def connect_lookup_service(runtime: Runtime, stack: contextlib.ExitStack) -> tup
         token = add_token(session, scenario.DESK, datetime.now(timezone.utc), actor="demo")
         session.commit()
     write_private_file(runtime.config_dir.parent / TOKEN_FILE, token)
-    set_lookup(runtime.config_dir, f'mode = "http"\nurl = "{served.url}"\ntoken_file = "{TOKEN_FILE}"\n'
-                                   f'lookup_site_url = "{served.url}/"')
+    set_lookup(
+        runtime.config_dir,
+        f'mode = "http"\nurl = "{served.url}"\ntoken_file = "{TOKEN_FILE}"\nlookup_site_url = "{served.url}/"',
+    )
     return Runtime(runtime.config_dir), served.url
 
 
-def play_manual_case(runtime: Runtime, signing_key: Ed25519PrivateKey, *, poll: Callable[[Runtime], int],
-                     deliver: Callable[[Runtime, str], int], notify: Notify) -> ManualCase:
+def play_manual_case(
+    runtime: Runtime,
+    signing_key: Ed25519PrivateKey,
+    *,
+    poll: Callable[[Runtime], int],
+    deliver: Callable[[Runtime, str], int],
+    notify: Notify,
+) -> ManualCase:
     """A town whose guarantor has no API: the desk switches to manual mode for one more contractor."""
     url = runtime.settings.desks[scenario.DESK].lookup.lookup_site_url
     issued = _issue(runtime, signing_key)
@@ -106,8 +129,9 @@ def play_manual_case(runtime: Runtime, signing_key: Ed25519PrivateKey, *, poll: 
     poll(manual)
     deliver(manual, "reply")
     with Session(manual.engine) as session:
-        row = session.exec(select(InboundMessage).where(InboundMessage.message_id.in_(
-            [message_id, message_id.strip("<>")]))).first()
+        row = session.exec(
+            select(InboundMessage).where(InboundMessage.message_id.in_([message_id, message_id.strip("<>")]))
+        ).first()
         if row is None:
             raise DemoError("the desk never recorded the manual case's mail")
         first = row.verdict
@@ -116,46 +140,83 @@ def play_manual_case(runtime: Runtime, signing_key: Ed25519PrivateKey, *, poll: 
         if not any(p.receipt_no == row.receipt_no for p in pending_lookups(session, scenario.DESK)):
             raise DemoError("the manual case is not waiting for a clerk")
         # The clerk: reveals the key (audited), looks it up on the guarantor's site, records what it shows.
-        reveal_key(session, manual.key_vault, scenario.DESK, row.receipt_no, staff=STAFF, now=datetime.now(timezone.utc))
-        outcome = record_manual_lookup(session, desk_context(manual, scenario.DESK), row.receipt_no,
-                                       _facts(issued), staff=STAFF, now=datetime.now(timezone.utc))
+        reveal_key(
+            session, manual.key_vault, scenario.DESK, row.receipt_no, staff=STAFF, now=datetime.now(timezone.utc)
+        )
+        outcome = record_manual_lookup(
+            session,
+            desk_context(manual, scenario.DESK),
+            row.receipt_no,
+            _facts(issued),
+            staff=STAFF,
+            now=datetime.now(timezone.utc),
+        )
         session.commit()
         receipt_no = row.receipt_no or ""
     deliver(manual, "reply")
     with Session(manual.engine) as session:
-        replies = len(session.exec(select(OutboxMessage).where(OutboxMessage.inbound_id == row.id,
-                                                               OutboxMessage.kind == "reply")).all())
-    set_lookup(runtime.config_dir, f'mode = "http"\nurl = "{url.rstrip("/")}"\ntoken_file = "{TOKEN_FILE}"\n'
-                                   f'lookup_site_url = "{url}"')
-    notify(f"手入力照会モード: {FIRM.name}のお知らせ(受付番号 {receipt_no})を職員が照会サイトで確認・記録し、"
-           f"結果({outcome.verdict.value})を返信しました")
+        replies = len(
+            session.exec(
+                select(OutboxMessage).where(OutboxMessage.inbound_id == row.id, OutboxMessage.kind == "reply")
+            ).all()
+        )
+    set_lookup(
+        runtime.config_dir,
+        f'mode = "http"\nurl = "{url.rstrip("/")}"\ntoken_file = "{TOKEN_FILE}"\nlookup_site_url = "{url}"',
+    )
+    notify(
+        f"手入力照会モード: {FIRM.name}のお知らせ(受付番号 {receipt_no})を職員が照会サイトで確認・記録し、"
+        f"結果({outcome.verdict.value})を返信しました"
+    )
     return ManualCase(receipt_no, first or "", outcome.verdict.value, codes + outcome.codes, replies)
 
 
 def _issue(runtime: Runtime, signing_key: Ed25519PrivateKey) -> IssuedGuarantee:
     g = GUARANTEE
     values = {
-        "guarantee_type": g.guarantee_type, "contractor_name": FIRM.name, "contractor_email": FIRM.address,
-        "obligee": g.obligee, "desk": g.desk, "contract_no": g.contract_no, "work_name": g.work_name,
-        "work_category": g.work_category, "contract_amount": str(g.contract_amount),
-        "guarantee_amount": str(g.guarantee_amount), "fee": str(g.fee), "contract_date": g.contract_date.isoformat(),
-        "completion_date": g.completion_date.isoformat(), "period_start": g.period_start.isoformat(),
-        "period_end": g.period_end.isoformat(), "bulk_fee_payment": "false",
+        "guarantee_type": g.guarantee_type,
+        "contractor_name": FIRM.name,
+        "contractor_email": FIRM.address,
+        "obligee": g.obligee,
+        "desk": g.desk,
+        "contract_no": g.contract_no,
+        "work_name": g.work_name,
+        "work_category": g.work_category,
+        "contract_amount": str(g.contract_amount),
+        "guarantee_amount": str(g.guarantee_amount),
+        "fee": str(g.fee),
+        "contract_date": g.contract_date.isoformat(),
+        "completion_date": g.completion_date.isoformat(),
+        "period_start": g.period_start.isoformat(),
+        "period_end": g.period_end.isoformat(),
+        "bulk_fee_payment": "false",
     }
     register = {
-        "contract_no": g.contract_no, "desk": g.desk, "work_name": g.work_name, "work_category": g.work_category,
-        "contractor_name": FIRM.name, "contract_amount": str(g.contract_amount),
-        "contract_date": g.contract_date.isoformat(), "completion_date": g.completion_date.isoformat(),
-        "advance_amount": str(g.guarantee_amount), "intermediate_advance_amount": "", "department": g.department,
+        "contract_no": g.contract_no,
+        "desk": g.desk,
+        "work_name": g.work_name,
+        "work_category": g.work_category,
+        "contractor_name": FIRM.name,
+        "contract_amount": str(g.contract_amount),
+        "contract_date": g.contract_date.isoformat(),
+        "completion_date": g.completion_date.isoformat(),
+        "advance_amount": str(g.guarantee_amount),
+        "intermediate_advance_amount": "",
+        "department": g.department,
     }
     settings = runtime.settings
     with Session(runtime.engine) as session:
         departments = {desk: list(rules.departments) for desk, rules in settings.rules.desks.items()}
         imported = import_contracts(session, _csv(CONTRACT_COLUMNS, register), departments, datetime.now(timezone.utc))
         session.commit()
-    [issued] = issue_file(runtime.engine, _csv(GUARANTEE_COLUMNS, values), settings=settings.guarantor,
-                          signing_key=signing_key, out_dir=settings.guarantor.output_directory,
-                          now=datetime.now(timezone.utc))
+    [issued] = issue_file(
+        runtime.engine,
+        _csv(GUARANTEE_COLUMNS, values),
+        settings=settings.guarantor,
+        signing_key=signing_key,
+        out_dir=settings.guarantor.output_directory,
+        now=datetime.now(timezone.utc),
+    )
     if imported.errors or not isinstance(issued, IssuedGuarantee):
         raise DemoError(f"the manual case could not be prepared: {imported.errors or issued}")
     return issued
@@ -173,10 +234,18 @@ def _send(runtime: Runtime, issued: IssuedGuarantee) -> str:
     settings = runtime.settings
     desk = settings.desks[scenario.DESK]
     message_id = build.new_message_id(FIRM.address)
-    head = build.MailHead(f"{FIRM.name} {FIRM.person}", FIRM.address, desk.address,
-                          f"【電子保証】{GUARANTEE.work_name} {FIRM.name}", datetime.now(timezone.utc), message_id)
-    body = (f"美郷町 契約係 御中\n\nいつもお世話になっております。{FIRM.name}の上野でございます。\n\n"
-            "前払金保証の「認証キー等のお知らせ」を添付いたします。\nご確認のほど、よろしくお願いいたします。\n")
+    head = build.MailHead(
+        f"{FIRM.name} {FIRM.person}",
+        FIRM.address,
+        desk.address,
+        f"【電子保証】{GUARANTEE.work_name} {FIRM.name}",
+        datetime.now(timezone.utc),
+        message_id,
+    )
+    body = (
+        f"美郷町 契約係 御中\n\nいつもお世話になっております。{FIRM.name}の上野でございます。\n\n"
+        "前払金保証の「認証キー等のお知らせ」を添付いたします。\nご確認のほど、よろしくお願いいたします。\n"
+    )
     attachment = build.Attachment(key_notice_name(issued.guarantee_no), issued.files["key_notice"].read_bytes())
     with smtplib.SMTP(settings.embedded.host, settings.embedded.smtp_port, timeout=30) as client:
         client.sendmail(FIRM.address, [desk.address], build.thunderbird_mail(head, body, [attachment]))
@@ -187,8 +256,17 @@ def _facts(issued: IssuedGuarantee) -> ManualFacts:
     """What the clerk reads on the guarantor's STEP3 screen and types in."""
     c = issued.certificate
     return ManualFacts(
-        guarantee_type=c.guarantee_type, obligee=c.obligee, contractor_name=c.contractor_name, contract_no=c.contract_no,
-        work_name=c.work_name, work_category=c.work_category, contract_amount=c.contract_amount,
-        guarantee_amount=c.guarantee_amount, contract_date=c.contract_date, completion_date=c.completion_date,
-        period_start=c.period_start, period_end=c.period_end, guarantor=c.guarantor,
+        guarantee_type=c.guarantee_type,
+        obligee=c.obligee,
+        contractor_name=c.contractor_name,
+        contract_no=c.contract_no,
+        work_name=c.work_name,
+        work_category=c.work_category,
+        contract_amount=c.contract_amount,
+        guarantee_amount=c.guarantee_amount,
+        contract_date=c.contract_date,
+        completion_date=c.completion_date,
+        period_start=c.period_start,
+        period_end=c.period_end,
+        guarantor=c.guarantor,
     )

@@ -234,10 +234,47 @@ def encrypted_zip(entries: Sequence[tuple[str, bytes]], password: str, when: dat
         header = cipher.encrypt(secrets.token_bytes(11) + bytes((crc >> 24,)))
         data = header + cipher.encrypt(deflated)
         offset = len(local)
-        local += struct.pack("<IHHHHHIIIHH", 0x04034B50, 20, flags, 8, dos_time, dos_date, crc, len(data),
-                             len(content), len(encoded_name), 0) + encoded_name + data
-        central += struct.pack("<IHHHHHHIIIHHHHHII", 0x02014B50, 20, 20, flags, 8, dos_time, dos_date, crc,
-                               len(data), len(content), len(encoded_name), 0, 0, 0, 0, 0, offset) + encoded_name
+        local += (
+            struct.pack(
+                "<IHHHHHIIIHH",
+                0x04034B50,
+                20,
+                flags,
+                8,
+                dos_time,
+                dos_date,
+                crc,
+                len(data),
+                len(content),
+                len(encoded_name),
+                0,
+            )
+            + encoded_name
+            + data
+        )
+        central += (
+            struct.pack(
+                "<IHHHHHHIIIHHHHHII",
+                0x02014B50,
+                20,
+                20,
+                flags,
+                8,
+                dos_time,
+                dos_date,
+                crc,
+                len(data),
+                len(content),
+                len(encoded_name),
+                0,
+                0,
+                0,
+                0,
+                0,
+                offset,
+            )
+            + encoded_name
+        )
     end = struct.pack("<IHHHHIIH", 0x06054B50, 0, 0, len(entries), len(entries), len(central), len(local), 0)
     return bytes(local + central + end)
 
@@ -287,16 +324,30 @@ def _thread(head: MailHead) -> bytes:
 
 def _thunderbird_headers(head: MailHead, content_type: bytes) -> bytes:
     return (
-        b"Message-ID: " + head.message_id.encode("ascii") + b"\n"
+        b"Message-ID: "
+        + head.message_id.encode("ascii")
+        + b"\n"
         + _thread(head)
-        + b"Date: " + format_datetime(head.date).encode("ascii") + b"\n"
+        + b"Date: "
+        + format_datetime(head.date).encode("ascii")
+        + b"\n"
         + b"MIME-Version: 1.0\n"
         + b"User-Agent: Mozilla Thunderbird\n"
         + b"Content-Language: ja\n"
-        + b"To: " + head.to_address.encode("ascii") + b"\n"
-        + b"From: " + utf8_word(head.sender_name) + b" <" + head.sender_address.encode("ascii") + b">\n"
-        + b"Subject: " + utf8_words(head.subject) + b"\n"
-        + b"Content-Type: " + content_type + b"\n"
+        + b"To: "
+        + head.to_address.encode("ascii")
+        + b"\n"
+        + b"From: "
+        + utf8_word(head.sender_name)
+        + b" <"
+        + head.sender_address.encode("ascii")
+        + b">\n"
+        + b"Subject: "
+        + utf8_words(head.subject)
+        + b"\n"
+        + b"Content-Type: "
+        + content_type
+        + b"\n"
     )
 
 
@@ -304,16 +355,27 @@ def _thunderbird_part(attachment: Attachment) -> bytes:
     if attachment.content_type == "message/rfc822":
         # A forwarded mail travels as it is (7bit/8bit), never base64: readers open it inline.
         return (
-            b"Content-Type: message/rfc822; charset=UTF-8; name=\"" + utf8_word(attachment.name) + b"\"\n"
-            + b"Content-Disposition: attachment;\n " + rfc2231_filename(attachment.name) + b"\n\n"
-            + attachment.content.replace(b"\r\n", b"\n") + b"\n"
+            b'Content-Type: message/rfc822; charset=UTF-8; name="'
+            + utf8_word(attachment.name)
+            + b'"\n'
+            + b"Content-Disposition: attachment;\n "
+            + rfc2231_filename(attachment.name)
+            + b"\n\n"
+            + attachment.content.replace(b"\r\n", b"\n")
+            + b"\n"
         )
     return (
-        b"Content-Type: " + attachment.content_type.encode("ascii")
-        + b"; name=\"" + utf8_word(attachment.name) + b"\"\n"
-        + b"Content-Disposition: attachment;\n " + rfc2231_filename(attachment.name) + b"\n"
+        b"Content-Type: "
+        + attachment.content_type.encode("ascii")
+        + b'; name="'
+        + utf8_word(attachment.name)
+        + b'"\n'
+        + b"Content-Disposition: attachment;\n "
+        + rfc2231_filename(attachment.name)
+        + b"\n"
         + b"Content-Transfer-Encoding: base64\n\n"
-        + b64_lines(attachment.content, 72) + b"\n\n"
+        + b64_lines(attachment.content, 72)
+        + b"\n\n"
     )
 
 
@@ -322,12 +384,15 @@ def thunderbird_mail(head: MailHead, body: str, attachments: Sequence[Attachment
     boundary = _boundary("------------")
     text = body.replace("\r\n", "\n").encode("utf-8")
     mail = (
-        _thunderbird_headers(head, b"multipart/mixed; boundary=\"" + boundary + b"\"")
+        _thunderbird_headers(head, b'multipart/mixed; boundary="' + boundary + b'"')
         + b"\nThis is a multi-part message in MIME format.\n"
-        + b"--" + boundary + b"\n"
+        + b"--"
+        + boundary
+        + b"\n"
         + b"Content-Type: text/plain; charset=UTF-8; format=flowed\n"
         + b"Content-Transfer-Encoding: 8bit\n\n"
-        + text + b"\n\n"
+        + text
+        + b"\n\n"
     )
     for attachment in attachments:
         mail += b"--" + boundary + b"\n" + _thunderbird_part(attachment)
@@ -347,9 +412,8 @@ def _outlook_from(head: MailHead) -> bytes:
 
 def _outlook_text(body: str) -> bytes:
     return (
-        b"Content-Type: text/plain;\n\tcharset=\"iso-2022-jp\"\n"
-         b"Content-Transfer-Encoding: 7bit\n\n"
-        + cp50220(body.replace("\r\n", "\n")) + b"\n\n"
+        b'Content-Type: text/plain;\n\tcharset="iso-2022-jp"\n'
+        b"Content-Transfer-Encoding: 7bit\n\n" + cp50220(body.replace("\r\n", "\n")) + b"\n\n"
     )
 
 
@@ -360,26 +424,48 @@ def outlook2010_jis_mail(head: MailHead, body: str, attachments: Sequence[Attach
     boundary = _boundary("----=_NextPart_000_0001_")
     mail = (
         _outlook_from(head)
-        + b"To: <" + head.to_address.encode("ascii") + b">\n"
-        + b"Subject: " + jis_words(head.subject) + b"\n"
-        + b"Date: " + format_datetime(head.date).encode("ascii") + b"\n"
-        + b"Message-ID: " + head.message_id.encode("ascii") + b"\n"
+        + b"To: <"
+        + head.to_address.encode("ascii")
+        + b">\n"
+        + b"Subject: "
+        + jis_words(head.subject)
+        + b"\n"
+        + b"Date: "
+        + format_datetime(head.date).encode("ascii")
+        + b"\n"
+        + b"Message-ID: "
+        + head.message_id.encode("ascii")
+        + b"\n"
         + _thread(head)
         + b"MIME-Version: 1.0\n"
-        + b"Content-Type: multipart/mixed;\n\tboundary=\"" + boundary + b"\"\n"
+        + b'Content-Type: multipart/mixed;\n\tboundary="'
+        + boundary
+        + b'"\n'
         + b"X-Mailer: Microsoft Outlook 14.0\n"
         + b"Content-Language: ja\n\n"
         + b"This is a multipart message in MIME format.\n\n"
-        + b"--" + boundary + b"\n" + _outlook_text(body)
+        + b"--"
+        + boundary
+        + b"\n"
+        + _outlook_text(body)
     )
     for attachment in attachments:
         name = b_word(cp50220(attachment.name), "iso-2022-jp")
         mail += (
-            b"--" + boundary + b"\n"
-            + b"Content-Type: " + attachment.content_type.encode("ascii") + b";\n\tname=\"" + name + b"\"\n"
+            b"--"
+            + boundary
+            + b"\n"
+            + b"Content-Type: "
+            + attachment.content_type.encode("ascii")
+            + b';\n\tname="'
+            + name
+            + b'"\n'
             + b"Content-Transfer-Encoding: base64\n"
-            + b"Content-Disposition: attachment;\n\tfilename=\"" + name + b"\"\n\n"
-            + b64_lines(attachment.content) + b"\n\n"
+            + b'Content-Disposition: attachment;\n\tfilename="'
+            + name
+            + b'"\n\n'
+            + b64_lines(attachment.content)
+            + b"\n\n"
         )
     return crlf(mail + b"--" + boundary + b"--\n\n")
 
@@ -391,25 +477,51 @@ def outlook_winmail_mail(head: MailHead, body: str, attachment: Attachment) -> b
     stamp = format_datetime(head.date).encode("ascii")
     mail = (
         _outlook_from(head)
-        + b"To: \"" + head.to_address.encode("ascii") + b"\" <" + head.to_address.encode("ascii") + b">\n"
-        + b"Subject: " + jis_words(head.subject) + b"\n"
-        + b"Thread-Topic: " + jis_words(head.subject) + b"\n"
-        + b"Date: " + stamp + b"\n"
-        + b"Message-ID: " + head.message_id.encode("ascii") + b"\n"
+        + b'To: "'
+        + head.to_address.encode("ascii")
+        + b'" <'
+        + head.to_address.encode("ascii")
+        + b">\n"
+        + b"Subject: "
+        + jis_words(head.subject)
+        + b"\n"
+        + b"Thread-Topic: "
+        + jis_words(head.subject)
+        + b"\n"
+        + b"Date: "
+        + stamp
+        + b"\n"
+        + b"Message-ID: "
+        + head.message_id.encode("ascii")
+        + b"\n"
         + _thread(head)
         + b"Accept-Language: ja-JP, en-US\n"
         + b"Content-Language: ja-JP\n"
         + b"X-MS-Has-Attach: yes\n"
-        + b"X-MS-TNEF-Correlator: " + head.message_id.encode("ascii") + b"\n"
-        + b"Content-Type: multipart/mixed;\n\tboundary=\"" + boundary + b"\"\n"
+        + b"X-MS-TNEF-Correlator: "
+        + head.message_id.encode("ascii")
+        + b"\n"
+        + b'Content-Type: multipart/mixed;\n\tboundary="'
+        + boundary
+        + b'"\n'
         + b"MIME-Version: 1.0\n\n"
-        + b"--" + boundary + b"\n" + _outlook_text(body)
-        + b"--" + boundary + b"\n"
-        + b"Content-Type: application/ms-tnef; name=\"winmail.dat\"\n"
+        + b"--"
+        + boundary
+        + b"\n"
+        + _outlook_text(body)
+        + b"--"
+        + boundary
+        + b"\n"
+        + b'Content-Type: application/ms-tnef; name="winmail.dat"\n'
         + b"Content-Description: winmail.dat\n"
-        + b"Content-Disposition: attachment; filename=\"winmail.dat\"; size=" + str(len(winmail)).encode() + b"\n"
+        + b'Content-Disposition: attachment; filename="winmail.dat"; size='
+        + str(len(winmail)).encode()
+        + b"\n"
         + b"Content-Transfer-Encoding: base64\n\n"
-        + b64_lines(winmail) + b"\n\n"
-        + b"--" + boundary + b"--\n"
+        + b64_lines(winmail)
+        + b"\n\n"
+        + b"--"
+        + boundary
+        + b"--\n"
     )
     return crlf(mail)

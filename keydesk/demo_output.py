@@ -32,7 +32,9 @@ class DemoConsole:
 
     @contextlib.contextmanager
     def running(self, directory: Path) -> Iterator[Notify]:
-        self.console.print(f"[bold]keydesk デモ[/bold] — 作業フォルダ: {escape(_shown(directory))}(前回の内容は削除しました)")
+        self.console.print(
+            f"[bold]keydesk デモ[/bold] — 作業フォルダ: {escape(_shown(directory))}(前回の内容は削除しました)"
+        )
 
         def notify(text: str) -> None:
             self.console.print(f"  [green]✓[/green] {escape(text)}")
@@ -51,25 +53,33 @@ class DemoConsole:
         self._where(report)
         wrong = [(number, o) for number, o in enumerate(report.mails, start=1) if not o.as_expected]
         for number, outcome in wrong:
-            console.print(f"[bold red]#{number} は想定と異なります[/bold red] — {_expected(outcome)}、"
-                          f"実際: {escape(', '.join(outcome.codes) or '-')}")
+            console.print(
+                f"[bold red]#{number} は想定と異なります[/bold red] — {_expected(outcome)}、"
+                f"実際: {escape(', '.join(outcome.codes) or '-')}"
+            )
         if wrong:
             console.print(f"詳しくはログをご覧ください: {escape(_shown(report.log_file))}")
         else:
-            console.print(f"[bold green]{len(report.mails)} 通すべて想定どおりの判定でした。[/bold green]"
-                          f"({report.elapsed:.1f} 秒)")
+            console.print(
+                f"[bold green]{len(report.mails)} 通すべて想定どおりの判定でした。[/bold green]"
+                f"({report.elapsed:.1f} 秒)"
+            )
 
     def _lookup(self, report: DemoReport) -> None:
         """The look-up across the network (issue 10): the service, and the case a clerk looked up by hand."""
         if report.lookup_url:
-            self.console.print(f"照会: 窓口は保証会社の照会サービス {escape(report.lookup_url)}/ に HTTP で照会しました"
-                               "(ブラウザでも STEP1〜3 の画面で照会できます)")
+            self.console.print(
+                f"照会: 窓口は保証会社の照会サービス {escape(report.lookup_url)}/ に HTTP で照会しました"
+                "(ブラウザでも STEP1〜3 の画面で照会できます)"
+            )
         manual = report.manual
         if manual is not None:
             mark = "[green]想定どおり[/green]" if manual.as_expected else "[bold red]想定と異なります[/bold red]"
-            self.console.print(f"手入力照会モード: 受付番号 {escape(manual.receipt_no)} は {manual.first_verdict} で受け付け、"
-                               f"職員の照会結果の記録で {manual.final_verdict} になり、受注者へ {manual.replies} 通"
-                               f"(受付の連絡と結果)を返信しました — {mark}")
+            self.console.print(
+                f"手入力照会モード: 受付番号 {escape(manual.receipt_no)} は {manual.first_verdict} で受け付け、"
+                f"職員の照会結果の記録で {manual.final_verdict} になり、受注者へ {manual.replies} 通"
+                f"(受付の連絡と結果)を返信しました — {mark}"
+            )
 
     @staticmethod
     def table(outcomes: list[MailOutcome]) -> Table:
@@ -94,16 +104,26 @@ class DemoConsole:
 
     def _where(self, report: DemoReport) -> None:
         console = self.console
-        console.print(f"保証会社の発行 {report.issued} 件・お知らせ {report.notices} 通、窓口の返信 {report.replies} 通、"
-                      f"監査ログ {report.audit_events} 件({'改ざんなし' if report.audit_intact else '[red]連鎖が切れています[/red]'})")
+        console.print(
+            f"保証会社の発行 {report.issued} 件・お知らせ {report.notices} 通、窓口の返信 {report.replies} 通、"
+            f"監査ログ {report.audit_events} 件({'改ざんなし' if report.audit_intact else '[red]連鎖が切れています[/red]'})"
+        )
         console.print("[bold]ダイジェスト(職員あて)[/bold]")
         for digest in report.digests:
-            console.print(f"  {escape(digest.department)} → {escape(', '.join(digest.recipients))}: "
-                          f"{escape(_shown(digest.html))}(CSV: {escape(_shown(digest.csv))})")
-        console.print(f"[bold]メールボックス[/bold](Maildir): {escape(_shown(report.mail_directory))}/<メールアドレス>/")
-        console.print(f"  メールソフトで見るには: KEYDESK_CONFIG={escape(_shown(report.config_dir))} keydesk run を実行し、"
-                      f"IMAP 127.0.0.1:{report.imap_port}(暗号化なし)に接続してください。")
-        console.print(f"  ユーザー名はメールアドレス、パスワードは {escape(_shown(report.directory / 'var' / 'secrets'))} の各ファイルです。")
+            console.print(
+                f"  {escape(digest.department)} → {escape(', '.join(digest.recipients))}: "
+                f"{escape(_shown(digest.html))}(CSV: {escape(_shown(digest.csv))})"
+            )
+        console.print(
+            f"[bold]メールボックス[/bold](Maildir): {escape(_shown(report.mail_directory))}/<メールアドレス>/"
+        )
+        console.print(
+            f"  メールソフトで見るには: KEYDESK_CONFIG={escape(_shown(report.config_dir))} keydesk run を実行し、"
+            f"IMAP 127.0.0.1:{report.imap_port}(暗号化なし)に接続してください。"
+        )
+        console.print(
+            f"  ユーザー名はメールアドレス、パスワードは {escape(_shown(report.directory / 'var' / 'secrets'))} の各ファイルです。"
+        )
         console.print(f"ログ(英語): {escape(_shown(report.log_file))}")
 
 

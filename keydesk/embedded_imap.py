@@ -99,8 +99,16 @@ def port_closed(host: str, port: int) -> bool:
 class EmbeddedImap:
     """A pymap maildir server under ``directory`` on ``host:port``, with the given users."""
 
-    def __init__(self, directory: Path, users: Mapping[str, str], host: str = "127.0.0.1", port: int = 1143,
-                 log_file: Path | None = None, tls: tuple[Path, Path] | None = None, debug: bool = False) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        users: Mapping[str, str],
+        host: str = "127.0.0.1",
+        port: int = 1143,
+        log_file: Path | None = None,
+        tls: tuple[Path, Path] | None = None,
+        debug: bool = False,
+    ) -> None:
         """``tls``: (certificate, key) PEM files to offer STARTTLS with (pymap has no implicit TLS);
         ``debug``: pymap logs every command it receives."""
         if host not in ("127.0.0.1", "::1", "localhost"):
@@ -126,28 +134,50 @@ class EmbeddedImap:
         if self.running:
             return
         if not port_closed(self.host, self.port):
-            raise EmbeddedImapError(f"port {self.host}:{self.port} is already in use; "
-                                    f"set embedded.imap_port to a free port")
+            raise EmbeddedImapError(
+                f"port {self.host}:{self.port} is already in use; set embedded.imap_port to a free port"
+            )
         write_users(self.directory, self.users)
         tls = ["--cert", str(self.tls[0]), "--key", str(self.tls[1])] if self.tls else ["--no-tls"]
-        command = [sys.executable, "-c", _PYMAP_MAIN, *(["--debug"] if self.debug else []),
-                   "--no-service", "admin", "--no-service", "managesieve",
-                   "--host", self.host, "--port", str(self.port), *tls,
-                   "maildir", str(self.directory)]
+        command = [
+            sys.executable,
+            "-c",
+            _PYMAP_MAIN,
+            *(["--debug"] if self.debug else []),
+            "--no-service",
+            "admin",
+            "--no-service",
+            "managesieve",
+            "--host",
+            self.host,
+            "--port",
+            str(self.port),
+            *tls,
+            "maildir",
+            str(self.directory),
+        ]
         # FQDN: pymap's greeting otherwise asks DNS for the host name, which can stall offline.
         env = {**os.environ, "FQDN": "localhost"}
         with open(self.log_file, "ab") as log_handle:
-            self._process = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log_handle,
-                                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
+            self._process = subprocess.Popen(
+                command,
+                stdin=subprocess.DEVNULL,
+                stdout=log_handle,
+                stderr=subprocess.STDOUT,
+                env=env,
+                start_new_session=True,
+            )
         deadline = time.monotonic() + timeout
         while not greeting_ok(self.host, self.port):
             if self._process.poll() is not None:
-                raise EmbeddedImapError(f"the embedded IMAP server exited at start (code "
-                                        f"{self._process.returncode}); see {self.log_file}")
+                raise EmbeddedImapError(
+                    f"the embedded IMAP server exited at start (code {self._process.returncode}); see {self.log_file}"
+                )
             if time.monotonic() > deadline:
                 self.kill()
-                raise EmbeddedImapError(f"the embedded IMAP server did not answer within {timeout:.0f} s; "
-                                        f"see {self.log_file}")
+                raise EmbeddedImapError(
+                    f"the embedded IMAP server did not answer within {timeout:.0f} s; see {self.log_file}"
+                )
             time.sleep(0.05)
         log.info("embedded IMAP listening on %s:%s (mail in %s)", self.host, self.port, self.directory)
 

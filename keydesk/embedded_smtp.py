@@ -48,8 +48,12 @@ class _Handler:
             except Exception:  # a delivery failure is a temporary SMTP failure
                 log.exception("embedded SMTP could not deliver to %s", recipient)
                 return "451 Temporary local delivery failure"
-        log.info("embedded SMTP accepted mail from %s for %d recipient(s) (%d local)",
-                 envelope.mail_from, len(envelope.rcpt_tos), len(delivered))
+        log.info(
+            "embedded SMTP accepted mail from %s for %d recipient(s) (%d local)",
+            envelope.mail_from,
+            len(envelope.rcpt_tos),
+            len(delivered),
+        )
         return "250 Message accepted"
 
     def _keep_outgoing(self, recipient: str, content: bytes) -> None:
@@ -61,8 +65,14 @@ class _Handler:
 
 
 class EmbeddedSmtp:
-    def __init__(self, host: str, port: int, local_users: dict[str, Deliver], mail_directory: Path,
-                 max_bytes: int = 30 * 1024 * 1024) -> None:
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        local_users: dict[str, Deliver],
+        mail_directory: Path,
+        max_bytes: int = 30 * 1024 * 1024,
+    ) -> None:
         handler = _Handler({a.lower(): d for a, d in local_users.items()}, mail_directory / "outgoing", max_bytes)
         self._controller = Controller(handler, hostname=host, port=port, data_size_limit=max_bytes)
 

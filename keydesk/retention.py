@@ -45,29 +45,59 @@ def latest_allowed(today: date, years: int) -> date:
 def check_before(before: date, today: date, years: int) -> None:
     limit = latest_allowed(today, years)
     if before > limit:
-        raise UsageProblem(f"保存期間 ({years} 年) 内のメールは削除できません: --before は {limit.isoformat()} 以前に"
-                           f"してください (retention.years in keydesk.toml)")
+        raise UsageProblem(
+            f"保存期間 ({years} 年) 内のメールは削除できません: --before は {limit.isoformat()} 以前に"
+            f"してください (retention.years in keydesk.toml)"
+        )
 
 
-def purge(engine: Engine, store: RawStore, desk: str, before: date, zone: ZoneInfo, *,
-          dry_run: bool = False, actor: str = "cli") -> PurgeReport:
+def purge(
+    engine: Engine,
+    store: RawStore,
+    desk: str,
+    before: date,
+    zone: ZoneInfo,
+    *,
+    dry_run: bool = False,
+    actor: str = "cli",
+) -> PurgeReport:
     cutoff = datetime.combine(before, time.min, tzinfo=zone).astimezone(timezone.utc)
     with Session(engine) as session:
-        old = list(session.exec(select(InboundMessage).where(
-            InboundMessage.desk == desk, InboundMessage.received_at < cutoff, InboundMessage.purged_at.is_(None),
-            InboundMessage.processed_at.is_not(None) | (InboundMessage.state == InboundState.QUARANTINED))))
+        old = list(
+            session.exec(
+                select(InboundMessage).where(
+                    InboundMessage.desk == desk,
+                    InboundMessage.received_at < cutoff,
+                    InboundMessage.purged_at.is_(None),
+                    InboundMessage.processed_at.is_not(None) | (InboundMessage.state == InboundState.QUARANTINED),
+                )
+            )
+        )
         ids = [row.id for row in old]
         files = {row.raw_path for row in old if row.raw_path}
         documents = list(session.exec(select(Document).where(Document.inbound_id.in_(ids or [-1]))))
         files |= {document.stored_path for document in documents if document.stored_path}
         # A file stays while any mail that is not purged still refers to it.
-        still_used = set(session.exec(select(InboundMessage.raw_path).where(
-            InboundMessage.raw_path.in_(files or {""}), InboundMessage.id.not_in(ids or [-1]),
-            InboundMessage.purged_at.is_(None))))
-        still_used |= set(session.exec(select(Document.stored_path).join(
-            InboundMessage, InboundMessage.id == Document.inbound_id).where(
-            Document.stored_path.in_(files or {""}), Document.inbound_id.not_in(ids or [-1]),
-            InboundMessage.purged_at.is_(None))))
+        still_used = set(
+            session.exec(
+                select(InboundMessage.raw_path).where(
+                    InboundMessage.raw_path.in_(files or {""}),
+                    InboundMessage.id.not_in(ids or [-1]),
+                    InboundMessage.purged_at.is_(None),
+                )
+            )
+        )
+        still_used |= set(
+            session.exec(
+                select(Document.stored_path)
+                .join(InboundMessage, InboundMessage.id == Document.inbound_id)
+                .where(
+                    Document.stored_path.in_(files or {""}),
+                    Document.inbound_id.not_in(ids or [-1]),
+                    InboundMessage.purged_at.is_(None),
+                )
+            )
+        )
     removable = sorted(files - still_used)
     report = PurgeReport(desk, len(ids), len(removable), len(files & still_used))
     if dry_run or not ids:
@@ -81,9 +111,20 @@ def purge(engine: Engine, store: RawStore, desk: str, before: date, zone: ZoneIn
             for row in session.exec(select(InboundMessage).where(InboundMessage.id.in_(ids))):
                 row.purged_at = now
                 session.add(row)
-            audit(session, desk, actor, "retention.purged", f"before:{before.isoformat()}", {
-                "mails": len(ids), "first_inbound": min(ids), "last_inbound": max(ids),
-                "files_removed": len(removable), "files_kept": report.files_kept})
+            audit(
+                session,
+                desk,
+                actor,
+                "retention.purged",
+                f"before:{before.isoformat()}",
+                {
+                    "mails": len(ids),
+                    "first_inbound": min(ids),
+                    "last_inbound": max(ids),
+                    "files_removed": len(removable),
+                    "files_kept": report.files_kept,
+                },
+            )
             session.commit()
 
     retry_on_conflict(mark, what="marking purged mails")

@@ -51,4 +51,6 @@ class Runtime:
     @cached_property
     def key_vault(self) -> KeyVault:
         secrets = self.settings.secrets
-        return KeyVault(read_secret(secrets.key_encryption_key_env, secrets.key_encryption_key_file, "key-encryption key"))
+        return KeyVault(
+            read_secret(secrets.key_encryption_key_env, secrets.key_encryption_key_file, "key-encryption key")
+        )

@@ -148,7 +148,7 @@ def sqlite_url_in_home(url: str, home: Path) -> str:
     """``sqlite:///var/keydesk.db`` (relative) → an absolute path under the deployment home."""
     prefix = "sqlite:///"
     if url.startswith(prefix) and not url.startswith(prefix + "/") and url != "sqlite:///:memory:":
-        return prefix + str(home / url[len(prefix):])
+        return prefix + str(home / url[len(prefix) :])
     return url
 
 
@@ -157,10 +157,14 @@ def find_config_dir(explicit: str | Path | None = None) -> Path:
     chosen = explicit or os.environ.get(CONFIG_ENV) or "config"
     path = Path(chosen).expanduser().resolve()
     if not (path / DEPLOYMENT_FILE).is_file():
-        raise ConfigError([
-            (f"{path}: no {DEPLOYMENT_FILE} here. Point {CONFIG_ENV} at a config folder, "
-             f"or create one with `keydesk init DIR`.")
-        ])
+        raise ConfigError(
+            [
+                (
+                    f"{path}: no {DEPLOYMENT_FILE} here. Point {CONFIG_ENV} at a config folder, "
+                    f"or create one with `keydesk init DIR`."
+                )
+            ]
+        )
     return path
 
 
@@ -232,8 +236,14 @@ def read_secret(env_name: str | None, file_path: Path | None, what: str) -> str:
             mode = file_path.stat().st_mode
             if mode & 0o077:
                 # A secret others can read is no longer a secret: refuse it rather than use it.
-                raise ConfigError([(f"{what}: {file_path} is readable by others (mode {mode & 0o777:04o}); "
-                                    f"run: chmod 600 {file_path}")])
+                raise ConfigError(
+                    [
+                        (
+                            f"{what}: {file_path} is readable by others (mode {mode & 0o777:04o}); "
+                            f"run: chmod 600 {file_path}"
+                        )
+                    ]
+                )
             value = file_path.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             value = ""

@@ -67,15 +67,23 @@ def _outbox(session: Session, desk: str, now: datetime) -> tuple[OutboxCounts, i
     pending = OutboxMessage.state == delivery.PENDING
     bounced = bounced_outbox_ids(session, desk)
     recent_bounced = bounced_outbox_ids(session, desk, since=now - RECENT)
-    failed = _count(session, mine, or_(OutboxMessage.state == delivery.FAILED,
-                                       col(OutboxMessage.recipient_states_json).contains(f'"{delivery.R_FAILED}"'),
-                                       col(OutboxMessage.id).in_(bounced or {-1})))
-    unconfirmed = _count(session, mine, col(OutboxMessage.recipient_states_json).contains(
-        f'"{delivery.R_UNCONFIRMED}"'))
+    failed = _count(
+        session,
+        mine,
+        or_(
+            OutboxMessage.state == delivery.FAILED,
+            col(OutboxMessage.recipient_states_json).contains(f'"{delivery.R_FAILED}"'),
+            col(OutboxMessage.id).in_(bounced or {-1}),
+        ),
+    )
+    unconfirmed = _count(
+        session, mine, col(OutboxMessage.recipient_states_json).contains(f'"{delivery.R_UNCONFIRMED}"')
+    )
     counts = OutboxCounts(
         pending=_count(session, mine, pending, OutboxMessage.next_attempt_at <= now),
         held=_count(session, mine, pending, OutboxMessage.next_attempt_at > now),
-        failed=failed, unconfirmed=unconfirmed,
+        failed=failed,
+        unconfirmed=unconfirmed,
         stuck=_count(session, mine, pending, OutboxMessage.next_attempt_at <= now - STUCK_AFTER),
     )
     recent = _count(session, mine, OutboxMessage.created_at >= now - RECENT, failed_condition(recent_bounced))
@@ -111,15 +119,36 @@ def gather(settings: Settings, engine: Engine, *, connect: bool = True, now: dat
                 last = last.replace(tzinfo=timezone.utc)
             counts, recent_outbox = _outbox(session, desk_id, now)
             inbound = (InboundMessage.desk == desk_id, InboundMessage.purged_at.is_(None))
-            quarantined = session.exec(select(func.count()).select_from(InboundMessage).where(
-                *inbound, InboundMessage.state == InboundState.QUARANTINED)).one()
-            recent_quarantined = session.exec(select(func.count()).select_from(InboundMessage).where(
-                *inbound, InboundMessage.state == InboundState.QUARANTINED, InboundMessage.received_at >= now - RECENT)).one()
-            needs_review = session.exec(select(func.count()).select_from(InboundMessage).where(
-                *inbound, InboundMessage.verdict == "needs_review")).one()
-            desks.append(DeskHealth(
-                desk=desk_id, name=desk.name, last_poll_at=last, mailbox=mailboxes.get(desk_id), outbox=counts,
-                quarantined=quarantined, needs_review=needs_review, next_digest_at=next_digest,
-                recent_failures=recent_outbox + recent_quarantined,
-            ))
+            quarantined = session.exec(
+                select(func.count())
+                .select_from(InboundMessage)
+                .where(*inbound, InboundMessage.state == InboundState.QUARANTINED)
+            ).one()
+            recent_quarantined = session.exec(
+                select(func.count())
+                .select_from(InboundMessage)
+                .where(
+                    *inbound,
+                    InboundMessage.state == InboundState.QUARANTINED,
+                    InboundMessage.received_at >= now - RECENT,
+                )
+            ).one()
+            needs_review = session.exec(
+                select(func.count())
+                .select_from(InboundMessage)
+                .where(*inbound, InboundMessage.verdict == "needs_review")
+            ).one()
+            desks.append(
+                DeskHealth(
+                    desk=desk_id,
+                    name=desk.name,
+                    last_poll_at=last,
+                    mailbox=mailboxes.get(desk_id),
+                    outbox=counts,
+                    quarantined=quarantined,
+                    needs_review=needs_review,
+                    next_digest_at=next_digest,
+                    recent_failures=recent_outbox + recent_quarantined,
+                )
+            )
     return StatusReport.judge(now, desks, smtp, stale_after(settings))

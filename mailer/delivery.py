@@ -63,10 +63,19 @@ T = OutboxMessage.__table__
 ACTOR = "mailer"
 
 PENDING, SENDING, DATA_SENT, SENT, FAILED = (
-    OutboxState.PENDING, OutboxState.SENDING, OutboxState.DATA_SENT, OutboxState.SENT, OutboxState.FAILED)
+    OutboxState.PENDING,
+    OutboxState.SENDING,
+    OutboxState.DATA_SENT,
+    OutboxState.SENT,
+    OutboxState.FAILED,
+)
 R_PENDING, R_IN_DATA, R_SENT, R_UNCONFIRMED, R_FAILED = (
-    RecipientState.PENDING, RecipientState.IN_DATA, RecipientState.SENT, RecipientState.UNCONFIRMED,
-    RecipientState.FAILED)
+    RecipientState.PENDING,
+    RecipientState.IN_DATA,
+    RecipientState.SENT,
+    RecipientState.UNCONFIRMED,
+    RecipientState.FAILED,
+)
 UNCONFIRMED_NOTE = "delivered-unconfirmed"
 
 
@@ -113,8 +122,16 @@ def _states(row) -> dict[str, str]:
     return states
 
 
-def _guarded(engine: Engine, row_id: int, token: datetime, expected: str, values: dict,
-             events: list[tuple[str, str, dict]] = (), desk: str = "", now: datetime | None = None) -> bool:
+def _guarded(
+    engine: Engine,
+    row_id: int,
+    token: datetime,
+    expected: str,
+    values: dict,
+    events: list[tuple[str, str, dict]] = (),
+    desk: str = "",
+    now: datetime | None = None,
+) -> bool:
     """Apply ``values`` if the row is still ours; record audit events in the same transaction."""
     guarded = update(T).where(T.c.id == row_id, T.c.state == expected, T.c.next_attempt_at == token).values(**values)
     if not events:  # the common case, kept light: one statement, one commit
@@ -147,7 +164,9 @@ def recover_stale(engine: Engine, now: datetime) -> int:
         if row.state == SENDING:
             states = {r: (R_PENDING if s == R_IN_DATA else s) for r, s in states.items()}
             note = "a deliverer stopped before the final dot; sent again"
-            values = dict(state=PENDING, next_attempt_at=now, recipient_states_json=json.dumps(states, ensure_ascii=False))
+            values = dict(
+                state=PENDING, next_attempt_at=now, recipient_states_json=json.dumps(states, ensure_ascii=False)
+            )
             events = []
             log.warning("outbox %s: deliverer stopped before DATA ended; will send again", row.id)
         else:
@@ -188,15 +207,25 @@ def _claim(engine: Engine, ids: list[int], now: datetime, lease: timedelta) -> l
 
 def _due_ids(engine: Engine, now: datetime, limit: int) -> list[int]:
     with engine.connect() as connection:
-        return list(connection.execute(
-            select(T.c.id).where(T.c.state == PENDING, T.c.next_attempt_at <= now)
-            .order_by(T.c.next_attempt_at, T.c.id).limit(limit)
-        ).scalars())
+        return list(
+            connection.execute(
+                select(T.c.id)
+                .where(T.c.state == PENDING, T.c.next_attempt_at <= now)
+                .order_by(T.c.next_attempt_at, T.c.id)
+                .limit(limit)
+            ).scalars()
+        )
 
 
 def deliver_due(
-    engine: Engine, session: SmtpSession, settings: OutboxSettings, *, now: datetime,
-    max_messages: int | None = None, lease: timedelta | None = None, hooks: FaultHooks = FaultHooks(),
+    engine: Engine,
+    session: SmtpSession,
+    settings: OutboxSettings,
+    *,
+    now: datetime,
+    max_messages: int | None = None,
+    lease: timedelta | None = None,
+    hooks: FaultHooks = FaultHooks(),
 ) -> DeliveryReport:
     """Send every row due at ``now`` over ``session`` (one connection reused), then QUIT.
 
@@ -218,7 +247,7 @@ def deliver_due(
                 if hooks.after_claim:
                     hooks.after_claim(row.id)
                 if not _deliver_one(engine, session, settings, row, now, hooks, report):
-                    _release(engine, settings, claimed[index + 1:], now, report.connection_error)
+                    _release(engine, settings, claimed[index + 1 :], now, report.connection_error)
                     return report
     finally:
         session.close()
@@ -228,9 +257,17 @@ def deliver_due(
 def _release(engine, settings: OutboxSettings, rows, now: datetime, reason: str | None) -> None:
     """Claimed rows not tried because the server could not be reached: back to pending, with backoff."""
     for row in rows:
-        _guarded(engine, row.id, row.next_attempt_at, SENDING, dict(
-            state=PENDING, next_attempt_at=now + retry_delay(row.attempts, settings), last_error=f"not tried: {reason}",
-        ))
+        _guarded(
+            engine,
+            row.id,
+            row.next_attempt_at,
+            SENDING,
+            dict(
+                state=PENDING,
+                next_attempt_at=now + retry_delay(row.attempts, settings),
+                last_error=f"not tried: {reason}",
+            ),
+        )
 
 
 def _deliver_one(engine, session: SmtpSession, settings, row, now, hooks, report) -> bool:
@@ -256,7 +293,9 @@ def _deliver_one(engine, session: SmtpSession, settings, row, now, hooks, report
     except SmtpConnectError as exc:
         report.connection_error = str(exc)
         log.warning("outbox %s: %s", row_id, exc)
-        _settle(engine, settings, row, token, SENDING, states, targets, SendResult(mail_code=(421, str(exc))), now, report)
+        _settle(
+            engine, settings, row, token, SENDING, states, targets, SendResult(mail_code=(421, str(exc))), now, report
+        )
         return False
     except ClaimLost:
         log.warning("outbox %s: claim lost to another deliverer; transaction abandoned before the final dot", row_id)
@@ -272,7 +311,9 @@ def _classify(code: int) -> str:
     return R_SENT if code in (250, 251) else R_FAILED if 500 <= code < 600 else R_PENDING
 
 
-def _settle(engine, settings: OutboxSettings, row, token, phase, states, targets, result: SendResult, now, report) -> None:
+def _settle(
+    engine, settings: OutboxSettings, row, token, phase, states, targets, result: SendResult, now, report
+) -> None:
     """Turn the server's answers into recipient states, the row's state and audit events."""
     problems: list[str] = []
     new = dict(states)
@@ -297,7 +338,9 @@ def _settle(engine, settings: OutboxSettings, row, token, phase, states, targets
         new[recipient] = R_FAILED
     note = "; ".join(problems)[:2000] or None
     if result.unconfirmed:
-        note = f"{UNCONFIRMED_NOTE}: the connection ended after the final dot, before the server answered; not sent again"
+        note = (
+            f"{UNCONFIRMED_NOTE}: the connection ended after the final dot, before the server answered; not sent again"
+        )
     if gave_up:
         note = f"gave up after {settings.give_up_after_hours:g} hours: {note or ''}".strip()
     values = _final_values(new, now, note)
@@ -309,7 +352,9 @@ def _settle(engine, settings: OutboxSettings, row, token, phase, states, targets
     events = []
     if newly_failed:
         action = "outbox.failed" if values["state"] == FAILED else "outbox.recipient_failed"
-        events.append((action, f"outbox:{row.id}", {"recipients": newly_failed, "error": note, "message_id": row.message_id}))
+        events.append(
+            (action, f"outbox:{row.id}", {"recipients": newly_failed, "error": note, "message_id": row.message_id})
+        )
     if result.unconfirmed:
         events.append(("outbox.unconfirmed", f"outbox:{row.id}", {"message_id": row.message_id, "note": note}))
     if not _guarded(engine, row.id, token, phase, values, events, row.desk, now):
@@ -327,14 +372,21 @@ def _count_and_log(row, values, new, newly_failed, note, result, report) -> None
     elif state == SENT:
         report.sent += 1
         done = sum(1 for s in new.values() if s == R_SENT)
-        log.info("outbox %s sent to %d recipient(s) (message-id %s)%s", row.id, done, row.message_id,
-                 f"; failed: {', '.join(newly_failed)}" if newly_failed else "")
+        log.info(
+            "outbox %s sent to %d recipient(s) (message-id %s)%s",
+            row.id,
+            done,
+            row.message_id,
+            f"; failed: {', '.join(newly_failed)}" if newly_failed else "",
+        )
     elif state == FAILED:
         report.failed += 1
         log.warning("outbox %s failed: %s", row.id, note)
     else:
         report.retry_later += 1
-        log.info("outbox %s: temporary refusal, next attempt at %s: %s", row.id, values["next_attempt_at"].isoformat(), note)
+        log.info(
+            "outbox %s: temporary refusal, next attempt at %s: %s", row.id, values["next_attempt_at"].isoformat(), note
+        )
 
 
 def _aware(moment: datetime) -> datetime:
@@ -369,7 +421,8 @@ def retry(engine: Engine, row_id: int, now: datetime, actor: str = "cli") -> lis
         for recipient in again:
             states[recipient] = R_PENDING
         result = session.connection().execute(
-            update(T).where(T.c.id == row_id, T.c.state == row.state)
+            update(T)
+            .where(T.c.id == row_id, T.c.state == row.state)
             .values(state=PENDING, next_attempt_at=now, recipient_states_json=json.dumps(states, ensure_ascii=False))
         )
         if result.rowcount != 1:

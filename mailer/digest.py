@@ -51,11 +51,31 @@ SECTION_TITLES = {
     "returned": "返送(再送をお願いしたもの)",
     "failure": "送信・処理の失敗",
 }
-SECTION_SHORT = {"revoked": "受付後の失効", "needs_review": "要確認", "accepted": "受付", "returned": "返送", "failure": "失敗"}
+SECTION_SHORT = {
+    "revoked": "受付後の失効",
+    "needs_review": "要確認",
+    "accepted": "受付",
+    "returned": "返送",
+    "failure": "失敗",
+}
 CSV_COLUMNS = [
-    "区分", "受付番号", "受付日時", "受注者", "工事・業務名", "保証の種類", "保証契約番号",
-    "認証キー(一部伏字)", "判定", "理由", "再送元の受付番号", "再送後の受付番号", "送信元",
-    "契約番号", "請負代金額", "保証金額", "保証期間",
+    "区分",
+    "受付番号",
+    "受付日時",
+    "受注者",
+    "工事・業務名",
+    "保証の種類",
+    "保証契約番号",
+    "認証キー(一部伏字)",
+    "判定",
+    "理由",
+    "再送元の受付番号",
+    "再送後の受付番号",
+    "送信元",
+    "契約番号",
+    "請負代金額",
+    "保証金額",
+    "保証期間",
 ]
 # Excel runs a cell that starts with one of these as a formula (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -126,7 +146,12 @@ def default_since(session: Session, target: DigestTarget, department: str, now: 
 
 
 def collect(
-    session: Session, target: DigestTarget, *, now: datetime, zone: str, since: datetime | None = None,
+    session: Session,
+    target: DigestTarget,
+    *,
+    now: datetime,
+    zone: str,
+    since: datetime | None = None,
     departments: Sequence[str] | None = None,
 ) -> list[Digest]:
     """One digest per department of the desk (in rules order), each over its own period."""
@@ -134,8 +159,15 @@ def collect(
     for department in departments or list(target.rules.departments):
         start = since or default_since(session, target, department, now, zone)
         lines = [
-            line for line in collect_lines(session, desk=target.desk, rules=target.rules, since=start, until=now,
-                                           lookup_site_url=target.lookup_site_url)
+            line
+            for line in collect_lines(
+                session,
+                desk=target.desk,
+                rules=target.rules,
+                since=start,
+                until=now,
+                lookup_site_url=target.lookup_site_url,
+            )
             if line.department == department
         ]
         digests.append(Digest(target, department, start, now, zone, tuple(lines)))
@@ -220,12 +252,30 @@ def render_csv(digest: Digest) -> bytes:
     zone = ZoneInfo(digest.zone)
     for key in SECTIONS:
         for line in (x for x in digest.lines if x.section == key):
-            writer.writerow([_cell(v) for v in (
-                SECTION_SHORT[key], line.receipt_no, f"{line.at.astimezone(zone):%Y-%m-%d %H:%M}", line.contractor,
-                line.work_name, line.guarantee_type, line.guarantee_no, line.masked_key, line.verdict_label,
-                " / ".join(line.reasons), line.resend_of, line.resent_as, line.sender,
-                line.contract_no, line.contract_amount, line.guarantee_amount, line.period,
-            )])
+            writer.writerow(
+                [
+                    _cell(v)
+                    for v in (
+                        SECTION_SHORT[key],
+                        line.receipt_no,
+                        f"{line.at.astimezone(zone):%Y-%m-%d %H:%M}",
+                        line.contractor,
+                        line.work_name,
+                        line.guarantee_type,
+                        line.guarantee_no,
+                        line.masked_key,
+                        line.verdict_label,
+                        " / ".join(line.reasons),
+                        line.resend_of,
+                        line.resent_as,
+                        line.sender,
+                        line.contract_no,
+                        line.contract_amount,
+                        line.guarantee_amount,
+                        line.period,
+                    )
+                ]
+            )
     return b"\xef\xbb\xbf" + buffer.getvalue().encode("utf-8")
 
 
@@ -248,7 +298,10 @@ def build_digest_message(digest: Digest, env: jinja2.Environment, *, now: dateti
         auto_submitted="auto-generated",
     )
     message.add_attachment(
-        render_csv(digest), maintype="text", subtype="csv", filename=csv_filename(digest),
+        render_csv(digest),
+        maintype="text",
+        subtype="csv",
+        filename=csv_filename(digest),
         params={"charset": "utf-8"},
     )
     mark(message, kind=DIGEST_KIND, desk=digest.target.desk)
@@ -265,7 +318,12 @@ class DigestOutcome:
 
 
 def enqueue_digests(
-    session: Session, target: DigestTarget, env: jinja2.Environment, *, now: datetime, zone: str,
+    session: Session,
+    target: DigestTarget,
+    env: jinja2.Environment,
+    *,
+    now: datetime,
+    zone: str,
     since: datetime | None = None,
 ) -> list[DigestOutcome]:
     """Put today's digest of every department with recipients into the outbox (caller commits)."""
@@ -282,8 +340,13 @@ def enqueue_digests(
         [digest] = collect(session, target, now=now, zone=zone, since=since, departments=[department])
         message = build_digest_message(digest, env, now=now)
         row, created = enqueue(
-            session, desk=target.desk, idempotency_key=key, kind=DIGEST_KIND, message=message,
-            envelope_from=target.desk_address, recipients=digest.recipients,
+            session,
+            desk=target.desk,
+            idempotency_key=key,
+            kind=DIGEST_KIND,
+            message=message,
+            envelope_from=target.desk_address,
+            recipients=digest.recipients,
         )
         log.info("digest %s enqueued: %d lines for %s", key, len(digest.lines), ", ".join(digest.recipients))
         outcomes.append(DigestOutcome(department, key, created, row.id, f"{len(digest.lines)} lines"))

@@ -125,21 +125,27 @@ def lookup_notes(submission: Submission, inbound: InboundMessage, site: str | No
     """What a clerk needs for a look-up still to do: the site, and the commands with the receipt number."""
     receipt = inbound.receipt_no or ""
     where = f"{site} で" if site else "保証会社の照会サイトで"
-    steps = (f"{where}照会し、結果を記録してください"
-             f"(認証キーの表示: keydesk manual reveal {receipt} --staff 氏名、記録: keydesk manual record {receipt})")
+    steps = (
+        f"{where}照会し、結果を記録してください"
+        f"(認証キーの表示: keydesk manual reveal {receipt} --staff 氏名、記録: keydesk manual record {receipt})"
+    )
     if submission.lookup_state == LookupState.MANUAL:
         return ("手入力照会: " + steps,)
     if submission.lookup_state == LookupState.HELD:
         when = submission.next_lookup_at
-        return (f"照会サービスの復旧を待って自動で再照会します(次回 {when:%m/%d %H:%M} UTC)" if when
-                else "照会サービスの復旧を待って自動で再照会します",)
+        return (
+            f"照会サービスの復旧を待って自動で再照会します(次回 {when:%m/%d %H:%M} UTC)"
+            if when
+            else "照会サービスの復旧を待って自動で再照会します",
+        )
     if submission.lookup_state == LookupState.STAFF:
         return ("照会サービスに接続できないまま再試行を終えました。" + steps,)
     return ()
 
 
-def _submission_lines(session: Session, desk: str, rules: DeskRules, since: datetime, until: datetime,
-                      lookup_site_url: str | None = None):
+def _submission_lines(
+    session: Session, desk: str, rules: DeskRules, since: datetime, until: datetime, lookup_site_url: str | None = None
+):
     previous = aliased(Submission)
     previous_inbound = aliased(InboundMessage)
     rows = session.exec(
@@ -148,8 +154,12 @@ def _submission_lines(session: Session, desk: str, rules: DeskRules, since: date
         .outerjoin(Document, Submission.document_id == Document.id)
         .outerjoin(previous, Submission.resend_of_id == previous.id)
         .outerjoin(previous_inbound, previous.inbound_id == previous_inbound.id)
-        .where(Submission.desk == desk, Submission.created_at >= since, Submission.created_at < until,
-               Submission.verdict.in_([str(v) for v in _ANSWERED]))
+        .where(
+            Submission.desk == desk,
+            Submission.created_at >= since,
+            Submission.created_at < until,
+            Submission.verdict.in_([str(v) for v in _ANSWERED]),
+        )
     ).all()
     resent = _resends(session, [s.id for s, *_ in rows if s.verdict == Verdict.RETURNED], until)
     for submission, inbound, document, resend_of in rows:
@@ -194,9 +204,15 @@ def _mail_lines(session: Session, desk: str, rules: DeskRules, since: datetime, 
     when = func.coalesce(InboundMessage.processed_at, InboundMessage.received_at)
     rows = session.exec(
         select(InboundMessage).where(
-            InboundMessage.desk == desk, when >= since, when < until,
-            ((InboundMessage.state == InboundState.PROCESSED) & InboundMessage.verdict.in_([str(v) for v in _ANSWERED])
-             & ~has_submission) | (InboundMessage.state == InboundState.QUARANTINED),
+            InboundMessage.desk == desk,
+            when >= since,
+            when < until,
+            (
+                (InboundMessage.state == InboundState.PROCESSED)
+                & InboundMessage.verdict.in_([str(v) for v in _ANSWERED])
+                & ~has_submission
+            )
+            | (InboundMessage.state == InboundState.QUARANTINED),
         )
     ).all()
     for inbound in rows:
@@ -204,8 +220,10 @@ def _mail_lines(session: Session, desk: str, rules: DeskRules, since: datetime, 
         verdict = InboundState.QUARANTINED if quarantined else inbound.verdict
         reasons = finding_labels(inbound.findings_json)
         if quarantined:
-            reasons = ("自動で処理できなかったため隔離しました。隔離フォルダのメールをご確認ください",
-                       *_error_reason(inbound.last_error))
+            reasons = (
+                "自動で処理できなかったため隔離しました。隔離フォルダのメールをご確認ください",
+                *_error_reason(inbound.last_error),
+            )
         yield DigestLine(
             section="failure" if quarantined else str(verdict),
             department=first,
@@ -221,8 +239,14 @@ def _mail_lines(session: Session, desk: str, rules: DeskRules, since: datetime, 
 def _failure_lines(session: Session, desk: str, rules: DeskRules, since: datetime, until: datetime):
     """Replies the outbox gave up on (5xx, 4 days of 4xx) or that came back as a bounce."""
     events = session.exec(
-        select(AuditEvent).where(AuditEvent.desk == desk, AuditEvent.action.in_(FAILURE_ACTIONS),
-                                 AuditEvent.at >= since, AuditEvent.at < until).order_by(AuditEvent.id)
+        select(AuditEvent)
+        .where(
+            AuditEvent.desk == desk,
+            AuditEvent.action.in_(FAILURE_ACTIONS),
+            AuditEvent.at >= since,
+            AuditEvent.at < until,
+        )
+        .order_by(AuditEvent.id)
     ).all()
     for event in events:
         kind, _, raw_id = event.subject.partition(":")
@@ -232,15 +256,18 @@ def _failure_lines(session: Session, desk: str, rules: DeskRules, since: datetim
         if row is None or row.kind != "reply":
             continue
         inbound = session.get(InboundMessage, row.inbound_id) if row.inbound_id else None
-        submissions = session.exec(select(Submission).where(Submission.inbound_id == row.inbound_id)).all() \
-            if inbound else []
+        submissions = (
+            session.exec(select(Submission).where(Submission.inbound_id == row.inbound_id)).all() if inbound else []
+        )
         try:
             detail = json.loads(event.detail_json)
         except ValueError:
             detail = {}
         recipients = detail.get("recipients") or json.loads(row.recipients_json or "[]")
-        reasons = (f"返信メールを届けられませんでした(宛先: {', '.join(map(str, recipients))})",
-                   *_error_reason(str(detail.get("error") or row.last_error or "")))
+        reasons = (
+            f"返信メールを届けられませんでした(宛先: {', '.join(map(str, recipients))})",
+            *_error_reason(str(detail.get("error") or row.last_error or "")),
+        )
         by_department: dict[str, Submission | None] = {}
         for submission in submissions:
             by_department.setdefault(_department(rules, submission.department, submission.guarantee_type), submission)
@@ -268,12 +295,18 @@ def _revoked_lines(session: Session, desk: str, rules: DeskRules, since: datetim
     rows = session.exec(
         select(Submission, InboundMessage)
         .join(InboundMessage, Submission.inbound_id == InboundMessage.id)
-        .where(Submission.desk == desk, Submission.revoked_at.is_not(None),
-               Submission.revoked_at >= since, Submission.revoked_at < until)
+        .where(
+            Submission.desk == desk,
+            Submission.revoked_at.is_not(None),
+            Submission.revoked_at >= since,
+            Submission.revoked_at < until,
+        )
     ).all()
     for submission, inbound in rows:
-        reason = (f"保証会社が受付後にこの保証を失効させました(理由: {submission.revoked_reason or '記載なし'})。"
-                  "契約担当で保証の差し替え等をご確認ください")
+        reason = (
+            f"保証会社が受付後にこの保証を失効させました(理由: {submission.revoked_reason or '記載なし'})。"
+            "契約担当で保証の差し替え等をご確認ください"
+        )
         yield DigestLine(
             section="revoked",
             department=_department(rules, submission.department, submission.guarantee_type),
@@ -292,8 +325,15 @@ def _revoked_lines(session: Session, desk: str, rules: DeskRules, since: datetim
         )
 
 
-def collect_lines(session: Session, *, desk: str, rules: DeskRules, since: datetime, until: datetime,
-                  lookup_site_url: str | None = None) -> list[DigestLine]:
+def collect_lines(
+    session: Session,
+    *,
+    desk: str,
+    rules: DeskRules,
+    since: datetime,
+    until: datetime,
+    lookup_site_url: str | None = None,
+) -> list[DigestLine]:
     """Every line of the desk's digests for [since, until), in digest order (all departments)."""
     lines = [
         *_revoked_lines(session, desk, rules, since, until),

@@ -41,28 +41,30 @@ Charset = Literal["utf-8", "iso-2022-jp"]
 AutoSubmitted = Literal["auto-replied", "auto-generated"]
 
 # Characters a reader never sees but that reshape what is displayed or where a header ends.
-_INVISIBLE = re.compile(
-    "[\x00-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]"
-)
+_INVISIBLE = re.compile("[\x00-\x1f\x7f-\x9f\u00ad\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff\ufff9-\ufffb]")
 _SPACES = re.compile(r"\s+")
 # Everything that is not plain text in a body, keeping newlines and tabs.
 _BODY_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\u2028\u2029\u202a-\u202e\u2066-\u2069\ufeff]")
 _LOCAL_PART = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*$")
-_DOMAIN = re.compile(r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$")
+_DOMAIN = re.compile(
+    r"^(?=.{1,253}$)[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?(\.[A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?)+$"
+)
 _MSG_ID = re.compile(r"<([!-;=?-~]{1,250}@[!-;=?-~]{1,250})>")  # printable ASCII except < and >
 # An atom-only display name can go out bare; anything else is quoted or encoded.
 _PLAIN_PHRASE = re.compile(r"^[A-Za-z0-9 !#$%&'*+/=?^_`{|}~.-]*$")
 
 # Windows (CP932/CP50220) code points whose JIS X 0208 character Python's codec knows by
 # another Unicode name: mapping them keeps 〜 and − readable in ISO-2022-JP.
-_WINDOWS_TO_JIS = str.maketrans({
-    "\uff5e": "\u301c",  # FULLWIDTH TILDE → WAVE DASH
-    "\u2225": "\u2016",  # PARALLEL TO → DOUBLE VERTICAL LINE
-    "\uff0d": "\u2212",  # FULLWIDTH HYPHEN-MINUS → MINUS SIGN
-    "\uffe0": "\u00a2",  # FULLWIDTH CENT SIGN
-    "\uffe1": "\u00a3",  # FULLWIDTH POUND SIGN
-    "\uffe2": "\u00ac",  # FULLWIDTH NOT SIGN
-})
+_WINDOWS_TO_JIS = str.maketrans(
+    {
+        "\uff5e": "\u301c",  # FULLWIDTH TILDE → WAVE DASH
+        "\u2225": "\u2016",  # PARALLEL TO → DOUBLE VERTICAL LINE
+        "\uff0d": "\u2212",  # FULLWIDTH HYPHEN-MINUS → MINUS SIGN
+        "\uffe0": "\u00a2",  # FULLWIDTH CENT SIGN
+        "\uffe1": "\u00a3",  # FULLWIDTH POUND SIGN
+        "\uffe2": "\u00ac",  # FULLWIDTH NOT SIGN
+    }
+)
 
 _MAX_HEADER_TEXT = 400
 _MAX_ENCODED_WORD = 75  # RFC 2047 §2
@@ -127,7 +129,7 @@ def thread_headers(parent_message_id: str | None, parent_references: str | None 
         if token not in chain and token != parent_id:
             chain.append(token)
     if len(chain) > _MAX_REFERENCES - 1:
-        chain = chain[:1] + chain[-(_MAX_REFERENCES - 2):]
+        chain = chain[:1] + chain[-(_MAX_REFERENCES - 2) :]
     if parent_id:
         chain.append(parent_id)
     return Thread(parent_id, tuple(chain))
@@ -280,7 +282,10 @@ def build_message(
         texts.append(html_body)
     used, _ = choose_charset(charset, texts)
     if used != charset:
-        log.info("message to %s falls back to UTF-8: some text is not in ISO-2022-JP", check_address(to[0].address) if to else "-")
+        log.info(
+            "message to %s falls back to UTF-8: some text is not in ISO-2022-JP",
+            check_address(to[0].address) if to else "-",
+        )
 
     def prepare(value: str) -> str:
         return value.translate(_WINDOWS_TO_JIS) if used == "iso-2022-jp" else value

@@ -42,7 +42,6 @@ _MASKED = re.compile(r"^\*{4}-\*{4}-\*{4}-(?:[0-9A-Z]{4}|\*{4})$")
 _OLD_MASKED = re.compile(r"^[0-9A-Z]{4}-(\*{4}-\*{4}-[0-9A-Z]{4})$")
 
 
-
 class TemplateProblem(UserFacingError, ValueError):
     """A template of the deployment is missing or broken; the message names the file."""
 
@@ -121,7 +120,9 @@ def local_time_text(moment: datetime, zone: str) -> str:
     if moment.tzinfo is None:
         raise ValueError("an aware datetime is needed to show the time in the desk's zone")
     local = moment.astimezone(ZoneInfo(zone))
-    return f"{local.year}年{local.month}月{local.day}日({_WEEKDAYS[local.weekday()]}) {local.hour}時{local.minute:02d}分"
+    return (
+        f"{local.year}年{local.month}月{local.day}日({_WEEKDAYS[local.weekday()]}) {local.hour}時{local.minute:02d}分"
+    )
 
 
 def ensure_masked(value: str | None) -> str | None:
@@ -201,7 +202,8 @@ def reply_context(facts: ReplyFacts) -> dict[str, Any]:
         "notes": _sentences(facts.findings, {Severity.INFO}),
         "request": str(request),
         "contractor_name": clean_header_text(facts.contractor_name or "", 100),
-        "results_follow": facts.verdict is Verdict.NEEDS_REVIEW and any(f.code in RESULT_FOLLOWS for f in facts.findings),
+        "results_follow": facts.verdict is Verdict.NEEDS_REVIEW
+        and any(f.code in RESULT_FOLLOWS for f in facts.findings),
         "resend": facts.resend,
         "resend_of_receipt_no": clean_header_text(facts.resend_of_receipt_no or "", 32),
     }

@@ -69,8 +69,12 @@ class ReplyDecision:
 
     def to_json(self) -> dict:
         """The ``"reply"`` object of `keydesk verify --json`."""
-        return {"send": self.reply, "to": self.address if self.reply else None, "reason": self.reason,
-                **({"short": True} if self.reply and self.short else {})}
+        return {
+            "send": self.reply,
+            "to": self.address if self.reply else None,
+            "reason": self.reason,
+            **({"short": True} if self.reply and self.short else {}),
+        }
 
 
 def _header_text(message: Message, name: str) -> str:
@@ -92,7 +96,7 @@ def valid_address(raw: str) -> str | None:
     because answering them would need SMTPUTF8, which the desk's relay may not offer.
     """
     raw = (raw or "").strip()
-    if not raw or any(c in raw for c in "\r\n\0<>,;\"\\ "):
+    if not raw or any(c in raw for c in '\r\n\0<>,;"\\ '):
         return None
     try:
         result = validate_email(raw, check_deliverability=False, allow_smtputf8=False)
@@ -225,12 +229,20 @@ def decide(
     if address.casefold() in {a.casefold() for a in own_addresses}:
         return ReplyDecision(False, None, "the reply address is the desk's own address")
     if desk_limit is not None and desk_recent_replies >= desk_limit:
-        return ReplyDecision(False, address, f"desk rate limit: {desk_recent_replies} replies in the last hour "
-                                             f"(limit {desk_limit})", short, suppressed=True)
+        return ReplyDecision(
+            False,
+            address,
+            f"desk rate limit: {desk_recent_replies} replies in the last hour (limit {desk_limit})",
+            short,
+            suppressed=True,
+        )
     if not new_guarantee and recent_replies >= limit:
         return ReplyDecision(
-            False, address, f"rate limit: {recent_replies} replies to {address} in the last hour (limit {limit})",
-            short, suppressed=True,
+            False,
+            address,
+            f"rate limit: {recent_replies} replies to {address} in the last hour (limit {limit})",
+            short,
+            suppressed=True,
         )
     reason = "short reply: sender not authenticated, plausibly a submission" if short else "reply"
     return ReplyDecision(True, address, reason, short)
@@ -254,9 +266,14 @@ def _with_new_guarantee(session: Session, inbound_ids: set[int]) -> set[int]:
     """The mails among ``inbound_ids`` that carried a guarantee not submitted before."""
     if not inbound_ids:
         return set()
-    rows = session.exec(select(Submission.inbound_id, Submission.findings_json).where(
-        Submission.inbound_id.in_(inbound_ids), Submission.guarantee_no.is_not(None))).all()
-    return {inbound_id for inbound_id, findings in rows if "submission.duplicate" not in stored_findings.codes(findings)}
+    rows = session.exec(
+        select(Submission.inbound_id, Submission.findings_json).where(
+            Submission.inbound_id.in_(inbound_ids), Submission.guarantee_no.is_not(None)
+        )
+    ).all()
+    return {
+        inbound_id for inbound_id, findings in rows if "submission.duplicate" not in stored_findings.codes(findings)
+    }
 
 
 def recent_reply_count(session: Session, *, desk: str, address: str, now: datetime) -> int:

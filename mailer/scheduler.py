@@ -60,7 +60,11 @@ def enqueue_all(
 
 
 def digest_job(
-    engine: Engine, targets: Sequence[DigestTarget], env: jinja2.Environment, *, zone: str,
+    engine: Engine,
+    targets: Sequence[DigestTarget],
+    env: jinja2.Environment,
+    *,
+    zone: str,
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
 ) -> Callable[[], None]:
     """The function the scheduler calls: enqueue the digests as of now (delivery sends them)."""
@@ -74,10 +78,16 @@ def digest_job(
 def add_digest_job(scheduler, settings: DigestSettings, job: Callable[[], None]):
     """Add (or replace) the digest job on an APScheduler 3 scheduler; returns the Job."""
     return scheduler.add_job(
-        job, trigger=digest_trigger(settings), id=JOB_ID, name="staff digest", replace_existing=True,
+        job,
+        trigger=digest_trigger(settings),
+        id=JOB_ID,
+        name="staff digest",
+        replace_existing=True,
         # A daemon that was down at 08:30 still sends the morning's digest when it comes back
         # within the hour; several missed runs collapse into one.
-        misfire_grace_time=3600, coalesce=True, max_instances=1,
+        misfire_grace_time=3600,
+        coalesce=True,
+        max_instances=1,
     )
 
 

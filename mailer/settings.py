@@ -24,8 +24,8 @@ class SmtpSettings(StrictModel):
     def _credentials(self) -> SmtpSettings:
         if self.security == "plain" and not is_loopback(self.host):
             raise ValueError(
-                f"security = \"plain\" sends mail and the password in clear text and is allowed only to "
-                f"loopback (127.0.0.0/8, ::1, localhost), got host {self.host!r}: use \"tls\" or \"starttls\""
+                f'security = "plain" sends mail and the password in clear text and is allowed only to '
+                f'loopback (127.0.0.0/8, ::1, localhost), got host {self.host!r}: use "tls" or "starttls"'
             )
         if self.username and not (self.password_env or self.password_file):
             raise ValueError("username is set, so password_env or password_file is needed")
@@ -55,5 +55,5 @@ class DigestSettings(StrictModel):
         try:
             CronTrigger.from_crontab(value)
         except ValueError as exc:
-            raise ValueError(f"is not a crontab schedule such as \"30 8 * * mon-fri\": {exc}") from None
+            raise ValueError(f'is not a crontab schedule such as "30 8 * * mon-fri": {exc}') from None
         return value

@@ -53,12 +53,15 @@ class SmtpConnector:
     """Opens authenticated connections as ``SmtpSettings`` says."""
 
     def __init__(
-        self, settings: SmtpSettings, password: str | None = None, ssl_context: ssl.SSLContext | None = None,
+        self,
+        settings: SmtpSettings,
+        password: str | None = None,
+        ssl_context: ssl.SSLContext | None = None,
         local_hostname: str | None = None,
     ) -> None:
         if settings.security == "plain" and not is_loopback(settings.host):
             raise SmtpConnectError(
-                f"smtp.security = \"plain\" is allowed only to a loopback address, not {settings.host}: use tls or starttls"
+                f'smtp.security = "plain" is allowed only to a loopback address, not {settings.host}: use tls or starttls'
             )
         if settings.username and not password:
             raise SmtpConnectError("smtp.username is set but no password was given")
@@ -76,7 +79,11 @@ class SmtpConnector:
         try:
             if s.security == "tls":
                 client: smtplib.SMTP = smtplib.SMTP_SSL(
-                    s.host, s.port, timeout=s.timeout_seconds, context=self._context, local_hostname=self._local_hostname
+                    s.host,
+                    s.port,
+                    timeout=s.timeout_seconds,
+                    context=self._context,
+                    local_hostname=self._local_hostname,
                 )
             else:
                 client = smtplib.SMTP(s.host, s.port, timeout=s.timeout_seconds, local_hostname=self._local_hostname)
@@ -95,7 +102,9 @@ class SmtpConnector:
         except SmtpConnectError:
             raise
         except smtplib.SMTPAuthenticationError as exc:
-            raise SmtpConnectError(f"{self.describe()} refused the login for {s.username}: {_text(exc.smtp_error)}") from None
+            raise SmtpConnectError(
+                f"{self.describe()} refused the login for {s.username}: {_text(exc.smtp_error)}"
+            ) from None
         except smtplib.SMTPNotSupportedError as exc:
             raise SmtpConnectError(f"{self.describe()}: {exc}") from None
         except (OSError, smtplib.SMTPException, ssl.SSLError) as exc:
@@ -138,7 +147,10 @@ class SmtpSession:
             client.close()
 
     def send(
-        self, envelope_from: str, recipients: list[str], raw: bytes,
+        self,
+        envelope_from: str,
+        recipients: list[str],
+        raw: bytes,
         before_final_dot: Callable[[dict[str, tuple[int, str]]], bool] = lambda answers: True,
     ) -> SendResult:
         """One transaction. Raises SmtpConnectError when no connection can be had.
@@ -155,7 +167,9 @@ class SmtpSession:
                 # A reused connection the server closed while idle: nothing was handed over yet.
                 self._drop()
                 if attempt == 2:
-                    raise SmtpConnectError(f"{self.connector.describe()} closed the connection before the message") from None
+                    raise SmtpConnectError(
+                        f"{self.connector.describe()} closed the connection before the message"
+                    ) from None
         raise AssertionError("unreachable")
 
     def _transaction(self, client, envelope_from, recipients, raw, before_final_dot) -> SendResult:

@@ -63,16 +63,23 @@ def ratios_for(rules: DeskRules, category: str | None, low_bid: bool) -> Ratios:
     contract_min = amounts.contract_guarantee_min_ratio
     advance_max = amounts.advance_max_ratio
     if override is not None:
-        contract_min = override.contract_guarantee_min_ratio if override.contract_guarantee_min_ratio is not None \
-            else contract_min
+        contract_min = (
+            override.contract_guarantee_min_ratio if override.contract_guarantee_min_ratio is not None else contract_min
+        )
         advance_max = override.advance_max_ratio if override.advance_max_ratio is not None else advance_max
     if low_bid:
         contract_min, advance_max = rules.low_bid.contract_guarantee_min_ratio, rules.low_bid.advance_max_ratio
     return Ratios(exact_ratio(contract_min), exact_ratio(advance_max), low_bid)
 
 
-def amount_checks(certificate: Certificate, rules: DeskRules, contract: Contract | None, category: str | None,
-                  other_advances: Mapping[GuaranteeType, int], add: Add) -> None:
+def amount_checks(
+    certificate: Certificate,
+    rules: DeskRules,
+    contract: Contract | None,
+    category: str | None,
+    other_advances: Mapping[GuaranteeType, int],
+    add: Add,
+) -> None:
     amounts = rules.amounts
     kind = certificate.guarantee_type
     guaranteed = certificate.guarantee_amount
@@ -85,10 +92,15 @@ def amount_checks(certificate: Certificate, rules: DeskRules, contract: Contract
         ratio = ratios.contract_guarantee_min
         if not at_least(guaranteed, base, ratio):
             basis = "低入札の契約のため、" if ratios.low_bid else ""
-            add("amount.contract_guarantee_low",
+            add(
+                "amount.contract_guarantee_low",
                 f"保証金額 {yen(guaranteed)} < 請負代金額 {yen(base)} の {percent(ratio)} ({yen(share(base, ratio))})"
                 + ("(低入札)" if ratios.low_bid else ""),
-                ratio=percent(ratio), required=yen(share(base, ratio)), basis=basis, **money)
+                ratio=percent(ratio),
+                required=yen(share(base, ratio)),
+                basis=basis,
+                **money,
+            )
         return
     if kind not in ADVANCES:
         return
@@ -97,18 +109,27 @@ def amount_checks(certificate: Certificate, rules: DeskRules, contract: Contract
     above = amounts.advance_min_contract_boundary == "超える"
     if (base <= threshold) if above else (base < threshold):
         boundary = "を超える金額" if above else "以上"
-        add("amount.advance_below_threshold",
+        add(
+            "amount.advance_below_threshold",
             f"請負代金額 {yen(base)} は前払金の対象 ({yen(threshold)}{boundary}) に当たらない",
-            threshold=yen(threshold), boundary=boundary, **money)
+            threshold=yen(threshold),
+            boundary=boundary,
+            **money,
+        )
 
     if kind is GuaranteeType.ADVANCE:
         code, ratio = "amount.advance_high", ratios.advance_max
     else:
         code, ratio = "amount.intermediate_advance_high", exact_ratio(amounts.intermediate_advance_max_ratio)
     if not at_most(guaranteed, base, ratio):
-        add(code, f"保証金額 {yen(guaranteed)} > 請負代金額 {yen(base)} の {percent(ratio)} ({yen(share_down(base, ratio))})"
+        add(
+            code,
+            f"保証金額 {yen(guaranteed)} > 請負代金額 {yen(base)} の {percent(ratio)} ({yen(share_down(base, ratio))})"
             + ("(低入札)" if ratios.low_bid else ""),
-            ratio=percent(ratio), limit=yen(share_down(base, ratio)), **money)
+            ratio=percent(ratio),
+            limit=yen(share_down(base, ratio)),
+            **money,
+        )
 
     _register_advance(certificate, contract, rules, add)
 
@@ -119,10 +140,16 @@ def amount_checks(certificate: Certificate, rules: DeskRules, contract: Contract
     total_ratio = exact_ratio(amounts.advance_total_max_ratio)
     if not at_most(advance + intermediate, base, total_ratio):
         limit = yen(share_down(base, total_ratio))
-        add("amount.advance_total_high",
+        add(
+            "amount.advance_total_high",
             f"前払金 {yen(advance)} + 中間前払金 {yen(intermediate)} > 請負代金額 {yen(base)} の {percent(total_ratio)} ({limit})",
-            ratio=percent(total_ratio), limit=limit, advance_amount=yen(advance), intermediate_amount=yen(intermediate),
-            total=yen(advance + intermediate), **money)
+            ratio=percent(total_ratio),
+            limit=limit,
+            advance_amount=yen(advance),
+            intermediate_amount=yen(intermediate),
+            total=yen(advance + intermediate),
+            **money,
+        )
 
 
 def _register_advance(certificate: Certificate, contract: Contract | None, rules: DeskRules, add: Add) -> None:
@@ -136,9 +163,14 @@ def _register_advance(certificate: Certificate, contract: Contract | None, rules
     if recorded is None or (guaranteed == recorded if mode == "equal" else guaranteed >= recorded):
         return
     expected = "と同額" if mode == "equal" else "以上"
-    add("amount.advance_not_register",
+    add(
+        "amount.advance_not_register",
         f"保証金額 {yen(guaranteed)} は台帳の支払予定額 {yen(recorded)}{expected}でない",
-        guarantee_type=kind.value, guarantee_amount=yen(guaranteed), register_amount=yen(recorded), expected=expected)
+        guarantee_type=kind.value,
+        guarantee_amount=yen(guaranteed),
+        register_amount=yen(recorded),
+        expected=expected,
+    )
 
 
 def known_advance(contract: Contract | None, other_advances: Mapping[GuaranteeType, int], kind: GuaranteeType) -> int:

@@ -67,7 +67,7 @@ def _time_zone(value: Any) -> str:
     try:
         ZoneInfo(value)
     except (ZoneInfoNotFoundError, ValueError, TypeError):
-        raise ValueError(f"is not a time zone such as \"Asia/Tokyo\", got {value!r}") from None
+        raise ValueError(f'is not a time zone such as "Asia/Tokyo", got {value!r}') from None
     return cast(str, value)  # ZoneInfo took it: a string
 
 

@@ -35,17 +35,31 @@ __all__ = [
 
 # Every code ``evaluate`` can produce: a replay under edited rules recomputes exactly these and
 # keeps a submission's other findings (documents, look-up, signature) as they were.
-RULE_CODES = frozenset({
-    "cert.other_obligee", "cert.before_start_date", "cert.type_not_eligible", "cert.category_not_eligible",
-    "cert.intermediate_not_allowed",
-    "register.no_contract", "register.matched_by_work", "register.contractor_mismatch", "register.work_mismatch",
-    "register.amount_mismatch",
-    "amount.contract_guarantee_low", "amount.advance_high", "amount.intermediate_advance_high",
-    "amount.advance_total_high", "amount.advance_below_threshold", "amount.advance_not_register",
-    "amount.intermediate_without_advance",
-    "period.ends_before_completion", "period.starts_after_contract_date", "period.intermediate_too_early",
-    "submission.duplicate",
-})
+RULE_CODES = frozenset(
+    {
+        "cert.other_obligee",
+        "cert.before_start_date",
+        "cert.type_not_eligible",
+        "cert.category_not_eligible",
+        "cert.intermediate_not_allowed",
+        "register.no_contract",
+        "register.matched_by_work",
+        "register.contractor_mismatch",
+        "register.work_mismatch",
+        "register.amount_mismatch",
+        "amount.contract_guarantee_low",
+        "amount.advance_high",
+        "amount.intermediate_advance_high",
+        "amount.advance_total_high",
+        "amount.advance_below_threshold",
+        "amount.advance_not_register",
+        "amount.intermediate_without_advance",
+        "period.ends_before_completion",
+        "period.starts_after_contract_date",
+        "period.intermediate_too_early",
+        "submission.duplicate",
+    }
+)
 
 
 def evaluate(
@@ -73,14 +87,21 @@ def evaluate(
         findings.append(Finding(code, detail=detail, params={"guarantee_no": no, **params}, guarantee_no=no))
 
     if not obligee_matches(certificate.obligee, rules.obligee_names, rules.prefecture):
-        add("cert.other_obligee", f"obligee {certificate.obligee!r} is not one of {rules.obligee_names}"
-            + (f" ({rules.prefecture})" if rules.prefecture else ""), obligee=certificate.obligee)
+        add(
+            "cert.other_obligee",
+            f"obligee {certificate.obligee!r} is not one of {rules.obligee_names}"
+            + (f" ({rules.prefecture})" if rules.prefecture else ""),
+            obligee=certificate.obligee,
+        )
 
     contract_date = contract.contract_date if contract else certificate.contract_date
     if contract_date < rules.start_date:
-        add("cert.before_start_date",
+        add(
+            "cert.before_start_date",
             f"契約日 {japanese_date(contract_date)} は電子保証の開始日 {japanese_date(rules.start_date)} より前",
-            contract_date=japanese_date(contract_date), start_date=japanese_date(rules.start_date))
+            contract_date=japanese_date(contract_date),
+            start_date=japanese_date(rules.start_date),
+        )
 
     kind = certificate.guarantee_type
     if kind is GuaranteeType.CONTRACT_RESERVATION or kind not in rules.eligible_guarantee_types:
@@ -89,8 +110,11 @@ def evaluate(
     label = contract.work_category if contract else certificate.work_category
     category = rules.work_category(label)
     if category not in rules.eligible_work_categories:
-        add("cert.category_not_eligible", f"work category {label!r} is not in {rules.eligible_work_categories}",
-            work_category=label)
+        add(
+            "cert.category_not_eligible",
+            f"work category {label!r} is not in {rules.eligible_work_categories}",
+            work_category=label,
+        )
 
     _register_checks(certificate, contract, add)
     if kind is GuaranteeType.INTERMEDIATE_ADVANCE:
@@ -109,37 +133,65 @@ Add = Callable[..., None]
 def _register_checks(certificate: Certificate, contract: Contract | None, add: Add) -> None:
     if contract is None:
         number = certificate.contract_no.strip()
-        add("register.no_contract",
+        add(
+            "register.no_contract",
             f"契約番号 {number} は台帳にない" if number else "契約番号の記載がなく、工事名・受注者名でも台帳に該当なし",
-            contract_no=number or "(記載なし。工事名・受注者名で照合)")
+            contract_no=number or "(記載なし。工事名・受注者名で照合)",
+        )
         return
     if not certificate.contract_no.strip():
-        add("register.matched_by_work",
+        add(
+            "register.matched_by_work",
             f"契約番号の記載がないため、工事名「{contract.work_name}」と受注者「{contract.contractor_name}」で"
-            f"契約番号 {contract.contract_no} と照合", contract_no=contract.contract_no)
+            f"契約番号 {contract.contract_no} と照合",
+            contract_no=contract.contract_no,
+        )
     if not names_match_any(certificate.contractor_name, [contract.contractor_name], company_key):
-        add("register.contractor_mismatch",
+        add(
+            "register.contractor_mismatch",
             f"電子証書の受注者「{certificate.contractor_name}」/ 台帳「{contract.contractor_name}」",
-            contractor_name=certificate.contractor_name, register_contractor=contract.contractor_name)
+            contractor_name=certificate.contractor_name,
+            register_contractor=contract.contractor_name,
+        )
     if plain_key(certificate.work_name) != plain_key(contract.work_name):
-        add("register.work_mismatch", f"電子証書の工事名「{certificate.work_name}」/ 台帳「{contract.work_name}」",
-            work_name=certificate.work_name, register_work_name=contract.work_name)
+        add(
+            "register.work_mismatch",
+            f"電子証書の工事名「{certificate.work_name}」/ 台帳「{contract.work_name}」",
+            work_name=certificate.work_name,
+            register_work_name=contract.work_name,
+        )
     if certificate.contract_amount != contract.contract_amount:
-        add("register.amount_mismatch",
+        add(
+            "register.amount_mismatch",
             f"電子証書の契約金額 {yen(certificate.contract_amount)} / 台帳の請負代金額 {yen(contract.contract_amount)}",
-            contract_amount=yen(certificate.contract_amount), register_amount=yen(contract.contract_amount))
+            contract_amount=yen(certificate.contract_amount),
+            register_amount=yen(contract.contract_amount),
+        )
 
 
-def _intermediate_checks(certificate: Certificate, rules: DeskRules, contract: Contract | None, category: str | None,
-                         label: str, others: Mapping[GuaranteeType, int], add: Add) -> None:
+def _intermediate_checks(
+    certificate: Certificate,
+    rules: DeskRules,
+    contract: Contract | None,
+    category: str | None,
+    label: str,
+    others: Mapping[GuaranteeType, int],
+    add: Add,
+) -> None:
     """中間前払金: only for some categories, after a 前払金, and only once the town has 認定."""
     policy = rules.intermediate_advance
     if category is not None and category in rules.eligible_work_categories and category not in policy.categories:
-        add("cert.intermediate_not_allowed", f"中間前払金の対象: {', '.join(policy.categories)}; この契約: {label}",
-            work_category=label)
+        add(
+            "cert.intermediate_not_allowed",
+            f"中間前払金の対象: {', '.join(policy.categories)}; この契約: {label}",
+            work_category=label,
+        )
     if policy.requires_advance and not advance_on_record(contract, others):
-        add("amount.intermediate_without_advance", "前払金(台帳の前払金額・受付済みの前払金保証)の記録なし",
-            contract_no=certificate.contract_no)
+        add(
+            "amount.intermediate_without_advance",
+            "前払金(台帳の前払金額・受付済みの前払金保証)の記録なし",
+            contract_no=certificate.contract_no,
+        )
     if contract is None:
         return  # register.no_contract already asks a person to look
     start = certificate.period_start
@@ -153,18 +205,28 @@ def _intermediate_checks(certificate: Certificate, rules: DeskRules, contract: C
     elif not contract.intermediate_certified:
         condition = "中間前払金の認定を当町の契約台帳で確認できない"
     if condition:
-        add("period.intermediate_too_early", f"保証期間の始期 {japanese_date(start)}: {condition}",
-            period_start=japanese_date(start), condition=condition)
+        add(
+            "period.intermediate_too_early",
+            f"保証期間の始期 {japanese_date(start)}: {condition}",
+            period_start=japanese_date(start),
+            condition=condition,
+        )
 
 
 def _period_checks(certificate: Certificate, contract: Contract | None, add: Add) -> None:
     contract_date = contract.contract_date if contract else certificate.contract_date
     if certificate.guarantee_type is GuaranteeType.CONTRACT and certificate.period_start > contract_date:
-        add("period.starts_after_contract_date",
+        add(
+            "period.starts_after_contract_date",
             f"契約保証の保証期間の始期 {japanese_date(certificate.period_start)} が契約日 {japanese_date(contract_date)} より後",
-            period_start=japanese_date(certificate.period_start), contract_date=japanese_date(contract_date))
+            period_start=japanese_date(certificate.period_start),
+            contract_date=japanese_date(contract_date),
+        )
     completion = contract.completion_date if contract else certificate.completion_date
     if certificate.period_end < completion:
-        add("period.ends_before_completion",
+        add(
+            "period.ends_before_completion",
             f"保証期間の終期 {japanese_date(certificate.period_end)} が工期末 {japanese_date(completion)} より前",
-            period_end=japanese_date(certificate.period_end), completion_date=japanese_date(completion))
+            period_end=japanese_date(certificate.period_end),
+            completion_date=japanese_date(completion),
+        )

@@ -46,7 +46,7 @@ def split_prefecture(text: str) -> tuple[str, str]:
     match = _PREFECTURE.match(text)
     if match is None:
         return "", text
-    return match.group(1), text[match.end():]
+    return match.group(1), text[match.end() :]
 
 
 def obligee_matches(obligee: str, names: Iterable[str], prefecture: str = "") -> bool:
@@ -63,7 +63,7 @@ def obligee_matches(obligee: str, names: Iterable[str], prefecture: str = "") ->
     for name in sorted((split_prefecture(obligee_key(n))[1] for n in names), key=len, reverse=True):
         if not name or not rest.startswith(name):
             continue
-        remainder = rest[len(name):]
+        remainder = rest[len(name) :]
         if not remainder or (name.endswith("長") and _PERSON.match(remainder)):
             return True
     return False

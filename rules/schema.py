@@ -105,18 +105,22 @@ class DeskRules(StrictModel):
     @classmethod
     def _prefecture(cls, value: str) -> str:
         if value and not value.endswith(("都", "道", "府", "県")):
-            raise ValueError(f"must be a prefecture such as \"島根県\", got {value!r}")
+            raise ValueError(f'must be a prefecture such as "島根県", got {value!r}')
         return value
 
     @model_validator(mode="after")
     def _categories_known(self) -> DeskRules:
         known = set(self.eligible_work_categories) | set(self.work_category_aliases.values())
-        for where, names in (("categories", self.categories), ("intermediate_advance.categories",
-                                                                 self.intermediate_advance.categories)):
+        for where, names in (
+            ("categories", self.categories),
+            ("intermediate_advance.categories", self.intermediate_advance.categories),
+        ):
             unknown = [name for name in names if name not in known]
             if unknown:
-                raise ValueError(f"{where}: {', '.join(unknown)} is not an eligible work category "
-                                 f"({', '.join(self.eligible_work_categories)})")
+                raise ValueError(
+                    f"{where}: {', '.join(unknown)} is not an eligible work category "
+                    f"({', '.join(self.eligible_work_categories)})"
+                )
         return self
 
     def work_category(self, label: str) -> str | None:
@@ -157,8 +161,10 @@ class DeskRules(StrictModel):
         if missing:
             raise ValueError(f"no department receives {', '.join(missing)}: add it to a department's guarantee_types")
         if self.returned_department is not None and self.returned_department not in self.departments:
-            raise ValueError(f"returned_department {self.returned_department!r} is not one of the departments "
-                             f"({', '.join(self.departments)})")
+            raise ValueError(
+                f"returned_department {self.returned_department!r} is not one of the departments "
+                f"({', '.join(self.departments)})"
+            )
         return self
 
     def department_for(self, guarantee_type: GuaranteeType) -> str | None:

@@ -37,8 +37,12 @@ class DocumentKind(StrEnum):
 
 
 CONFIGURED_KINDS = (
-    DocumentKind.KEY_NOTICE, DocumentKind.CERTIFICATE_VIEW, DocumentKind.FEE_RECEIPT,
-    DocumentKind.FEE_STATEMENT, DocumentKind.ADVANCE_CLAIM, DocumentKind.INSURER_BOND,
+    DocumentKind.KEY_NOTICE,
+    DocumentKind.CERTIFICATE_VIEW,
+    DocumentKind.FEE_RECEIPT,
+    DocumentKind.FEE_STATEMENT,
+    DocumentKind.ADVANCE_CLAIM,
+    DocumentKind.INSURER_BOND,
 )
 
 
@@ -100,12 +104,18 @@ class AccessKeyFormat(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> AccessKeyFormat:
-        if len(set(self.alphabet)) != len(self.alphabet) or not self.alphabet.isascii() \
-                or not self.alphabet.isalnum() or self.alphabet != self.alphabet.upper():
-            raise ValueError("alphabet: distinct upper-case ASCII letters and digits, e.g. \"0123456789ABCDEF\"")
+        if (
+            len(set(self.alphabet)) != len(self.alphabet)
+            or not self.alphabet.isascii()
+            or not self.alphabet.isalnum()
+            or self.alphabet != self.alphabet.upper()
+        ):
+            raise ValueError('alphabet: distinct upper-case ASCII letters and digits, e.g. "0123456789ABCDEF"')
         if self.check == "keydesk" and (self.length, self.alphabet) != (PROJECT_KEY_LENGTH, PROJECT_KEY_ALPHABET):
-            raise ValueError(f'check = "keydesk" needs length = {PROJECT_KEY_LENGTH} and this project\'s alphabet; '
-                             'use check = "none" for another format')
+            raise ValueError(
+                f'check = "keydesk" needs length = {PROJECT_KEY_LENGTH} and this project\'s alphabet; '
+                'use check = "none" for another format'
+            )
         return self
 
 

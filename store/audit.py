@@ -66,12 +66,21 @@ def genesis_for(desk: str, key: bytes | None = None) -> str:
     return _hash(key, json.dumps(["keydesk-audit-genesis", desk]).encode("utf-8"))
 
 
-def _digest(key: bytes | None, prev_hash: str, desk: str, at: datetime, actor: str, action: str, subject: str,
-            detail_json: str) -> str:
+def _digest(
+    key: bytes | None, prev_hash: str, desk: str, at: datetime, actor: str, action: str, subject: str, detail_json: str
+) -> str:
     if at.tzinfo is None:  # SQLite hands datetimes back naive; they were written as UTC.
         at = at.replace(tzinfo=timezone.utc)
     material = json.dumps(
-        [prev_hash, desk, at.astimezone(timezone.utc).isoformat(timespec="microseconds"), actor, action, subject, detail_json],
+        [
+            prev_hash,
+            desk,
+            at.astimezone(timezone.utc).isoformat(timespec="microseconds"),
+            actor,
+            action,
+            subject,
+            detail_json,
+        ],
         ensure_ascii=False,
         separators=(",", ":"),
     )
@@ -86,7 +95,12 @@ def _tail_hash(session: Session, desk: str, key: bytes | None) -> str:
 
 
 def record(
-    session: Session, desk: str, actor: str, action: str, subject: str = "", detail: dict[str, Any] | None = None,
+    session: Session,
+    desk: str,
+    actor: str,
+    action: str,
+    subject: str = "",
+    detail: dict[str, Any] | None = None,
     at: datetime | None = None,
 ) -> AuditEvent:
     """Add an event to the session (committed with the caller's transaction)."""
@@ -95,16 +109,23 @@ def record(
     detail_json = json.dumps(detail or {}, ensure_ascii=False, sort_keys=True, default=str)
     prev_hash = _tail_hash(session, desk, key)
     event = AuditEvent(
-        desk=desk, at=at, actor=actor, action=action, subject=subject, detail_json=detail_json,
-        prev_hash=prev_hash, hash=_digest(key, prev_hash, desk, at, actor, action, subject, detail_json),
+        desk=desk,
+        at=at,
+        actor=actor,
+        action=action,
+        subject=subject,
+        detail_json=detail_json,
+        prev_hash=prev_hash,
+        hash=_digest(key, prev_hash, desk, at, actor, action, subject, detail_json),
     )
     session.add(event)
     session.flush()
     return event
 
 
-def record_now(engine: Engine, desk: str, actor: str, action: str, subject: str = "",
-               detail: dict[str, Any] | None = None) -> None:
+def record_now(
+    engine: Engine, desk: str, actor: str, action: str, subject: str = "", detail: dict[str, Any] | None = None
+) -> None:
     """Record in a transaction of its own, running it again when another writer extended the chain first."""
 
     def attempt() -> None:
@@ -137,12 +158,21 @@ def verify_chain(session: Session) -> ChainReport:
         count += 1
         previous = expected.get(event.desk) or genesis_for(event.desk, key)
         if event.prev_hash != previous:
-            return ChainReport(count, event.id, "does not follow the previous event of its desk (deleted or reordered)",
-                               keyed=key is not None)
-        recomputed = _digest(key, event.prev_hash, event.desk, event.at, event.actor, event.action, event.subject,
-                             event.detail_json)
+            return ChainReport(
+                count,
+                event.id,
+                "does not follow the previous event of its desk (deleted or reordered)",
+                keyed=key is not None,
+            )
+        recomputed = _digest(
+            key, event.prev_hash, event.desk, event.at, event.actor, event.action, event.subject, event.detail_json
+        )
         if not hmac.compare_digest(recomputed, event.hash):
-            return ChainReport(count, event.id, "its content was changed after it was written (or it was written "
-                               "without the audit key)", keyed=key is not None)
+            return ChainReport(
+                count,
+                event.id,
+                "its content was changed after it was written (or it was written without the audit key)",
+                keyed=key is not None,
+            )
         expected[event.desk] = event.hash
     return ChainReport(count, None, tails=expected, keyed=key is not None)

@@ -19,10 +19,17 @@ from typing import Any
 from rules.findings import CODES, Finding
 
 
-def _item(code: str, severity: str | None, message: str, detail: str, guarantee_no: str | None,
-          document: str | None) -> dict[str, Any]:
-    return {"code": code, "severity": severity, "message": message, "detail": detail,
-            "guarantee_no": guarantee_no, "document": document}
+def _item(
+    code: str, severity: str | None, message: str, detail: str, guarantee_no: str | None, document: str | None
+) -> dict[str, Any]:
+    return {
+        "code": code,
+        "severity": severity,
+        "message": message,
+        "detail": detail,
+        "guarantee_no": guarantee_no,
+        "document": document,
+    }
 
 
 def dump(findings: Sequence[Finding]) -> str:
@@ -42,8 +49,10 @@ def append(findings_json: str | None, findings: Sequence[Finding]) -> str:
 
 def without(findings_json: str | None, unwanted: Collection[str]) -> str:
     """The stored form of ``findings_json`` without the findings whose code is in ``unwanted``."""
-    return json.dumps([item for item in _items(findings_json)
-                       if not (isinstance(item, dict) and item.get("code") in unwanted)], ensure_ascii=False)
+    return json.dumps(
+        [item for item in _items(findings_json) if not (isinstance(item, dict) and item.get("code") in unwanted)],
+        ensure_ascii=False,
+    )
 
 
 def dump_codes(codes: Iterable[str]) -> str:
@@ -60,7 +69,9 @@ def dump_codes(codes: Iterable[str]) -> str:
 
 def codes(findings_json: str | None) -> list[str]:
     """The codes of stored findings, in order; a value that is not the stored shape gives none."""
-    return [item["code"] for item in _items(findings_json) if isinstance(item, dict) and isinstance(item.get("code"), str)]
+    return [
+        item["code"] for item in _items(findings_json) if isinstance(item, dict) and isinstance(item.get("code"), str)
+    ]
 
 
 def _items(findings_json: str | None) -> list[Any]:

@@ -31,8 +31,9 @@ def client_ssl_context(ca_file: Path | None, what: str = "ca_file") -> ssl.SSLCo
     except IsADirectoryError:
         raise ConfigError([f"{what}: {ca_file} is a folder, not a PEM file of CA certificates"]) from None
     except ssl.SSLError:
-        raise ConfigError([(f"{what}: {ca_file} holds no PEM certificate (a bundle of CA certificates "
-                            f"in PEM format is needed)")]) from None
+        raise ConfigError(
+            [(f"{what}: {ca_file} holds no PEM certificate (a bundle of CA certificates in PEM format is needed)")]
+        ) from None
     except OSError as exc:
         raise ConfigError([f"{what}: cannot read {ca_file}: {exc.strerror or exc}"]) from None
     return context

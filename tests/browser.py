@@ -37,8 +37,13 @@ def browser_page() -> Iterator[object]:
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed")
     with tempfile.TemporaryDirectory() as profile, sync_api.sync_playwright() as playwright:
         context = playwright.chromium.launch_persistent_context(
-            profile, executable_path=executable, headless=True, args=CHROMIUM_FLAGS,
-            locale="ja-JP", viewport={"width": 1280, "height": 900}, accept_downloads=True,
+            profile,
+            executable_path=executable,
+            headless=True,
+            args=CHROMIUM_FLAGS,
+            locale="ja-JP",
+            viewport={"width": 1280, "height": 900},
+            accept_downloads=True,
         )
         try:
             page = context.new_page()

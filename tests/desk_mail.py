@@ -19,9 +19,15 @@ SENDER = "info@misato-kensetsu.example"
 AUTHSERV_ID = "mx.town.misato.example"  # the default config's authserv_id
 
 
-def mail(attachments: list[tuple[str, bytes]], *, sender: str = SENDER, subject: str = "【電子保証】認証キー等の提出",
-         headers: dict[str, str] | None = None, body: str = "美郷町 契約係 御中\n\n認証キー等のお知らせを提出します。\n",
-         authenticated: bool = True) -> bytes:
+def mail(
+    attachments: list[tuple[str, bytes]],
+    *,
+    sender: str = SENDER,
+    subject: str = "【電子保証】認証キー等の提出",
+    headers: dict[str, str] | None = None,
+    body: str = "美郷町 契約係 御中\n\n認証キー等のお知らせを提出します。\n",
+    authenticated: bool = True,
+) -> bytes:
     """``authenticated``: the header our receiving server adds when the sender's domain passed DMARC."""
     message = EmailMessage()
     if authenticated:
@@ -30,7 +36,9 @@ def mail(attachments: list[tuple[str, bytes]], *, sender: str = SENDER, subject:
     message["From"] = f"美郷建設 工務部 <{sender}>"
     message["To"] = "keiyaku@town.misato.example"
     message["Subject"] = subject
-    message["Message-ID"] = f"<{hashlib.sha1(repr((attachments, subject, body)).encode()).hexdigest()}@misato-kensetsu.example>"
+    message["Message-ID"] = (
+        f"<{hashlib.sha1(repr((attachments, subject, body)).encode()).hexdigest()}@misato-kensetsu.example>"
+    )
     for name, value in (headers or {}).items():
         message[name] = value
     message.set_content(body)
@@ -43,9 +51,17 @@ def take(runtime: Runtime, raw: bytes, uid: int) -> tuple[InboundMessage, Outcom
     pipeline = build_pipeline(runtime, "misato", clock=lambda: NOW)
     stored = pipeline.store.put(raw)  # as the poller stores it: a held look-up reads the mail again
     with Session(runtime.engine) as session:
-        row = InboundMessage(desk="misato", account="keiyaku", mailbox="INBOX", uidvalidity=1, uid=uid,
-                             sha256=hashlib.sha256(raw).hexdigest(), size=len(raw), received_at=NOW,
-                             raw_path=stored.relative_path)
+        row = InboundMessage(
+            desk="misato",
+            account="keiyaku",
+            mailbox="INBOX",
+            uidvalidity=1,
+            uid=uid,
+            sha256=hashlib.sha256(raw).hexdigest(),
+            size=len(raw),
+            received_at=NOW,
+            raw_path=stored.relative_path,
+        )
         session.add(row)
         session.flush()
         outcome = pipeline(session, row, raw)

@@ -58,7 +58,7 @@ class _ServerBase:
     def append_many(self, raws: list[bytes], folder: str = "INBOX") -> None:
         with self.client() as client:
             for start in range(0, len(raws), 50):  # MULTIAPPEND: one command per 50 mails
-                client.multiappend(folder, raws[start:start + 50])
+                client.multiappend(folder, raws[start : start + 50])
 
     def ensure_folder(self, folder: str) -> None:
         with self.client() as client:
@@ -87,8 +87,15 @@ class _ServerBase:
             client.create_folder(folder)
 
     def mailbox_settings(self, **changes) -> MailboxSettings:
-        values = dict(host=self.host, port=self.port, security="plain", username=self.user,
-                      password_env="KEYDESK_TEST_UNUSED", folder="INBOX", action="move")
+        values = dict(
+            host=self.host,
+            port=self.port,
+            security="plain",
+            username=self.user,
+            password_env="KEYDESK_TEST_UNUSED",
+            folder="INBOX",
+            action="move",
+        )
         values.update(changes)
         return MailboxSettings(**values)
 
@@ -125,8 +132,15 @@ class PymapTlsServer(_ServerBase):
         self.directory = directory
         self.tls = tls
         self.log_file = directory / "pymap.log"
-        self._imap = EmbeddedImap(directory, {self.user: self.password}, host=self.host, port=port,
-                                  log_file=self.log_file, tls=(tls.cert, tls.key), debug=True)
+        self._imap = EmbeddedImap(
+            directory,
+            {self.user: self.password},
+            host=self.host,
+            port=port,
+            log_file=self.log_file,
+            tls=(tls.cert, tls.key),
+            debug=True,
+        )
 
     def client(self) -> IMAPClient:
         client = IMAPClient(self.host, self.port, ssl=False, timeout=30)
@@ -194,7 +208,8 @@ class DovecotServer(_ServerBase):
         os.chown(root / "mail", mail_user.pw_uid, mail_user.pw_gid)
         home = root / "mail" / "keiyaku"
         (root / "passwd").write_text(
-            f"{self.user}:{{PLAIN}}{self.password}:{mail_user.pw_uid}:{mail_user.pw_gid}::{home}::\n")
+            f"{self.user}:{{PLAIN}}{self.password}:{mail_user.pw_uid}:{mail_user.pw_gid}::{home}::\n"
+        )
         (root / "dovecot.conf").write_text(f"""\
 base_dir = {root}/run
 state_dir = {root}/state
@@ -241,13 +256,17 @@ service stats {{
 """)
 
     def start(self) -> None:
-        self._process = subprocess.Popen([DOVECOT, "-F", "-c", str(self.root / "dovecot.conf")],
-                                         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL,
-                                         stderr=subprocess.STDOUT, start_new_session=True)
+        self._process = subprocess.Popen(
+            [DOVECOT, "-F", "-c", str(self.root / "dovecot.conf")],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
         deadline = time.monotonic() + 20
         while not greeting_ok(self.host, self.port):
             if self._process.poll() is not None or time.monotonic() > deadline:
-                log = (self.root / "dovecot.log")
+                log = self.root / "dovecot.log"
                 raise RuntimeError(f"Dovecot did not start: {log.read_text()[-2000:] if log.exists() else ''}")
             time.sleep(0.05)
 
@@ -339,8 +358,10 @@ def pymap_tls_server(tmp_path: Path):
 def dovecot_tls_server(tmp_path: Path):
     """Dovecot with STARTTLS on ``port`` and implicit TLS on ``imaps_port``, from a private CA."""
     if DOVECOT is None:
-        pytest.skip("Dovecot is not installed (apt-get install dovecot-imapd); CI runs these tests "
-                    "(pymap offers STARTTLS only, so implicit TLS needs Dovecot)")
+        pytest.skip(
+            "Dovecot is not installed (apt-get install dovecot-imapd); CI runs these tests "
+            "(pymap offers STARTTLS only, so implicit TLS needs Dovecot)"
+        )
     (tmp_path / "dovecot-tls").mkdir()
     server = DovecotServer(free_port(), tls=private_ca(tmp_path / "dovecot-tls"), imaps_port=free_port())
     try:
@@ -362,15 +383,23 @@ DESK = "misato"
 DESK_ADDRESS = "keiyaku@town.test.example"
 
 
-def make_mail(number: int, *, subject: str | None = None, body: str | None = None, extra: bytes = b"",
-              sender: str = "contractor@kensetsu.example") -> bytes:
+def make_mail(
+    number: int,
+    *,
+    subject: str | None = None,
+    body: str | None = None,
+    extra: bytes = b"",
+    sender: str = "contractor@kensetsu.example",
+) -> bytes:
     """A plain mail, unique by its number (Message-ID and body)."""
     subject = subject or f"認証キーのお知らせ {number}"
-    head = (f"From: {sender}\r\nTo: {DESK_ADDRESS}\r\n"
-            f"Subject: {Header(subject, 'utf-8').encode()}\r\n"
-            f"Message-ID: <mail-{number}@kensetsu.example>\r\n"
-            f"Date: Wed, 01 Apr 2026 09:00:00 +0900\r\nMIME-Version: 1.0\r\n"
-            f"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n")
+    head = (
+        f"From: {sender}\r\nTo: {DESK_ADDRESS}\r\n"
+        f"Subject: {Header(subject, 'utf-8').encode()}\r\n"
+        f"Message-ID: <mail-{number}@kensetsu.example>\r\n"
+        f"Date: Wed, 01 Apr 2026 09:00:00 +0900\r\nMIME-Version: 1.0\r\n"
+        f"Content-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n"
+    )
     text = body if body is not None else f"保証証書の認証キーを送付します。番号 {number}\r\n"
     return head.encode() + text.encode("utf-8") + extra
 
@@ -390,16 +419,30 @@ def sample_process(session, inbound, raw):
     if b"[boom]" in raw:
         raise ValueError("the pipeline could not read this mail")
     verdict = Verdict.RETURNED if b"[returned]" in raw else Verdict.ACCEPTED
-    session.add(Submission(desk=inbound.desk, inbound_id=inbound.id, verdict=verdict.value,
-                           findings_json=json.dumps({"raw_bytes": len(raw)})))
+    session.add(
+        Submission(
+            desk=inbound.desk,
+            inbound_id=inbound.id,
+            verdict=verdict.value,
+            findings_json=json.dumps({"raw_bytes": len(raw)}),
+        )
+    )
     reply = EmailMessage()
     reply["From"] = DESK_ADDRESS
     reply["To"] = "contractor@kensetsu.example"
     reply["Subject"] = "受付のお知らせ"
     reply["Message-ID"] = new_message_id(DESK_ADDRESS)
     reply.set_content("受け付けました。")
-    enqueue(session, desk=inbound.desk, idempotency_key=f"reply:{inbound.id}", kind="reply", message=reply,
-            envelope_from=DESK_ADDRESS, recipients=["contractor@kensetsu.example"], inbound_id=inbound.id)
+    enqueue(
+        session,
+        desk=inbound.desk,
+        idempotency_key=f"reply:{inbound.id}",
+        kind="reply",
+        message=reply,
+        envelope_from=DESK_ADDRESS,
+        recipients=["contractor@kensetsu.example"],
+        inbound_id=inbound.id,
+    )
     findings = ("key.missing",) if verdict == Verdict.RETURNED else ()
     return Outcome(verdict, findings)
 
@@ -407,8 +450,17 @@ def sample_process(session, inbound, raw):
 class IntakeHarness:
     """An IntakeService on a tmp SQLite database against ``server``."""
 
-    def __init__(self, tmp_path: Path, server, process=sample_process, mailbox=None, poll=None, limits=None,
-                 after_commit=None, connection_class=None) -> None:
+    def __init__(
+        self,
+        tmp_path: Path,
+        server,
+        process=sample_process,
+        mailbox=None,
+        poll=None,
+        limits=None,
+        after_commit=None,
+        connection_class=None,
+    ) -> None:
         from sqlmodel import SQLModel
 
         from intake.intake_service import IntakeService
@@ -427,9 +479,16 @@ class IntakeHarness:
         self.limits = limits or Limits()
         self.lock_directory = tmp_path / "var" / "locks"
         self.connection_class = connection_class
-        self.service = IntakeService(desk=DESK, mailbox=self.mailbox, poll=self.poll, limits=self.limits,
-                                     engine=self.engine, store=self.store, process=process,
-                                     after_commit=after_commit)
+        self.service = IntakeService(
+            desk=DESK,
+            mailbox=self.mailbox,
+            poll=self.poll,
+            limits=self.limits,
+            engine=self.engine,
+            store=self.store,
+            process=process,
+            after_commit=after_commit,
+        )
 
     def connection(self):
         from intake.poller import MailboxConnection
@@ -471,6 +530,7 @@ class IntakeHarness:
 
 # -- a deployment (config folder + migrated database) for CLI tests -------------------------------
 
+
 def cli_app():
     """keydesk's typer app with the intake commands registered (once)."""
     from keydesk import cli_intake
@@ -481,8 +541,9 @@ def cli_app():
     return app
 
 
-def deployment_for(tmp_path: Path, server=None, *, imap_port: int | None = None, smtp_port: int | None = None,
-                   embedded: bool = False) -> Path:
+def deployment_for(
+    tmp_path: Path, server=None, *, imap_port: int | None = None, smtp_port: int | None = None, embedded: bool = False
+) -> Path:
     """A config folder from `keydesk init`, its database migrated, the desk's mailbox pointing at
     ``server`` (or at the embedded server when ``embedded``)."""
     from keydesk.cli_admin import init
@@ -501,8 +562,10 @@ def deployment_for(tmp_path: Path, server=None, *, imap_port: int | None = None,
         text = text.replace("enabled = true", "enabled = false")
         text = text.replace('username = "keiyaku@town.misato.example"', f'username = "{server.user}"')
         text = text.replace("port = 1143", f"port = {server.port}")
-        text = text.replace('password_file = "var/secrets/embedded-keiyaku.password"\n# token_command',
-                            'password_file = "var/secrets/desk-mailbox.password"\n# token_command')
+        text = text.replace(
+            'password_file = "var/secrets/embedded-keiyaku.password"\n# token_command',
+            'password_file = "var/secrets/desk-mailbox.password"\n# token_command',
+        )
         secret = tmp_path / "var" / "secrets" / "desk-mailbox.password"
         secret.parent.mkdir(parents=True, exist_ok=True)
         secret.write_text(server.password + "\n")

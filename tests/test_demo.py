@@ -65,6 +65,7 @@ def kind(message) -> str:
 
 # -- verdicts ---------------------------------------------------------------------------------------
 
+
 @pytest.mark.parametrize("key", list(MAILS))
 def test_every_mail_gets_its_verdict(run, key):
     report, _ = run
@@ -99,6 +100,7 @@ def test_the_report_counts_add_up(run):
 
 # -- mailboxes --------------------------------------------------------------------------------------
 
+
 def test_every_contractor_got_exactly_one_reply_per_mail(run):
     report, mailboxes = run
     assert {o.sender.key for o in report.mails} == {firm.key for firm in scenario.CONTRACTORS}
@@ -112,15 +114,26 @@ def test_every_contractor_got_exactly_one_reply_per_mail(run):
 def test_the_replies_say_what_the_verdict_is(run):
     report, mailboxes = run
     # A returned mail's subject says the one thing asked (issue 14): paper, the addressee, the guarantee, or the PDF.
-    titles = {Verdict.ACCEPTED: "受け付けました", Verdict.RETURNED: "再送をお願いします",
-              Verdict.NEEDS_REVIEW: "担当者が確認します"}
-    asks = {"reservation": "書面の保証証書でのご提出をお願いします", "before_start": "書面の保証証書でのご提出をお願いします",
-            "other_town": "電子証書の提出先をご確認ください", "revoked": "保証内容のご確認をお願いします",
-            "low_contract_guarantee": "保証内容のご確認をお願いします", "low_bid": "保証内容のご確認をお願いします"}
+    titles = {
+        Verdict.ACCEPTED: "受け付けました",
+        Verdict.RETURNED: "再送をお願いします",
+        Verdict.NEEDS_REVIEW: "担当者が確認します",
+    }
+    asks = {
+        "reservation": "書面の保証証書でのご提出をお願いします",
+        "before_start": "書面の保証証書でのご提出をお願いします",
+        "other_town": "電子証書の提出先をご確認ください",
+        "revoked": "保証内容のご確認をお願いします",
+        "low_contract_guarantee": "保証内容のご確認をお願いします",
+        "low_bid": "保証内容のご確認をお願いします",
+    }
     assert len(report.mails) == len(scenario.MAILS)
     for got in report.mails:
-        [reply] = [m for m in mailboxes[got.sender.address]
-                   if kind(m) == "reply" and bare(m["In-Reply-To"]) == bare(got.message_id)]
+        [reply] = [
+            m
+            for m in mailboxes[got.sender.address]
+            if kind(m) == "reply" and bare(m["In-Reply-To"]) == bare(got.message_id)
+        ]
         assert got.receipt_no in str(reply["Subject"])
         title = asks.get(got.mail.key, titles[Verdict(got.verdict)])
         assert title in str(reply["Subject"]), (got.mail.key, str(reply["Subject"]))
@@ -160,6 +173,7 @@ def test_the_terminal_table_shows_every_mail(run):
 
 
 # -- the folder, the config, the pieces -------------------------------------------------------------
+
 
 def test_a_second_run_starts_clean_and_foreign_folders_are_kept(tmp_path):
     directory = tmp_path / "var" / "demo"

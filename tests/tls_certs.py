@@ -52,20 +52,39 @@ def _certificate(subject, issuer, public_key, signing_key, *, ca: bool, server: 
     now = datetime.datetime.now(datetime.timezone.utc)
     builder = (
         x509.CertificateBuilder()
-        .subject_name(subject).issuer_name(issuer).public_key(public_key)
+        .subject_name(subject)
+        .issuer_name(issuer)
+        .public_key(public_key)
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=1))
+        .not_valid_before(now - datetime.timedelta(minutes=5))
+        .not_valid_after(now + datetime.timedelta(days=1))
         .add_extension(x509.BasicConstraints(ca=ca, path_length=None), critical=True)
     )
     if server:
-        builder = builder.add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        ]), critical=False)
+        builder = builder.add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
     if ca:
-        builder = builder.add_extension(x509.KeyUsage(
-            digital_signature=True, content_commitment=False, key_encipherment=False, data_encipherment=False,
-            key_agreement=False, key_cert_sign=True, crl_sign=True, encipher_only=False, decipher_only=False,
-        ), critical=True)
+        builder = builder.add_extension(
+            x509.KeyUsage(
+                digital_signature=True,
+                content_commitment=False,
+                key_encipherment=False,
+                data_encipherment=False,
+                key_agreement=False,
+                key_cert_sign=True,
+                crl_sign=True,
+                encipher_only=False,
+                decipher_only=False,
+            ),
+            critical=True,
+        )
     return builder.sign(signing_key, hashes.SHA256())
 
 
@@ -77,9 +96,11 @@ def _write(directory: Path, prefix: str, cert, key=None) -> tuple[Path, Path, st
     cert_path, key_path = directory / f"{prefix}-cert.pem", directory / f"{prefix}-key.pem"
     cert_path.write_text(pem)
     if key is not None:
-        key_path.write_bytes(key.private_bytes(
-            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
-        ))
+        key_path.write_bytes(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+            )
+        )
     return cert_path, key_path, pem
 
 
@@ -97,8 +118,9 @@ def private_ca(directory: Path, prefix: str = "imap") -> TlsFiles:
     ca_key, server_key = _new_key(), _new_key()
     ca_name = _name(f"keydesk test private CA ({prefix})")
     ca_cert = _certificate(ca_name, ca_name, ca_key.public_key(), ca_key, ca=True, server=False)
-    server_cert = _certificate(_name(f"keydesk test {prefix} server"), ca_name, server_key.public_key(), ca_key,
-                               ca=False, server=True)
+    server_cert = _certificate(
+        _name(f"keydesk test {prefix} server"), ca_name, server_key.public_key(), ca_key, ca=False, server=True
+    )
     ca_path, _unused, ca_pem = _write(directory, f"{prefix}-ca", ca_cert)
     cert_path, key_path, _pem = _write(directory, prefix, server_cert, server_key)
     return TlsFiles(cert_path, key_path, ca_pem, ca_path)

@@ -27,9 +27,9 @@ FORMAT_VERSION = 1
 
 def canonical_json(certificate: Certificate) -> bytes:
     data = {"format": FORMAT_VERSION, **asdict(certificate)}
-    return json.dumps(
-        data, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=_json_default
-    ).encode("utf-8")
+    return json.dumps(data, ensure_ascii=False, sort_keys=True, separators=(",", ":"), default=_json_default).encode(
+        "utf-8"
+    )
 
 
 def _json_default(value: object) -> str:
@@ -105,9 +105,7 @@ class SignatureStatus(StrEnum):
     INVALID = "invalid"
 
 
-def check_signature(
-    signed: SignedCertificate, trusted: Mapping[str, Ed25519PublicKey]
-) -> SignatureStatus:
+def check_signature(signed: SignedCertificate, trusted: Mapping[str, Ed25519PublicKey]) -> SignatureStatus:
     public_key = trusted.get(signed.key_id)
     if public_key is None:
         return SignatureStatus.UNKNOWN_KEY

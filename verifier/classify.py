@@ -66,9 +66,14 @@ def _mask_longer_titles(texts: list[str], title: str, signatures: DocumentSignat
     (the STEP3 screen) is not found inside 「電子証書閲覧用「認証キー」等のお知らせ」."""
     key = phrase_key(title)
     longer = sorted(
-        {phrase_key(other) for sig in signatures.kinds.values() for other in sig.titles
-         if key in phrase_key(other) and phrase_key(other) != key},
-        key=len, reverse=True,
+        {
+            phrase_key(other)
+            for sig in signatures.kinds.values()
+            for other in sig.titles
+            if key in phrase_key(other) and phrase_key(other) != key
+        },
+        key=len,
+        reverse=True,
     )
     masked = []
     for text in texts:
@@ -79,8 +84,9 @@ def _mask_longer_titles(texts: list[str], title: str, signatures: DocumentSignat
     return masked
 
 
-def _score_kind(pages: list[PreparedPage], signature: KindSignature, has_key: bool,
-                signatures: DocumentSignatures) -> tuple[int, list[str]]:
+def _score_kind(
+    pages: list[PreparedPage], signature: KindSignature, has_key: bool, signatures: DocumentSignatures
+) -> tuple[int, list[str]]:
     if has_key and signature.excluded_by_access_key:
         return 0, ["ruled out: a 認証キー is printed"]
     weights = signatures.weights

@@ -35,12 +35,16 @@ def decode(data: bytes) -> str:
             return data.decode(encoding)
         except UnicodeDecodeError:
             continue
-    raise CsvTableError("文字コードを判別できません: UTF-8 でも Shift_JIS (CP932) でもないファイルです"
-                        "(どちらかで保存してください)")
+    raise CsvTableError(
+        "文字コードを判別できません: UTF-8 でも Shift_JIS (CP932) でもないファイルです(どちらかで保存してください)"
+    )
 
 
 def open_table(
-    data: bytes, columns: Sequence[str], optional: Sequence[str] = (), aliases: Mapping[str, str] | None = None,
+    data: bytes,
+    columns: Sequence[str],
+    optional: Sequence[str] = (),
+    aliases: Mapping[str, str] | None = None,
 ) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     """(the header's column names, the records as (first line number, values)); blank rows skipped.
 
@@ -53,8 +57,9 @@ def open_table(
     return _header(reader, columns, optional, aliases or {}), _records(reader)
 
 
-def _header(reader: Reader, columns: Sequence[str], optional: Sequence[str] = (),
-            aliases: Mapping[str, str] | None = None) -> list[str]:
+def _header(
+    reader: Reader, columns: Sequence[str], optional: Sequence[str] = (), aliases: Mapping[str, str] | None = None
+) -> list[str]:
     try:
         header = next(reader)
     except StopIteration:

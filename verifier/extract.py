@@ -271,6 +271,9 @@ def _check_key(raw: str, note: _Note, key_format: AccessKeyFormat) -> tuple[str 
         note("access_key", ProblemKind.UNREADABLE, f"not an access key: {error.reason}")
         return None, False
     if not valid:
-        note("access_key", ProblemKind.CHECKSUM,
-             f"{access_key.mask(key)}: the check character does not match: the key was probably mistyped")
+        note(
+            "access_key",
+            ProblemKind.CHECKSUM,
+            f"{access_key.mask(key)}: the check character does not match: the key was probably mistyped",
+        )
     return key, valid

@@ -16,9 +16,14 @@ from rules.schema import DeskRules
 from verifier.register import AcceptedIndex, ContractRegister, find_contract
 
 
-def judge_certificate(certificate: Certificate, desk: str, rules: DeskRules, register: ContractRegister,
-                      accepted: AcceptedIndex, advances_in_mail: Mapping[GuaranteeType, int] | None = None,
-                      ) -> tuple[list[Finding], Contract | None]:
+def judge_certificate(
+    certificate: Certificate,
+    desk: str,
+    rules: DeskRules,
+    register: ContractRegister,
+    accepted: AcceptedIndex,
+    advances_in_mail: Mapping[GuaranteeType, int] | None = None,
+) -> tuple[list[Finding], Contract | None]:
     """Every rule the certificate breaks, and its register entry (None: not in the register), found
     by contract number or, when the certificate carries none, by work name and contractor.
 
@@ -30,8 +35,11 @@ def judge_certificate(certificate: Certificate, desk: str, rules: DeskRules, reg
     others = dict(accepted.advance_amounts(desk, number))
     others.update({k: v for k, v in (advances_in_mail or {}).items() if k is not certificate.guarantee_type})
     findings = evaluate(
-        certificate, rules, contract=contract,
-        previous_receipt=accepted.receipt_for(desk, certificate.guarantee_no), other_advances=others,
+        certificate,
+        rules,
+        contract=contract,
+        previous_receipt=accepted.receipt_for(desk, certificate.guarantee_no),
+        other_advances=others,
     )
     return findings, contract
 

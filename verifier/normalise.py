@@ -26,16 +26,52 @@ def nfkc(text: str) -> str:
 # Fonts (Noto CJK among them) map some kanji glyphs to CJK Radicals Supplement code points, which
 # NFKC leaves alone: Chromium's PDFs say 美郷町⻑ (U+2ED1), not 美郷町長. Fold those that stand for
 # a whole character (component-only radicals such as ⺅ are not text and are left as they are).
-_RADICALS = str.maketrans({
-    "⺟": "母", "⺠": "民", "⻄": "西", "⻑": "長", "⻘": "青", "⻝": "食", "⻤": "鬼", "⻩": "黄",
-    "⻨": "麦", "⻫": "斉", "⻭": "歯", "⻯": "竜", "⻲": "亀", "⻆": "角", "⻣": "骨", "⻗": "雨",
-    "⺩": "王", "⺧": "牛", "⺫": "目", "⺬": "示", "⻅": "见", "⻉": "贝", "⻋": "车", "⻓": "长",
-    "⻔": "门", "⻢": "马", "⻥": "鱼", "⻦": "鸟", "⻰": "龙", "⻱": "龜", "⻳": "龟", "⺝": "月",
-    # Middle dots that extraction yields for 「・」 (Chromium: U+2027 HYPHENATION POINT).
-    "‧": "・", "·": "・", "∙": "・",
-    # Invisible characters that only get in the way of matching.
-    "\u200b": None, "\u200c": None, "\u200d": None, "\ufeff": None, "\u00ad": None,
-})
+_RADICALS = str.maketrans(
+    {
+        "⺟": "母",
+        "⺠": "民",
+        "⻄": "西",
+        "⻑": "長",
+        "⻘": "青",
+        "⻝": "食",
+        "⻤": "鬼",
+        "⻩": "黄",
+        "⻨": "麦",
+        "⻫": "斉",
+        "⻭": "歯",
+        "⻯": "竜",
+        "⻲": "亀",
+        "⻆": "角",
+        "⻣": "骨",
+        "⻗": "雨",
+        "⺩": "王",
+        "⺧": "牛",
+        "⺫": "目",
+        "⺬": "示",
+        "⻅": "见",
+        "⻉": "贝",
+        "⻋": "车",
+        "⻓": "长",
+        "⻔": "门",
+        "⻢": "马",
+        "⻥": "鱼",
+        "⻦": "鸟",
+        "⻰": "龙",
+        "⻱": "龜",
+        "⻳": "龟",
+        "⺝": "月",
+        # Middle dots that extraction yields for 「・」 (Chromium: U+2027 HYPHENATION POINT).
+        "‧": "・",
+        "·": "・",
+        "∙": "・",
+        # Invisible characters that only get in the way of matching.
+        "\u200b": None,
+        "\u200c": None,
+        "\u200d": None,
+        "\ufeff": None,
+        "\u00ad": None,
+    }
+)
 
 
 def clean_text(text: str) -> str:
@@ -67,8 +103,28 @@ def squeeze(text: str) -> str:
 # --------------------------------------------------------------------------------------------
 
 _KANJI_DIGIT = {
-    "〇": 0, "零": 0, "一": 1, "二": 2, "三": 3, "四": 4, "五": 5, "六": 6, "七": 7, "八": 8, "九": 9,
-    "壱": 1, "壹": 1, "弐": 2, "貳": 2, "参": 3, "參": 3, "肆": 4, "伍": 5, "陸": 6, "漆": 7, "捌": 8,
+    "〇": 0,
+    "零": 0,
+    "一": 1,
+    "二": 2,
+    "三": 3,
+    "四": 4,
+    "五": 5,
+    "六": 6,
+    "七": 7,
+    "八": 8,
+    "九": 9,
+    "壱": 1,
+    "壹": 1,
+    "弐": 2,
+    "貳": 2,
+    "参": 3,
+    "參": 3,
+    "肆": 4,
+    "伍": 5,
+    "陸": 6,
+    "漆": 7,
+    "捌": 8,
     "玖": 9,
 }
 _SMALL_UNIT = {"十": 10, "拾": 10, "百": 100, "佰": 100, "陌": 100, "千": 1000, "阡": 1000, "仟": 1000}
@@ -107,7 +163,9 @@ def parse_number(text: str) -> int:
                 raise ValueError(f"{text!r}: digits in an impossible order")
         elif token in _SMALL_UNIT:
             unit = _SMALL_UNIT[token]
-            if unit >= last_small or (current_kind in ("positional", "arabic") and current is not None and current >= 10):
+            if unit >= last_small or (
+                current_kind in ("positional", "arabic") and current is not None and current >= 10
+            ):
                 raise ValueError(f"{text!r}: {token} in an impossible place")
             section += (1 if current is None else current) * unit
             last_small, current, current_kind = unit, None, ""
@@ -161,7 +219,9 @@ _DATE_PATTERNS = (
         re.I,
     ),
     # 2026年4月1日, 二〇二六年四月一日
-    re.compile(rf"(?<![0-9])(?P<y>[0-9]{{4}}|[〇一二三四五六七八九]{{4}}){_S}年{_S}(?P<m>{_NUM}){_S}月{_S}(?P<d>{_NUM}){_S}日"),
+    re.compile(
+        rf"(?<![0-9])(?P<y>[0-9]{{4}}|[〇一二三四五六七八九]{{4}}){_S}年{_S}(?P<m>{_NUM}){_S}月{_S}(?P<d>{_NUM}){_S}日"
+    ),
     # 2026/04/01, 2026-04-01, 2026.4.1
     re.compile(r"(?<![0-9])(?P<y>[0-9]{4})(?P<sep>[./-])(?P<m>[0-9]{1,2})(?P=sep)(?P<d>[0-9]{1,2})(?![0-9])"),
 )
@@ -230,9 +290,7 @@ def find_date(text: str) -> date | None:
 
 _DIGITS_OR_KANJI = rf"[0-9{KANJI_NUMERAL_CHARS}][0-9,{KANJI_NUMERAL_CHARS}]*"
 # 金 / ¥ (and the backslash that Japanese fonts draw as ¥) before, 円 / 円也 / - after.
-_AMOUNT_RE = re.compile(
-    rf"(?P<prefix>金|¥|\\)?\s*(?P<number>{_DIGITS_OR_KANJI})\s*(?P<suffix>円也|円|也|-)?"
-)
+_AMOUNT_RE = re.compile(rf"(?P<prefix>金|¥|\\)?\s*(?P<number>{_DIGITS_OR_KANJI})\s*(?P<suffix>円也|円|也|-)?")
 MAX_AMOUNT = 10**15  # a thousand trillion yen: anything larger is a misreading
 
 

@@ -261,8 +261,12 @@ class PdfTextWorker:
         env = worker_environment(root)
         self._process = subprocess.Popen(
             [sys.executable, "-m", "verifier.pdf_text"],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
-            env=env, cwd=root, close_fds=True,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            cwd=root,
+            close_fds=True,
         )
         self._tasks = 0
 

@@ -198,20 +198,25 @@ def verify_mail(
     for item in read:
         findings = _document_findings(item.document.name, item.kind, has_notice)
         mail_findings += findings
-        results.append(DocumentResult(
-            item.document.name, item.kind, tuple(findings),
-            tuple(n.guarantee_no for n in item.notices), tuple(_masked(n.access_key, signatures) for n in item.notices),
-            item.evidence,
-        ))
+        results.append(
+            DocumentResult(
+                item.document.name,
+                item.kind,
+                tuple(findings),
+                tuple(n.guarantee_no for n in item.notices),
+                tuple(_masked(n.access_key, signatures) for n in item.notices),
+                item.evidence,
+            )
+        )
 
     mail_findings += _typed_keys(context, rules, candidates, signatures)
     explained = any(f.severity is not Severity.INFO for f in mail_findings)
     if not candidates and not explained:
         mail_findings.append(Finding("key.missing", detail="no key notice among the documents"))
     if rules.sender.require_authentication and context.authentication is not SenderAuthentication.PASSED:
-        mail_findings.append(Finding(
-            "sender.not_authenticated", detail=f"SPF/DKIM/DMARC: {context.authentication.value}"
-        ))
+        mail_findings.append(
+            Finding("sender.not_authenticated", detail=f"SPF/DKIM/DMARC: {context.authentication.value}")
+        )
 
     guarantees = _judge(candidates, context.desk, rules, ports, now, signatures)
     verdict = strongest([f.verdict for f in mail_findings] + [g.verdict for g in guarantees])
@@ -257,8 +262,9 @@ def _from_notice(name: str, notice: KeyNoticeFields) -> _Candidate:
     return _Candidate(name, number, notice.access_key, notice.access_key_valid, notice)
 
 
-def _typed_keys(context: MailContext, rules: DeskRules, candidates: list[_Candidate],
-                signatures: DocumentSignatures) -> list[Finding]:
+def _typed_keys(
+    context: MailContext, rules: DeskRules, candidates: list[_Candidate], signatures: DocumentSignatures
+) -> list[Finding]:
     """Keys typed into the body: verified like a notice, or answered with a request for the PDF."""
     in_notices = {c.guarantee_no for c in candidates if c.guarantee_no}
     findings: list[Finding] = []
@@ -273,7 +279,9 @@ def _typed_keys(context: MailContext, rules: DeskRules, candidates: list[_Candid
             candidates.append(_Candidate(BODY, number, key, valid))
             in_notices.add(number)
         elif not any(f.code == "key.in_body" for f in findings):
-            findings.append(Finding("key.in_body", detail=f"typed key {keys.mask(typed.access_key)} for {number or '?'}"))
+            findings.append(
+                Finding("key.in_body", detail=f"typed key {keys.mask(typed.access_key)} for {number or '?'}")
+            )
     return findings
 
 
@@ -289,8 +297,14 @@ def _read_key(text: str, signatures: DocumentSignatures) -> tuple[str | None, bo
 # ------------------------------------------------------------------------------------------
 
 
-def _judge(candidates: list[_Candidate], desk: str, rules: DeskRules, ports: Ports, now: datetime,
-           signatures: DocumentSignatures) -> list[GuaranteeVerdict]:
+def _judge(
+    candidates: list[_Candidate],
+    desk: str,
+    rules: DeskRules,
+    ports: Ports,
+    now: datetime,
+    signatures: DocumentSignatures,
+) -> list[GuaranteeVerdict]:
     judged: dict[str, _Candidate] = {}
     order: list[_Candidate] = []
     for candidate in candidates:
@@ -319,8 +333,9 @@ def _judge(candidates: list[_Candidate], desk: str, rules: DeskRules, ports: Por
         cert = candidate.certificate
         contract = candidate.contract
         if cert is not None:
-            findings, contract = judge_certificate(cert, desk, rules, ports.register, ports.accepted,
-                                                   in_mail.get(candidate.contract_no, {}))
+            findings, contract = judge_certificate(
+                cert, desk, rules, ports.register, ports.accepted, in_mail.get(candidate.contract_no, {})
+            )
             candidate.findings += findings
         verdicts.append(_verdict(candidate, rules, contract, signatures))
     return verdicts
@@ -334,11 +349,15 @@ def _already_accepted_without_lookup(candidate: _Candidate, desk: str, ports: Po
     if previous is None:
         return
     candidate.findings.remove(manual[0])
-    candidate.findings.append(Finding(
-        "submission.duplicate", detail=f"already accepted as {previous} (manual mode: not looked up again)",
-        params={"guarantee_no": candidate.guarantee_no or "", "previous_receipt": previous},
-        guarantee_no=candidate.guarantee_no, document=candidate.document,
-    ))
+    candidate.findings.append(
+        Finding(
+            "submission.duplicate",
+            detail=f"already accepted as {previous} (manual mode: not looked up again)",
+            params={"guarantee_no": candidate.guarantee_no or "", "previous_receipt": previous},
+            guarantee_no=candidate.guarantee_no,
+            document=candidate.document,
+        )
+    )
 
 
 def _printed_type_refused(candidate: _Candidate, rules: DeskRules) -> bool:
@@ -346,14 +365,19 @@ def _printed_type_refused(candidate: _Candidate, rules: DeskRules) -> bool:
     without a look-up: the look-up could only answer "no match", and the reply would send the
     contractor after a key notice that cannot exist."""
     printed = candidate.notice.guarantee_type if candidate.notice else None
-    if printed is None or (printed is not GuaranteeType.CONTRACT_RESERVATION
-                           and printed in rules.eligible_guarantee_types):
+    if printed is None or (
+        printed is not GuaranteeType.CONTRACT_RESERVATION and printed in rules.eligible_guarantee_types
+    ):
         return False
-    candidate.findings.append(Finding(
-        "cert.type_not_eligible", detail=f"the key notice names the guarantee type {printed.value}",
-        params={"guarantee_no": candidate.guarantee_no or "", "guarantee_type": printed.value},
-        guarantee_no=candidate.guarantee_no, document=candidate.document,
-    ))
+    candidate.findings.append(
+        Finding(
+            "cert.type_not_eligible",
+            detail=f"the key notice names the guarantee type {printed.value}",
+            params={"guarantee_no": candidate.guarantee_no or "", "guarantee_type": printed.value},
+            guarantee_no=candidate.guarantee_no,
+            document=candidate.document,
+        )
+    )
     return True
 
 
@@ -362,8 +386,15 @@ def _check(candidate: _Candidate, ports: Ports, now: datetime) -> None:
     no = candidate.guarantee_no
 
     def add(code: str, detail: str, **params: str) -> None:
-        candidate.findings.append(Finding(code, detail=detail, params={"guarantee_no": no or "", **params},
-                                          guarantee_no=no, document=candidate.document))
+        candidate.findings.append(
+            Finding(
+                code,
+                detail=detail,
+                params={"guarantee_no": no or "", **params},
+                guarantee_no=no,
+                document=candidate.document,
+            )
+        )
 
     if candidate.access_key and not candidate.key_valid:
         add("key.checksum", f"{keys.mask(candidate.access_key)}: the check symbol does not match")
@@ -414,8 +445,12 @@ def notice_differences(notice: KeyNoticeFields, certificate: Certificate) -> lis
     def equal(a: object, b: object) -> bool:
         return bool(a == b)
 
-    differ("guarantee_no", notice.guarantee_no, certificate.guarantee_no,
-           lambda a, b: numbers.normalise(a) == numbers.normalise(b))
+    differ(
+        "guarantee_no",
+        notice.guarantee_no,
+        certificate.guarantee_no,
+        lambda a, b: numbers.normalise(a) == numbers.normalise(b),
+    )
     differ("guarantee_type", notice.guarantee_type, certificate.guarantee_type, equal)
     differ("obligee", notice.obligee, certificate.obligee, lambda a, b: obligee_key(a) == obligee_key(b))
     differ("contractor", notice.contractor, certificate.contractor_name, lambda a, b: company_key(a) == company_key(b))
@@ -433,8 +468,9 @@ def _same_work(shown: str, actual: str) -> bool:
     return bool(shown_key) and (shown_key == actual_key or (actual_key.startswith(shown_key) and len(shown_key) >= 8))
 
 
-def _verdict(candidate: _Candidate, rules: DeskRules, contract: Contract | None,
-             signatures: DocumentSignatures) -> GuaranteeVerdict:
+def _verdict(
+    candidate: _Candidate, rules: DeskRules, contract: Contract | None, signatures: DocumentSignatures
+) -> GuaranteeVerdict:
     cert = candidate.certificate
     guarantee_type = cert.guarantee_type if cert else (candidate.notice.guarantee_type if candidate.notice else None)
     department = department_for(rules, guarantee_type, contract)
@@ -452,4 +488,3 @@ def _verdict(candidate: _Candidate, rules: DeskRules, contract: Contract | None,
         findings=findings,
         document=candidate.document,
     )
-

@@ -34,8 +34,9 @@ def render_metrics(report: StatusReport) -> bytes:
     quarantined = gauge("keydesk_quarantined_mails", "Mails the intake gave up on, waiting for a person")
     review = gauge("keydesk_needs_review_mails", "Mails whose verdict is needs_review")
     digest = gauge("keydesk_next_digest_timestamp_seconds", "When the next staff digest is due (Unix time)")
-    smtp = Gauge("keydesk_smtp_reachable", "1 when the SMTP server accepted EHLO/TLS/AUTH at the last check",
-                 registry=registry)
+    smtp = Gauge(
+        "keydesk_smtp_reachable", "1 when the SMTP server accepted EHLO/TLS/AUTH at the last check", registry=registry
+    )
     for desk in report.desks:
         healthy.labels(desk.desk).set(0 if report.problems.get(desk.desk) else 1)
         if desk.last_poll_at is not None:

@@ -78,7 +78,9 @@ def serve_forever(app: Any, listen: Listen) -> None:
     try:
         server.run()
     except OSError as exc:  # pragma: no cover - depends on the host
-        raise OperationalError(f"{listen.what}: cannot listen on {listen.host}:{listen.port}: {exc.strerror or exc}") from exc
+        raise OperationalError(
+            f"{listen.what}: cannot listen on {listen.host}:{listen.port}: {exc.strerror or exc}"
+        ) from exc
     if not server.started:
         raise OperationalError(f"{listen.what}: could not listen on {listen.host}:{listen.port} (is the port in use?)")
 
@@ -125,7 +127,9 @@ class ServedApp:
             if not self._thread.is_alive():
                 raise OperationalError(f"{self.listen.what}: the web server stopped while starting")
             if time.monotonic() > deadline:
-                raise OperationalError(f"{self.listen.what}: the web server did not start within {self._start_timeout:.0f} s")
+                raise OperationalError(
+                    f"{self.listen.what}: the web server did not start within {self._start_timeout:.0f} s"
+                )
             time.sleep(0.01)  # waiting on another thread's flag, bounded by the deadline above
         log.info("%s listening on %s", self.listen.what, self.url)
         return self

@@ -68,20 +68,36 @@ class ProblemBody(BaseModel):
     error: str
 
 
-def create_app(engine: Engine, settings: GuarantorSettings, trusted_keys: Mapping[str, Ed25519PublicKey], *,
-               clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
-               zone: str = "Asia/Tokyo") -> FastAPI:
+def create_app(
+    engine: Engine,
+    settings: GuarantorSettings,
+    trusted_keys: Mapping[str, Ed25519PublicKey],
+    *,
+    clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc),
+    zone: str = "Asia/Tokyo",
+) -> FastAPI:
     service = settings.service
     api_rate = RateLimit(service.rate_per_minute)
     page_rate = RateLimit(service.rate_per_minute)
-    pages = jinja2.Environment(loader=jinja2.FileSystemLoader(str(TEMPLATES)), autoescape=True,
-                               undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
-    app = FastAPI(title="keydesk look-up service", version="1",
-                  description="電子証書の照会サービス (保証契約番号 + 認証キー → 署名付き電子証書)",
-                  docs_url=None, redoc_url=None)
+    pages = jinja2.Environment(
+        loader=jinja2.FileSystemLoader(str(TEMPLATES)),
+        autoescape=True,
+        undefined=jinja2.StrictUndefined,
+        trim_blocks=True,
+        lstrip_blocks=True,
+    )
+    app = FastAPI(
+        title="keydesk look-up service",
+        version="1",
+        description="電子証書の照会サービス (保証契約番号 + 認証キー → 署名付き電子証書)",
+        docs_url=None,
+        redoc_url=None,
+    )
 
     def lookup(requester: str, actor: str, number: str, key: str) -> LookupResult:
-        return RegistryLookup(engine, settings, requester=requester, actor=actor).lookup(number, key, _aware(clock(), zone))
+        return RegistryLookup(engine, settings, requester=requester, actor=actor).lookup(
+            number, key, _aware(clock(), zone)
+        )
 
     @app.middleware("http")
     async def safe_headers(request: Request, call_next):
@@ -103,11 +119,23 @@ def create_app(engine: Engine, settings: GuarantorSettings, trusted_keys: Mappin
 
     # -- API ------------------------------------------------------------------------------------
 
-    @app.post(API_PATH, response_model=LookupAnswer, summary="Look a certificate up",
-              responses={400: {"model": ProblemBody}, 401: {"model": ProblemBody}, 413: {"model": ProblemBody},
-                         429: {"model": ProblemBody}},
-              openapi_extra={"requestBody": {"required": True, "content": {
-                  "application/json": {"schema": LookupRequest.model_json_schema()}}}})
+    @app.post(
+        API_PATH,
+        response_model=LookupAnswer,
+        summary="Look a certificate up",
+        responses={
+            400: {"model": ProblemBody},
+            401: {"model": ProblemBody},
+            413: {"model": ProblemBody},
+            429: {"model": ProblemBody},
+        },
+        openapi_extra={
+            "requestBody": {
+                "required": True,
+                "content": {"application/json": {"schema": LookupRequest.model_json_schema()}},
+            }
+        },
+    )
     async def api_lookup(request: Request) -> Response:
         token = _bearer(request.headers.get("authorization", ""))
         desk = await run_in_threadpool(_desk_for, engine, token) if token else None
@@ -115,8 +143,11 @@ def create_app(engine: Engine, settings: GuarantorSettings, trusted_keys: Mappin
             return JSONResponse({"error": "unauthorized"}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
         wait = api_rate.hit(f"token:{token_hash(token)}")
         if wait:
-            return JSONResponse({"error": f"too many look-ups: at most {service.rate_per_minute} per minute"},
-                                status_code=429, headers={"Retry-After": str(wait)})
+            return JSONResponse(
+                {"error": f"too many look-ups: at most {service.rate_per_minute} per minute"},
+                status_code=429,
+                headers={"Retry-After": str(wait)},
+            )
         body = await _bounded_body(request, service.max_body_bytes)
         if body is None:
             return JSONResponse({"error": f"request body larger than {service.max_body_bytes} bytes"}, status_code=413)
@@ -130,15 +161,22 @@ def create_app(engine: Engine, settings: GuarantorSettings, trusted_keys: Mappin
     # -- pages ----------------------------------------------------------------------------------
 
     def page(name: str, status_code: int = 200, headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
-        return HTMLResponse(pages.get_template(name).render(guarantor=settings.name, **context),
-                            status_code=status_code, headers=headers)
+        return HTMLResponse(
+            pages.get_template(name).render(guarantor=settings.name, **context),
+            status_code=status_code,
+            headers=headers,
+        )
 
     def page_limited(request: Request) -> HTMLResponse | None:
         wait = page_rate.hit(f"web:{_client(request)}")
         if not wait:
             return None
-        return page("error.html.j2", 429, {"Retry-After": str(wait)},
-                    message=f"照会が集中しています。{wait}秒ほどおいてから、もう一度お試しください。")
+        return page(
+            "error.html.j2",
+            429,
+            {"Retry-After": str(wait)},
+            message=f"照会が集中しています。{wait}秒ほどおいてから、もう一度お試しください。",
+        )
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
     def step1() -> HTMLResponse:
@@ -151,8 +189,12 @@ def create_app(engine: Engine, settings: GuarantorSettings, trusted_keys: Mappin
             return page("error.html.j2", 413, message="送信された内容が大きすぎます。")
         number = numbers.normalise(form.get("guarantee_no", "")[:_MAX_FIELD_CHARS])
         if not numbers.is_well_formed(number):
-            return page("step1.html.j2", 400, guarantee_no=form.get("guarantee_no", "")[:_MAX_FIELD_CHARS],
-                        error="保証契約番号の形式が正しくありません(例: 26-000123-4)。")
+            return page(
+                "step1.html.j2",
+                400,
+                guarantee_no=form.get("guarantee_no", "")[:_MAX_FIELD_CHARS],
+                error="保証契約番号の形式が正しくありません(例: 26-000123-4)。",
+            )
         return page("step2.html.j2", guarantee_no=number, error="")
 
     @app.post("/step3", response_class=HTMLResponse, include_in_schema=False)
@@ -165,26 +207,47 @@ def create_app(engine: Engine, settings: GuarantorSettings, trusted_keys: Mappin
             return page("error.html.j2", 413, message="送信された内容が大きすぎます。")
         number = numbers.normalise(form.get("guarantee_no", "")[:_MAX_FIELD_CHARS])
         if not numbers.is_well_formed(number):
-            return page("step1.html.j2", 400, guarantee_no="", error="保証契約番号の形式が正しくありません(例: 26-000123-4)。")
+            return page(
+                "step1.html.j2", 400, guarantee_no="", error="保証契約番号の形式が正しくありません(例: 26-000123-4)。"
+            )
         key = _page_key(form.get("access_key", "")[:_MAX_FIELD_CHARS])
         if key is None:
-            return page("step2.html.j2", 400, guarantee_no=number,
-                        error="認証キーは英数字16文字(4文字×4組、例: 7K3M-Q9TX-2HVB-R4NC)です。入力内容をご確認ください。")
+            return page(
+                "step2.html.j2",
+                400,
+                guarantee_no=number,
+                error="認証キーは英数字16文字(4文字×4組、例: 7K3M-Q9TX-2HVB-R4NC)です。入力内容をご確認ください。",
+            )
         requester = f"web:{_client(request)}"
         result = await run_in_threadpool(lookup, requester, requester, number, key)
         if result.status is LookupStatus.REFUSED:
-            return page("step2.html.j2", 429, guarantee_no=number,
-                        error="認証キーの誤りが続いたため、この保証契約番号の照会を一時的に停止しています。"
-                              "しばらくしてから、もう一度お試しください。")
+            return page(
+                "step2.html.j2",
+                429,
+                guarantee_no=number,
+                error="認証キーの誤りが続いたため、この保証契約番号の照会を一時的に停止しています。"
+                "しばらくしてから、もう一度お試しください。",
+            )
         if result.status not in (LookupStatus.FOUND, LookupStatus.REVOKED) or result.signed is None:
-            return page("step2.html.j2", 200, guarantee_no=number,
-                        error="該当する電子証書がありません。保証契約番号と認証キーをご確認ください。")
+            return page(
+                "step2.html.j2",
+                200,
+                guarantee_no=number,
+                error="該当する電子証書がありません。保証契約番号と認証キーをご確認ください。",
+            )
         certificate = result.signed.certificate()
         status = check_signature(result.signed, trusted_keys)
-        return page("step3.html.j2", guarantee_no=number, access_key=keys.format_key(key),
-                    fields=certificate_fields(certificate), revoked=result.status is LookupStatus.REVOKED,
-                    revoked_reason=result.reason, signature=status.value, key_id=result.signed.key_id,
-                    signature_valid=status is SignatureStatus.VALID)
+        return page(
+            "step3.html.j2",
+            guarantee_no=number,
+            access_key=keys.format_key(key),
+            fields=certificate_fields(certificate),
+            revoked=result.status is LookupStatus.REVOKED,
+            revoked_reason=result.reason,
+            signature=status.value,
+            key_id=result.signed.key_id,
+            signature_valid=status is SignatureStatus.VALID,
+        )
 
     @app.post("/certificate.pdf", include_in_schema=False)
     async def certificate_pdf(request: Request) -> Response:
@@ -201,8 +264,11 @@ def create_app(engine: Engine, settings: GuarantorSettings, trusted_keys: Mappin
         if result.status not in (LookupStatus.FOUND, LookupStatus.REVOKED) or result.signed is None:
             return page("error.html.j2", 404, message="該当する電子証書がありません。最初からやり直してください。")
         pdf = render_certificate_view(result.signed.certificate(), _aware(clock(), zone), str(request.url))
-        return Response(pdf, media_type="application/pdf",
-                        headers={"Content-Disposition": f'attachment; filename="certificate-{number}.pdf"'})
+        return Response(
+            pdf,
+            media_type="application/pdf",
+            headers={"Content-Disposition": f'attachment; filename="certificate-{number}.pdf"'},
+        )
 
     return app
 

@@ -42,11 +42,15 @@ def list_tokens(session: Session) -> list[LookupToken]:
     return list(session.exec(select(LookupToken).order_by(LookupToken.desk, LookupToken.id)))
 
 
-def revoke_tokens(session: Session, desk: str, now: datetime, hint: str | None = None, actor: str = "cli") -> list[LookupToken]:
+def revoke_tokens(
+    session: Session, desk: str, now: datetime, hint: str | None = None, actor: str = "cli"
+) -> list[LookupToken]:
     """Revoke the desk's active tokens (only the one starting with ``hint`` when given)."""
-    rows = [row for row in session.exec(select(LookupToken).where(LookupToken.desk == desk,
-                                                                  LookupToken.revoked_at.is_(None)))
-            if hint is None or row.hint.startswith(hint) or hint.startswith(row.hint)]
+    rows = [
+        row
+        for row in session.exec(select(LookupToken).where(LookupToken.desk == desk, LookupToken.revoked_at.is_(None)))
+        if hint is None or row.hint.startswith(hint) or hint.startswith(row.hint)
+    ]
     if not rows:
         raise GuarantorError(f"窓口 {desk} の有効なトークンはありません" + (f"(指定: {hint})" if hint else ""))
     at = now.astimezone(timezone.utc)

@@ -11,8 +11,16 @@ import pytest
 
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 UNITS = sorted((DEPLOY / "systemd").glob("*.service"))
-HARDENING = {"User": "keydesk", "NoNewPrivileges": "yes", "ProtectSystem": "strict", "KillMode": "mixed",
-             "StandardOutput": "journal", "StandardError": "journal", "UMask": "0077", "PrivateTmp": "yes"}
+HARDENING = {
+    "User": "keydesk",
+    "NoNewPrivileges": "yes",
+    "ProtectSystem": "strict",
+    "KillMode": "mixed",
+    "StandardOutput": "journal",
+    "StandardError": "journal",
+    "UMask": "0077",
+    "PrivateTmp": "yes",
+}
 
 
 def _directives(unit: Path) -> dict[str, list[str]]:
@@ -42,8 +50,9 @@ def test_the_daemon_unit_runs_keydesk_run_which_stops_on_sigterm():
     directives = _directives(DEPLOY / "systemd" / "keydesk.service")
     [command] = directives["ExecStart"]
     assert command.split()[1:] == ["run"] and directives["KillSignal"] == ["SIGTERM"]
-    result = subprocess.run([sys.executable, "-m", "keydesk", "run", "--help"], capture_output=True, text=True,
-                            check=False)
+    result = subprocess.run(
+        [sys.executable, "-m", "keydesk", "run", "--help"], capture_output=True, text=True, check=False
+    )
     assert result.returncode == 0 and "SIGTERM" in result.stdout
 
 
@@ -52,12 +61,17 @@ def test_the_daemon_unit_runs_keydesk_run_which_stops_on_sigterm():
 def test_systemd_knows_every_directive(unit, tmp_path):
     """systemd's own parser: an unknown or misspelt directive would be ignored silently at run time."""
     copy = tmp_path / unit.name
-    copy.write_text(unit.read_text(encoding="utf-8").replace("/srv/keydesk/.venv/bin/keydesk", "/bin/true"),
-                    encoding="utf-8")
-    result = subprocess.run(["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60,
-                            check=False)
-    complaints = [line for line in result.stderr.splitlines()
-                  if "Unknown" in line or "Failed to parse" in line or "Invalid" in line]
+    copy.write_text(
+        unit.read_text(encoding="utf-8").replace("/srv/keydesk/.venv/bin/keydesk", "/bin/true"), encoding="utf-8"
+    )
+    result = subprocess.run(
+        ["systemd-analyze", "verify", str(copy)], capture_output=True, text=True, timeout=60, check=False
+    )
+    complaints = [
+        line
+        for line in result.stderr.splitlines()
+        if "Unknown" in line or "Failed to parse" in line or "Invalid" in line
+    ]
     assert complaints == []
 
 

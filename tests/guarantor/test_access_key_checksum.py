@@ -25,7 +25,7 @@ def test_every_single_substitution_is_caught(body):
         for symbol in access_key.ALPHABET:
             if symbol == key[position]:
                 continue
-            typo = key[:position] + symbol + key[position + 1:]
+            typo = key[:position] + symbol + key[position + 1 :]
             with pytest.raises(access_key.AccessKeyError):
                 access_key.parse(typo)
 
@@ -38,7 +38,7 @@ def test_every_adjacent_transposition_is_caught(body):
         a, b = key[position], key[position + 1]
         if a == b:
             continue
-        typo = key[:position] + b + a + key[position + 2:]
+        typo = key[:position] + b + a + key[position + 2 :]
         with pytest.raises(access_key.AccessKeyError):
             access_key.parse(typo)
 
@@ -82,8 +82,14 @@ def test_letters_people_confuse_with_digits_read_as_those_digits():
     key = _key("10010010010O1I0")  # canonical form: O → 0, I → 1 (check symbol over the canonical body)
     canonical = access_key.canonical(key)
     assert canonical == "100100100100110" + key[-1]
-    for typed in (canonical.replace("1", "L"), canonical.replace("1", "l"), canonical.replace("1", "I"),
-                  canonical.replace("1", "i"), canonical.replace("0", "O"), canonical.replace("0", "o")):
+    for typed in (
+        canonical.replace("1", "L"),
+        canonical.replace("1", "l"),
+        canonical.replace("1", "I"),
+        canonical.replace("1", "i"),
+        canonical.replace("0", "O"),
+        canonical.replace("0", "o"),
+    ):
         assert access_key.parse(typed) == canonical, typed
     with pytest.raises(access_key.AccessKeyError, match="not a character"):
         access_key.canonical(canonical[:-1] + "U")  # U is not in Crockford's alphabet and is no alias

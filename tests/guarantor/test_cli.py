@@ -169,7 +169,9 @@ def test_a_tampered_registry_row_shows_an_invalid_signature(run, ready, fixtures
     first = json.loads(result.stdout.splitlines()[0])
     engine = make_engine(f"sqlite:///{ready.parent / 'var' / 'keydesk.db'}")
     with Session(engine) as session:
-        row = session.exec(select(CertificateRecord).where(CertificateRecord.guarantee_no == first["guarantee_no"])).one()
+        row = session.exec(
+            select(CertificateRecord).where(CertificateRecord.guarantee_no == first["guarantee_no"])
+        ).one()
         row.signed_json = row.signed_json.replace("8140000", "9140000")
         session.add(row)
         session.commit()

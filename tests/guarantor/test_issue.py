@@ -90,7 +90,9 @@ def test_notices_go_to_the_outbox_without_the_key(engine, settings, signing_key,
         assert message["Auto-Submitted"] == "auto-generated"
         body = message.get_body(("plain",)).get_content()
         assert record.guarantee_no in body and settings.portal_url in body
-        assert result.access_key not in body and result.access_key.replace("-", "") not in row.raw.decode("ascii", "replace")
+        assert result.access_key not in body and result.access_key.replace("-", "") not in row.raw.decode(
+            "ascii", "replace"
+        )
         names = sorted(part.get_filename() for part in message.iter_attachments())
         expected = [f"保証料領収書_{record.guarantee_no}.pdf"]
         if result.files["fee_statement"] is not None:

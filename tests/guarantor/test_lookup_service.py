@@ -22,7 +22,9 @@ from verifier.lookup import CertificateLookup, LookupStatus
 
 @pytest.fixture
 def issued(engine, settings, signing_key, now, fixtures_dir, tmp_path):
-    request = next(r for r in read_requests((fixtures_dir / "guarantees.csv").read_bytes()) if isinstance(r, GuaranteeRequest))
+    request = next(
+        r for r in read_requests((fixtures_dir / "guarantees.csv").read_bytes()) if isinstance(r, GuaranteeRequest)
+    )
     return issue_request(engine, request, settings=settings, signing_key=signing_key, out_dir=tmp_path / "out", now=now)
 
 
@@ -69,7 +71,9 @@ def test_five_wrong_keys_lock_the_number_for_fifteen_minutes(service, issued, no
     right = keys.parse(issued.access_key)
     wrong = _wrong_key(issued.access_key)
     for minute in range(5):
-        assert service.lookup(issued.guarantee_no, wrong, now + timedelta(minutes=minute)).status is LookupStatus.NO_MATCH
+        assert (
+            service.lookup(issued.guarantee_no, wrong, now + timedelta(minutes=minute)).status is LookupStatus.NO_MATCH
+        )
     fifth = now + timedelta(minutes=4)
     assert len(_events(engine, "lookup.locked")) == 1
 
@@ -103,7 +107,9 @@ def test_failures_spread_wider_than_the_window_do_not_lock(service, issued, now)
 
 
 def test_the_lock_holds_per_number(service, issued, engine, settings, signing_key, now, fixtures_dir, tmp_path):
-    requests = [r for r in read_requests((fixtures_dir / "guarantees.csv").read_bytes()) if isinstance(r, GuaranteeRequest)]
+    requests = [
+        r for r in read_requests((fixtures_dir / "guarantees.csv").read_bytes()) if isinstance(r, GuaranteeRequest)
+    ]
     other = issue_request(engine, requests[1], settings=settings, signing_key=signing_key, out_dir=tmp_path, now=now)
     for _ in range(5):
         service.lookup(issued.guarantee_no, _wrong_key(issued.access_key), now)
@@ -112,7 +118,9 @@ def test_the_lock_holds_per_number(service, issued, engine, settings, signing_ke
 
 
 def test_the_guard_follows_the_settings(engine, settings, issued, now):
-    strict = RegistryLookup(engine, settings.model_copy(update={"lookup_max_failures": 2, "lookup_lockout_minutes": 60}))
+    strict = RegistryLookup(
+        engine, settings.model_copy(update={"lookup_max_failures": 2, "lookup_lockout_minutes": 60})
+    )
     wrong = _wrong_key(issued.access_key)
     strict.lookup(issued.guarantee_no, wrong, now)
     strict.lookup(issued.guarantee_no, wrong, now)

@@ -28,9 +28,13 @@ from web.server import Listen, ServedApp
 @pytest.fixture
 def world(engine, settings, signing_key, now, fixtures_dir, tmp_path):
     """Two issued guarantees, tokens for two desks, and the service on a free port over TLS."""
-    requests = [r for r in read_requests((fixtures_dir / "guarantees.csv").read_bytes()) if isinstance(r, GuaranteeRequest)]
-    issued = [issue_request(engine, r, settings=settings, signing_key=signing_key, out_dir=tmp_path / "out", now=now)
-              for r in requests[:2]]
+    requests = [
+        r for r in read_requests((fixtures_dir / "guarantees.csv").read_bytes()) if isinstance(r, GuaranteeRequest)
+    ]
+    issued = [
+        issue_request(engine, r, settings=settings, signing_key=signing_key, out_dir=tmp_path / "out", now=now)
+        for r in requests[:2]
+    ]
     with Session(engine) as session:
         tokens = {desk: add_token(session, desk, now) for desk in ("misato", "kitayama")}
         session.commit()
@@ -39,8 +43,15 @@ def world(engine, settings, signing_key, now, fixtures_dir, tmp_path):
     tls = private_ca(tmp_path, "lookup")
     app = create_app(engine, tuned, trusted)
     with ServedApp(app, Listen("127.0.0.1", 0, tls.cert, tls.key, what="guarantor.service")) as served:
-        yield {"issued": issued, "tokens": tokens, "url": served.url, "tls": tls, "engine": engine, "trusted": trusted,
-               "context": client_ssl_context(tls.ca_file)}
+        yield {
+            "issued": issued,
+            "tokens": tokens,
+            "url": served.url,
+            "tls": tls,
+            "engine": engine,
+            "trusted": trusted,
+            "context": client_ssl_context(tls.ca_file),
+        }
 
 
 def client(world) -> httpx.Client:
@@ -61,7 +72,10 @@ def test_health_and_the_published_protocol(world) -> None:
         assert http.get("/healthz").status_code == 200
         schema = http.get("/openapi.json").json()
         page = http.get("/")
-    assert page.headers["Cache-Control"] == "no-store" and "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    assert (
+        page.headers["Cache-Control"] == "no-store"
+        and "frame-ancestors 'none'" in page.headers["Content-Security-Policy"]
+    )
     assert "保証契約番号" in page.text
     operation = schema["paths"]["/api/v1/lookups"]["post"]
     assert set(operation["responses"]) >= {"200", "400", "401", "413", "429"}
@@ -70,11 +84,14 @@ def test_health_and_the_published_protocol(world) -> None:
 
 def test_only_a_ca_the_desk_trusts_opens_the_connection(world, tmp_path) -> None:
     stranger = private_ca(tmp_path, "stranger")
-    lookup = HttpLookup(world["url"], world["tokens"]["misato"], ssl_context=client_ssl_context(stranger.ca_file),
-                        attempts=1)
+    lookup = HttpLookup(
+        world["url"], world["tokens"]["misato"], ssl_context=client_ssl_context(stranger.ca_file), attempts=1
+    )
     issued = world["issued"][0]
-    assert lookup.lookup(issued.guarantee_no, keys.parse(issued.access_key), datetime.now(timezone.utc)).status \
+    assert (
+        lookup.lookup(issued.guarantee_no, keys.parse(issued.access_key), datetime.now(timezone.utc)).status
         is LookupStatus.UNAVAILABLE
+    )
 
 
 def test_found_no_match_revoked_and_refused(world, now) -> None:
@@ -141,7 +158,9 @@ def test_without_a_valid_token_nothing_is_said(world, now) -> None:
         with Session(world["engine"]) as session:
             revoke_tokens(session, "kitayama", now)
             session.commit()
-        answer = http.post("/api/v1/lookups", json=body, headers={"Authorization": f"Bearer {world['tokens']['kitayama']}"})
+        answer = http.post(
+            "/api/v1/lookups", json=body, headers={"Authorization": f"Bearer {world['tokens']['kitayama']}"}
+        )
         assert answer.status_code == 401
 
 

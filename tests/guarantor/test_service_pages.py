@@ -16,8 +16,12 @@ pytestmark = pytest.mark.chromium
 
 @pytest.fixture
 def site(engine, settings, signing_key, now, fixtures_dir, tmp_path):
-    request = next(r for r in read_requests((fixtures_dir / "guarantees.csv").read_bytes()) if isinstance(r, GuaranteeRequest))
-    issued = issue_request(engine, request, settings=settings, signing_key=signing_key, out_dir=tmp_path / "out", now=now)
+    request = next(
+        r for r in read_requests((fixtures_dir / "guarantees.csv").read_bytes()) if isinstance(r, GuaranteeRequest)
+    )
+    issued = issue_request(
+        engine, request, settings=settings, signing_key=signing_key, out_dir=tmp_path / "out", now=now
+    )
     trusted = {key_id(signing_key.public_key()): signing_key.public_key()}
     with ServedApp(create_app(engine, settings, trusted), Listen("127.0.0.1", 0, what="guarantor.service")) as served:
         yield served.url, issued

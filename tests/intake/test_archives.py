@@ -137,8 +137,11 @@ def test_tnef_without_long_name_falls_back_to_the_cp932_title():
 
 
 def _attribute(level: int, attribute_id: int, attribute_type: int, data: bytes) -> bytes:
-    return struct.pack("<BHHI", level, attribute_id, attribute_type, len(data)) + data + struct.pack(
-        "<H", sum(data) & 0xFFFF)
+    return (
+        struct.pack("<BHHI", level, attribute_id, attribute_type, len(data))
+        + data
+        + struct.pack("<H", sum(data) & 0xFFFF)
+    )
 
 
 HEADER = struct.pack("<IH", 0x223E9F78, 1)
@@ -156,7 +159,8 @@ HEADER = struct.pack("<IH", 0x223E9F78, 1)
         # an attachment attribute before any attachment was started
         HEADER + _attribute(2, 0x800F, 6, PDF[:100]) + b"\x00" * 4,
         # a value longer than its attribute
-        HEADER + _attribute(2, 0x9002, 6, b"\x00" * 14)
+        HEADER
+        + _attribute(2, 0x9002, 6, b"\x00" * 14)
         + _attribute(2, 0x9005, 6, struct.pack("<IHHII", 1, 0x0102, 0x3701, 1, 0x7FFFFFFF)),
         b"\x78\x9f\x3e\x22",
     ],

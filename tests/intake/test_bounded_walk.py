@@ -74,17 +74,22 @@ def test_nested_archives_stop_at_the_depth_limit() -> None:
     inner = b"%PDF-1.4 nested"
     for level in range(12):
         inner = _zip(f"level{level}.zip" if level else "a.pdf", inner)
-    raw = (HEAD + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
-           b'Content-Type: application/zip; name="n.zip"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
-           + base64.encodebytes(inner) + b"--b--\r\n")
+    raw = (
+        HEAD + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n'
+        b'Content-Type: application/zip; name="n.zip"\r\nContent-Transfer-Encoding: base64\r\n\r\n'
+        + base64.encodebytes(inner)
+        + b"--b--\r\n"
+    )
     walked = timed_walk(raw)
     assert "doc.archive_too_large" in codes(walked) and walked.documents == ()
 
 
 def test_empty_and_truncated_parts_do_not_crash() -> None:
-    raw = (HEAD + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n\r\n--b\r\n'
-           b'Content-Type: application/pdf; name="a.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK'
-           b"\r\n--b\r\nContent-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBBQAAAAI")
+    raw = (
+        HEAD + b'Content-Type: multipart/mixed; boundary="b"\r\n\r\n--b\r\n\r\n--b\r\n'
+        b'Content-Type: application/pdf; name="a.pdf"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK'
+        b"\r\n--b\r\nContent-Type: application/zip\r\nContent-Transfer-Encoding: base64\r\n\r\nUEsDBBQAAAAI"
+    )
     walked = timed_walk(raw)
     assert walked.sender.valid and all(d.content for d in walked.documents)
 
@@ -105,9 +110,21 @@ def test_body_text_is_capped_before_decoding() -> None:
 
 _header_names = st.sampled_from(["Content-Type", "Content-Transfer-Encoding", "Content-Disposition", "Subject", "From"])
 _values = st.one_of(
-    st.sampled_from(['multipart/mixed; boundary="b"', "text/plain; charset=punycode", "application/zip",
-                     "application/pdf", "base64", "quoted-printable", 'attachment; filename*=utf-8\'\'%E3%81', "message/rfc822",
-                     "text/html; charset=iso-2022-jp", "=?utf-8?b?44GC?=", "multipart/report"]),
+    st.sampled_from(
+        [
+            'multipart/mixed; boundary="b"',
+            "text/plain; charset=punycode",
+            "application/zip",
+            "application/pdf",
+            "base64",
+            "quoted-printable",
+            "attachment; filename*=utf-8''%E3%81",
+            "message/rfc822",
+            "text/html; charset=iso-2022-jp",
+            "=?utf-8?b?44GC?=",
+            "multipart/report",
+        ]
+    ),
     st.text(max_size=40).map(lambda t: t.replace("\r", " ").replace("\n", " ")),
 )
 _part = st.tuples(st.lists(st.tuples(_header_names, _values), max_size=4), st.binary(max_size=300))
@@ -137,10 +154,12 @@ def test_html_that_makes_the_standard_parser_quadratic_is_read_in_linear_time() 
 
 def test_absurd_headers_are_cut_not_parsed_for_minutes() -> None:
     # The library re-parses a structured header on each access, quadratic in its parameters.
-    for head in (b"Content-Type: text/plain; " + b"a=b; " * 100_000,
-                 b"Content-Type: text/plain; " + b"".join(b"name*%d*=%%41; " % i for i in range(50_000)),
-                 b"Reply-To: " + b"a@x.example," * 50_000,
-                 b"X-Filler: b\r\n" * 60_000):
+    for head in (
+        b"Content-Type: text/plain; " + b"a=b; " * 100_000,
+        b"Content-Type: text/plain; " + b"".join(b"name*%d*=%%41; " % i for i in range(50_000)),
+        b"Reply-To: " + b"a@x.example," * 50_000,
+        b"X-Filler: b\r\n" * 60_000,
+    ):
         walked = timed_walk(HEAD + head + b"\r\n\r\nbody\r\n")
         assert walked.sender.valid
     walked = timed_walk(HEAD + b"X-Filler: b\r\n" * 60_000 + b"\r\nbody\r\n")

@@ -50,7 +50,9 @@ def _run_pass_in_child(tmp_path: Path, port: int, crash: bool) -> subprocess.Com
     env = {key: value for key, value in os.environ.items() if key != "CRASH"}
     if crash:
         env["CRASH"] = "1"
-    return subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=False)
+    return subprocess.run(
+        [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
 
 
 def _submissions_per_inbound(harness: IntakeHarness) -> dict[int, int]:
@@ -132,8 +134,7 @@ def test_server_restart_mid_run_loses_and_repeats_nothing(imap_server, tmp_path)
     mails = [make_mail(n, extra=b"P" * 25_000) for n in range(20)]
     imap_server.append_many(mails)
     dying = type("Dying", (_DyingServerConnection,), {"server": imap_server})
-    harness = IntakeHarness(tmp_path, imap_server, poll=PollSettings(fetch_chunk_bytes=65_536),
-                            connection_class=dying)
+    harness = IntakeHarness(tmp_path, imap_server, poll=PollSettings(fetch_chunk_bytes=65_536), connection_class=dying)
 
     with pytest.raises(TRANSIENT_ERRORS):
         harness.poll_once()

@@ -35,17 +35,22 @@ def use_http_lookup(config: Path, url: str, token: str, ca_file: Path) -> None:
     token_file.parent.mkdir(parents=True, exist_ok=True)
     token_file.write_text(token + "\n")
     token_file.chmod(0o600)
-    use_lookup(config, f'mode = "http"\nurl = "{url}"\ntoken_file = "{token_file}"\nca_file = "{ca_file}"\n'
-                       f'attempts = 2\nbackoff_seconds = 0\nconnect_timeout_seconds = 2\ntimeout_seconds = 5\n'
-                       f'hold_retry_minutes = [1, 5]\nhold_hourly_for_hours = 0')
+    use_lookup(
+        config,
+        f'mode = "http"\nurl = "{url}"\ntoken_file = "{token_file}"\nca_file = "{ca_file}"\n'
+        f"attempts = 2\nbackoff_seconds = 0\nconnect_timeout_seconds = 2\ntimeout_seconds = 5\n"
+        f"hold_retry_minutes = [1, 5]\nhold_hourly_for_hours = 0",
+    )
 
 
 @pytest.fixture
 def deployment(deployment: Path, database_url: str) -> Path:
     """The suite's fresh deployment, on SQLite and on PostgreSQL (when available)."""
     path = deployment / "keydesk.toml"
-    path.write_text(path.read_text(encoding="utf-8").replace('url = "sqlite:///var/keydesk.db"', f'url = "{database_url}"'),
-                    encoding="utf-8")
+    path.write_text(
+        path.read_text(encoding="utf-8").replace('url = "sqlite:///var/keydesk.db"', f'url = "{database_url}"'),
+        encoding="utf-8",
+    )
     return deployment
 
 
@@ -58,7 +63,9 @@ def http_desk(issued: dict, tmp_path: Path):
     with Session(runtime.engine) as session:
         token = add_token(session, "misato", NOW)
         session.commit()
-    app = create_app(runtime.engine, runtime.settings.guarantor, load_trusted_keys(runtime.settings.guarantor.trust_directory))
+    app = create_app(
+        runtime.engine, runtime.settings.guarantor, load_trusted_keys(runtime.settings.guarantor.trust_directory)
+    )
     listen = Listen("127.0.0.1", 0, tls.cert, tls.key, what="guarantor.service")
     served = ServedApp(app, listen).start()
     use_http_lookup(config, served.url, token, tls.ca_file)
@@ -69,8 +76,9 @@ def http_desk(issued: dict, tmp_path: Path):
 
 def replies(runtime: Runtime, inbound_id: int) -> list:
     with Session(runtime.engine) as session:
-        rows = session.exec(select(OutboxMessage).where(OutboxMessage.inbound_id == inbound_id)
-                            .order_by(OutboxMessage.id)).all()
+        rows = session.exec(
+            select(OutboxMessage).where(OutboxMessage.inbound_id == inbound_id).order_by(OutboxMessage.id)
+        ).all()
     return [(row.idempotency_key, message_from_bytes(row.raw, policy=policy.default)) for row in rows]
 
 
@@ -103,7 +111,9 @@ def test_the_service_gone_holds_the_submission_and_its_return_sends_one_result(i
     assert submission.lookup_attempts == 1 and submission.next_lookup_at == NOW + timedelta(minutes=7)
 
     # The service comes back on the same address: the held submission is decided, one result mail goes out.
-    listen = Listen("127.0.0.1", http_desk["port"], http_desk["tls"].cert, http_desk["tls"].key, what="guarantor.service")
+    listen = Listen(
+        "127.0.0.1", http_desk["port"], http_desk["tls"].cert, http_desk["tls"].key, what="guarantor.service"
+    )
     http_desk["served"] = ServedApp(http_desk["app"], listen).start()
     report = retry_held_lookups(runtime, "misato", now=NOW + timedelta(minutes=8))
     assert report.decided == [row.receipt_no]
@@ -126,8 +136,13 @@ def digest_reasons(runtime: Runtime) -> list[str]:
     from mailer.digest_rows import collect_lines
 
     with Session(runtime.engine) as session:
-        lines = collect_lines(session, desk="misato", rules=runtime.settings.rules.desks["misato"],
-                              since=NOW - timedelta(days=1), until=NOW + timedelta(days=1))
+        lines = collect_lines(
+            session,
+            desk="misato",
+            rules=runtime.settings.rules.desks["misato"],
+            since=NOW - timedelta(days=1),
+            until=NOW + timedelta(days=1),
+        )
     return [reason for line in lines if line.section == "needs_review" for reason in line.reasons]
 
 
@@ -161,11 +176,15 @@ def tampering_service(runtime: Runtime, guarantee_no: str, change) -> FastAPI:
     return app
 
 
-@pytest.mark.parametrize("change", [
-    lambda s: {"status": "found", "certificate": {**s, "payload": s["payload"].replace("12345000", "99999999")}},
-    lambda s: {"status": "found", "certificate": {**s, "signature": ""}},
-    lambda s: {"status": "found"},
-], ids=["tampered", "unsigned", "no-certificate"])
+@pytest.mark.parametrize(
+    "change",
+    [
+        lambda s: {"status": "found", "certificate": {**s, "payload": s["payload"].replace("12345000", "99999999")}},
+        lambda s: {"status": "found", "certificate": {**s, "signature": ""}},
+        lambda s: {"status": "found"},
+    ],
+    ids=["tampered", "unsigned", "no-certificate"],
+)
 def test_a_tampered_or_unsigned_answer_is_never_accepted(issued: dict, http_desk, change) -> None:
     runtime = http_desk["runtime"]
     http_desk["served"].stop()
@@ -191,21 +210,30 @@ def test_poll_once_looks_held_submissions_up_again(pymap_server, tmp_path: Path)
     config = deployment_for(tmp_path, pymap_server)
     assert invoke(config, "guarantor", "init").exit_code == 0
     (tmp_path / "g.csv").write_text(GUARANTEES, encoding="utf-8")
-    rows = [json_module.loads(line) for line in invoke(config, "guarantor", "issue", str(tmp_path / "g.csv"), "--out",
-                                                        str(tmp_path / "docs"), "--json").stdout.splitlines()]
+    rows = [
+        json_module.loads(line)
+        for line in invoke(
+            config, "guarantor", "issue", str(tmp_path / "g.csv"), "--out", str(tmp_path / "docs"), "--json"
+        ).stdout.splitlines()
+    ]
     (tmp_path / "c.csv").write_bytes(CONTRACTS.encode("cp932"))
     assert invoke(config, "contracts", "import", str(tmp_path / "c.csv")).exit_code == 0
     token = invoke(config, "guarantor", "token", "add", "misato").stdout.splitlines()[-1]
     runtime = Runtime(config)
     tls = private_ca(tmp_path, "lookup")
-    app = create_app(runtime.engine, runtime.settings.guarantor, load_trusted_keys(runtime.settings.guarantor.trust_directory))
+    app = create_app(
+        runtime.engine, runtime.settings.guarantor, load_trusted_keys(runtime.settings.guarantor.trust_directory)
+    )
     served = ServedApp(app, Listen("127.0.0.1", 0, tls.cert, tls.key, what="guarantor.service")).start()
     port = served.port
     use_lookup_file = tmp_path / "token"
     use_lookup_file.write_text(token)
     use_lookup_file.chmod(0o600)
-    use_lookup(config, f'mode = "http"\nurl = "{served.url}"\ntoken_file = "{use_lookup_file}"\nca_file = "{tls.ca_file}"\n'
-                       f'attempts = 1')
+    use_lookup(
+        config,
+        f'mode = "http"\nurl = "{served.url}"\ntoken_file = "{use_lookup_file}"\nca_file = "{tls.ca_file}"\n'
+        f"attempts = 1",
+    )
     served.stop()
 
     pymap_server.append(mail([("お知らせ.pdf", Path(rows[0]["files"]["key_notice"]).read_bytes())]))
@@ -225,9 +253,12 @@ def test_poll_once_looks_held_submissions_up_again(pymap_server, tmp_path: Path)
         served.stop()
     with Session(runtime.engine) as session:
         submission = session.exec(select(Submission)).one()
-        keys_sent = [r.idempotency_key for r in session.exec(select(OutboxMessage).where(OutboxMessage.kind == "reply"))]
+        keys_sent = [
+            r.idempotency_key for r in session.exec(select(OutboxMessage).where(OutboxMessage.kind == "reply"))
+        ]
     assert (submission.verdict, submission.lookup_state) == ("accepted", "done") and sorted(keys_sent) == sorted(
-        [f"reply:{submission.inbound_id}", f"result:{submission.inbound_id}"])
+        [f"reply:{submission.inbound_id}", f"result:{submission.inbound_id}"]
+    )
 
 
 def test_keydesk_runs_companion_looks_held_submissions_up_by_itself(issued: dict, http_desk, monkeypatch) -> None:
@@ -239,15 +270,20 @@ def test_keydesk_runs_companion_looks_held_submissions_up_by_itself(issued: dict
     runtime = http_desk["runtime"]
     http_desk["served"].stop()
     row, _ = take(runtime, mail([("お知らせ.pdf", key_notice(issued, 0))]), uid=1)  # held; its pause is long over
-    listen = Listen("127.0.0.1", http_desk["port"], http_desk["tls"].cert, http_desk["tls"].key, what="guarantor.service")
+    listen = Listen(
+        "127.0.0.1", http_desk["port"], http_desk["tls"].cert, http_desk["tls"].key, what="guarantor.service"
+    )
     http_desk["served"] = ServedApp(http_desk["app"], listen).start()
     monkeypatch.setattr(companions, "HELD_LOOKUP_INTERVAL_SECONDS", 0.05)
     stop = threading.Event()
     stopper = companions.held_lookup_companion(runtime, stop)
     try:
+
         def decided() -> bool:
             with Session(runtime.engine) as session:
-                return session.exec(select(Submission).where(Submission.inbound_id == row.id)).one().lookup_state == "done"
+                return (
+                    session.exec(select(Submission).where(Submission.inbound_id == row.id)).one().lookup_state == "done"
+                )
 
         wait_until(decided, timeout=30, what="the held look-up answered by keydesk run's companion")
     finally:

@@ -21,8 +21,14 @@ from tests.servers import (  # noqa: F401 - fixtures
 )
 
 # Validation keeps real deployments sane (≥ 5 s polls); tests construct faster settings directly.
-FAST = PollSettings.model_construct(**{**PollSettings().model_dump(), "poll_interval_seconds": 0.2,
-                                       "reconnect_max_seconds": 1, "idle_renew_seconds": 30})
+FAST = PollSettings.model_construct(
+    **{
+        **PollSettings().model_dump(),
+        "poll_interval_seconds": 0.2,
+        "reconnect_max_seconds": 1,
+        "idle_renew_seconds": 30,
+    }
+)
 
 
 class _Loop:
@@ -61,8 +67,12 @@ class _Loop:
         def on_pass(_report) -> None:
             self.passes += 1
 
-        self.thread = threading.Thread(target=run_idle_loop, args=(harness.service, connect, poll, self.stop),
-                                       kwargs={"on_pass": on_pass}, daemon=True)
+        self.thread = threading.Thread(
+            target=run_idle_loop,
+            args=(harness.service, connect, poll, self.stop),
+            kwargs={"on_pass": on_pass},
+            daemon=True,
+        )
 
     def __enter__(self) -> _Loop:
         self.thread.start()

@@ -72,7 +72,9 @@ def test_poll_once_takes_verifies_records_answers_and_files_with_the_real_pipeli
     finally:
         engine.dispose()
     assert [(row.state, row.verdict, row.mailbox_action_done) for row in rows] == [
-        ("processed", "accepted", True), ("processed", "returned", True)]
+        ("processed", "accepted", True),
+        ("processed", "returned", True),
+    ]
     assert [s.guarantee_no for s in submissions if s.verdict == "accepted"] == [issued["rows"][0]["guarantee_no"]]
     assert len(replies) == 2  # one answer per mail
     assert "doc.fee_receipt" in [item["code"] for item in json.loads(rows[1].findings_json)]

@@ -97,8 +97,9 @@ def test_a_certificate_from_an_untrusted_ca_is_refused_before_login(tls_imap_ser
         # Trusting another private CA, and trusting only the system's CAs: both must refuse.
         for ca_file in (other_ca.ca_file, None):
             mailbox = _settings(tls_imap_server, security, ca_file)
-            connection = MailboxConnection(mailbox, password=tls_imap_server.password, timeout=10,
-                                           ssl_context=client_ssl_context(ca_file))
+            connection = MailboxConnection(
+                mailbox, password=tls_imap_server.password, timeout=10, ssl_context=client_ssl_context(ca_file)
+            )
             with pytest.raises(ssl.SSLCertVerificationError, match="certificate verify failed"):
                 connection.open()
             attempts += 1
@@ -106,6 +107,7 @@ def test_a_certificate_from_an_untrusted_ca_is_refused_before_login(tls_imap_ser
 
 
 # -- through `keydesk poll --once`, as an admin runs it ----------------------------------------------
+
 
 def _configure(config: Path, security: str, port: int, ca_file_line: str | None) -> None:
     """Point [desks.misato.mailbox] of a deployment_for() config at a TLS port; uncomment ca_file."""

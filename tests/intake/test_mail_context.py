@@ -63,11 +63,17 @@ def test_topmost_header_of_our_server_wins_over_a_forged_one_with_our_id_below()
 def test_rfc8601_syntax_comments_quotes_versions_and_multiple_dkim():
     authserv, results = parse_authentication_results(
         'mx.example.jp (our "server"); spf = pass (sender IP is 192.0.2.1) smtp.mailfrom="a@b.example.jp";'
-        " dkim/1=fail reason=\"bad sig\" header.d=other.example; dkim=pass header.d=b.example.jp header.i=@b.example.jp;"
-        " dmarc=pass (p=reject) header.from=b.example.jp; iprev=pass policy.iprev=192.0.2.1")
+        ' dkim/1=fail reason="bad sig" header.d=other.example; dkim=pass header.d=b.example.jp header.i=@b.example.jp;'
+        " dmarc=pass (p=reject) header.from=b.example.jp; iprev=pass policy.iprev=192.0.2.1"
+    )
     assert authserv == "mx.example.jp"
     assert [(r.method, r.result) for r in results] == [
-        ("spf", "pass"), ("dkim", "fail"), ("dkim", "pass"), ("dmarc", "pass"), ("iprev", "pass")]
+        ("spf", "pass"),
+        ("dkim", "fail"),
+        ("dkim", "pass"),
+        ("dmarc", "pass"),
+        ("iprev", "pass"),
+    ]
     assert results[0].get("smtp.mailfrom") == "a@b.example.jp"
     assert results[1].reason == "bad sig"
     auth_none = parse_authentication_results("mx.example.jp; none")
@@ -77,8 +83,10 @@ def test_rfc8601_syntax_comments_quotes_versions_and_multiple_dkim():
 
 
 def test_any_passing_dkim_signature_counts():
-    raw = (b"Authentication-Results: mx.town.misato.example.jp; dkim=fail header.d=x.example;"
-           b" dkim=pass header.d=B.example.jp\r\nFrom: a@b.example.jp\r\n\r\n")
+    raw = (
+        b"Authentication-Results: mx.town.misato.example.jp; dkim=fail header.d=x.example;"
+        b" dkim=pass header.d=B.example.jp\r\nFrom: a@b.example.jp\r\n\r\n"
+    )
     auth = authentication(parse(raw), AUTHSERV)
     assert auth.dkim == "pass" and auth.dkim_pass_domains == ("b.example.jp",)
 
@@ -90,8 +98,11 @@ def test_bounce_is_automatic_for_every_reason_it_carries():
     walked = walk("bounce_mailer_daemon.eml")
     assert walked.automatic
     assert set(walked.automatic_reasons) == {
-        "Auto-Submitted: auto-replied", "null Return-Path", "multipart/report (delivery or read report)",
-        "sent by MAILER-DAEMON"}
+        "Auto-Submitted: auto-replied",
+        "null Return-Path",
+        "multipart/report (delivery or read report)",
+        "sent by MAILER-DAEMON",
+    }
     assert "could not" in walked.body_text  # the notification text, not the delivery-status part
     assert walked.documents == ()
 
@@ -148,8 +159,10 @@ def test_contractor_mail_is_not_automatic():
 
 
 def test_sender_from_and_reply_to_checked_and_invalid_ones_kept_flagged():
-    raw = (b"From: =?UTF-8?B?5Yqg6Jek?= <Kato@Example.JP>\r\n"
-           b"Reply-To: broken@@example.jp, good@example.jp, \"x\" <no-domain>\r\n\r\n")
+    raw = (
+        b"From: =?UTF-8?B?5Yqg6Jek?= <Kato@Example.JP>\r\n"
+        b'Reply-To: broken@@example.jp, good@example.jp, "x" <no-domain>\r\n\r\n'
+    )
     found = sender(parse(raw))
     assert found.valid and found.address.display_name == "加藤"
     assert found.address.normalized == "Kato@example.jp"
@@ -176,8 +189,10 @@ def test_message_id_and_date():
 
 
 def test_html_to_text():
-    html = ("<html><head><title>t</title><style>.a{}</style></head><body><table><tr><td>保証契約番号</td>"
-            "<td>26-000123-5</td></tr></table><p>a&nbsp;b&lt;c</p><br>end</body></html>")
+    html = (
+        "<html><head><title>t</title><style>.a{}</style></head><body><table><tr><td>保証契約番号</td>"
+        "<td>26-000123-5</td></tr></table><p>a&nbsp;b&lt;c</p><br>end</body></html>"
+    )
     assert html_to_text(html) == "保証契約番号 26-000123-5\n\na b<c\n\nend"
     assert html_to_text("<p>unclosed <b>tags") == "unclosed tags"
 
@@ -202,15 +217,21 @@ def test_typed_keys_in_the_iphone_mail_including_a_mistyped_one():
 def test_typed_keys_full_width_dashes_and_number_only():
     key = KEYS["access_key"]
     wide = key.translate({ord(c): ord(c) + 0xFEE0 for c in "0123456789ABCDEFGHIJKLMNOPQRSTUVWXYZ"})
-    text = f"保証契約番号　２６ー０００１２３ー５\n認証キー　{wide.replace('-', '－')}\n別件 {guarantee_no.make(2026, 7)}"
+    text = (
+        f"保証契約番号　２６ー０００１２３ー５\n認証キー　{wide.replace('-', '－')}\n別件 {guarantee_no.make(2026, 7)}"
+    )
     found = typed_keys(text)
     assert [(k.guarantee_no, k.access_key_valid) for k in found] == [
-        ("26-000123-5", True), (guarantee_no.make(2026, 7), False)]
+        ("26-000123-5", True),
+        (guarantee_no.make(2026, 7), False),
+    ]
     assert found[1].access_key is None
 
 
 def test_typed_keys_ignore_card_numbers_words_and_urls():
-    text = ("カード 1234-5678-9012-3456 / ABCDEFGHJKMNPQRS / https://example.jp/P2KXFEDMZ56GQX9Nabc\n"
-            "番号 26-000123-4")  # wrong Luhn digit
+    text = (
+        "カード 1234-5678-9012-3456 / ABCDEFGHJKMNPQRS / https://example.jp/P2KXFEDMZ56GQX9Nabc\n"
+        "番号 26-000123-4"
+    )  # wrong Luhn digit
     found = typed_keys(text)
     assert [(k.guarantee_no, k.guarantee_no_valid, k.access_key) for k in found] == [("26-000123-4", False, None)]

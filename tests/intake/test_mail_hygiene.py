@@ -34,9 +34,17 @@ def take(runtime: Runtime, raw: bytes, uid: int, *, too_large: bool = False, **l
     if limits:
         pipeline.limits = pipeline.limits.model_copy(update=limits)
     with Session(runtime.engine) as session:
-        row = InboundMessage(desk="misato", account="keiyaku", mailbox="INBOX", uidvalidity=1, uid=uid,
-                             sha256=hashlib.sha256(raw).hexdigest(), size=len(raw), received_at=NOW,
-                             state="too_large" if too_large else "new")
+        row = InboundMessage(
+            desk="misato",
+            account="keiyaku",
+            mailbox="INBOX",
+            uidvalidity=1,
+            uid=uid,
+            sha256=hashlib.sha256(raw).hexdigest(),
+            size=len(raw),
+            received_at=NOW,
+            state="too_large" if too_large else "new",
+        )
         session.add(row)
         session.flush()
         outcome = pipeline(session, row, raw)
@@ -56,9 +64,18 @@ def codes(row: InboundMessage) -> list[str]:
 
 # --- the policy, pure ----------------------------------------------------------------------------
 
+
 def _decide(**kwargs):
-    base = dict(automatic=False, automatic_reason=None, own_reason=None, address="a@x.example", own_addresses=[DESK],
-                recent_replies=0, limit=5, sender_address="a@x.example")
+    base = dict(
+        automatic=False,
+        automatic_reason=None,
+        own_reason=None,
+        address="a@x.example",
+        own_addresses=[DESK],
+        recent_replies=0,
+        limit=5,
+        sender_address="a@x.example",
+    )
     return decide(**{**base, **kwargs})
 
 
@@ -100,6 +117,7 @@ def test_plausible_submission_by_content_or_words_of_the_trade() -> None:
 
 # --- Authentication-Results: alignment -----------------------------------------------------------
 
+
 def _auth(*results: MethodResult) -> Authentication:
     return Authentication("mx.town.misato.example", results, 1, 0)
 
@@ -108,28 +126,40 @@ def test_dmarc_and_aligned_passes_authenticate_the_from_domain_unaligned_ones_do
     assert authenticated_for(_auth(MethodResult("dmarc", "pass", (("header.from", "x.example"),))), "x.example")
     assert not authenticated_for(_auth(MethodResult("dmarc", "pass", (("header.from", "y.example"),))), "x.example")
     assert authenticated_for(_auth(MethodResult("dkim", "pass", (("header.d", "mail.x.example"),))), "x.example")
-    assert not authenticated_for(_auth(MethodResult("dkim", "pass", (("header.d", "bulk-sender.example"),))), "x.example")
+    assert not authenticated_for(
+        _auth(MethodResult("dkim", "pass", (("header.d", "bulk-sender.example"),))), "x.example"
+    )
     assert authenticated_for(_auth(MethodResult("spf", "pass", (("smtp.mailfrom", "b@x.example"),))), "x.example")
-    assert not authenticated_for(_auth(MethodResult("spf", "pass", (("smtp.mailfrom", "b@evil.example"),))), "x.example")
+    assert not authenticated_for(
+        _auth(MethodResult("spf", "pass", (("smtp.mailfrom", "b@evil.example"),))), "x.example"
+    )
     # The domain owner's DMARC fail wins over an aligned-looking pass.
-    assert not authenticated_for(_auth(MethodResult("dmarc", "fail"),
-                                       MethodResult("dkim", "pass", (("header.d", "x.example"),))), "x.example")
+    assert not authenticated_for(
+        _auth(MethodResult("dmarc", "fail"), MethodResult("dkim", "pass", (("header.d", "x.example"),))), "x.example"
+    )
 
 
 def test_a_forged_header_with_our_id_below_ours_is_ignored() -> None:
-    raw = (b"Authentication-Results: mx.town.misato.example; dmarc=none\r\n"
-           b"Authentication-Results: mx.town.misato.example; dmarc=pass header.from=x.example\r\n"
-           b"From: a@x.example\r\n\r\n")
+    raw = (
+        b"Authentication-Results: mx.town.misato.example; dmarc=none\r\n"
+        b"Authentication-Results: mx.town.misato.example; dmarc=pass header.from=x.example\r\n"
+        b"From: a@x.example\r\n\r\n"
+    )
     auth = authentication(parse_headers(raw), "mx.town.misato.example")
     assert not authenticated_for(auth, "x.example")
 
 
 # --- through the pipeline --------------------------------------------------------------------------
 
+
 def test_an_unauthenticated_submission_gets_a_short_reply_that_quotes_nothing(issued: dict) -> None:
     runtime = Runtime(issued["config"])
-    raw = mail([("EVIL-FILENAME.pdf", files(issued, 0)["key_notice"])], subject="FORGED-SUBJECT-TEXT",
-               headers={"Reply-To": "victim@third-party.example"}, authenticated=False)
+    raw = mail(
+        [("EVIL-FILENAME.pdf", files(issued, 0)["key_notice"])],
+        subject="FORGED-SUBJECT-TEXT",
+        headers={"Reply-To": "victim@third-party.example"},
+        authenticated=False,
+    )
     row, _outcome = take(runtime, raw, uid=1)
     outbox = outbox_of(runtime, row.id)
     assert outbox is not None and json.loads(outbox.recipients_json) == [SENDER]
@@ -162,8 +192,13 @@ def test_a_held_reply_is_kept_in_the_outbox_and_listed(issued: dict) -> None:
 
     with Session(runtime.engine) as session:
         target = DigestTarget("misato", "美郷町 契約窓口", DESK, runtime.settings.rules.desks["misato"])
-        digests = collect(session, target, now=datetime.now(timezone.utc), zone="Asia/Tokyo",
-                          since=datetime(2026, 1, 1, tzinfo=timezone.utc))
+        digests = collect(
+            session,
+            target,
+            now=datetime.now(timezone.utc),
+            zone="Asia/Tokyo",
+            since=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        )
     lines = [line for digest in digests for line in digest.lines if line.receipt_no == row.receipt_no]
     assert lines and all("返信を保留(送信上限)" in line.reasons for line in lines)
 
@@ -189,14 +224,24 @@ def test_a_spoofed_from_cannot_take_over_a_resend_link(issued: dict) -> None:
         sent.state, sent.sent_at = "sent", NOW - timedelta(minutes=5)
         session.add(sent)
         session.commit()
-    forged, _ = take(runtime, mail([("a.pdf", files(issued, 0)["key_notice"])], subject="再送",
-                                   authenticated=False), uid=2)
+    forged, _ = take(
+        runtime, mail([("a.pdf", files(issued, 0)["key_notice"])], subject="再送", authenticated=False), uid=2
+    )
     with Session(runtime.engine) as session:
-        assert all(s.resend_of_id is None for s in session.exec(
-            select(Submission).where(Submission.inbound_id == forged.id)))
+        assert all(
+            s.resend_of_id is None for s in session.exec(select(Submission).where(Submission.inbound_id == forged.id))
+        )
     # The same unauthenticated mail answering our reply (its Message-ID went to the contractor only) links.
-    threaded, _ = take(runtime, mail([("a.pdf", files(issued, 0)["key_notice"])], subject="Re: 再送",
-                                     headers={"In-Reply-To": our_reply.message_id}, authenticated=False), uid=3)
+    threaded, _ = take(
+        runtime,
+        mail(
+            [("a.pdf", files(issued, 0)["key_notice"])],
+            subject="Re: 再送",
+            headers={"In-Reply-To": our_reply.message_id},
+            authenticated=False,
+        ),
+        uid=3,
+    )
     with Session(runtime.engine) as session:
         links = [s.resend_of_id for s in session.exec(select(Submission).where(Submission.inbound_id == threaded.id))]
     assert any(links)
@@ -206,14 +251,18 @@ def test_a_forged_bounce_cannot_mark_a_reply_undelivered(issued: dict) -> None:
     runtime = Runtime(issued["config"])
     row, _ = take(runtime, mail([("a.pdf", files(issued, 0)["key_notice"])]), uid=1)
     message_id = outbox_of(runtime, row.id).message_id
-    bounce = (f"From: MAILER-DAEMON@evil.example\r\nTo: {DESK}\r\nSubject: Undelivered\r\n"
-              f"Auto-Submitted: auto-replied\r\n\r\nMessage-ID: {message_id}\r\n").encode()
+    bounce = (
+        f"From: MAILER-DAEMON@evil.example\r\nTo: {DESK}\r\nSubject: Undelivered\r\n"
+        f"Auto-Submitted: auto-replied\r\n\r\nMessage-ID: {message_id}\r\n"
+    ).encode()
     take(runtime, bounce, uid=2)
-    relayed = (f"From: MAILER-DAEMON@relay.town.example\r\nTo: {DESK}\r\nSubject: Undelivered\r\n"
-               f"Auto-Submitted: auto-replied\r\nContent-Type: multipart/report; boundary=b\r\n\r\n--b\r\n"
-               f"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; 127.0.0.1\r\n\r\n"
-               f"Final-Recipient: rfc822; {SENDER}\r\nAction: failed\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
-               f"Message-ID: {message_id}\r\n--b--\r\n").encode()
+    relayed = (
+        f"From: MAILER-DAEMON@relay.town.example\r\nTo: {DESK}\r\nSubject: Undelivered\r\n"
+        f"Auto-Submitted: auto-replied\r\nContent-Type: multipart/report; boundary=b\r\n\r\n--b\r\n"
+        f"Content-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; 127.0.0.1\r\n\r\n"
+        f"Final-Recipient: rfc822; {SENDER}\r\nAction: failed\r\n--b\r\nContent-Type: text/rfc822-headers\r\n\r\n"
+        f"Message-ID: {message_id}\r\n--b--\r\n"
+    ).encode()
     with Session(runtime.engine) as session:
         assert session.exec(select(AuditEvent).where(AuditEvent.action == "outbox.bounced")).all() == []
     take(runtime, relayed, uid=3)  # our own relay (the [smtp] host) wrote it: believed
@@ -235,18 +284,35 @@ def test_no_mail_of_the_bounce_collection_is_answered(issued: dict, path: Path) 
 
 def test_verify_json_says_what_the_desk_would_send(issued: dict, tmp_path: Path) -> None:
     unauthenticated = tmp_path / "unauthenticated.eml"
-    unauthenticated.write_bytes(mail([("a.pdf", files(issued, 0)["key_notice"])], authenticated=False,
-                                     headers={"Reply-To": "other@third.example"}))
+    unauthenticated.write_bytes(
+        mail(
+            [("a.pdf", files(issued, 0)["key_notice"])],
+            authenticated=False,
+            headers={"Reply-To": "other@third.example"},
+        )
+    )
     bounce = tmp_path / "bounce.eml"
     bounce.write_bytes((BOUNCES / "gmail_dsn.eml").read_bytes())
     authenticated = tmp_path / "authenticated.eml"
-    authenticated.write_bytes(mail([("a.pdf", files(issued, 0)["key_notice"])],
-                                   headers={"Reply-To": "office@third.example"}))
-    result = invoke(issued["config"], "verify", "--json", str(unauthenticated), str(bounce), str(authenticated),
-                    issued["rows"][0]["files"]["key_notice"])
+    authenticated.write_bytes(
+        mail([("a.pdf", files(issued, 0)["key_notice"])], headers={"Reply-To": "office@third.example"})
+    )
+    result = invoke(
+        issued["config"],
+        "verify",
+        "--json",
+        str(unauthenticated),
+        str(bounce),
+        str(authenticated),
+        issued["rows"][0]["files"]["key_notice"],
+    )
     lines = [json.loads(line) for line in result.output.splitlines()]
-    assert lines[0]["reply"] == {"send": True, "to": SENDER, "short": True,
-                                 "reason": "short reply: sender not authenticated, plausibly a submission"}
+    assert lines[0]["reply"] == {
+        "send": True,
+        "to": SENDER,
+        "short": True,
+        "reason": "short reply: sender not authenticated, plausibly a submission",
+    }
     assert lines[1]["reply"]["send"] is False and lines[1]["reply"]["reason"].startswith("automatic mail")
     assert lines[2]["reply"] == {"send": True, "to": "office@third.example", "reason": "reply"}
     assert lines[3]["reply"] == {"send": False, "to": None, "reason": "a PDF file alone has no sender to answer"}
@@ -262,6 +328,7 @@ def test_an_over_size_bounce_is_recognised_from_its_headers(issued: dict) -> Non
 
 
 # --- what is stored and looked up per mail ------------------------------------------------------------
+
 
 def _documents(runtime: Runtime, inbound_id: int):
     from store.tables import Document
@@ -295,8 +362,12 @@ def test_from_archives_only_pdfs_are_stored_and_bytes_are_capped(issued: dict) -
     stored = {d.display_name: d.stored_path for d in _documents(runtime, row.id)}
     assert stored["notice.pdf"] and stored["filler.bin"] == ""
     # A cap per sender and day: the next mail's files are recorded (hash, size, kind) but not stored.
-    row, _ = take(runtime, mail([("again.pdf", files(issued, 1)["key_notice"])]), uid=2,
-                  stored_bytes_per_sender_per_day_max=len(files(issued, 0)["key_notice"]) + 10)
+    row, _ = take(
+        runtime,
+        mail([("again.pdf", files(issued, 1)["key_notice"])]),
+        uid=2,
+        stored_bytes_per_sender_per_day_max=len(files(issued, 0)["key_notice"]) + 10,
+    )
     [document] = _documents(runtime, row.id)
     assert document.stored_path == "" and document.size > 0 and document.kind == "key_notice"
 
@@ -317,6 +388,8 @@ def test_a_mail_over_a_limit_is_kept_and_answered_please_resend(issued: dict) ->
     reply = message_from_bytes(outbox_of(runtime, row.id).raw, policy=policy.default)
     assert "読み取ることができませんでした" in reply.get_content()
     # Unauthenticated, with words of the trade: the short reply says the same and quotes nothing.
-    row, _ = take(runtime, mail(many, subject="【電子保証】提出 XYZ-QUOTE", authenticated=False), uid=2, mime_parts_max=10)
+    row, _ = take(
+        runtime, mail(many, subject="【電子保証】提出 XYZ-QUOTE", authenticated=False), uid=2, mime_parts_max=10
+    )
     short = message_from_bytes(outbox_of(runtime, row.id).raw, policy=policy.default)
     assert "読み取ることができませんでした" in short.get_content() and "XYZ-QUOTE" not in short.as_string()

@@ -67,17 +67,21 @@ def test_rfc2231_continued_filename_split_inside_a_character():
 
 def test_raw_jis_in_a_quoted_filename_whose_bytes_contain_a_quote():
     # あ is 0x24 0x22 in JIS: a '"' byte inside the quoted value, as old mailers sent it unencoded.
-    name = b"\x1b$B$\"$$\x1b(B.pdf"
-    raw = (b"From: a@example.jp\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n"
-           b"Content-Type: application/pdf\r\nContent-Disposition: attachment; filename=\"" + name + b"\"\r\n\r\n"
-           b"%PDF-1.4\r\n--x--\r\n")
+    name = b'\x1b$B$"$$\x1b(B.pdf'
+    raw = (
+        b"From: a@example.jp\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n"
+        b'Content-Type: application/pdf\r\nContent-Disposition: attachment; filename="' + name + b'"\r\n\r\n'
+        b"%PDF-1.4\r\n--x--\r\n"
+    )
     assert [d.display_name for d in walk_mail(raw).documents] == ["あい.pdf"]
 
 
 def test_rfc2231_in_iso2022jp_and_quoted_extended_value():
-    raw = (b"From: a@example.jp\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n"
-           b"Content-Type: application/pdf; name*=\"iso-2022-jp'ja'%1B%24B-%21%1B%28B.pdf\"\r\n\r\n"
-           b"%PDF-1.4\r\n--x--\r\n")
+    raw = (
+        b"From: a@example.jp\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n"
+        b"Content-Type: application/pdf; name*=\"iso-2022-jp'ja'%1B%24B-%21%1B%28B.pdf\"\r\n\r\n"
+        b"%PDF-1.4\r\n--x--\r\n"
+    )
     assert [d.display_name for d in walk_mail(raw).documents] == ["①.pdf"]
 
 
@@ -87,10 +91,12 @@ _PARAM_BYTES = st.binary(max_size=120).map(lambda b: b.replace(b"\r", b"").repla
 @settings(max_examples=300, deadline=None)
 @given(_PARAM_BYTES, _PARAM_BYTES)
 def test_hostile_parameters_never_lose_the_attachment(type_params, disposition_params):
-    raw = (b"From: a@example.jp\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n"
-           b"Content-Type: application/pdf; " + type_params + b"\r\n"
-           b"Content-Disposition: attachment; " + disposition_params + b"\r\n\r\n"
-           b"%PDF-1.4\r\n--x--\r\n")
+    raw = (
+        b"From: a@example.jp\r\nContent-Type: multipart/mixed; boundary=x\r\n\r\n--x\r\n"
+        b"Content-Type: application/pdf; " + type_params + b"\r\n"
+        b"Content-Disposition: attachment; " + disposition_params + b"\r\n\r\n"
+        b"%PDF-1.4\r\n--x--\r\n"
+    )
     walked = walk_mail(raw)
     assert walked.problems == ()
     [document] = walked.documents
@@ -276,14 +282,19 @@ def test_is_pdf_by_magic_not_declared_type():
     message.add_attachment(b"not a pdf at all", maintype="application", subtype="pdf", filename="b.pdf")
     walked = walk_mail(message.as_bytes())
     assert [(d.display_name, d.is_pdf, d.declared_type) for d in walked.documents] == [
-        ("a.bin", True, "application/octet-stream"), ("b.pdf", False, "application/pdf")]
+        ("a.bin", True, "application/octet-stream"),
+        ("b.pdf", False, "application/pdf"),
+    ]
 
 
 def test_html_only_mail_gives_text_and_inline_logo_is_not_a_document():
     message = EmailMessage()
     message["From"] = "a@example.jp"
-    message.set_content("<html><head><style>p{}</style></head><body><p>認証キー&amp;番号</p>"
-                        "<div>26-000123-5</div><script>x()</script></body></html>", subtype="html")
+    message.set_content(
+        "<html><head><style>p{}</style></head><body><p>認証キー&amp;番号</p>"
+        "<div>26-000123-5</div><script>x()</script></body></html>",
+        subtype="html",
+    )
     message.add_related(b"\x89PNG\r\n\x1a\nlogo", maintype="image", subtype="png", cid="<logo@x>")
     walked = walk_mail(message.as_bytes())
     assert walked.body_text == "認証キー&番号\n\n26-000123-5"
@@ -291,9 +302,9 @@ def test_html_only_mail_gives_text_and_inline_logo_is_not_a_document():
 
 
 def test_deeply_nested_multiparts_do_not_crash_and_keep_the_headers():
-    raw = b"From: a@example.jp\r\nSubject: deep\r\nContent-Type: multipart/mixed; boundary=\"b0\"\r\n\r\n"
+    raw = b'From: a@example.jp\r\nSubject: deep\r\nContent-Type: multipart/mixed; boundary="b0"\r\n\r\n'
     for level in range(1500):
-        raw += b"--b%d\r\nContent-Type: multipart/mixed; boundary=\"b%d\"\r\n\r\n" % (level, level + 1)
+        raw += b'--b%d\r\nContent-Type: multipart/mixed; boundary="b%d"\r\n\r\n' % (level, level + 1)
     walked = walk_mail(raw, limits=MailLimits(mime_parts_max=2000))  # the nesting limit, not the part count
     assert walked.subject == "deep" and walked.sender.valid
     assert codes(walked) == ["mail.malformed"]
@@ -304,9 +315,9 @@ def test_deeply_nested_multiparts_do_not_crash_and_keep_the_headers():
 
 
 def test_moderately_nested_multiparts_stop_at_the_mime_depth_limit():
-    raw = b"From: a@example.jp\r\nContent-Type: multipart/mixed; boundary=\"b0\"\r\n\r\n"
+    raw = b'From: a@example.jp\r\nContent-Type: multipart/mixed; boundary="b0"\r\n\r\n'
     for level in range(60):
-        raw += b"--b%d\r\nContent-Type: multipart/mixed; boundary=\"b%d\"\r\n\r\n" % (level, level + 1)
+        raw += b'--b%d\r\nContent-Type: multipart/mixed; boundary="b%d"\r\n\r\n' % (level, level + 1)
     raw += b"--b60\r\nContent-Type: application/pdf\r\n\r\n%PDF-1.4\r\n"
     walked = walk_mail(raw)
     assert codes(walked) == ["mail.malformed"] and walked.documents == ()
@@ -314,7 +325,7 @@ def test_moderately_nested_multiparts_stop_at_the_mime_depth_limit():
 
 def test_malformed_headers_do_not_raise():
     raw = (
-        b"From: \"unterminated <@@@>\r\n"
+        b'From: "unterminated <@@@>\r\n'
         b"Reply-To: ,,,<>\r\n"
         b"Date: 99 Foo 20260 25:61:61 +9999\r\n"
         b"Message-ID: \r\n"

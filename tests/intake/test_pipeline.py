@@ -16,6 +16,7 @@ from store.tables import Document, InboundMessage, OutboxMessage, Submission
 from tests.desk_mail import NOW, SENDER, mail, take
 from verifier.access_key import format_key
 
+
 def files(issued: dict, index: int) -> dict[str, bytes]:
     return {kind: Path(path).read_bytes() for kind, path in issued["rows"][index]["files"].items() if path}
 
@@ -42,7 +43,9 @@ def test_a_key_notice_is_accepted_recorded_and_answered(issued: dict) -> None:
     assert submission.contractor_name == "株式会社美郷建設"
     # The key is encrypted at rest and masked for display.
     assert format_key(runtime.key_vault.decrypt(submission.access_key_encrypted)) == issued_row["access_key"]
-    assert submission.access_key_masked.endswith(issued_row["access_key"][-4:]) and "****" in submission.access_key_masked
+    assert (
+        submission.access_key_masked.endswith(issued_row["access_key"][-4:]) and "****" in submission.access_key_masked
+    )
     assert document.kind == "key_notice"
     stored = runtime.settings.storage.directory / document.stored_path
     assert stored.read_bytes() == files(issued, 0)["key_notice"]
@@ -66,7 +69,9 @@ def test_a_certificate_view_is_returned_and_the_resend_is_linked(issued: dict) -
     assert "STEP4" in reply.get_body(("plain",)).get_content()
     _mark_reply_sent(runtime, first.id, NOW)  # the resend answers a reply that went out before it arrived
 
-    second, outcome = take(runtime, mail([("お知らせ.pdf", files(issued, 2)["key_notice"])], subject="Re: 再送します"), uid=2)
+    second, outcome = take(
+        runtime, mail([("お知らせ.pdf", files(issued, 2)["key_notice"])], subject="Re: 再送します"), uid=2
+    )
     assert outcome.verdict is Verdict.ACCEPTED
     with Session(runtime.engine) as session:
         returned = session.exec(select(Submission).where(Submission.inbound_id == first.id)).one()
@@ -97,7 +102,9 @@ def test_a_mail_is_not_the_resend_of_one_whose_reply_had_not_gone_out(issued: di
     _mark_reply_sent(runtime, first.id, NOW + timedelta(seconds=5))
     third, _ = take(runtime, mail([("お知らせ.pdf", files(issued, 1)["key_notice"])]), uid=3)
     with Session(runtime.engine) as session:
-        links = session.exec(select(Submission.resend_of_id).where(Submission.inbound_id.in_([second.id, third.id]))).all()
+        links = session.exec(
+            select(Submission.resend_of_id).where(Submission.inbound_id.in_([second.id, third.id]))
+        ).all()
     assert links == [None, None]
 
 
@@ -114,8 +121,17 @@ def test_a_mail_over_the_size_limit_is_answered_from_its_headers(issued: dict) -
     headers_only = mail([])  # what the poller keeps of a mail it did not download
     pipeline = build_pipeline(runtime, "misato", clock=lambda: NOW)
     with Session(runtime.engine) as session:
-        row = InboundMessage(desk="misato", account="keiyaku", mailbox="INBOX", uidvalidity=1, uid=9,
-                             sha256="0" * 64, size=40 * 1024 * 1024, state="too_large", received_at=NOW)
+        row = InboundMessage(
+            desk="misato",
+            account="keiyaku",
+            mailbox="INBOX",
+            uidvalidity=1,
+            uid=9,
+            sha256="0" * 64,
+            size=40 * 1024 * 1024,
+            state="too_large",
+            received_at=NOW,
+        )
         session.add(row)
         session.flush()
         outcome = pipeline(session, row, headers_only)
@@ -147,7 +163,7 @@ def test_a_bounce_of_our_reply_is_recorded_and_listed_among_the_digests_failures
         "To: keiyaku@town.misato.example\r\n"
         "Subject: Undelivered Mail Returned to Sender\r\n"
         "Auto-Submitted: auto-replied\r\n"
-        "Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
         "--b\r\nContent-Type: text/plain\r\n\r\nI'm sorry to have to inform you...\r\n"
         "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
         f"Final-Recipient: rfc822; {SENDER}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
@@ -164,8 +180,15 @@ def test_a_bounce_of_our_reply_is_recorded_and_listed_among_the_digests_failures
         assert event.subject == f"outbox:{outbox_row.id}"
         assert "User unknown" in json.loads(event.detail_json)["error"]
         settings = runtime.settings
-        target = DigestTarget("misato", "美郷町 契約窓口", "keiyaku@town.misato.example", settings.rules.desks["misato"])
-        digests = collect(session, target, now=datetime.now(timezone.utc), zone="Asia/Tokyo",
-                          since=datetime(2026, 1, 1, tzinfo=timezone.utc))
+        target = DigestTarget(
+            "misato", "美郷町 契約窓口", "keiyaku@town.misato.example", settings.rules.desks["misato"]
+        )
+        digests = collect(
+            session,
+            target,
+            now=datetime.now(timezone.utc),
+            zone="Asia/Tokyo",
+            since=datetime(2026, 1, 1, tzinfo=timezone.utc),
+        )
     failures = [line for digest in digests for line in digest.lines if line.section == "failure"]
     assert [line.receipt_no for line in failures] == [row.receipt_no]

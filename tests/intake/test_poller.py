@@ -79,8 +79,9 @@ def _mixed_mails(count: int) -> tuple[list[bytes], int]:
 def test_two_hundred_mixed_mails_are_each_recorded_exactly_once(imap_server, tmp_path):
     mails, oversize = _mixed_mails(200)
     imap_server.append_many(mails)
-    harness = IntakeHarness(tmp_path, imap_server, poll=PollSettings(fetch_chunk_bytes=65_536),
-                            limits=Limits(mail_max_bytes=512 * 1024))
+    harness = IntakeHarness(
+        tmp_path, imap_server, poll=PollSettings(fetch_chunk_bytes=65_536), limits=Limits(mail_max_bytes=512 * 1024)
+    )
 
     first = harness.poll_once()
 
@@ -164,8 +165,15 @@ def test_the_same_mail_at_two_desks_is_each_desks_own_mail(imap_server, tmp_path
 
     imap_server.append(make_mail(4))
     harness = IntakeHarness(tmp_path, imap_server, mailbox=imap_server.mailbox_settings(action="flag"))
-    other = IntakeService(desk="other", mailbox=harness.mailbox, poll=harness.poll, limits=harness.limits,
-                          engine=harness.engine, store=harness.store, process=sample_process)
+    other = IntakeService(
+        desk="other",
+        mailbox=harness.mailbox,
+        poll=harness.poll,
+        limits=harness.limits,
+        engine=harness.engine,
+        store=harness.store,
+        process=sample_process,
+    )
 
     first = harness.poll_once()
     with harness.connection() as conn:
@@ -265,19 +273,23 @@ def test_oauth_token_command_output_is_returned_and_never_leaked(tmp_path):
 
 
 def test_xoauth2_login_refused_by_the_server_is_a_mailbox_error(pymap_server):
-    settings = pymap_server.mailbox_settings(auth="xoauth2", password_env=None,
-                                             token_command=[sys.executable, "-c", "print('ya29.tok')"])
+    settings = pymap_server.mailbox_settings(
+        auth="xoauth2", password_env=None, token_command=[sys.executable, "-c", "print('ya29.tok')"]
+    )
     with pytest.raises(MailboxError) as caught:
         MailboxConnection(settings, timeout=10).open()
     assert "xoauth2" in str(caught.value) and "ya29" not in str(caught.value)
 
 
-@pytest.mark.parametrize("headers", [
-    b"From: =?utf-8?q?broken\r\nSubject: =?iso-2022-jp?B?GyRC?=\r\n\r\nbody",
-    b"From: \x93\xfa\x96\x7b <a@b.example>\r\nSubject: \x82\xa0\r\n\r\n",
-    b"\x00\xff\xfe garbage without structure",
-    b"",
-])
+@pytest.mark.parametrize(
+    "headers",
+    [
+        b"From: =?utf-8?q?broken\r\nSubject: =?iso-2022-jp?B?GyRC?=\r\n\r\nbody",
+        b"From: \x93\xfa\x96\x7b <a@b.example>\r\nSubject: \x82\xa0\r\n\r\n",
+        b"\x00\xff\xfe garbage without structure",
+        b"",
+    ],
+)
 def test_header_summary_never_raises_on_hostile_headers(headers):
     message_id, sender, subject = header_summary(headers)
     for value in (message_id, sender, subject):

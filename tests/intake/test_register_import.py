@@ -65,7 +65,10 @@ def test_a_towns_export_with_its_own_names_imports(engine) -> None:
     with Session(engine) as session:
         contract = DbContractRegister(session).get("misato", "R8-002")
         assert contract is not None and contract.low_bid
-        assert DbContractRegister(session).find_by_work("misato", "美郷川護岸設計業務", "(株)髙橋設計").contract_no == "R8-002"
+        assert (
+            DbContractRegister(session).find_by_work("misato", "美郷川護岸設計業務", "(株)髙橋設計").contract_no
+            == "R8-002"
+        )
         assert DbContractRegister(session).find_by_work("misato", "役場庁舎 改修工事", "別の会社") is None
         assert DbContractRegister(session).find_by_work("misato", "", "美郷工務店") is None
 
@@ -73,11 +76,11 @@ def test_a_towns_export_with_its_own_names_imports(engine) -> None:
 def test_labels_that_map_to_nothing_are_one_line_errors_naming_the_row(engine) -> None:
     data = csv_bytes(
         TOWN_HEADER,
-        "R8-010,除雪作業,役務,美郷建設,1000000,2026-04-10,2027-03-15,,,建設課,,,",          # line 2: unknown category
-        "R8-011,町道補修工事,工事,美郷建設,1000000,2026-04-10,2027-03-15,,,総務課,,,",      # 3: unknown department
+        "R8-010,除雪作業,役務,美郷建設,1000000,2026-04-10,2027-03-15,,,建設課,,,",  # line 2: unknown category
+        "R8-011,町道補修工事,工事,美郷建設,1000000,2026-04-10,2027-03-15,,,総務課,,,",  # 3: unknown department
         "R8-012,町道補修工事,工事,美郷建設,1000000,2026-04-10,2027-03-15,,,建設課,たぶん,,",  # 4: unclear flag
         "R8-013,町道補修工事,工事,美郷建設,1000000,2026-04-10,2027-03-15,,,建設課,,秋ごろ,",  # 5: bad date
-        "R8-014,町道補修工事,工事,美郷建設,1000000,2026-04-10,2027-03-15,,,建設課,,,",      # 6: good
+        "R8-014,町道補修工事,工事,美郷建設,1000000,2026-04-10,2027-03-15,,,建設課,,,",  # 6: good
     )
     report = run_import(engine, data)
     lines = dict(report.errors)
@@ -96,11 +99,16 @@ def test_a_dry_run_shows_what_would_change_and_writes_nothing(engine) -> None:
     new = "R8-002,美郷川 護岸設計業務,測量,髙橋設計,5000000,2026-04-20,2027-02-26,,,契約係,,,"
     report = run_import(engine, csv_bytes(TOWN_HEADER, changed, new, first.replace("R8-001", "R8-001")), dry_run=True)
     assert (report.created, report.updated) == (1, 1)
-    assert any(c.startswith("更新 misato R8-001") and "12,345,000円 → 13,000,000円" in c and "low_bid - → ○" in c
-               for c in report.changes), report.changes
+    assert any(
+        c.startswith("更新 misato R8-001") and "12,345,000円 → 13,000,000円" in c and "low_bid - → ○" in c
+        for c in report.changes
+    ), report.changes
     assert any(c.startswith("新規 misato R8-002") for c in report.changes)
     assert set(rows(engine)) == {"R8-001"} and rows(engine)["R8-001"].contract_amount == 12_345_000
     # The same file again without --dry-run: the same counts, now written; a third time: nothing changes.
-    assert (run_import(engine, csv_bytes(TOWN_HEADER, changed, new)).created, rows(engine)["R8-001"].low_bid) == (1, True)
+    assert (run_import(engine, csv_bytes(TOWN_HEADER, changed, new)).created, rows(engine)["R8-001"].low_bid) == (
+        1,
+        True,
+    )
     again = run_import(engine, csv_bytes(TOWN_HEADER, changed, new))
     assert (again.created, again.updated, again.unchanged) == (0, 0, 2)

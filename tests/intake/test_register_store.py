@@ -9,7 +9,11 @@ import pytest
 from sqlmodel import Session, SQLModel, select
 
 from intake.register_store import (
-    COLUMNS, DbAcceptedIndex, DbContractRegister, import_contracts, submission_certificate,
+    COLUMNS,
+    DbAcceptedIndex,
+    DbContractRegister,
+    import_contracts,
+    submission_certificate,
 )
 from keydesk.database import make_engine
 from rules.domain import Certificate, GuaranteeType
@@ -66,17 +70,17 @@ def test_import_reads_utf8_bom_and_cp932(engine, encoding: str) -> None:
 def test_bad_lines_are_reported_by_line_and_good_lines_imported(engine) -> None:
     data = csv_bytes(
         HEADER,
-        ROW_1,                                                                          # line 2: good
-        "R8-003,nowhere,工事名,工事,業者,1000000,2026-04-10,2027-03-15,,,keiyaku",    # 3: unknown desk
-        "R8-004,misato,工事名,工事,業者,1000000,2026-04-10,2027-03-15,,,somu",       # 4: unknown department
-        "R8-005,misato,工事名,工事,業者,百万円?,2026-04-10,2027-03-15,,,keiyaku",     # 5: bad amount
-        "R8-006,misato,工事名,工事,業者,1000000,2026-02-30,2027-03-15,,,keiyaku",     # 6: no such day
-        "R8-007,misato,工事名,工事,業者,1000000,2026-04-10",                          # 7: short row
-        "",                                                                             # 8: blank, skipped
-        "R8-001,misato,重複,工事,業者,1000000,2026-04-10,2027-03-15,,,keiyaku",       # 9: repeated number
-        "R8-008,misato,,工事,業者,1000000,2026-04-10,2027-03-15,,,keiyaku",           # 10: empty work name
-        "R8-009,misato,工事名,工事,業者,1000000,2027-04-10,2026-03-15,,,keiyaku",     # 11: ends before start
-        ROW_2,                                                                          # 12: good
+        ROW_1,  # line 2: good
+        "R8-003,nowhere,工事名,工事,業者,1000000,2026-04-10,2027-03-15,,,keiyaku",  # 3: unknown desk
+        "R8-004,misato,工事名,工事,業者,1000000,2026-04-10,2027-03-15,,,somu",  # 4: unknown department
+        "R8-005,misato,工事名,工事,業者,百万円?,2026-04-10,2027-03-15,,,keiyaku",  # 5: bad amount
+        "R8-006,misato,工事名,工事,業者,1000000,2026-02-30,2027-03-15,,,keiyaku",  # 6: no such day
+        "R8-007,misato,工事名,工事,業者,1000000,2026-04-10",  # 7: short row
+        "",  # 8: blank, skipped
+        "R8-001,misato,重複,工事,業者,1000000,2026-04-10,2027-03-15,,,keiyaku",  # 9: repeated number
+        "R8-008,misato,,工事,業者,1000000,2026-04-10,2027-03-15,,,keiyaku",  # 10: empty work name
+        "R8-009,misato,工事名,工事,業者,1000000,2027-04-10,2026-03-15,,,keiyaku",  # 11: ends before start
+        ROW_2,  # 12: good
     )
     report = run_import(engine, data)
     assert report.created == 2
@@ -123,12 +127,15 @@ def test_columns_in_another_order_are_fine(engine) -> None:
     assert (report.created, report.errors) == (1, [])
 
 
-@pytest.mark.parametrize("data, reason", [
-    (b"", "ファイルが空です"),
-    (csv_bytes("contract_no,desk"), "足りない列"),
-    (csv_bytes(HEADER + ",extra"), "不明な列: 'extra'"),
-    (b"\xff\xfe\x00\x00garbage\x81", "UTF-8 でも Shift_JIS"),
-])
+@pytest.mark.parametrize(
+    "data, reason",
+    [
+        (b"", "ファイルが空です"),
+        (csv_bytes("contract_no,desk"), "足りない列"),
+        (csv_bytes(HEADER + ",extra"), "不明な列: 'extra'"),
+        (b"\xff\xfe\x00\x00garbage\x81", "UTF-8 でも Shift_JIS"),
+    ],
+)
 def test_unreadable_files_fail_whole_with_a_reason(engine, data: bytes, reason: str) -> None:
     with pytest.raises(match=reason):
         run_import(engine, data)
@@ -137,31 +144,73 @@ def test_unreadable_files_fail_whole_with_a_reason(engine, data: bytes, reason: 
 
 def _certificate(no: str, kind: GuaranteeType, amount: int) -> Certificate:
     return Certificate(
-        guarantee_no=no, guarantee_type=kind, guarantor="西日本建設業保証株式会社", contractor_name="株式会社美郷建設",
-        obligee="美郷町長", desk="misato", contract_no="R8-001", work_name="町道美郷線 道路改良工事",
-        work_category="工事", contract_amount=12_345_000, guarantee_amount=amount, fee=1000,
-        contract_date=date(2026, 4, 10), completion_date=date(2027, 3, 15), period_start=date(2026, 4, 10),
-        period_end=date(2027, 3, 15), issued_on=date(2026, 4, 12),
+        guarantee_no=no,
+        guarantee_type=kind,
+        guarantor="西日本建設業保証株式会社",
+        contractor_name="株式会社美郷建設",
+        obligee="美郷町長",
+        desk="misato",
+        contract_no="R8-001",
+        work_name="町道美郷線 道路改良工事",
+        work_category="工事",
+        contract_amount=12_345_000,
+        guarantee_amount=amount,
+        fee=1000,
+        contract_date=date(2026, 4, 10),
+        completion_date=date(2027, 3, 15),
+        period_start=date(2026, 4, 10),
+        period_end=date(2027, 3, 15),
+        issued_on=date(2026, 4, 12),
     )
 
 
 def test_accepted_index_finds_receipts_and_advance_amounts(engine) -> None:
     with Session(engine) as session:
-        mail = InboundMessage(desk="misato", account="a", mailbox="INBOX", uidvalidity=1, uid=1, sha256="0" * 64,
-                              size=1, receipt_no="K-2026-000001")
-        returned_mail = InboundMessage(desk="misato", account="a", mailbox="INBOX", uidvalidity=1, uid=2,
-                                       sha256="1" * 64, size=1, receipt_no="K-2026-000002")
+        mail = InboundMessage(
+            desk="misato",
+            account="a",
+            mailbox="INBOX",
+            uidvalidity=1,
+            uid=1,
+            sha256="0" * 64,
+            size=1,
+            receipt_no="K-2026-000001",
+        )
+        returned_mail = InboundMessage(
+            desk="misato",
+            account="a",
+            mailbox="INBOX",
+            uidvalidity=1,
+            uid=2,
+            sha256="1" * 64,
+            size=1,
+            receipt_no="K-2026-000002",
+        )
         session.add(mail)
         session.add(returned_mail)
         session.flush()
         advance = _certificate("26-000001-6", GuaranteeType.ADVANCE, 4_938_000)
         signed = SignedCertificate(payload=canonical_json(advance), signature=b"\0" * 64, key_id="k")
-        accepted = Submission(desk="misato", inbound_id=mail.id, guarantee_no=advance.guarantee_no,
-                              guarantee_type=advance.guarantee_type.value, contract_no="R8-001", verdict="accepted",
-                              certificate_json=signed.to_json())
+        accepted = Submission(
+            desk="misato",
+            inbound_id=mail.id,
+            guarantee_no=advance.guarantee_no,
+            guarantee_type=advance.guarantee_type.value,
+            contract_no="R8-001",
+            verdict="accepted",
+            certificate_json=signed.to_json(),
+        )
         session.add(accepted)
-        session.add(Submission(desk="misato", inbound_id=returned_mail.id, guarantee_no="26-000002-4",
-                               guarantee_type="中間前払金保証", contract_no="R8-001", verdict="returned"))
+        session.add(
+            Submission(
+                desk="misato",
+                inbound_id=returned_mail.id,
+                guarantee_no="26-000002-4",
+                guarantee_type="中間前払金保証",
+                contract_no="R8-001",
+                verdict="returned",
+            )
+        )
         session.commit()
         index = DbAcceptedIndex(session)
         assert index.receipt_for("misato", "26-000001-6") == "K-2026-000001"

@@ -93,7 +93,9 @@ def test_any_adapter_will_do_and_an_unanswered_lookup_changes_nothing(issued: di
     # A guarantee whose period has ended is no longer looked up.
     later = datetime(2028, 1, 1, tzinfo=timezone.utc)
     revoked = _Answers(LookupStatus.REVOKED)
-    assert recheck_accepted(runtime.engine, lambda desk: revoked, runtime.key_vault, later, desks=["misato"]).checked == 0
+    assert (
+        recheck_accepted(runtime.engine, lambda desk: revoked, runtime.key_vault, later, desks=["misato"]).checked == 0
+    )
     report = recheck_accepted(runtime.engine, lambda desk: revoked, runtime.key_vault, NOW, desks=["misato"])
     assert report.revoked == [row["guarantee_no"]]
 
@@ -105,8 +107,14 @@ def test_the_digest_puts_a_revoked_guarantee_first_with_its_contract_columns(iss
     desk = settings.desks["misato"]
     target = DigestTarget("misato", desk.name, desk.address, settings.rules.desks["misato"])
     now = datetime.now(timezone.utc) + timedelta(minutes=1)
-    [digest] = collect(Session(runtime.engine), target, now=now, zone="Asia/Tokyo", since=NOW - timedelta(days=1),
-                       departments=["kensetsu"])
+    [digest] = collect(
+        Session(runtime.engine),
+        target,
+        now=now,
+        zone="Asia/Tokyo",
+        since=NOW - timedelta(days=1),
+        departments=["kensetsu"],
+    )
     assert [line.section for line in digest.lines] == ["revoked", "accepted"]
     revoked = digest.lines[0]
     assert revoked.verdict_label == "受付後に失効" and "契約解除" in revoked.reasons[0]
@@ -118,7 +126,9 @@ def test_the_digest_puts_a_revoked_guarantee_first_with_its_contract_columns(iss
     assert "保証金額 12,345,000円  保証期間 令和8年4月1日〜令和9年3月31日" in text
     header, *lines = render_csv(digest).decode("utf-8-sig").splitlines()
     assert header.endswith("契約番号,請負代金額,保証金額,保証期間")
-    assert lines[0].startswith("受付後の失効,") and lines[0].endswith("R8-土木-001,\"30,862,500円\",\"12,345,000円\",令和8年4月1日〜令和9年3月31日")
+    assert lines[0].startswith("受付後の失効,") and lines[0].endswith(
+        'R8-土木-001,"30,862,500円","12,345,000円",令和8年4月1日〜令和9年3月31日'
+    )
     assert CODES["lookup.revoked_after_acceptance"].label == "受付後に失効した保証"
 
 

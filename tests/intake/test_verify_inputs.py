@@ -19,15 +19,18 @@ def auth(*results: tuple[str, str]) -> Authentication:
     return Authentication("mx.town.misato.example.jp", tuple(MethodResult(m, r) for m, r in results), 1, 0)
 
 
-@pytest.mark.parametrize("results, expected", [
-    ((), SenderAuthentication.UNKNOWN),
-    ((("dmarc", "pass"),), SenderAuthentication.PASSED),
-    ((("spf", "pass"), ("dmarc", "fail")), SenderAuthentication.FAILED),
-    ((("dkim", "pass"),), SenderAuthentication.PASSED),
-    ((("spf", "softfail"), ("dkim", "none")), SenderAuthentication.FAILED),
-    ((("spf", "none"),), SenderAuthentication.UNKNOWN),
-    ((("dmarc", "temperror"), ("dkim", "pass")), SenderAuthentication.UNKNOWN),
-])
+@pytest.mark.parametrize(
+    "results, expected",
+    [
+        ((), SenderAuthentication.UNKNOWN),
+        ((("dmarc", "pass"),), SenderAuthentication.PASSED),
+        ((("spf", "pass"), ("dmarc", "fail")), SenderAuthentication.FAILED),
+        ((("dkim", "pass"),), SenderAuthentication.PASSED),
+        ((("spf", "softfail"), ("dkim", "none")), SenderAuthentication.FAILED),
+        ((("spf", "none"),), SenderAuthentication.UNKNOWN),
+        ((("dmarc", "temperror"), ("dkim", "pass")), SenderAuthentication.UNKNOWN),
+    ],
+)
 def test_sender_authentication(results, expected) -> None:
     assert sender_authentication(auth(*results)) is expected
 

@@ -74,8 +74,9 @@ def test_backup_while_mail_flows_then_restore_into_an_empty_home(desk, pymap_ser
             assert result.exit_code == 0, result.output
             archives.append(archive)
         with Session(runtime.engine) as session:
-            wait_until(lambda: len(session.exec(select(Submission)).all()) == 30, timeout=30,
-                       what="every mail to be taken")
+            wait_until(
+                lambda: len(session.exec(select(Submission)).all()) == 30, timeout=30, what="every mail to be taken"
+            )
     finally:
         stop.set()
         daemon.join(30)
@@ -149,14 +150,25 @@ def test_purge_removes_old_files_keeps_rows_and_the_audit_trail_green(desk, pyma
         # One document file shared between an old mail and a young one (stored by content hash).
         stored = store.put(shared_pdf, kind="documents", suffix=".pdf")
         for row in (old[0], young[0]):
-            session.add(Document(desk="misato", inbound_id=row.id, display_name="notice.pdf", sha256=stored.sha256,
-                                 size=len(shared_pdf), stored_path=stored.relative_path, kind="key_notice"))
+            session.add(
+                Document(
+                    desk="misato",
+                    inbound_id=row.id,
+                    display_name="notice.pdf",
+                    sha256=stored.sha256,
+                    size=len(shared_pdf),
+                    stored_path=stored.relative_path,
+                    kind="key_notice",
+                )
+            )
         session.commit()
         old_paths = [row.raw_path for row in old]
         old_ids = [row.id for row in old]
     with runtime.engine.begin() as connection:
-        connection.execute(text("UPDATE inbound_message SET received_at = :at WHERE id IN (:a, :b, :c)"),
-                           {"at": six_years_ago, "a": old_ids[0], "b": old_ids[1], "c": old_ids[2]})
+        connection.execute(
+            text("UPDATE inbound_message SET received_at = :at WHERE id IN (:a, :b, :c)"),
+            {"at": six_years_ago, "a": old_ids[0], "b": old_ids[1], "c": old_ids[2]},
+        )
 
     inside = (date.today() - timedelta(days=365)).isoformat()
     refused = invoke(config, "purge", "--before", inside)
@@ -203,8 +215,9 @@ def test_backup_and_restore_on_postgresql(pymap_server, tmp_path, monkeypatch, p
     try:
         monkeypatch.setenv("KEYDESK_TEST_RESTORE_DB", empty_url)
         restored = tmp_path / "restored"
-        result = invoke(config, "restore", str(archive), "--home", str(restored),
-                        "--database-url-env", "KEYDESK_TEST_RESTORE_DB")
+        result = invoke(
+            config, "restore", str(archive), "--home", str(restored), "--database-url-env", "KEYDESK_TEST_RESTORE_DB"
+        )
         assert result.exit_code == 0, result.output
         monkeypatch.setenv("KEYDESK_TEST_DESK_DB", empty_url)  # the restored config's url_env, pointed at the copy
         copy = _views(restored / "config")

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 PROJECT = Path(__file__).resolve().parents[2]
-SKIPPING = '''
+SKIPPING = """
 import pytest
 
 def test_needs_a_server():
@@ -18,18 +18,35 @@ def test_needs_a_server():
 
 def test_runs():
     assert True
-'''
+"""
 
 
-@pytest.mark.parametrize(("ci", "expected_code", "expected_summary"),
-                         [("true", 1, "1 failed, 1 passed"), ("", 0, "1 passed, 1 skipped")])
+@pytest.mark.parametrize(
+    ("ci", "expected_code", "expected_summary"), [("true", 1, "1 failed, 1 passed"), ("", 0, "1 passed, 1 skipped")]
+)
 def test_a_skip_fails_only_in_ci(tmp_path, ci, expected_code, expected_summary):
     (tmp_path / "test_skipping.py").write_text(SKIPPING, encoding="utf-8")
     env = {**os.environ, "CI": ci}
     result = subprocess.run(
-        [sys.executable, "-m", "pytest", "-p", "tests.ci_skips", "-p", "no:cacheprovider", "-q",
-         "--rootdir", str(tmp_path), str(tmp_path / "test_skipping.py")],
-        cwd=PROJECT, env=env, capture_output=True, text=True, timeout=120, check=False,
+        [
+            sys.executable,
+            "-m",
+            "pytest",
+            "-p",
+            "tests.ci_skips",
+            "-p",
+            "no:cacheprovider",
+            "-q",
+            "--rootdir",
+            str(tmp_path),
+            str(tmp_path / "test_skipping.py"),
+        ],
+        cwd=PROJECT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
     )
     assert result.returncode == expected_code, result.stdout + result.stderr
     assert expected_summary in result.stdout

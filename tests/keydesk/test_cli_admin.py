@@ -33,7 +33,9 @@ def test_config_check_reports_the_mistake_in_one_line(tmp_path: Path) -> None:
     checked = run_keydesk("config", "check", config=config)
     assert checked.returncode == 2
     assert checked.stdout == ""
-    assert checked.stderr == "config/rules.toml: desks.misato.amounts.advance_max_ratio: must be between 0 and 1, got 4\n"
+    assert (
+        checked.stderr == "config/rules.toml: desks.misato.amounts.advance_max_ratio: must be between 0 and 1, got 4\n"
+    )
 
 
 def test_debug_shows_the_traceback(tmp_path: Path) -> None:

@@ -32,8 +32,9 @@ def test_token_add_prints_the_token_once_as_the_last_line_and_keeps_a_hash(issue
         assert desk_for_token(session, token) == "misato"
         row = session.exec(select(LookupToken)).one()
         assert token not in (row.token_hash, row.hint)
-        assert [e.action for e in session.exec(select(AuditEvent).where(AuditEvent.action.startswith("lookup_token")))] \
-            == ["lookup_token.added"]
+        assert [
+            e.action for e in session.exec(select(AuditEvent).where(AuditEvent.action.startswith("lookup_token")))
+        ] == ["lookup_token.added"]
     listed = invoke(config, "guarantor", "token", "list")
     assert row.hint in listed.output and "有効" in listed.output and token not in listed.output
     assert invoke(config, "guarantor", "token", "revoke", "misato").exit_code == 0
@@ -49,13 +50,16 @@ def test_serve_refuses_plain_http_off_loopback(issued: dict) -> None:
         invoke(issued["config"], "guarantor", "serve", "--host", "0.0.0.0", "--port", "0")
 
 
-@pytest.mark.parametrize("table, problem", [
-    ('mode = "http"', "needs url"),
-    ('mode = "http"\nurl = "https://lookup.example"', "token_env or token_file"),
-    ('mode = "http"\nurl = "http://lookup.example"\ntoken_env = "T"', "loopback"),
-    ('mode = "http"\nurl = "https://lookup.example"\ntoken = "abc"', "secrets never go in the TOML"),
-    ('mode = "carrier-pigeon"', "mode"),
-])
+@pytest.mark.parametrize(
+    "table, problem",
+    [
+        ('mode = "http"', "needs url"),
+        ('mode = "http"\nurl = "https://lookup.example"', "token_env or token_file"),
+        ('mode = "http"\nurl = "http://lookup.example"\ntoken_env = "T"', "loopback"),
+        ('mode = "http"\nurl = "https://lookup.example"\ntoken = "abc"', "secrets never go in the TOML"),
+        ('mode = "carrier-pigeon"', "mode"),
+    ],
+)
 def test_lookup_settings_are_checked(deployment: Path, table: str, problem: str) -> None:
     use_lookup(deployment, table)
     with pytest.raises(ConfigError) as raised:
@@ -101,9 +105,13 @@ def test_guarantor_serve_runs_the_service_until_stopped(issued: dict) -> None:
     config = issued["config"]
     token = invoke(config, "guarantor", "token", "add", "misato").stdout.splitlines()[-1]
     port = free_port()
-    process = subprocess.Popen([sys.executable, "-m", "keydesk", "guarantor", "serve", "--port", str(port)],
-                               env={**os.environ, "KEYDESK_CONFIG": str(config)}, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+    process = subprocess.Popen(
+        [sys.executable, "-m", "keydesk", "guarantor", "serve", "--port", str(port)],
+        env={**os.environ, "KEYDESK_CONFIG": str(config)},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     url = f"http://127.0.0.1:{port}"
 
     def healthy() -> bool:
@@ -116,8 +124,12 @@ def test_guarantor_serve_runs_the_service_until_stopped(issued: dict) -> None:
         wait_until(healthy, timeout=60, what="keydesk guarantor serve")
         assert process.poll() is None, process.stderr.read()
         row = issued["rows"][0]
-        answer = httpx.post(url + "/api/v1/lookups", headers={"Authorization": f"Bearer {token}"},
-                            json={"guarantee_no": row["guarantee_no"], "access_key": row["access_key"]}, timeout=30)
+        answer = httpx.post(
+            url + "/api/v1/lookups",
+            headers={"Authorization": f"Bearer {token}"},
+            json={"guarantee_no": row["guarantee_no"], "access_key": row["access_key"]},
+            timeout=30,
+        )
         assert answer.status_code == 200 and answer.json()["status"] == "found"
         assert "STEP1" in httpx.get(url + "/", timeout=5).text
     finally:

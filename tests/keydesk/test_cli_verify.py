@@ -19,6 +19,7 @@ from keydesk.cli import app
 from tests.conftest import CONTRACTS, invoke
 from tests.desk_mail import mail, take
 
+
 def verify_json(config: Path, *paths: Path) -> list[dict]:
     result = invoke(config, "verify", "--json", *map(str, paths))
     assert result.exit_code == 0, result.output
@@ -39,8 +40,13 @@ def test_done_when_accepted_certificate_view_returned_half_notice_broken(issued:
     assert accepted["verdict"] == "accepted", accepted
     assert accepted["findings"] == []
     key = advance["access_key"]
-    assert accepted["documents"] == [{"kind": "key_notice", "guarantee_no": advance["guarantee_no"],
-                                      "access_key_masked": f"****-****-****-{key[-4:]}"}]
+    assert accepted["documents"] == [
+        {
+            "kind": "key_notice",
+            "guarantee_no": advance["guarantee_no"],
+            "access_key_masked": f"****-****-****-{key[-4:]}",
+        }
+    ]
 
     assert returned["verdict"] == "returned"
     assert [f["code"] for f in returned["findings"]] == ["doc.certificate_view"]
@@ -70,8 +76,9 @@ def test_a_mail_with_the_notice_and_its_fee_receipt(issued: dict) -> None:
     message["Subject"] = "【電子保証】美郷川護岸補修工事"
     message.set_content("認証キー等のお知らせを送付します。")
     for kind in ("key_notice", "fee_receipt"):
-        message.add_attachment(Path(row["files"][kind]).read_bytes(), maintype="application", subtype="pdf",
-                               filename=f"{kind}.pdf")
+        message.add_attachment(
+            Path(row["files"][kind]).read_bytes(), maintype="application", subtype="pdf", filename=f"{kind}.pdf"
+        )
     mail = issued["tmp"] / "mail.eml"
     mail.write_bytes(message.as_bytes())
     [result] = verify_json(issued["config"], mail)
@@ -106,8 +113,9 @@ def test_contracts_import_reports_bad_lines_and_updates_on_reimport(issued: dict
     config, tmp = issued["config"], issued["tmp"]
     changed = tmp / "changed.csv"
     changed.write_text(
-        CONTRACTS.splitlines()[0] + "\n"
-        + "R8-土木-002,misato,美郷川護岸補修工事,工事,有限会社山田土木,\"16,000,000\",2026/4/10,2026/12/25,,,keiyaku\n"
+        CONTRACTS.splitlines()[0]
+        + "\n"
+        + 'R8-土木-002,misato,美郷川護岸補修工事,工事,有限会社山田土木,"16,000,000",2026/4/10,2026/12/25,,,keiyaku\n'
         + "R8-土木-009,tonari,隣町の工事,工事,隣村組,1000000,2026/4/10,2026/12/25,,,somu\n",
         encoding="utf-8-sig",
     )
@@ -162,7 +170,7 @@ def test_contracts_import_dry_run_shows_changes_and_writes_nothing(issued: dict)
     town = tmp / "town.csv"
     town.write_text(
         "契約番号,工事名,業務区分,受注者,請負代金額,契約日,工期末,前払金額,中間前払金額,担当課,低入札\n"
-        "R8-土木-002,美郷川護岸補修工事,建設工事,山田土木 有限会社,\"16,000,000\",2026/4/10,2026/12/25,,,契約係,○\n",
+        'R8-土木-002,美郷川護岸補修工事,建設工事,山田土木 有限会社,"16,000,000",2026/4/10,2026/12/25,,,契約係,○\n',
         encoding="cp932",
     )
     result = invoke(config, "contracts", "import", "--dry-run", str(town))
@@ -183,15 +191,24 @@ def test_rules_check_replay_names_the_effect_of_a_category_rule(issued: dict) ->
     config = issued["config"]
     runtime = Runtime(config)
     contract = issued["rows"][2]  # 契約保証 of 10% on a 工事 contract
-    _inbound, outcome = take(runtime, mail([("お知らせ.pdf", Path(contract["files"]["key_notice"]).read_bytes())]), uid=1)
+    _inbound, outcome = take(
+        runtime, mail([("お知らせ.pdf", Path(contract["files"]["key_notice"]).read_bytes())]), uid=1
+    )
     assert outcome.verdict.value == "accepted", outcome.findings
     rules_file = config / "rules.toml"
-    rules_file.write_text(rules_file.read_text(encoding="utf-8").replace(
-        '[desks.misato.categories."建設コンサルタント業務"]',
-        '[desks.misato.categories."工事"]\ncontract_guarantee_min_ratio = 0.20\n\n'
-        '[desks.misato.categories."建設コンサルタント業務"]', 1), encoding="utf-8")
+    rules_file.write_text(
+        rules_file.read_text(encoding="utf-8").replace(
+            '[desks.misato.categories."建設コンサルタント業務"]',
+            '[desks.misato.categories."工事"]\ncontract_guarantee_min_ratio = 0.20\n\n'
+            '[desks.misato.categories."建設コンサルタント業務"]',
+            1,
+        ),
+        encoding="utf-8",
+    )
     result = invoke(config, "rules", "check", "--replay", "5")
     assert result.exit_code == 0, result.output
     assert "判定が変わるもの 1 件" in result.output
-    assert (f"K-2026-000001 {contract['guarantee_no']}: accepted → returned(受付済 → 返送)"
-            "  追加: amount.contract_guarantee_low(契約保証の保証金額が不足)") in result.output
+    assert (
+        f"K-2026-000001 {contract['guarantee_no']}: accepted → returned(受付済 → 返送)"
+        "  追加: amount.contract_guarantee_low(契約保証の保証金額が不足)"
+    ) in result.output

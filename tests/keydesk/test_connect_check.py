@@ -149,7 +149,7 @@ def test_plain_smtp_to_a_remote_host_is_refused_by_config_check(deployment):
     _edit_section(deployment, "[smtp]", host='"smtp.town.example"', security='"plain"')
     result = run_keydesk("config", "check", config=deployment)
     assert result.returncode == 2
-    assert "smtp: security = \"plain\"" in result.stderr or "smtp" in result.stderr
+    assert 'smtp: security = "plain"' in result.stderr or "smtp" in result.stderr
     assert "allowed only to loopback" in result.stderr and "Traceback" not in result.stderr
 
 
@@ -244,8 +244,15 @@ def test_outbox_send_tells_a_wrong_smtp_ca_file_from_a_missing_one(deployment, t
     message["Message-ID"] = new_message_id("keiyaku@town.misato.example")
     message.set_content("x")
     with Session(Runtime(deployment).engine) as session:
-        enqueue(session, desk="misato", idempotency_key="test:1", kind="reply", message=message,
-                envelope_from="keiyaku@town.misato.example", recipients=["a@b.example"])
+        enqueue(
+            session,
+            desk="misato",
+            idempotency_key="test:1",
+            kind="reply",
+            message=message,
+            envelope_from="keiyaku@town.misato.example",
+            recipients=["a@b.example"],
+        )
         session.commit()
     with running(Recorder(), tls_context=tls.server_context(), require_starttls=True) as port:
         _smtp(deployment, port, "starttls")

@@ -121,8 +121,9 @@ def test_run_picks_up_a_fixed_password_file_without_a_restart(imap_server, tmp_p
         secret.write_text(imap_server.password + "\n")
         imap_server.append(make_mail(5))
         with Session(runtime.engine) as session:
-            wait_until(lambda: session.exec(select(Submission)).all(), timeout=15,
-                       what="the mail to be taken after the fix")
+            wait_until(
+                lambda: session.exec(select(Submission)).all(), timeout=15, what="the mail to be taken after the fix"
+            )
             assert session.exec(select(InboundMessage)).one().state == "processed"
     finally:
         stop.set()
@@ -152,7 +153,9 @@ def test_reconnect_backoff_is_capped_at_thirty_seconds_by_default():
     def refuse():
         raise MailboxError("the IMAP server refused the login")
 
-    service = type("Service", (), {"desk": "misato", "account": "keiyaku", "mailbox": type("M", (), {"folder": "INBOX"})})
+    service = type(
+        "Service", (), {"desk": "misato", "account": "keiyaku", "mailbox": type("M", (), {"folder": "INBOX"})}
+    )
     run_idle_loop(service, refuse, PollSettings(), stop)
     assert stop.waits == [1, 2, 4, 8, 16, 30, 30, 30, 30]
 

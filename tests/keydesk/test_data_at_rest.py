@@ -32,8 +32,9 @@ def test_a_secret_file_others_can_read_is_refused_in_one_line(tmp_path: Path) ->
     secret.chmod(0o644)
     with pytest.raises(ConfigError) as caught:
         read_secret(None, secret, "desks.misato.mailbox password")
-    assert caught.value.lines == [(f"desks.misato.mailbox password: {secret} is readable by others (mode 0644); "
-                                  f"run: chmod 600 {secret}")]
+    assert caught.value.lines == [
+        (f"desks.misato.mailbox password: {secret} is readable by others (mode 0644); run: chmod 600 {secret}")
+    ]
     secret.chmod(0o600)
     assert read_secret(None, secret, "x") == "hunter2"
 
@@ -42,9 +43,11 @@ def test_the_pdf_worker_gets_no_secret_from_the_environment(monkeypatch) -> None
     monkeypatch.setenv("KEYDESK_SMTP_PASSWORD", "s3cret-value")
     monkeypatch.setenv("KEYDESK_KEY_ENCRYPTION_KEY", "another-s3cret")
     with PdfTextWorker() as worker:
-        result = worker.extract((PDFS / "key_notice_reportlab.pdf").read_bytes()
-                                if (PDFS / "key_notice_reportlab.pdf").exists()
-                                else sorted(PDFS.glob("*.pdf"))[0].read_bytes())
+        result = worker.extract(
+            (PDFS / "key_notice_reportlab.pdf").read_bytes()
+            if (PDFS / "key_notice_reportlab.pdf").exists()
+            else sorted(PDFS.glob("*.pdf"))[0].read_bytes()
+        )
         assert result.status in (TextStatus.OK, TextStatus.BROKEN, TextStatus.ENCRYPTED)
         environ = Path(f"/proc/{worker.pid}/environ").read_bytes()
     assert b"s3cret" not in environ and b"KEYDESK_" not in environ

@@ -54,11 +54,17 @@ def test_an_outdated_schema_exits_3():
 @pytest.mark.parametrize(
     ("raised", "code", "printed"),
     [
-        (ConfigError(["config/keydesk.toml: smtp.port: must be a number, got 'x'"]), 2,
-         "config/keydesk.toml: smtp.port: must be a number, got 'x'\n"),
+        (
+            ConfigError(["config/keydesk.toml: smtp.port: must be a number, got 'x'"]),
+            2,
+            "config/keydesk.toml: smtp.port: must be a number, got 'x'\n",
+        ),
         (UserFacingError("窓口 'x' は設定にありません"), 1, "keydesk: 窓口 'x' は設定にありません\n"),
-        (FileNotFoundError(2, "No such file or directory", "/nowhere/a.csv"), 1,
-         "keydesk: /nowhere/a.csv: No such file or directory\n"),
+        (
+            FileNotFoundError(2, "No such file or directory", "/nowhere/a.csv"),
+            1,
+            "keydesk: /nowhere/a.csv: No such file or directory\n",
+        ),
         (RuntimeError("boom"), 1, "keydesk: unexpected error: RuntimeError: boom (run with --debug for details)\n"),
     ],
 )

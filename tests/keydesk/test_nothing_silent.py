@@ -24,7 +24,7 @@ def _bounce_of(message_id: str) -> bytes:
         "Authentication-Results: mx.town.misato.example; dkim=pass header.d=misato-kensetsu.example\r\n"
         "From: MAILER-DAEMON@mx.misato-kensetsu.example\r\nTo: keiyaku@town.misato.example\r\n"
         "Subject: Undelivered Mail Returned to Sender\r\nAuto-Submitted: auto-replied\r\n"
-        "Content-Type: multipart/report; report-type=delivery-status; boundary=\"b\"\r\n\r\n"
+        'Content-Type: multipart/report; report-type=delivery-status; boundary="b"\r\n\r\n'
         "--b\r\nContent-Type: text/plain\r\n\r\nI'm sorry to have to inform you...\r\n"
         "--b\r\nContent-Type: message/delivery-status\r\n\r\n"
         f"Final-Recipient: rfc822; {SENDER}\r\nAction: failed\r\nStatus: 5.1.1\r\n"
@@ -66,17 +66,25 @@ def test_a_returned_step3_printout_goes_to_its_guarantee_types_department_under_
         second = session.exec(select(Submission).where(Submission.inbound_id == contract.id)).one()
     assert (first.verdict, first.guarantee_type, first.department) == ("returned", "前払金保証", "kensetsu")
     assert first.contractor_name == "株式会社美郷建設"
-    assert (second.guarantee_type, second.department, second.contractor_name) == ("契約保証", "keiyaku", "有限会社山田土木")
+    assert (second.guarantee_type, second.department, second.contractor_name) == (
+        "契約保証",
+        "keiyaku",
+        "有限会社山田土木",
+    )
 
     digest = invoke(issued["config"], "digest", "--print", "--since", "2000-01-01").stdout
-    kensetsu = digest[digest.index("建設課"):]
+    kensetsu = digest[digest.index("建設課") :]
     assert "株式会社美郷建設" in kensetsu and "(不明)" not in digest
 
 
 def test_a_returned_mail_that_names_nothing_goes_to_the_configured_department(issued: dict) -> None:
     rules = issued["config"] / "rules.toml"
-    rules.write_text(rules.read_text(encoding="utf-8").replace('# returned_department = "keiyaku"',
-                                                               'returned_department = "kensetsu"'), encoding="utf-8")
+    rules.write_text(
+        rules.read_text(encoding="utf-8").replace(
+            '# returned_department = "keiyaku"', 'returned_department = "kensetsu"'
+        ),
+        encoding="utf-8",
+    )
     runtime = Runtime(issued["config"])
     row, _ = take(runtime, mail([]), uid=1)
     with Session(runtime.engine) as session:
@@ -86,8 +94,12 @@ def test_a_returned_mail_that_names_nothing_goes_to_the_configured_department(is
 
 def test_returned_department_must_name_a_department(issued: dict) -> None:
     rules = issued["config"] / "rules.toml"
-    rules.write_text(rules.read_text(encoding="utf-8").replace('# returned_department = "keiyaku"',
-                                                               'returned_department = "somewhere"'), encoding="utf-8")
+    rules.write_text(
+        rules.read_text(encoding="utf-8").replace(
+            '# returned_department = "keiyaku"', 'returned_department = "somewhere"'
+        ),
+        encoding="utf-8",
+    )
     import pytest
 
     from keydesk.settings import load_settings
@@ -95,5 +107,9 @@ def test_returned_department_must_name_a_department(issued: dict) -> None:
 
     with pytest.raises(ConfigError) as caught:
         load_settings(issued["config"])
-    assert caught.value.lines == [("config/rules.toml: desks.misato: returned_department 'somewhere' is not one of "
-                                  "the departments (keiyaku, kensetsu)")]
+    assert caught.value.lines == [
+        (
+            "config/rules.toml: desks.misato: returned_department 'somewhere' is not one of "
+            "the departments (keiyaku, kensetsu)"
+        )
+    ]

@@ -44,7 +44,9 @@ class Recorder:
     def record(self, envelope) -> None:
         content = envelope.original_content or envelope.content or b""
         with self._changed:
-            self.messages.append(Received(envelope.mail_from, tuple(envelope.rcpt_tos), content if self.keep_content else b""))
+            self.messages.append(
+                Received(envelope.mail_from, tuple(envelope.rcpt_tos), content if self.keep_content else b"")
+            )
             self._changed.notify_all()
 
     def wait_for_messages(self, count: int, timeout: float = 10.0) -> list[Received]:

@@ -24,8 +24,15 @@ from mailer.smtp_client import SmtpConnectError, SmtpConnector, SmtpSession
 from store.audit import verify_chain
 from store.tables import AuditEvent, OutboxMessage
 from tests.mailer.smtp_servers import (
-    CloseAfterEachMessage, DropAfterData, Recorder, RefusingRecipients, RefusingSender, Scripted, password_authenticator,
-    running, self_signed,
+    CloseAfterEachMessage,
+    DropAfterData,
+    Recorder,
+    RefusingRecipients,
+    RefusingSender,
+    Scripted,
+    password_authenticator,
+    running,
+    self_signed,
 )
 
 T0 = datetime(2026, 4, 6, 0, 30, tzinfo=timezone.utc)
@@ -53,11 +60,21 @@ def add(engine, n: int = 1, recipients=("contractor@builder.example",), key="not
     with Session(engine) as session:
         for i in range(n):
             message = build_message(
-                sender=Mailbox(DESK, "美郷町 契約窓口"), to=[Mailbox(r) for r in recipients],
-                subject=f"【美郷町 契約窓口】お知らせ {i}", text=f"本文 {i}\n.\n.leading dot\n", now=T0,
+                sender=Mailbox(DESK, "美郷町 契約窓口"),
+                to=[Mailbox(r) for r in recipients],
+                subject=f"【美郷町 契約窓口】お知らせ {i}",
+                text=f"本文 {i}\n.\n.leading dot\n",
+                now=T0,
             )
-            row, _ = enqueue(session, desk="misato", idempotency_key=f"{key}:{i}", kind="notice", message=message,
-                             envelope_from=DESK, recipients=list(recipients))
+            row, _ = enqueue(
+                session,
+                desk="misato",
+                idempotency_key=f"{key}:{i}",
+                kind="notice",
+                message=message,
+                envelope_from=DESK,
+                recipients=list(recipients),
+            )
             ids.append(row.id)
         # Enqueued at T0: the give-up clock starts here.
         for row_id in ids:
@@ -167,11 +184,15 @@ def test_every_5xx_answer_to_data_is_permanent(db, answer):
         report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
     failed = row(db, row_id)
     assert (report.failed, report.retry_later) == (1, 0)
-    assert failed.state == "failed" and json.loads(failed.recipient_states_json) == {"contractor@builder.example": "failed"}
+    assert failed.state == "failed" and json.loads(failed.recipient_states_json) == {
+        "contractor@builder.example": "failed"
+    }
 
 
 def test_a_partial_refusal_is_handled_per_recipient(db):
-    handler = RefusingRecipients({"later@builder.example": ["450 4.2.1 mailbox busy"], "gone@builder.example": ["550 5.1.1 no such user"]})
+    handler = RefusingRecipients(
+        {"later@builder.example": ["450 4.2.1 mailbox busy"], "gone@builder.example": ["550 5.1.1 no such user"]}
+    )
     recipients = ("ok@builder.example", "later@builder.example", "gone@builder.example")
     [row_id] = add(db, recipients=recipients)
     with running(handler) as port:
@@ -180,7 +201,9 @@ def test_a_partial_refusal_is_handled_per_recipient(db):
         second = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(minutes=1))
         received = handler.wait_for_messages(2)
     assert json.loads(middle.recipient_states_json) == {
-        "ok@builder.example": "sent", "later@builder.example": "pending", "gone@builder.example": "failed",
+        "ok@builder.example": "sent",
+        "later@builder.example": "pending",
+        "gone@builder.example": "failed",
     }
     assert (first.retry_later, second.sent) == (1, 1)
     # The accepted recipient is never sent the message again; the 4xx one is retried alone.
@@ -226,8 +249,20 @@ os._exit(0)
 
 def crash_deliverer(engine, port: int, point: str) -> None:
     done = subprocess.run(
-        [sys.executable, "-c", CRASHING_DELIVERER, engine.url.render_as_string(hide_password=False), str(port), T0.isoformat(), point],
-        cwd=PROJECT, capture_output=True, text=True, timeout=60, check=False,
+        [
+            sys.executable,
+            "-c",
+            CRASHING_DELIVERER,
+            engine.url.render_as_string(hide_password=False),
+            str(port),
+            T0.isoformat(),
+            point,
+        ],
+        cwd=PROJECT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
     assert done.returncode == 70, done.stderr
 
@@ -322,7 +357,9 @@ def test_a_deliverer_whose_lease_ran_out_cannot_finish_a_second_copy(db):
             # Another deliverer takes the row over while this one is stalled after its claim.
             other.append(delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(hours=1)))
 
-        stalled = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0, hooks=delivery.FaultHooks(after_claim=lease_runs_out))
+        stalled = delivery.deliver_due(
+            db, smtp(port), OUTBOX, now=T0, hooks=delivery.FaultHooks(after_claim=lease_runs_out)
+        )
         received = handler.wait_for_messages(1)
     assert other[0].recovered == 1 and other[0].sent == 1 and stalled.sent == 0
     assert len(received) == 1 and row(db, row_id).state == "sent"
@@ -334,8 +371,14 @@ def test_starttls_with_auth(db, tmp_path):
     [row_id] = add(db)
     auth = password_authenticator({"keydesk": "s3cret"}, handler)
     with running(handler, tls_context=tls.server_context(), require_starttls=True, authenticator=auth) as port:
-        settings = SmtpSettings(host="127.0.0.1", port=port, security="starttls", username="keydesk",
-                                password_env="UNUSED_IN_TEST", timeout_seconds=10)
+        settings = SmtpSettings(
+            host="127.0.0.1",
+            port=port,
+            security="starttls",
+            username="keydesk",
+            password_env="UNUSED_IN_TEST",
+            timeout_seconds=10,
+        )
         wrong = SmtpSession(SmtpConnector(settings, "wrong", ssl_context=tls.client_context()))
         refused = delivery.deliver_due(db, wrong, OUTBOX, now=T0)
         right = SmtpSession(SmtpConnector(settings, "s3cret", ssl_context=tls.client_context()))
@@ -358,7 +401,9 @@ def test_implicit_tls(db, tmp_path):
     add(db, 2)
     with running(handler, ssl_context=tls.server_context()) as port:
         settings = SmtpSettings(host="127.0.0.1", port=port, security="tls", timeout_seconds=10)
-        report = delivery.deliver_due(db, SmtpSession(SmtpConnector(settings, ssl_context=tls.client_context())), OUTBOX, now=T0)
+        report = delivery.deliver_due(
+            db, SmtpSession(SmtpConnector(settings, ssl_context=tls.client_context())), OUTBOX, now=T0
+        )
         handler.wait_for_messages(2)
     assert report.sent == 2 and handler.connections == 1
 
@@ -398,6 +443,7 @@ def test_retry_brings_back_failed_recipients_only(db):
 
 # --- the CLI, on a tmp deployment -------------------------------------------------------------
 
+
 @pytest.fixture
 def deployment(tmp_path, monkeypatch):
     from keydesk import cli_outbox
@@ -423,6 +469,7 @@ def test_cli_send_list_and_retry(deployment):
     handler = RefusingRecipients({"gone@builder.example": ["550 5.1.1 no such user"]})
     with running(handler) as port:
         _point_smtp_at(config, port)
+
         def invoke(*args):
             return runner.invoke(app, ["--config", str(config), *args])
 

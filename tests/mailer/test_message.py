@@ -14,18 +14,31 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from mailer.message import (
-    Mailbox, MessageError, build_message, check_address, clean_header_text, thread_headers,
+    Mailbox,
+    MessageError,
+    build_message,
+    check_address,
+    clean_header_text,
+    thread_headers,
 )
 
 NOW = datetime(2026, 4, 6, 9, 30, tzinfo=timezone(timedelta(hours=9)))
 DESK = Mailbox("keiyaku@town.misato.example", "美郷町 契約窓口")
 EXPECTED_HEADERS = ["From", "To", "Subject", "Date", "Message-ID", "Auto-Submitted", "X-Auto-Response-Suppress"]
-ALLOWED_HEADERS = {*EXPECTED_HEADERS, "In-Reply-To", "References", "MIME-Version", "Content-Type", "Content-Transfer-Encoding"}
+ALLOWED_HEADERS = {
+    *EXPECTED_HEADERS,
+    "In-Reply-To",
+    "References",
+    "MIME-Version",
+    "Content-Type",
+    "Content-Transfer-Encoding",
+}
 
 
 def build(subject="件名", to_name="", text="本文です。", **kwargs):
-    return build_message(sender=DESK, to=[Mailbox("contractor@builder.example", to_name)], subject=subject,
-                         text=text, now=NOW, **kwargs)
+    return build_message(
+        sender=DESK, to=[Mailbox("contractor@builder.example", to_name)], subject=subject, text=text, now=NOW, **kwargs
+    )
 
 
 def parse(message):
@@ -60,15 +73,18 @@ def display_name(raw: bytes) -> str:
     return email.utils.parseaddr(unfolded)[0]
 
 
-@pytest.mark.parametrize("subject", [
-    "受付\r\nBcc: victim@evil.example",
-    "受付\nBcc: victim@evil.example",
-    "Accepted\rX-Evil: 1",
-    "Accepted\u2028X-Evil: 1\u2029",
-    "=?utf-8?b?DQpCY2M6IHZpY3RpbUBldmlsLmV4YW1wbGU=?=",  # an encoded-word hiding "\r\nBcc: …"
-    "=?utf-8?q?=0D=0ABcc=3A_victim=40evil.example?= tail",
-    "Accepted\x00\x1b$B\x7f\x85X-Evil: 1",
-])
+@pytest.mark.parametrize(
+    "subject",
+    [
+        "受付\r\nBcc: victim@evil.example",
+        "受付\nBcc: victim@evil.example",
+        "Accepted\rX-Evil: 1",
+        "Accepted\u2028X-Evil: 1\u2029",
+        "=?utf-8?b?DQpCY2M6IHZpY3RpbUBldmlsLmV4YW1wbGU=?=",  # an encoded-word hiding "\r\nBcc: …"
+        "=?utf-8?q?=0D=0ABcc=3A_victim=40evil.example?= tail",
+        "Accepted\x00\x1b$B\x7f\x85X-Evil: 1",
+    ],
+)
 def test_subjects_cannot_add_headers(subject):
     raw, parsed = parse(build(subject=subject))
     assert_no_injection(raw)
@@ -83,13 +99,16 @@ def test_a_senders_encoded_word_reaches_the_reader_literally():
     assert b"DQpCY2M6" not in raw  # not passed through as an encoded-word of its own
 
 
-@pytest.mark.parametrize("name", [
-    "山田建設\r\nBcc: victim@evil.example",
-    '"Evil" <boss@evil.example>, other@evil.example',
-    "=?utf-8?b?IjxhdHRhY2tlckBldmlsLmV4YW1wbGU+Ig==?=",
-    "a\\\"b\r\n\tX-Evil: 1",
-    "\u202egnp.exe\u202c 山田",
-])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "山田建設\r\nBcc: victim@evil.example",
+        '"Evil" <boss@evil.example>, other@evil.example',
+        "=?utf-8?b?IjxhdHRhY2tlckBldmlsLmV4YW1wbGU+Ig==?=",
+        'a\\"b\r\n\tX-Evil: 1',
+        "\u202egnp.exe\u202c 山田",
+    ],
+)
 def test_display_names_cannot_add_headers_or_addresses(name):
     raw, parsed = parse(build(to_name=name))
     assert_no_injection(raw)
@@ -98,9 +117,18 @@ def test_display_names_cannot_add_headers_or_addresses(name):
     assert display_name(raw) == clean_header_text(name, 120)
 
 
-@pytest.mark.parametrize("address", [
-    "a@b.example\r\nBcc: c@d.example", "<a@b.example>", "a b@c.example", "a@b", "a@@b.example", "山田@b.example", "",
-])
+@pytest.mark.parametrize(
+    "address",
+    [
+        "a@b.example\r\nBcc: c@d.example",
+        "<a@b.example>",
+        "a b@c.example",
+        "a@b",
+        "a@@b.example",
+        "山田@b.example",
+        "",
+    ],
+)
 def test_addresses_that_are_not_addresses_are_refused(address):
     with pytest.raises(MessageError):
         build_message(sender=DESK, to=[Mailbox(address)], subject="x", text="y", now=NOW)
@@ -135,7 +163,7 @@ def test_iso_2022_jp_on_request():
     subject = "【美郷町 契約窓口】受付番号 K-2026-000123 再送をお願いします"
     text = "受付時間 8:30～17:15\n担当:契約係\n"  # FULLWIDTH TILDE, as Windows writes 〜
     raw, parsed = parse(build(subject=subject, text=text, to_name="山田建設株式会社", charset="iso-2022-jp"))
-    assert b"=?ISO-2022-JP?B?" in raw and b"charset=\"iso-2022-jp\"" in raw
+    assert b"=?ISO-2022-JP?B?" in raw and b'charset="iso-2022-jp"' in raw
     assert parsed["Content-Transfer-Encoding"] == "7bit" and raw.isascii()
     body = parsed.get_payload(decode=True)
     assert b"\x1b$B" in body and body.decode("iso2022_jp") == text.replace("～", "〜")
@@ -174,7 +202,10 @@ def test_a_long_reference_chain_is_trimmed():
     chain = " ".join(f"<m{i}@x.example>" for i in range(500))
     thread = thread_headers("<last@x.example>", chain)
     assert len(thread.references) == 10
-    assert thread.references[0] == "<m0@x.example>" and thread.references[-2:] == ("<m499@x.example>", "<last@x.example>")
+    assert thread.references[0] == "<m0@x.example>" and thread.references[-2:] == (
+        "<m499@x.example>",
+        "<last@x.example>",
+    )
 
 
 def test_no_parent_means_no_threading():

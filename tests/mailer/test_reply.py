@@ -104,8 +104,12 @@ def test_returned_body_lists_each_reason_and_asks_for_the_key_notice(env) -> Non
 
 
 def test_needs_review_says_a_person_will_look_and_no_resend_is_needed(env) -> None:
-    _, body = render_reply(facts(verdict=Verdict.NEEDS_REVIEW, findings=[Finding("register.no_contract",
-                                                                                   params={"contract_no": "R8-12"})]), env)
+    _, body = render_reply(
+        facts(
+            verdict=Verdict.NEEDS_REVIEW, findings=[Finding("register.no_contract", params={"contract_no": "R8-12"})]
+        ),
+        env,
+    )
     assert "■担当者が確認する事項" in body
     assert "契約番号R8-12の契約を当町の台帳で確認できなかったため" in body
     assert "あらためてお送りいただく必要はありません" in body
@@ -151,8 +155,9 @@ def test_the_key_is_always_masked(env) -> None:
 
 
 def test_iso_2022_jp_when_the_desk_asks_for_it(env) -> None:
-    message = build_reply(facts(charset="iso-2022-jp", verdict=Verdict.RETURNED,
-                                findings=[Finding("doc.certificate_view")]), env, now=NOW)
+    message = build_reply(
+        facts(charset="iso-2022-jp", verdict=Verdict.RETURNED, findings=[Finding("doc.certificate_view")]), env, now=NOW
+    )
     raw = message.as_bytes()
     assert raw.isascii()
     assert b"=?ISO-2022-JP?B?" in raw  # subject and display name encoded in JIS as well
@@ -167,8 +172,9 @@ def test_iso_2022_jp_when_the_desk_asks_for_it(env) -> None:
 
 
 def test_iso_2022_jp_falls_back_to_utf8_for_characters_jis_lacks(env) -> None:
-    message = build_reply(facts(charset="iso-2022-jp",
-                                documents=[FoundDocument("髙橋建設①.pdf", "その他の添付ファイル")]), env, now=NOW)
+    message = build_reply(
+        facts(charset="iso-2022-jp", documents=[FoundDocument("髙橋建設①.pdf", "その他の添付ファイル")]), env, now=NOW
+    )
     again = parsed(message)
     assert again.get_content_charset() == "utf-8"
     assert "髙橋建設①.pdf" in again.get_content()
@@ -186,11 +192,24 @@ def test_header_injection_in_the_original_subject_and_display_name_stays_text(en
     raw = message.as_bytes()
     again = parsed(message)
     assert "Bcc" not in again and b"\nBcc:" not in raw and b"\rBcc:" not in raw
-    assert sorted(again.keys()) == sorted([
-        "From", "To", "Subject", "Date", "Message-ID", "In-Reply-To", "References", "Auto-Submitted",
-        "X-Auto-Response-Suppress", "Content-Type", "Content-Transfer-Encoding", "MIME-Version", MARKER_HEADER,
-        "Precedence",
-    ])
+    assert sorted(again.keys()) == sorted(
+        [
+            "From",
+            "To",
+            "Subject",
+            "Date",
+            "Message-ID",
+            "In-Reply-To",
+            "References",
+            "Auto-Submitted",
+            "X-Auto-Response-Suppress",
+            "Content-Type",
+            "Content-Transfer-Encoding",
+            "MIME-Version",
+            MARKER_HEADER,
+            "Precedence",
+        ]
+    )
     assert again["Precedence"] == "auto_reply"
     assert again["In-Reply-To"] == "<x@evil.example>"
     assert again["References"] == "<a@b.example> <c@d.example> <x@evil.example>"
@@ -224,7 +243,9 @@ def test_times_are_shown_in_the_configured_zone() -> None:
 def test_admins_edit_the_templates_of_their_deployment(tmp_path: Path) -> None:
     for name in ("reply_subject.txt.j2", "reply_body.txt.j2"):
         (tmp_path / name).write_text((TEMPLATES / name).read_text(encoding="utf-8"), encoding="utf-8")
-    (tmp_path / "reply_subject.txt.j2").write_text("【{{ desk_name }}】{{ receipt_no }} 受付のお知らせ\n", encoding="utf-8")
+    (tmp_path / "reply_subject.txt.j2").write_text(
+        "【{{ desk_name }}】{{ receipt_no }} 受付のお知らせ\n", encoding="utf-8"
+    )
     subject, _ = render_reply(facts(), template_environment(tmp_path))
     assert subject == "【美郷町 契約窓口】K-2026-000123 受付のお知らせ"
 
@@ -243,26 +264,68 @@ def test_a_broken_or_missing_template_is_named(tmp_path: Path) -> None:
 
 # -- issue 14: one coherent message per verdict --------------------------------------------------
 
-PAPER = [Finding("cert.before_start_date", params={"guarantee_no": "26-000123-4", "contract_date": "令和8年3月31日",
-                                                   "start_date": "令和8年4月1日"}, guarantee_no="26-000123-4")]
-OTHER_TOWN = [Finding("cert.other_obligee", params={"guarantee_no": "26-000123-4", "obligee": "秋田県美郷町長"},
-                      guarantee_no="26-000123-4")]
-SHORT = [Finding("amount.contract_guarantee_low", guarantee_no="26-000123-4", params={
-    "guarantee_amount": "999,999円", "contract_amount": "10,000,000円", "ratio": "10%", "required": "1,000,000円",
-    "basis": ""})]
+PAPER = [
+    Finding(
+        "cert.before_start_date",
+        params={"guarantee_no": "26-000123-4", "contract_date": "令和8年3月31日", "start_date": "令和8年4月1日"},
+        guarantee_no="26-000123-4",
+    )
+]
+OTHER_TOWN = [
+    Finding(
+        "cert.other_obligee",
+        params={"guarantee_no": "26-000123-4", "obligee": "秋田県美郷町長"},
+        guarantee_no="26-000123-4",
+    )
+]
+SHORT = [
+    Finding(
+        "amount.contract_guarantee_low",
+        guarantee_no="26-000123-4",
+        params={
+            "guarantee_amount": "999,999円",
+            "contract_amount": "10,000,000円",
+            "ratio": "10%",
+            "required": "1,000,000円",
+            "basis": "",
+        },
+    )
+]
 
 
-@pytest.mark.parametrize("findings, subject_end, wanted, unwanted", [
-    (PAPER, "書面の保証証書でのご提出をお願いします", ["書面の保証証書を、美郷町 契約窓口へご提出ください", "■お受けできない理由",
-                                           "書面の保証証書でのご提出をお願いします"],
-     ["このメールに返信する形でお送りください", "再送をお願いする理由", "お知らせの再送"]),
-    (OTHER_TOWN, "電子証書の提出先をご確認ください", ["提出先をご確認ください", "「秋田県美郷町長」"],
-     ["このメールに返信する形でお送りください", "書面の保証証書", "お知らせの再送"]),
-    (SHORT, "保証内容のご確認をお願いします", ["保証会社に保証内容をご相談ください", "1,000,000円", "999,999円"],
-     ["書面の保証証書", "再送をお願いする理由"]),
-    (PAPER + [Finding("doc.certificate_view", document="閲覧画面.pdf")], "書面の保証証書でのご提出をお願いします",
-     ["書面の保証証書を"], ["このメールに返信する形でお送りください"]),
-])
+@pytest.mark.parametrize(
+    "findings, subject_end, wanted, unwanted",
+    [
+        (
+            PAPER,
+            "書面の保証証書でのご提出をお願いします",
+            [
+                "書面の保証証書を、美郷町 契約窓口へご提出ください",
+                "■お受けできない理由",
+                "書面の保証証書でのご提出をお願いします",
+            ],
+            ["このメールに返信する形でお送りください", "再送をお願いする理由", "お知らせの再送"],
+        ),
+        (
+            OTHER_TOWN,
+            "電子証書の提出先をご確認ください",
+            ["提出先をご確認ください", "「秋田県美郷町長」"],
+            ["このメールに返信する形でお送りください", "書面の保証証書", "お知らせの再送"],
+        ),
+        (
+            SHORT,
+            "保証内容のご確認をお願いします",
+            ["保証会社に保証内容をご相談ください", "1,000,000円", "999,999円"],
+            ["書面の保証証書", "再送をお願いする理由"],
+        ),
+        (
+            PAPER + [Finding("doc.certificate_view", document="閲覧画面.pdf")],
+            "書面の保証証書でのご提出をお願いします",
+            ["書面の保証証書を"],
+            ["このメールに返信する形でお送りください"],
+        ),
+    ],
+)
 def test_a_returned_reply_asks_one_thing_in_subject_and_body(env, findings, subject_end, wanted, unwanted) -> None:
     returned = [GuaranteeLine("26-000123-4", Verdict.RETURNED, "契約保証", "美郷橋補修工事")]
     subject, body = render_reply(facts(verdict=Verdict.RETURNED, findings=findings, guarantees=returned), env)
@@ -290,6 +353,8 @@ def test_a_held_look_up_promises_the_result_instead_of_a_call(env, code) -> None
     assert "結果をこのメールアドレスあてにお送りいたします" in body
     assert "必要な場合はこちらからご連絡いたします" not in body
     # Any other needs_review reason keeps the words about staff.
-    _, other = render_reply(facts(verdict=Verdict.NEEDS_REVIEW, findings=[Finding("lookup.refused", guarantee_no="26-000123-4")]), env)
+    _, other = render_reply(
+        facts(verdict=Verdict.NEEDS_REVIEW, findings=[Finding("lookup.refused", guarantee_no="26-000123-4")]), env
+    )
     assert "■担当者が確認する事項" in other and "必要な場合はこちらからご連絡いたします" in other
     assert "結果をこのメールアドレスあてにお送りいたします" not in other

@@ -58,14 +58,22 @@ def session(tmp_path):
 
 def add_reply(session: Session, to: str, at: datetime, *, kind: str = "reply", desk: str = "misato") -> None:
     message = build_message(sender=Mailbox(DESK), to=[Mailbox(to)], subject="s", text="t", now=at)
-    row, _ = enqueue(session, desk=desk, idempotency_key=f"{kind}:{message['Message-ID']}", kind=kind,
-                     message=message, envelope_from=DESK, recipients=[to])
+    row, _ = enqueue(
+        session,
+        desk=desk,
+        idempotency_key=f"{kind}:{message['Message-ID']}",
+        kind=kind,
+        message=message,
+        envelope_from=DESK,
+        recipients=[to],
+    )
     row.created_at = at
     session.add(row)
     session.flush()
 
 
 # --- the reply address -------------------------------------------------------------------------
+
 
 def test_reply_to_comes_before_from() -> None:
     message = mail("""
@@ -92,10 +100,19 @@ From: =?utf-8?q?a=40b.example_=3Cattacker=40evil.example=3E?= <real@sender.examp
     assert reply_address(message) == "real@sender.example"
 
 
-@pytest.mark.parametrize("raw", [
-    "", "nobody", "a@b", "tanaka@misato-kensetsu.example\r\nBcc: x@evil.example", "<a@b.example>",
-    "a@b.example, c@d.example", "田中@例え.jp", "a b@c.example",
-])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "nobody",
+        "a@b",
+        "tanaka@misato-kensetsu.example\r\nBcc: x@evil.example",
+        "<a@b.example>",
+        "a@b.example, c@d.example",
+        "田中@例え.jp",
+        "a b@c.example",
+    ],
+)
 def test_anything_but_a_plain_address_is_refused(raw: str) -> None:
     assert valid_address(raw) is None
 
@@ -106,29 +123,52 @@ def test_idn_domains_are_answered_in_ascii() -> None:
 
 
 def test_no_usable_address_means_no_reply() -> None:
-    decision = decide(automatic=False, automatic_reason=None, own_reason=None, address=None,
-                      own_addresses=[DESK], recent_replies=0, limit=5)
+    decision = decide(
+        automatic=False,
+        automatic_reason=None,
+        own_reason=None,
+        address=None,
+        own_addresses=[DESK],
+        recent_replies=0,
+        limit=5,
+    )
     assert not decision.reply and "no valid address" in decision.reason
 
 
 TANAKA = "tanaka@misato-kensetsu.example"
-ORDINARY = dict(automatic=False, automatic_reason=None, own_reason=None, address=TANAKA, own_addresses=[DESK],
-                recent_replies=0, limit=5)
+ORDINARY = dict(
+    automatic=False,
+    automatic_reason=None,
+    own_reason=None,
+    address=TANAKA,
+    own_addresses=[DESK],
+    recent_replies=0,
+    limit=5,
+)
 
 
-@pytest.mark.parametrize(("changes", "expected"), [
-    ({}, ReplyDecision(True, TANAKA, "reply")),
-    ({"recent_replies": 4}, ReplyDecision(True, TANAKA, "reply")),
-    ({"automatic": True, "automatic_reason": "Precedence: list"},
-     ReplyDecision(False, None, "automatic mail: Precedence: list")),
-    ({"automatic": True}, ReplyDecision(False, None, "automatic mail: no reason given")),
-    ({"own_reason": "From is the desk's own address"},
-     ReplyDecision(False, None, "keydesk's own mail: From is the desk's own address")),
-    ({"address": None}, ReplyDecision(False, None, "no valid address to reply to (Reply-To and From)")),
-    ({"address": DESK.upper()}, ReplyDecision(False, None, "the reply address is the desk's own address")),
-    ({"recent_replies": 5},
-     ReplyDecision(False, None, f"rate limit: 5 replies to {TANAKA} in the last hour (limit 5)")),
-])
+@pytest.mark.parametrize(
+    ("changes", "expected"),
+    [
+        ({}, ReplyDecision(True, TANAKA, "reply")),
+        ({"recent_replies": 4}, ReplyDecision(True, TANAKA, "reply")),
+        (
+            {"automatic": True, "automatic_reason": "Precedence: list"},
+            ReplyDecision(False, None, "automatic mail: Precedence: list"),
+        ),
+        ({"automatic": True}, ReplyDecision(False, None, "automatic mail: no reason given")),
+        (
+            {"own_reason": "From is the desk's own address"},
+            ReplyDecision(False, None, "keydesk's own mail: From is the desk's own address"),
+        ),
+        ({"address": None}, ReplyDecision(False, None, "no valid address to reply to (Reply-To and From)")),
+        ({"address": DESK.upper()}, ReplyDecision(False, None, "the reply address is the desk's own address")),
+        (
+            {"recent_replies": 5},
+            ReplyDecision(False, None, f"rate limit: 5 replies to {TANAKA} in the last hour (limit 5)"),
+        ),
+    ],
+)
 def test_every_reason_not_to_reply_and_the_one_to_reply(changes, expected) -> None:
     """Exact decisions: ``reply`` is a bool, the address is set only for a reply, the reason is logged."""
     assert decide(**{**ORDINARY, **changes}) == expected
@@ -140,7 +180,10 @@ From: tanaka@misato-kensetsu.example, "Sato" <sato@misato-kensetsu.example>
 From: third@misato-kensetsu.example
 """)
     assert header_addresses(message, "From") == [
-        "tanaka@misato-kensetsu.example", "sato@misato-kensetsu.example", "third@misato-kensetsu.example"]
+        "tanaka@misato-kensetsu.example",
+        "sato@misato-kensetsu.example",
+        "third@misato-kensetsu.example",
+    ]
     compat = email.message_from_string("From: a@b.example, C <c@d.example>\n\nbody")  # compat32: plain strings
     assert header_addresses(compat, "From") == ["a@b.example", "c@d.example"]
     assert header_addresses(compat, "Reply-To") == []
@@ -153,7 +196,9 @@ def test_addresses_need_smtputf8_or_spaces_are_refused_but_plain_ones_are_kept()
     assert valid_address(None) is None
 
 
-@pytest.mark.parametrize(("kind", "desk"), [("reply", "misato town"), ("re ply", "misato"), ("reply", ""), ("", "misato")])
+@pytest.mark.parametrize(
+    ("kind", "desk"), [("reply", "misato town"), ("re ply", "misato"), ("reply", ""), ("", "misato")]
+)
 def test_the_marker_takes_identifiers_only(kind, desk) -> None:
     message = build_message(sender=Mailbox(DESK), to=[Mailbox("a@b.example")], subject="s", text="t", now=NOW)
     with pytest.raises(ValueError, match="marker values are ASCII identifiers"):
@@ -163,9 +208,18 @@ def test_the_marker_takes_identifiers_only(kind, desk) -> None:
 
 # --- automatic mail ----------------------------------------------------------------------------
 
+
 def test_automatic_mail_is_never_answered(session) -> None:
-    decision = should_reply(session, CONTRACTOR, desk="misato", desk_address=DESK, limit=5, now=NOW,
-                            automatic=True, automatic_reason="Auto-Submitted: auto-replied")
+    decision = should_reply(
+        session,
+        CONTRACTOR,
+        desk="misato",
+        desk_address=DESK,
+        limit=5,
+        now=NOW,
+        automatic=True,
+        automatic_reason="Auto-Submitted: auto-replied",
+    )
     assert decision.reply is False and decision.address is None
     assert decision.reason == "automatic mail: Auto-Submitted: auto-replied"
 
@@ -177,10 +231,18 @@ def test_ordinary_mail_is_answered(session) -> None:
 
 # --- the loop guard ----------------------------------------------------------------------------
 
+
 def test_our_own_reply_coming_back_is_recognised(session) -> None:
-    facts = ReplyFacts(desk="misato", desk_name="美郷町 契約窓口", desk_address=DESK, contact=[],
-                       receipt_no="K-2026-000001", received_at=NOW, recipient="tanaka@misato-kensetsu.example",
-                       verdict=Verdict.ACCEPTED)
+    facts = ReplyFacts(
+        desk="misato",
+        desk_name="美郷町 契約窓口",
+        desk_address=DESK,
+        contact=[],
+        receipt_no="K-2026-000001",
+        received_at=NOW,
+        recipient="tanaka@misato-kensetsu.example",
+        verdict=Verdict.ACCEPTED,
+    )
     ours = build_reply(facts, template_environment(TEMPLATES), now=NOW)
     back = email.message_from_bytes(ours.as_bytes(), policy=email.policy.default)
     assert own_mail_reason(back, own_addresses=[DESK]).startswith(f"carries keydesk's {MARKER_HEADER} header")
@@ -221,8 +283,16 @@ def test_other_desks_of_the_deployment_count_as_own(session) -> None:
 From: keiyaku@town.other.example
 Message-ID: <q@mail.other.example>
 """)
-    decision = should_reply(session, message, desk="misato", desk_address=DESK, limit=5, now=NOW,
-                            automatic=False, other_own_addresses=["keiyaku@town.other.example"])
+    decision = should_reply(
+        session,
+        message,
+        desk="misato",
+        desk_address=DESK,
+        limit=5,
+        now=NOW,
+        automatic=False,
+        other_own_addresses=["keiyaku@town.other.example"],
+    )
     assert not decision.reply and "own address" in decision.reason
 
 
@@ -236,6 +306,7 @@ def test_mark_replaces_and_validates() -> None:
 
 
 # --- the rate limit ----------------------------------------------------------------------------
+
 
 def test_rate_limit_counts_only_this_senders_replies_in_the_last_hour(session) -> None:
     sender = "tanaka@misato-kensetsu.example"
@@ -254,8 +325,9 @@ def test_rate_limit_counts_only_this_senders_replies_in_the_last_hour(session) -
     assert not refused.reply
     assert refused.reason == f"rate limit: 4 replies to {sender} in the last hour (limit 4)"
     # An hour later the oldest have left the window.
-    later = should_reply(session, CONTRACTOR, desk="misato", desk_address=DESK, limit=4,
-                         now=NOW + timedelta(minutes=30), automatic=False)
+    later = should_reply(
+        session, CONTRACTOR, desk="misato", desk_address=DESK, limit=4, now=NOW + timedelta(minutes=30), automatic=False
+    )
     assert later.reply
 
 
@@ -342,7 +414,7 @@ OUTLOOK_OUT_OF_OFFICE = (
     b"X-Auto-Response-Suppress: All\r\n"
     b"X-MS-Exchange-Inbox-Rules-Loop: tanaka@misato-kensetsu.example\r\n"
     b"X-MS-Has-Attach:\r\n"
-    b"Content-Type: text/plain; charset=\"iso-2022-jp\"\r\n"
+    b'Content-Type: text/plain; charset="iso-2022-jp"\r\n'
     b"Content-Transfer-Encoding: 7bit\r\n"
     b"MIME-Version: 1.0\r\n"
     b"\r\n"
@@ -358,6 +430,14 @@ def test_real_bounces_and_auto_replies_get_no_reply(session, raw: bytes) -> None
         message = email.message_from_bytes(raw, policy=policy)
         verdict = automatic(message, message.get_content_type(), str(message["Subject"]), has_documents=False)
         assert verdict.automatic
-        decision = should_reply(session, message, desk="misato", desk_address=DESK, limit=5, now=NOW,
-                                automatic=verdict.automatic, automatic_reason="; ".join(verdict.reasons))
+        decision = should_reply(
+            session,
+            message,
+            desk="misato",
+            desk_address=DESK,
+            limit=5,
+            now=NOW,
+            automatic=verdict.automatic,
+            automatic_reason="; ".join(verdict.reasons),
+        )
         assert not decision.reply and decision.reason.startswith("automatic mail: Auto-Submitted: auto-")

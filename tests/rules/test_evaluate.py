@@ -16,45 +16,72 @@ from rules.findings import CODES, Verdict, strongest
 from rules.schema import DeskRules
 
 ADVANCE, INTERMEDIATE, CONTRACT, RESERVATION = (
-    GuaranteeType.ADVANCE, GuaranteeType.INTERMEDIATE_ADVANCE, GuaranteeType.CONTRACT,
+    GuaranteeType.ADVANCE,
+    GuaranteeType.INTERMEDIATE_ADVANCE,
+    GuaranteeType.CONTRACT,
     GuaranteeType.CONTRACT_RESERVATION,
 )
 
 
 def desk_rules(**amounts) -> DeskRules:
-    return DeskRules.model_validate({
-        "town": "美郷町",
-        "obligee_names": ["美郷町長", "美郷町"],
-        "start_date": date(2026, 4, 1),
-        "eligible_guarantee_types": ["前払金保証", "中間前払金保証", "契約保証"],
-        "eligible_work_categories": ["工事", "建設コンサルタント業務"],
-        "amounts": {"contract_guarantee_min_ratio": 0.10, "advance_max_ratio": 0.40,
-                    "intermediate_advance_max_ratio": 0.20, "advance_total_max_ratio": 0.60,
-                    "advance_min_contract_amount": 0, **amounts},
-        "departments": {
-            "keiyaku": {"name": "契約係", "guarantee_types": ["契約保証"]},
-            "kensetsu": {"name": "建設課", "guarantee_types": ["前払金保証", "中間前払金保証"]},
-        },
-    })
+    return DeskRules.model_validate(
+        {
+            "town": "美郷町",
+            "obligee_names": ["美郷町長", "美郷町"],
+            "start_date": date(2026, 4, 1),
+            "eligible_guarantee_types": ["前払金保証", "中間前払金保証", "契約保証"],
+            "eligible_work_categories": ["工事", "建設コンサルタント業務"],
+            "amounts": {
+                "contract_guarantee_min_ratio": 0.10,
+                "advance_max_ratio": 0.40,
+                "intermediate_advance_max_ratio": 0.20,
+                "advance_total_max_ratio": 0.60,
+                "advance_min_contract_amount": 0,
+                **amounts,
+            },
+            "departments": {
+                "keiyaku": {"name": "契約係", "guarantee_types": ["契約保証"]},
+                "kensetsu": {"name": "建設課", "guarantee_types": ["前払金保証", "中間前払金保証"]},
+            },
+        }
+    )
 
 
 RULES = desk_rules()
 
 CONTRACT_ROW = Contract(
-    contract_no="R8-001", desk="misato", work_name="町道美郷線 道路改良工事", work_category="工事",
-    contractor_name="株式会社美郷建設", contract_amount=12_345_000, contract_date=date(2026, 4, 10),
-    completion_date=date(2027, 3, 15), advance_amount=None, intermediate_advance_amount=None,
+    contract_no="R8-001",
+    desk="misato",
+    work_name="町道美郷線 道路改良工事",
+    work_category="工事",
+    contractor_name="株式会社美郷建設",
+    contract_amount=12_345_000,
+    contract_date=date(2026, 4, 10),
+    completion_date=date(2027, 3, 15),
+    advance_amount=None,
+    intermediate_advance_amount=None,
     department="kensetsu",
 )
 
 
 def certificate(kind: GuaranteeType = ADVANCE, **changes) -> Certificate:
     base = Certificate(
-        guarantee_no="26-000123-4", guarantee_type=kind, guarantor="西日本建設業保証株式会社",
-        contractor_name="株式会社美郷建設", obligee="美郷町長", desk="misato", contract_no="R8-001",
-        work_name="町道美郷線 道路改良工事", work_category="工事", contract_amount=12_345_000,
-        guarantee_amount=4_938_000, fee=30_000, contract_date=date(2026, 4, 10),
-        completion_date=date(2027, 3, 15), period_start=date(2026, 4, 10), period_end=date(2027, 3, 15),
+        guarantee_no="26-000123-4",
+        guarantee_type=kind,
+        guarantor="西日本建設業保証株式会社",
+        contractor_name="株式会社美郷建設",
+        obligee="美郷町長",
+        desk="misato",
+        contract_no="R8-001",
+        work_name="町道美郷線 道路改良工事",
+        work_category="工事",
+        contract_amount=12_345_000,
+        guarantee_amount=4_938_000,
+        fee=30_000,
+        contract_date=date(2026, 4, 10),
+        completion_date=date(2027, 3, 15),
+        period_start=date(2026, 4, 10),
+        period_end=date(2027, 3, 15),
         issued_on=date(2026, 4, 12),
     )
     return replace(base, **changes)
@@ -69,9 +96,17 @@ def test_a_good_advance_guarantee_has_no_findings() -> None:
 
 
 def test_every_code_produced_is_in_the_table_and_names_the_guarantee() -> None:
-    bad = certificate(CONTRACT, obligee="北郷町長", contract_date=date(2026, 3, 31), work_category="物品",
-                      guarantee_amount=1, period_end=date(2026, 5, 1), contractor_name="別会社", work_name="別工事",
-                      contract_amount=1)
+    bad = certificate(
+        CONTRACT,
+        obligee="北郷町長",
+        contract_date=date(2026, 3, 31),
+        work_category="物品",
+        guarantee_amount=1,
+        period_end=date(2026, 5, 1),
+        contractor_name="別会社",
+        work_name="別工事",
+        contract_amount=1,
+    )
     findings = evaluate(bad, RULES, contract=None, previous_receipt="K-2026-000001")
     assert findings, "expected findings"
     for finding in findings:
@@ -94,22 +129,55 @@ def _every_finding_is_complete(findings) -> set[str]:
 
 def test_every_finding_carries_its_detail_and_fills_its_sentence() -> None:
     produced = set()
-    produced |= _every_finding_is_complete(evaluate(
-        certificate(CONTRACT, obligee="北郷町長", contract_date=date(2026, 3, 31), work_category="物品",
-                    guarantee_amount=1, period_end=date(2026, 5, 1)),
-        RULES, contract=None, previous_receipt="K-2026-000001"))
-    elsewhere = replace(CONTRACT_ROW, contractor_name="別会社", work_name="別工事", contract_amount=30_000_000,
-                        completion_date=date(2027, 6, 30), advance_amount=12_000_000)
-    produced |= _every_finding_is_complete(evaluate(certificate(guarantee_amount=20_000_000), RULES, contract=elsewhere))
-    produced |= _every_finding_is_complete(evaluate(
-        certificate(INTERMEDIATE, guarantee_amount=7_000_000), desk_rules(advance_min_contract_amount=99_000_000),
-        contract=elsewhere))
+    produced |= _every_finding_is_complete(
+        evaluate(
+            certificate(
+                CONTRACT,
+                obligee="北郷町長",
+                contract_date=date(2026, 3, 31),
+                work_category="物品",
+                guarantee_amount=1,
+                period_end=date(2026, 5, 1),
+            ),
+            RULES,
+            contract=None,
+            previous_receipt="K-2026-000001",
+        )
+    )
+    elsewhere = replace(
+        CONTRACT_ROW,
+        contractor_name="別会社",
+        work_name="別工事",
+        contract_amount=30_000_000,
+        completion_date=date(2027, 6, 30),
+        advance_amount=12_000_000,
+    )
+    produced |= _every_finding_is_complete(
+        evaluate(certificate(guarantee_amount=20_000_000), RULES, contract=elsewhere)
+    )
+    produced |= _every_finding_is_complete(
+        evaluate(
+            certificate(INTERMEDIATE, guarantee_amount=7_000_000),
+            desk_rules(advance_min_contract_amount=99_000_000),
+            contract=elsewhere,
+        )
+    )
     produced |= _every_finding_is_complete(evaluate(certificate(RESERVATION), RULES, contract=CONTRACT_ROW))
-    assert {"cert.other_obligee", "cert.before_start_date", "cert.category_not_eligible", "register.no_contract",
-            "submission.duplicate", "amount.contract_guarantee_low", "register.contractor_mismatch",
-            "register.work_mismatch", "register.amount_mismatch", "amount.advance_high",
-            "amount.intermediate_advance_high", "amount.advance_total_high",
-            "amount.advance_below_threshold"} <= produced, produced
+    assert {
+        "cert.other_obligee",
+        "cert.before_start_date",
+        "cert.category_not_eligible",
+        "register.no_contract",
+        "submission.duplicate",
+        "amount.contract_guarantee_low",
+        "register.contractor_mismatch",
+        "register.work_mismatch",
+        "register.amount_mismatch",
+        "amount.advance_high",
+        "amount.intermediate_advance_high",
+        "amount.advance_total_high",
+        "amount.advance_below_threshold",
+    } <= produced, produced
 
 
 # -- obligee --------------------------------------------------------------------------------
@@ -121,8 +189,11 @@ def test_obligee_of_this_town_in_any_spacing(obligee: str) -> None:
 
 
 def test_obligee_of_another_town_is_refused_and_named() -> None:
-    [finding] = [f for f in evaluate(certificate(obligee="北郷町長"), RULES, contract=CONTRACT_ROW)
-                 if f.code == "cert.other_obligee"]
+    [finding] = [
+        f
+        for f in evaluate(certificate(obligee="北郷町長"), RULES, contract=CONTRACT_ROW)
+        if f.code == "cert.other_obligee"
+    ]
     assert finding.verdict is Verdict.RETURNED
     assert "北郷町長" in finding.message
 
@@ -163,8 +234,11 @@ def test_completion_date_comes_from_the_register() -> None:
 
 
 def test_contract_guarantee_reservation_is_refused() -> None:
-    found = [f for f in evaluate(certificate(RESERVATION, guarantee_amount=2_000_000), RULES, contract=CONTRACT_ROW)
-             if f.code == "cert.type_not_eligible"]
+    found = [
+        f
+        for f in evaluate(certificate(RESERVATION, guarantee_amount=2_000_000), RULES, contract=CONTRACT_ROW)
+        if f.code == "cert.type_not_eligible"
+    ]
     assert len(found) == 1 and "契約保証予約" in found[0].message
     assert found[0].verdict is Verdict.RETURNED
 
@@ -179,8 +253,9 @@ def test_category_is_checked_from_the_register() -> None:
     goods = replace(CONTRACT_ROW, work_category="物品購入")
     assert "cert.category_not_eligible" in codes(certificate(), contract=goods)
     consulting = replace(CONTRACT_ROW, work_category="建設コンサルタント業務")
-    assert "cert.category_not_eligible" not in codes(certificate(work_category="建設コンサルタント業務"),
-                                                      contract=consulting)
+    assert "cert.category_not_eligible" not in codes(
+        certificate(work_category="建設コンサルタント業務"), contract=consulting
+    )
 
 
 # -- ratios: exactly at the boundary passes, one yen beyond fails -----------------------------
@@ -188,8 +263,11 @@ def test_category_is_checked_from_the_register() -> None:
 
 def test_contract_guarantee_exactly_ten_percent_passes_one_yen_less_fails() -> None:
     assert "amount.contract_guarantee_low" not in codes(certificate(CONTRACT, guarantee_amount=1_234_500))
-    found = [f for f in evaluate(certificate(CONTRACT, guarantee_amount=1_234_499), RULES, contract=CONTRACT_ROW)
-             if f.code == "amount.contract_guarantee_low"]
+    found = [
+        f
+        for f in evaluate(certificate(CONTRACT, guarantee_amount=1_234_499), RULES, contract=CONTRACT_ROW)
+        if f.code == "amount.contract_guarantee_low"
+    ]
     assert len(found) == 1
     assert "1,234,499円" in found[0].message and "10%" in found[0].message
 
@@ -203,10 +281,13 @@ def test_advance_ratios_use_the_register_amount_not_the_certificates() -> None:
     """The certificate may state a different contract amount: every advance ratio is of the register's."""
     inflated = {"contract_amount": 20_000_000}  # the certificate's figure; the register says 12,345,000
     assert "amount.advance_high" in codes(certificate(guarantee_amount=4_938_001, **inflated))
-    assert "amount.intermediate_advance_high" in codes(certificate(INTERMEDIATE, guarantee_amount=2_469_001, **inflated))
+    assert "amount.intermediate_advance_high" in codes(
+        certificate(INTERMEDIATE, guarantee_amount=2_469_001, **inflated)
+    )
     row = replace(CONTRACT_ROW, advance_amount=4_938_001)
-    assert "amount.advance_total_high" in codes(certificate(INTERMEDIATE, guarantee_amount=2_469_000, **inflated),
-                                                contract=row)
+    assert "amount.advance_total_high" in codes(
+        certificate(INTERMEDIATE, guarantee_amount=2_469_000, **inflated), contract=row
+    )
     rules = desk_rules(advance_min_contract_amount=12_345_001)
     assert "amount.advance_below_threshold" in codes(certificate(**inflated), rules)
     # The other way round: within 40% of the register's amount passes though it is over 40% of the certificate's.
@@ -239,8 +320,9 @@ def test_advance_total_from_known_guarantees_when_the_register_has_no_figure() -
     assert "amount.advance_total_high" not in codes(cert, other_advances={ADVANCE: 4_938_000})
     assert "amount.advance_total_high" in codes(cert, other_advances={ADVANCE: 4_938_001})
     # For the 前払金 itself, a known 中間前払金 counts the same way.
-    assert "amount.advance_total_high" in codes(certificate(ADVANCE, guarantee_amount=4_938_000),
-                                                other_advances={INTERMEDIATE: 2_469_001})
+    assert "amount.advance_total_high" in codes(
+        certificate(ADVANCE, guarantee_amount=4_938_000), other_advances={INTERMEDIATE: 2_469_001}
+    )
 
 
 def test_the_registers_advance_figure_wins_over_known_guarantees() -> None:
@@ -259,7 +341,9 @@ def test_advance_only_for_contracts_of_at_least_the_threshold() -> None:
     rules = desk_rules(advance_min_contract_amount=12_345_000)
     assert "amount.advance_below_threshold" not in codes(certificate(), rules)
     rules = desk_rules(advance_min_contract_amount=12_345_001)
-    found = [f for f in evaluate(certificate(), rules, contract=CONTRACT_ROW) if f.code == "amount.advance_below_threshold"]
+    found = [
+        f for f in evaluate(certificate(), rules, contract=CONTRACT_ROW) if f.code == "amount.advance_below_threshold"
+    ]
     assert len(found) == 1 and "12,345,001円" in found[0].message
     # A contract guarantee is not an advance: no threshold.
     assert "amount.advance_below_threshold" not in codes(certificate(CONTRACT, guarantee_amount=1_234_500), rules)
@@ -306,7 +390,9 @@ def test_contract_missing_from_the_register_goes_to_a_person() -> None:
     assert found[0].verdict is Verdict.NEEDS_REVIEW
 
 
-@pytest.mark.parametrize("name", ["㈱美郷建設", "美郷建設(株)", "美郷建設（株）", "株式会社 美郷建設", "株式会社　美郷建設"])
+@pytest.mark.parametrize(
+    "name", ["㈱美郷建設", "美郷建設(株)", "美郷建設（株）", "株式会社 美郷建設", "株式会社　美郷建設"]
+)
 def test_contractor_matches_whatever_legal_form_is_written(name: str) -> None:
     assert "register.contractor_mismatch" not in codes(certificate(contractor_name=name))
 
@@ -341,12 +427,22 @@ def test_returned_beats_needs_review() -> None:
 def test_rule_codes_lists_exactly_what_evaluate_produces() -> None:
     from rules.evaluate import RULE_CODES
 
-    worst = certificate(CONTRACT, obligee="北郷町長", contract_date=date(2026, 3, 31), work_category="物品",
-                        guarantee_amount=1, period_end=date(2026, 5, 1))
+    worst = certificate(
+        CONTRACT,
+        obligee="北郷町長",
+        contract_date=date(2026, 3, 31),
+        work_category="物品",
+        guarantee_amount=1,
+        period_end=date(2026, 5, 1),
+    )
     seen = {f.code for f in evaluate(worst, RULES, contract=None, previous_receipt="K")}
     row = replace(CONTRACT_ROW, contractor_name="別", work_name="別", contract_amount=1, advance_amount=10**9)
-    seen |= {f.code for f in evaluate(certificate(guarantee_amount=10**9), desk_rules(advance_min_contract_amount=10**9),
-                                      contract=row)}
+    seen |= {
+        f.code
+        for f in evaluate(
+            certificate(guarantee_amount=10**9), desk_rules(advance_min_contract_amount=10**9), contract=row
+        )
+    }
     seen |= {f.code for f in evaluate(certificate(INTERMEDIATE, guarantee_amount=10**9), RULES, contract=row)}
     seen |= {f.code for f in evaluate(certificate(RESERVATION), RULES, contract=CONTRACT_ROW)}
     # Added with issue 14: 中間前払金 conditions, the register's advance, matching by work name.

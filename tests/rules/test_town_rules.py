@@ -43,19 +43,38 @@ def rules(**changes) -> DeskRules:
 
 RULES = rules()
 ROW = Contract(
-    contract_no="R8-001", desk="misato", work_name="町道美郷線 道路改良工事", work_category="工事",
-    contractor_name="株式会社美郷建設", contract_amount=10_000_000, contract_date=date(2026, 4, 10),
-    completion_date=date(2027, 3, 15), advance_amount=None, intermediate_advance_amount=None, department="kensetsu",
+    contract_no="R8-001",
+    desk="misato",
+    work_name="町道美郷線 道路改良工事",
+    work_category="工事",
+    contractor_name="株式会社美郷建設",
+    contract_amount=10_000_000,
+    contract_date=date(2026, 4, 10),
+    completion_date=date(2027, 3, 15),
+    advance_amount=None,
+    intermediate_advance_amount=None,
+    department="kensetsu",
 )
 
 
 def cert(kind: GuaranteeType = ADVANCE, **changes) -> Certificate:
     base = Certificate(
-        guarantee_no="26-000123-4", guarantee_type=kind, guarantor="西日本建設業保証株式会社",
-        contractor_name="株式会社美郷建設", obligee="美郷町長", desk="misato", contract_no="R8-001",
-        work_name="町道美郷線 道路改良工事", work_category="工事", contract_amount=10_000_000,
-        guarantee_amount=4_000_000, fee=30_000, contract_date=date(2026, 4, 10),
-        completion_date=date(2027, 3, 15), period_start=date(2026, 4, 10), period_end=date(2027, 3, 15),
+        guarantee_no="26-000123-4",
+        guarantee_type=kind,
+        guarantor="西日本建設業保証株式会社",
+        contractor_name="株式会社美郷建設",
+        obligee="美郷町長",
+        desk="misato",
+        contract_no="R8-001",
+        work_name="町道美郷線 道路改良工事",
+        work_category="工事",
+        contract_amount=10_000_000,
+        guarantee_amount=4_000_000,
+        fee=30_000,
+        contract_date=date(2026, 4, 10),
+        completion_date=date(2027, 3, 15),
+        period_start=date(2026, 4, 10),
+        period_end=date(2027, 3, 15),
         issued_on=date(2026, 4, 12),
     )
     return replace(base, **changes)
@@ -95,8 +114,10 @@ def test_overrides_must_name_a_known_category_and_the_prefecture_must_be_one() -
 # -- ratios per category and for low bids -------------------------------------------------------
 
 
-@pytest.mark.parametrize("category, limit", [("工事", 4_000_000), ("建設コンサルタント業務", 3_000_000),
-                                             ("建設コンサルタント等業務", 3_000_000)])
+@pytest.mark.parametrize(
+    "category, limit",
+    [("工事", 4_000_000), ("建設コンサルタント業務", 3_000_000), ("建設コンサルタント等業務", 3_000_000)],
+)
 def test_the_advance_limit_follows_the_work_category(category: str, limit: int) -> None:
     contract = replace(ROW, work_category=category)
     assert codes(cert(guarantee_amount=limit), contract=contract) == []
@@ -123,8 +144,11 @@ def test_the_shortfall_names_the_amount_required_in_yen() -> None:
 # -- the threshold for advances: 以上 or 超える ----------------------------------------------------
 
 
-@given(amount=st.integers(min_value=1, max_value=10**10), threshold=st.integers(min_value=0, max_value=10**10),
-       boundary=st.sampled_from(["以上", "超える"]))
+@given(
+    amount=st.integers(min_value=1, max_value=10**10),
+    threshold=st.integers(min_value=0, max_value=10**10),
+    boundary=st.sampled_from(["以上", "超える"]),
+)
 def test_the_threshold_boundary_is_exactly_as_worded(amount: int, threshold: int, boundary: str) -> None:
     desk = rules(amounts={"advance_min_contract_amount": threshold, "advance_min_contract_boundary": boundary})
     contract = replace(ROW, contract_amount=amount)
@@ -143,12 +167,18 @@ def test_the_threshold_finding_states_its_wording() -> None:
 # -- the guarantee against the advance the town will pay -----------------------------------------
 
 
-@pytest.mark.parametrize("mode, amount, expected", [
-    ("equal", 3_000_000, []), ("equal", 3_000_001, ["amount.advance_not_register"]),
-    ("equal", 2_999_999, ["amount.advance_not_register"]),
-    ("at_least", 3_000_000, []), ("at_least", 3_500_000, []), ("at_least", 2_999_999, ["amount.advance_not_register"]),
-    ("off", 1, []),
-])
+@pytest.mark.parametrize(
+    "mode, amount, expected",
+    [
+        ("equal", 3_000_000, []),
+        ("equal", 3_000_001, ["amount.advance_not_register"]),
+        ("equal", 2_999_999, ["amount.advance_not_register"]),
+        ("at_least", 3_000_000, []),
+        ("at_least", 3_500_000, []),
+        ("at_least", 2_999_999, ["amount.advance_not_register"]),
+        ("off", 1, []),
+    ],
+)
 def test_the_guarantee_matches_the_registers_advance_as_the_town_chooses(mode: str, amount: int, expected) -> None:
     desk = rules(amounts={"advance_amount_vs_register": mode})
     assert codes(cert(guarantee_amount=amount), desk, replace(ROW, advance_amount=3_000_000)) == expected
@@ -168,16 +198,24 @@ def test_the_middle_of_the_term_is_computed_from_the_register() -> None:
     assert WITH_ADVANCE.middle_of_term == MIDDLE
 
 
-@pytest.mark.parametrize("start, expected", [
-    (MIDDLE, []), (MIDDLE - timedelta(days=1), ["period.intermediate_too_early"]),
-])
+@pytest.mark.parametrize(
+    "start, expected",
+    [
+        (MIDDLE, []),
+        (MIDDLE - timedelta(days=1), ["period.intermediate_too_early"]),
+    ],
+)
 def test_an_intermediate_advance_starts_after_the_middle_of_the_term(start: date, expected) -> None:
     assert codes(cert(INTERMEDIATE, guarantee_amount=2_000_000, period_start=start), contract=WITH_ADVANCE) == expected
 
 
-@pytest.mark.parametrize("start, expected", [
-    (date(2026, 11, 1), []), (date(2026, 10, 31), ["period.intermediate_too_early"]),
-])
+@pytest.mark.parametrize(
+    "start, expected",
+    [
+        (date(2026, 11, 1), []),
+        (date(2026, 10, 31), ["period.intermediate_too_early"]),
+    ],
+)
 def test_an_intermediate_advance_starts_on_or_after_the_certification_date(start: date, expected) -> None:
     certified = replace(WITH_ADVANCE, intermediate_certified_on=date(2026, 11, 1))
     assert codes(cert(INTERMEDIATE, guarantee_amount=2_000_000, period_start=start), contract=certified) == expected
@@ -204,9 +242,14 @@ def test_an_intermediate_advance_needs_an_advance_on_record_and_a_works_contract
 # -- the guarantee period -----------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("start, expected", [
-    (date(2026, 4, 10), []), (date(2026, 4, 1), []), (date(2026, 4, 11), ["period.starts_after_contract_date"]),
-])
+@pytest.mark.parametrize(
+    "start, expected",
+    [
+        (date(2026, 4, 10), []),
+        (date(2026, 4, 1), []),
+        (date(2026, 4, 11), ["period.starts_after_contract_date"]),
+    ],
+)
 def test_a_contract_guarantee_covers_the_contract_from_its_date(start: date, expected) -> None:
     assert codes(cert(CONTRACT, guarantee_amount=1_000_000, period_start=start)) == expected
 
@@ -219,12 +262,24 @@ def test_an_advance_may_start_after_the_contract_date_but_must_cover_completion(
 # -- the obligee as towns write it -----------------------------------------------------------------
 
 
-@pytest.mark.parametrize("obligee, accepted", [
-    ("美郷町長", True), ("美郷町", True), ("美郷町長 山田太郎", True), ("美郷町長　山田 太郎 殿", True),
-    ("島根県美郷町長", True), ("島根県 美郷町長 山田太郎", True), ("美郷町長殿", True),
-    ("秋田県美郷町長", False), ("宮崎県美郷町", False), ("北郷町長", False), ("美郷町長 2", False),
-    ("美郷町教育委員会", False), ("", False),
-])
+@pytest.mark.parametrize(
+    "obligee, accepted",
+    [
+        ("美郷町長", True),
+        ("美郷町", True),
+        ("美郷町長 山田太郎", True),
+        ("美郷町長　山田 太郎 殿", True),
+        ("島根県美郷町長", True),
+        ("島根県 美郷町長 山田太郎", True),
+        ("美郷町長殿", True),
+        ("秋田県美郷町長", False),
+        ("宮崎県美郷町", False),
+        ("北郷町長", False),
+        ("美郷町長 2", False),
+        ("美郷町教育委員会", False),
+        ("", False),
+    ],
+)
 def test_the_obligee_is_this_town_with_or_without_prefecture_and_mayor(obligee: str, accepted: bool) -> None:
     assert obligee_matches(obligee, ["美郷町長", "美郷町"], "島根県") is accepted
 
@@ -272,20 +327,39 @@ def test_every_amount_period_and_register_finding_states_its_numbers_in_japanese
         desk = rules(amounts=amounts) if amounts else RULES
         for finding in evaluate(certificate, desk, contract=contract):
             if finding.code.split(".")[0] in ("amount", "period", "register") and finding.code not in (
-                    "amount.intermediate_without_advance", "register.contractor_mismatch", "register.work_mismatch"):
+                "amount.intermediate_without_advance",
+                "register.contractor_mismatch",
+                "register.work_mismatch",
+            ):
                 seen.add(finding.code)
                 assert _NUMBERS.search(finding.message), (finding.code, finding.message)
-                assert not re.search(r"(?<![-0-9])[0-9]{5,}(?![-0-9])", finding.message), (finding.code, finding.message)  # no bare yen
-    assert {"amount.contract_guarantee_low", "amount.advance_high", "amount.advance_total_high",
-            "amount.advance_below_threshold", "amount.advance_not_register", "amount.intermediate_advance_high",
-            "period.ends_before_completion", "period.starts_after_contract_date", "period.intermediate_too_early",
-            "register.amount_mismatch", "register.no_contract"} <= seen
+                assert not re.search(r"(?<![-0-9])[0-9]{5,}(?![-0-9])", finding.message), (
+                    finding.code,
+                    finding.message,
+                )  # no bare yen
+    assert {
+        "amount.contract_guarantee_low",
+        "amount.advance_high",
+        "amount.advance_total_high",
+        "amount.advance_below_threshold",
+        "amount.advance_not_register",
+        "amount.intermediate_advance_high",
+        "period.ends_before_completion",
+        "period.starts_after_contract_date",
+        "period.intermediate_too_early",
+        "register.amount_mismatch",
+        "register.no_contract",
+    } <= seen
 
 
 # -- every ratio at its exact boundary, for any contract amount --------------------------------------
 
-@given(amount=st.integers(min_value=1, max_value=10**11), low_bid=st.booleans(),
-       category=st.sampled_from(["工事", "建設コンサルタント業務"]))
+
+@given(
+    amount=st.integers(min_value=1, max_value=10**11),
+    low_bid=st.booleans(),
+    category=st.sampled_from(["工事", "建設コンサルタント業務"]),
+)
 def test_the_contract_guarantee_minimum_is_exact(amount: int, low_bid: bool, category: str) -> None:
     contract = replace(ROW, contract_amount=amount, low_bid=low_bid, work_category=category)
     required = share(amount, Fraction(3, 10) if low_bid else Fraction(1, 10))
@@ -296,8 +370,11 @@ def test_the_contract_guarantee_minimum_is_exact(amount: int, low_bid: bool, cat
         assert "amount.contract_guarantee_low" in codes(short, contract=contract)
 
 
-@given(amount=st.integers(min_value=1, max_value=10**11), low_bid=st.booleans(),
-       category=st.sampled_from(["工事", "建設コンサルタント業務"]))
+@given(
+    amount=st.integers(min_value=1, max_value=10**11),
+    low_bid=st.booleans(),
+    category=st.sampled_from(["工事", "建設コンサルタント業務"]),
+)
 def test_the_advance_maximum_is_exact(amount: int, low_bid: bool, category: str) -> None:
     contract = replace(ROW, contract_amount=amount, low_bid=low_bid, work_category=category)
     ratio = Fraction(2, 10) if low_bid else Fraction(4, 10) if category == "工事" else Fraction(3, 10)
@@ -310,10 +387,15 @@ def test_the_advance_maximum_is_exact(amount: int, low_bid: bool, category: str)
 _PREFECTURES = ["秋田県", "島根県", "宮崎県", "北海道", "東京都", "大阪府", "京都府", "鹿児島県"]
 
 
-@given(prefecture=st.sampled_from(_PREFECTURES + [""]), mayor=st.text(alphabet="山田太郎花子佐藤一", max_size=6),
-       spaced=st.booleans(), honorific=st.sampled_from(["", "殿", " 様"]))
-def test_the_obligee_rule_holds_for_any_prefecture_and_mayor(prefecture: str, mayor: str, spaced: bool,
-                                                            honorific: str) -> None:
+@given(
+    prefecture=st.sampled_from(_PREFECTURES + [""]),
+    mayor=st.text(alphabet="山田太郎花子佐藤一", max_size=6),
+    spaced=st.booleans(),
+    honorific=st.sampled_from(["", "殿", " 様"]),
+)
+def test_the_obligee_rule_holds_for_any_prefecture_and_mayor(
+    prefecture: str, mayor: str, spaced: bool, honorific: str
+) -> None:
     gap = "\u3000" if spaced else ""
     written = f"{prefecture}{gap}美郷町長{gap}{mayor}{honorific}"
     assert obligee_matches(written, ["美郷町長", "美郷町"], "島根県") is (prefecture in ("", "島根県"))

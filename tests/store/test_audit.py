@@ -98,10 +98,13 @@ def test_a_forger_without_the_key_cannot_rewrite_history(database_url: str) -> N
             with engine.begin() as connection:
                 for event in events:
                     detail = event.detail_json.replace("returned", "accepted")
-                    new_hash = audit._digest(None, prev, event.desk, event.at, event.actor, event.action,
-                                             event.subject, detail)
-                    connection.execute(text("UPDATE audit_event SET detail_json = :d, prev_hash = :p, hash = :h "
-                                            "WHERE id = :i"), {"d": detail, "p": prev, "h": new_hash, "i": event.id})
+                    new_hash = audit._digest(
+                        None, prev, event.desk, event.at, event.actor, event.action, event.subject, detail
+                    )
+                    connection.execute(
+                        text("UPDATE audit_event SET detail_json = :d, prev_hash = :p, hash = :h WHERE id = :i"),
+                        {"d": detail, "p": prev, "h": new_hash, "i": event.id},
+                    )
                     prev = new_hash
         with Session(engine) as session:
             report = verify_chain(session)

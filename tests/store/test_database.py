@@ -25,8 +25,17 @@ def test_migration_matches_the_models(database_url: str) -> None:
             differences = compare_metadata(MigrationContext.configure(connection), SQLModel.metadata)
         assert differences == []
         tables = set(inspect(engine).get_table_names())
-        for table in ("inbound_message", "document", "submission", "contract", "certificate",
-                      "outbox_message", "audit_event", "lookup_failure", "counter"):
+        for table in (
+            "inbound_message",
+            "document",
+            "submission",
+            "contract",
+            "certificate",
+            "outbox_message",
+            "audit_event",
+            "lookup_failure",
+            "counter",
+        ):
             assert table in tables
             if table != "counter":
                 assert "desk" in {c["name"] for c in inspect(engine).get_columns(table)}
@@ -52,10 +61,19 @@ def test_a_row_round_trips(database_url: str) -> None:
     try:
         upgrade(engine)
         with Session(engine) as session:
-            session.add(Contract(desk="misato", contract_no="R8-001", work_name="町道改良工事", work_category="工事",
-                                 contractor_name="髙橋建設㈱", contract_amount=12_345_000,
-                                 contract_date=date(2026, 4, 10), completion_date=date(2027, 3, 15),
-                                 department="kensetsu"))
+            session.add(
+                Contract(
+                    desk="misato",
+                    contract_no="R8-001",
+                    work_name="町道改良工事",
+                    work_category="工事",
+                    contractor_name="髙橋建設㈱",
+                    contract_amount=12_345_000,
+                    contract_date=date(2026, 4, 10),
+                    completion_date=date(2027, 3, 15),
+                    department="kensetsu",
+                )
+            )
             session.commit()
         with Session(engine) as session:
             row = session.exec(select(Contract)).one()

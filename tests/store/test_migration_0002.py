@@ -36,9 +36,13 @@ def test_0002_gives_every_stored_finding_the_one_shape(database_url: str) -> Non
         with engine.begin() as connection:
             for row_id, findings in values.items():
                 connection.execute(text(ROW), {"id": row_id, "sha": f"{row_id:064d}", "findings": findings})
-            connection.execute(text(
-                "INSERT INTO submission (id, desk, inbound_id, verdict, findings_json, created_at)"
-                " VALUES (1, 'misato', 1, 'returned', :findings, CURRENT_TIMESTAMP)"), {"findings": '["lookup.no_match"]'})
+            connection.execute(
+                text(
+                    "INSERT INTO submission (id, desk, inbound_id, verdict, findings_json, created_at)"
+                    " VALUES (1, 'misato', 1, 'returned', :findings, CURRENT_TIMESTAMP)"
+                ),
+                {"findings": '["lookup.no_match"]'},
+            )
 
         command.upgrade(config, "0002")
 
@@ -48,8 +52,14 @@ def test_0002_gives_every_stored_finding_the_one_shape(database_url: str) -> Non
         assert json.loads(stored[1]) == json.loads(stored_findings.dump_codes(["doc.fee_receipt", "no.such.code"]))
         assert json.loads(stored[1])[0]["severity"] == Finding("doc.fee_receipt").severity.value
         assert json.loads(stored[1])[0]["message"] == Finding("doc.fee_receipt").message != ""
-        assert json.loads(stored[1])[1] == {"code": "no.such.code", "severity": None, "message": "", "detail": "",
-                                            "guarantee_no": None, "document": None}
+        assert json.loads(stored[1])[1] == {
+            "code": "no.such.code",
+            "severity": None,
+            "message": "",
+            "detail": "",
+            "guarantee_no": None,
+            "document": None,
+        }
         assert json.loads(stored[2]) == json.loads(stored_findings.dump_codes(["key.missing"]))
         assert stored[3] == already
         assert (stored[4], stored[5], stored[6]) == (values[4], values[5], None)
@@ -58,10 +68,14 @@ def test_0002_gives_every_stored_finding_the_one_shape(database_url: str) -> Non
 
         # IMAP numbers above 2^31 - 1 fit after 0002 (PostgreSQL's integer could not hold them).
         with engine.begin() as connection:
-            connection.execute(text(ROW.replace("'INBOX', 1, :id,", "'INBOX', 4294967295, 4294967295,")),
-                               {"id": 7, "sha": "7" * 64, "findings": "[]"})
+            connection.execute(
+                text(ROW.replace("'INBOX', 1, :id,", "'INBOX', 4294967295, 4294967295,")),
+                {"id": 7, "sha": "7" * 64, "findings": "[]"},
+            )
             assert connection.execute(text("SELECT uidvalidity, uid FROM inbound_message WHERE id = 7")).one() == (
-                4294967295, 4294967295)
+                4294967295,
+                4294967295,
+            )
             connection.execute(text("DELETE FROM inbound_message WHERE id = 7"))
 
         command.downgrade(config, "0001")  # the way down works too
@@ -72,7 +86,9 @@ def test_0002_gives_every_stored_finding_the_one_shape(database_url: str) -> Non
 
 def test_the_reader_takes_only_the_stored_shape() -> None:
     assert stored_findings.codes(stored_findings.dump([Finding("doc.fee_receipt"), Finding("key.missing")])) == [
-        "doc.fee_receipt", "key.missing"]
+        "doc.fee_receipt",
+        "key.missing",
+    ]
     assert stored_findings.codes(None) == []
     assert stored_findings.codes("not json") == []
     assert stored_findings.codes('{"code": "doc.fee_receipt"}') == []

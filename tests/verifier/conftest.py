@@ -51,8 +51,12 @@ def worker():
 @pytest.fixture(scope="session")
 def sample_certificate() -> Certificate:
     return replace(
-        ADVANCE_CERTIFICATE, guarantee_no="26-000777-8", guarantee_type=GuaranteeType.INTERMEDIATE_ADVANCE,
-        guarantee_amount=6_172_500, fee=24_690, issued_on=date(2026, 4, 2),
+        ADVANCE_CERTIFICATE,
+        guarantee_no="26-000777-8",
+        guarantee_type=GuaranteeType.INTERMEDIATE_ADVANCE,
+        guarantee_amount=6_172_500,
+        fee=24_690,
+        issued_on=date(2026, 4, 2),
     )
 
 

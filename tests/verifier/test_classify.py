@@ -205,8 +205,9 @@ def test_an_admin_can_teach_a_new_title_without_code(documents_section):
 
 
 @pytest.mark.chromium
-@pytest.mark.parametrize(("html", "kind"), [("certificate_view.html", K.CERTIFICATE_VIEW),
-                                            ("key_notice_printed.html", K.KEY_NOTICE)])
+@pytest.mark.parametrize(
+    ("html", "kind"), [("certificate_view.html", K.CERTIFICATE_VIEW), ("key_notice_printed.html", K.KEY_NOTICE)]
+)
 def test_a_fresh_chromium_print_classifies_like_the_committed_one(html, kind, signatures, tmp_path):
     import shutil
     import subprocess
@@ -218,9 +219,22 @@ def test_a_fresh_chromium_print_classifies_like_the_committed_one(html, kind, si
         pytest.skip("chromium is not installed (the committed PDFs cover this without it)")
     out = tmp_path / "out.pdf"
     subprocess.run(
-        [chromium, "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-         "--disable-background-networking", "--disable-component-update", "--disable-sync",
-         f"--user-data-dir={tmp_path / 'profile'}", f"--print-to-pdf={out}", (PDF_DIR / html).as_uri()],
-        capture_output=True, timeout=120, check=True,
+        [
+            chromium,
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            f"--user-data-dir={tmp_path / 'profile'}",
+            f"--print-to-pdf={out}",
+            (PDF_DIR / html).as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
     )
     assert classify(extract_in_process(out.read_bytes()), signatures).kind is kind

@@ -116,8 +116,16 @@ def test_garbled_re_save_reports_what_it_cannot_read(signatures):
 def test_missing_fields_are_problems_not_guesses(signatures):
     notice = extract_fields("電子証書閲覧用「認証キー」等のお知らせ\n以上\n", signatures)
     missing = {p.field for p in notice.problems if p.kind is ProblemKind.MISSING}
-    assert missing == {"guarantee_no", "access_key", "guarantee_type", "obligee", "work_name",
-                       "guarantee_amount", "period_start", "issued_on"}
+    assert missing == {
+        "guarantee_no",
+        "access_key",
+        "guarantee_type",
+        "obligee",
+        "work_name",
+        "guarantee_amount",
+        "period_start",
+        "issued_on",
+    }
     assert notice.contractor is None and notice.contract_amount is None
 
 
@@ -159,11 +167,14 @@ def test_not_ok_results_have_no_notices(signatures):
 
 
 @settings(max_examples=200, deadline=None)
-@given(text=st.text(alphabet=st.sampled_from(list("保証契約番号認証キー発注者:：\n -0123456789ABCDEFGHJK令和年月日円金¥(")),
-                    max_size=200))
+@given(
+    text=st.text(
+        alphabet=st.sampled_from(list("保証契約番号認証キー発注者:：\n -0123456789ABCDEFGHJK令和年月日円金¥(")),
+        max_size=200,
+    )
+)
 def test_arbitrary_text_never_raises(text, signatures):
     notice = extract_fields(text, signatures)
     assert isinstance(notice, KeyNoticeFields)
     if notice.access_key_valid:
         assert access_key.is_valid(notice.access_key)
-

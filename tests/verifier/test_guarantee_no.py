@@ -11,13 +11,16 @@ def test_the_luhn_digit_of_the_textbook_example() -> None:
     assert numbers.luhn_digit("7992739871") == 3  # the usual worked example of the Luhn algorithm
 
 
-@pytest.mark.parametrize(("year", "serial", "number"), [
-    # 26000123 read from the right: 3·2=6, 2, 1·2=2, 0, 0, 0, 6·2=12→3, 2; total 15 → check 5.
-    (2026, 123, "26-000123-5"),
-    (2026, 0, "26-000000-5"),  # 6·2=12→3, 2: total 5
-    (2026, 999_999, "26-999999-1"),  # six 9s (doubled 18→9) + 3 + 2 = 59 → 1
-    (2125, 1, "25-000001-5"),  # the western year's last two digits; 1·2=2, 5·2=10→1, 2: total 5
-])
+@pytest.mark.parametrize(
+    ("year", "serial", "number"),
+    [
+        # 26000123 read from the right: 3·2=6, 2, 1·2=2, 0, 0, 0, 6·2=12→3, 2; total 15 → check 5.
+        (2026, 123, "26-000123-5"),
+        (2026, 0, "26-000000-5"),  # 6·2=12→3, 2: total 5
+        (2026, 999_999, "26-999999-1"),  # six 9s (doubled 18→9) + 3 + 2 = 59 → 1
+        (2125, 1, "25-000001-5"),  # the western year's last two digits; 1·2=2, 5·2=10→1, 2: total 5
+    ],
+)
 def test_known_numbers(year, serial, number) -> None:
     assert numbers.make(year, serial) == number
     assert numbers.is_well_formed(number)

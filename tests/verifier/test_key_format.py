@@ -7,8 +7,18 @@ from pydantic import ValidationError
 
 from rules.findings import Finding, Verdict
 from rules.signatures import AccessKeyFormat
-from tests.verifier.test_verify import ADVANCE_CERT, SIGNATURES, Desk, FakeAccepted, FakeLookup, FakeRegister, \
-    REGISTER_ROW, codes, notice, sign
+from tests.verifier.test_verify import (
+    ADVANCE_CERT,
+    SIGNATURES,
+    Desk,
+    FakeAccepted,
+    FakeLookup,
+    FakeRegister,
+    REGISTER_ROW,
+    codes,
+    notice,
+    sign,
+)
 from verifier import access_key as keys
 from verifier.lookup import LookupResult, LookupStatus
 
@@ -39,11 +49,14 @@ def test_with_no_check_a_fitting_key_is_valid_and_anything_else_is_not_a_key() -
         keys.read("0123-4567-89AB", HEX)
 
 
-@pytest.mark.parametrize("values, problem", [
-    ({"length": 12}, "check = \"none\""),
-    ({"alphabet": "abc", "check": "none"}, "upper-case"),
-    ({"alphabet": "AAB", "check": "none"}, "distinct"),
-])
+@pytest.mark.parametrize(
+    "values, problem",
+    [
+        ({"length": 12}, 'check = "none"'),
+        ({"alphabet": "abc", "check": "none"}, "upper-case"),
+        ({"alphabet": "AAB", "check": "none"}, "distinct"),
+    ],
+)
 def test_inconsistent_formats_are_refused(values: dict, problem: str) -> None:
     with pytest.raises(ValidationError, match=problem):
         AccessKeyFormat(**values)

@@ -147,8 +147,15 @@ def _kanji_positional(number: int) -> str:
     return "".join(KANJI_DIGITS[int(d)] for d in str(number))
 
 
-def _kanji(number: int, digits: str = KANJI_DIGITS, ten: str = "十", hundred: str = "百",
-           thousand: str = "千", bigs: tuple[str, ...] = ("", "万", "億", "兆"), explicit_one: bool = False) -> str:
+def _kanji(
+    number: int,
+    digits: str = KANJI_DIGITS,
+    ten: str = "十",
+    hundred: str = "百",
+    thousand: str = "千",
+    bigs: tuple[str, ...] = ("", "万", "億", "兆"),
+    explicit_one: bool = False,
+) -> str:
     """An independent renderer of kanji numerals (so the parser is not tested against itself)."""
     if number == 0:
         return digits[0]
@@ -190,8 +197,13 @@ def test_every_rendering_of_a_date_parses_back_to_it(day):
 @given(st.integers(min_value=0, max_value=10**15))
 def test_every_rendering_of_an_amount_parses_back_to_it(amount):
     renderings = [
-        f"¥{amount:,}円", f"{amount:,} 円", f"金{amount:,}円", f"{amount}円", f"￥{amount:,}-",
-        f"金{_kanji(amount)}円", f"金{_kanji(amount, DAIJI_DIGITS, '拾', '百', '千', ('', '萬', '億', '兆'), True)}円也",
+        f"¥{amount:,}円",
+        f"{amount:,} 円",
+        f"金{amount:,}円",
+        f"{amount}円",
+        f"￥{amount:,}-",
+        f"金{_kanji(amount)}円",
+        f"金{_kanji(amount, DAIJI_DIGITS, '拾', '百', '千', ('', '萬', '億', '兆'), True)}円也",
         f"{_mixed(amount)}円",
     ]
     for text in renderings + [r.translate(FULL_WIDTH) for r in renderings]:

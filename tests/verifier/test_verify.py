@@ -20,7 +20,14 @@ from verifier.certificate_signature import SignedCertificate, canonical_json, ke
 from verifier.lookup import LookupResult, LookupStatus
 from verifier.pdf_text import TextResult, TextStatus, extract_in_process
 from verifier.verify import (
-    BODY, InputDocument, MailContext, MailVerdict, Ports, SenderAuthentication, notice_differences, verify_mail,
+    BODY,
+    InputDocument,
+    MailContext,
+    MailVerdict,
+    Ports,
+    SenderAuthentication,
+    notice_differences,
+    verify_mail,
 )
 
 RULES_TOML = tomllib.loads((Path(__file__).parents[2] / "config" / "rules.toml").read_text(encoding="utf-8"))
@@ -32,21 +39,47 @@ SIGNING_KEY = Ed25519PrivateKey.generate()
 TRUSTED = {key_id(SIGNING_KEY.public_key()): SIGNING_KEY.public_key()}
 
 ADVANCE_CERT = Certificate(
-    guarantee_no="26-000123-4", guarantee_type=GuaranteeType.ADVANCE, guarantor="西日本建設業保証株式会社",
-    contractor_name="株式会社美郷建設", obligee="美郷町長", desk="misato", contract_no="R8-001",
-    work_name="町道美郷線 道路改良工事", work_category="工事", contract_amount=12_345_000,
-    guarantee_amount=4_938_000, fee=30_000, contract_date=date(2026, 4, 10), completion_date=date(2027, 3, 15),
-    period_start=date(2026, 4, 10), period_end=date(2027, 3, 15), issued_on=date(2026, 4, 12),
+    guarantee_no="26-000123-4",
+    guarantee_type=GuaranteeType.ADVANCE,
+    guarantor="西日本建設業保証株式会社",
+    contractor_name="株式会社美郷建設",
+    obligee="美郷町長",
+    desk="misato",
+    contract_no="R8-001",
+    work_name="町道美郷線 道路改良工事",
+    work_category="工事",
+    contract_amount=12_345_000,
+    guarantee_amount=4_938_000,
+    fee=30_000,
+    contract_date=date(2026, 4, 10),
+    completion_date=date(2027, 3, 15),
+    period_start=date(2026, 4, 10),
+    period_end=date(2027, 3, 15),
+    issued_on=date(2026, 4, 12),
 )
-CONTRACT_CERT = replace(ADVANCE_CERT, guarantee_no="26-000124-2", guarantee_type=GuaranteeType.CONTRACT,
-                        guarantee_amount=1_234_500)
+CONTRACT_CERT = replace(
+    ADVANCE_CERT, guarantee_no="26-000124-2", guarantee_type=GuaranteeType.CONTRACT, guarantee_amount=1_234_500
+)
 # A 中間前払金 starts after the middle of the 工期 (2026-09-27), as the town's 認定 requires.
-INTERMEDIATE_CERT = replace(ADVANCE_CERT, guarantee_no="26-000125-9", period_start=date(2026, 10, 1),
-                            guarantee_type=GuaranteeType.INTERMEDIATE_ADVANCE, guarantee_amount=2_469_001)
+INTERMEDIATE_CERT = replace(
+    ADVANCE_CERT,
+    guarantee_no="26-000125-9",
+    period_start=date(2026, 10, 1),
+    guarantee_type=GuaranteeType.INTERMEDIATE_ADVANCE,
+    guarantee_amount=2_469_001,
+)
 REGISTER_ROW = Contract(
-    contract_no="R8-001", desk="misato", work_name="町道美郷線 道路改良工事", work_category="工事",
-    contractor_name="㈱美郷建設", contract_amount=12_345_000, contract_date=date(2026, 4, 10),
-    completion_date=date(2027, 3, 15), advance_amount=None, intermediate_advance_amount=None, department="kensetsu",
+    contract_no="R8-001",
+    desk="misato",
+    work_name="町道美郷線 道路改良工事",
+    work_category="工事",
+    contractor_name="㈱美郷建設",
+    contract_amount=12_345_000,
+    contract_date=date(2026, 4, 10),
+    completion_date=date(2027, 3, 15),
+    advance_amount=None,
+    intermediate_advance_amount=None,
+    department="kensetsu",
 )
 
 
@@ -82,9 +115,13 @@ class FakeRegister:
     def find_by_work(self, desk: str, work_name: str, contractor_name: str) -> Contract | None:
         from rules.names import company_key, plain_key
 
-        found = [row for (row_desk, _), row in self.rows.items() if row_desk == desk
-                 and plain_key(row.work_name) == plain_key(work_name)
-                 and company_key(row.contractor_name) == company_key(contractor_name)]
+        found = [
+            row
+            for (row_desk, _), row in self.rows.items()
+            if row_desk == desk
+            and plain_key(row.work_name) == plain_key(work_name)
+            and company_key(row.contractor_name) == company_key(contractor_name)
+        ]
         return found[0] if len(found) == 1 else None
 
 
@@ -173,15 +210,27 @@ def test_fee_documents_and_claims_beside_a_good_notice_are_informational(desk: D
         pdf("領収書.pdf", render_fee_receipt(ADVANCE_CERT, ISSUED)),
         pdf("計算書.pdf", render_fee_statement(ADVANCE_CERT, ISSUED)),
         pdf("閲覧画面.pdf", render_certificate_view(ADVANCE_CERT, ISSUED, "https://portal.example/c/1")),
-        InputDocument("請求書.pdf", TextResult(TextStatus.OK, ("前払金請求書\n下記のとおり請求します。\n請求金額 4,938,000円\n振込先 美郷銀行",), 1)),
+        InputDocument(
+            "請求書.pdf",
+            TextResult(
+                TextStatus.OK, ("前払金請求書\n下記のとおり請求します。\n請求金額 4,938,000円\n振込先 美郷銀行",), 1
+            ),
+        ),
     )
     assert result.verdict is Verdict.ACCEPTED
-    assert codes(result.findings) == ["doc.fee_receipt", "doc.fee_statement", "doc.certificate_view_extra",
-                                      "doc.advance_claim"]
+    assert codes(result.findings) == [
+        "doc.fee_receipt",
+        "doc.fee_statement",
+        "doc.certificate_view_extra",
+        "doc.advance_claim",
+    ]
     assert "閲覧画面.pdf" in result.findings[2].message
     assert [d.kind for d in result.documents] == [
-        DocumentKind.KEY_NOTICE, DocumentKind.FEE_RECEIPT, DocumentKind.FEE_STATEMENT,
-        DocumentKind.CERTIFICATE_VIEW, DocumentKind.ADVANCE_CLAIM,
+        DocumentKind.KEY_NOTICE,
+        DocumentKind.FEE_RECEIPT,
+        DocumentKind.FEE_STATEMENT,
+        DocumentKind.CERTIFICATE_VIEW,
+        DocumentKind.ADVANCE_CLAIM,
     ]
 
 
@@ -189,7 +238,9 @@ def test_fee_documents_and_claims_beside_a_good_notice_are_informational(desk: D
 
 
 def test_the_certificate_view_alone_is_returned_with_the_step4_advice(desk: Desk) -> None:
-    result = desk.verify(pdf("電子証書.pdf", render_certificate_view(ADVANCE_CERT, ISSUED, "https://portal.example/c/1")))
+    result = desk.verify(
+        pdf("電子証書.pdf", render_certificate_view(ADVANCE_CERT, ISSUED, "https://portal.example/c/1"))
+    )
     assert result.verdict is Verdict.RETURNED
     assert codes(result.findings) == ["doc.certificate_view"]  # it says what to send: no key.missing too
     assert "STEP4" in result.findings[0].message
@@ -208,13 +259,25 @@ def test_a_mail_without_attachments_misses_the_key(desk: Desk) -> None:
     assert (result.verdict, codes(result.findings)) == (Verdict.RETURNED, ["key.missing"])
 
 
-@pytest.mark.parametrize("text, code, verdict", [
-    (TextResult(TextStatus.OK, ("", ""), 2), "doc.no_text", Verdict.RETURNED),
-    (TextResult(TextStatus.ENCRYPTED, reason="password"), "doc.encrypted", Verdict.RETURNED),
-    (TextResult(TextStatus.BROKEN, reason="truncated"), "doc.broken", Verdict.RETURNED),
-    (TextResult(TextStatus.OK, ("公共工事履行保証証券\n保険会社 美郷損害保険株式会社\n証券番号 A-1\n保険金額 1,234,500円\nパスワード 別途通知",), 1),
-     "doc.insurer_bond", Verdict.NEEDS_REVIEW),
-])
+@pytest.mark.parametrize(
+    "text, code, verdict",
+    [
+        (TextResult(TextStatus.OK, ("", ""), 2), "doc.no_text", Verdict.RETURNED),
+        (TextResult(TextStatus.ENCRYPTED, reason="password"), "doc.encrypted", Verdict.RETURNED),
+        (TextResult(TextStatus.BROKEN, reason="truncated"), "doc.broken", Verdict.RETURNED),
+        (
+            TextResult(
+                TextStatus.OK,
+                (
+                    "公共工事履行保証証券\n保険会社 美郷損害保険株式会社\n証券番号 A-1\n保険金額 1,234,500円\nパスワード 別途通知",
+                ),
+                1,
+            ),
+            "doc.insurer_bond",
+            Verdict.NEEDS_REVIEW,
+        ),
+    ],
+)
 def test_unreadable_or_foreign_documents_explain_themselves(desk: Desk, text, code: str, verdict: Verdict) -> None:
     result = desk.verify(InputDocument("添付.pdf", text))
     assert codes(result.findings) == [code]
@@ -232,15 +295,19 @@ def test_the_key_notice_cut_in_half_is_broken(desk: Desk) -> None:
 
 
 def test_other_documents_alone_miss_the_key(desk: Desk) -> None:
-    result = desk.verify(InputDocument("memo.docx", None),
-                         InputDocument("letter.pdf", TextResult(TextStatus.OK, ("いつもお世話になっております。" * 5,), 1)))
+    result = desk.verify(
+        InputDocument("memo.docx", None),
+        InputDocument("letter.pdf", TextResult(TextStatus.OK, ("いつもお世話になっております。" * 5,), 1)),
+    )
     assert codes(result.findings) == ["doc.other", "doc.other", "key.missing"]
     assert [d.kind for d in result.documents] == [DocumentKind.OTHER, DocumentKind.OTHER]
     assert result.verdict is Verdict.RETURNED
 
 
 def test_problems_met_while_walking_the_mail_count(desk: Desk) -> None:
-    problem = Finding("doc.encrypted_archive", detail="zip with password", params={"document": "a.zip"}, document="a.zip")
+    problem = Finding(
+        "doc.encrypted_archive", detail="zip with password", params={"document": "a.zip"}, document="a.zip"
+    )
     result = desk.verify(context=MailContext(desk="misato", problems=(problem,)))
     assert codes(result.findings) == ["doc.encrypted_archive"]  # no key.missing on top: it says what to do
     assert result.verdict is Verdict.RETURNED
@@ -251,8 +318,9 @@ def test_problems_met_while_walking_the_mail_count(desk: Desk) -> None:
 
 def test_automatic_mail_is_ignored_and_nothing_is_looked_up(desk: Desk) -> None:
     key = desk.lookup.issue(ADVANCE_CERT)
-    result = desk.verify(notice(ADVANCE_CERT, key),
-                         context=MailContext(desk="misato", automatic=True, automatic_reason="Auto-Submitted"))
+    result = desk.verify(
+        notice(ADVANCE_CERT, key), context=MailContext(desk="misato", automatic=True, automatic_reason="Auto-Submitted")
+    )
     assert result.verdict is Verdict.IGNORED
     assert codes(result.findings) == ["mail.automatic"]
     assert result.guarantees == ()
@@ -260,11 +328,14 @@ def test_automatic_mail_is_ignored_and_nothing_is_looked_up(desk: Desk) -> None:
     assert desk.lookup.calls == []
 
 
-@pytest.mark.parametrize("authentication, expected", [
-    (SenderAuthentication.PASSED, Verdict.ACCEPTED),
-    (SenderAuthentication.FAILED, Verdict.NEEDS_REVIEW),
-    (SenderAuthentication.UNKNOWN, Verdict.NEEDS_REVIEW),
-])
+@pytest.mark.parametrize(
+    "authentication, expected",
+    [
+        (SenderAuthentication.PASSED, Verdict.ACCEPTED),
+        (SenderAuthentication.FAILED, Verdict.NEEDS_REVIEW),
+        (SenderAuthentication.UNKNOWN, Verdict.NEEDS_REVIEW),
+    ],
+)
 def test_required_authentication(desk: Desk, authentication, expected: Verdict) -> None:
     desk.rules = RULES.model_copy(update={"sender": SenderPolicy(require_authentication=True)})
     key = desk.lookup.issue(ADVANCE_CERT)
@@ -275,8 +346,9 @@ def test_required_authentication(desk: Desk, authentication, expected: Verdict) 
 
 def test_authentication_not_required_by_default(desk: Desk) -> None:
     key = desk.lookup.issue(ADVANCE_CERT)
-    result = desk.verify(notice(ADVANCE_CERT, key),
-                         context=MailContext(desk="misato", authentication=SenderAuthentication.FAILED))
+    result = desk.verify(
+        notice(ADVANCE_CERT, key), context=MailContext(desk="misato", authentication=SenderAuthentication.FAILED)
+    )
     assert result.verdict is Verdict.ACCEPTED
 
 
@@ -310,8 +382,10 @@ def test_typed_key_is_verified_when_the_desk_accepts_them(desk: Desk) -> None:
 
 def test_typed_key_beside_its_notice_is_not_judged_twice(desk: Desk) -> None:
     key = desk.lookup.issue(ADVANCE_CERT)
-    result = desk.verify(notice(ADVANCE_CERT, key),
-                         context=MailContext(desk="misato", typed_keys=(Typed("26-000123-4", keys.parse(key)),)))
+    result = desk.verify(
+        notice(ADVANCE_CERT, key),
+        context=MailContext(desk="misato", typed_keys=(Typed("26-000123-4", keys.parse(key)),)),
+    )
     assert result.verdict is Verdict.ACCEPTED
     assert len(result.guarantees) == 1 and len(desk.lookup.calls) == 1
 
@@ -340,8 +414,10 @@ def test_mistyped_key_on_a_notice_is_caught_before_the_lookup(desk: Desk) -> Non
 
 
 def test_notice_without_a_readable_key_goes_to_a_person(desk: Desk) -> None:
-    text = ("電子証書閲覧用「認証キー」等のお知らせ\n保証契約番号:26-000123-4\n認証キー:(印字なし)\n"
-            "保証の種類:前払金保証\n保証金額:4,938,000円\n発注者用保証確認サービスで電子証書を閲覧してください。")
+    text = (
+        "電子証書閲覧用「認証キー」等のお知らせ\n保証契約番号:26-000123-4\n認証キー:(印字なし)\n"
+        "保証の種類:前払金保証\n保証金額:4,938,000円\n発注者用保証確認サービスで電子証書を閲覧してください。"
+    )
     result = desk.verify(InputDocument("n.pdf", TextResult(TextStatus.OK, (text,), 1)))
     assert result.documents[0].kind is DocumentKind.KEY_NOTICE
     [guarantee] = result.guarantees
@@ -350,12 +426,15 @@ def test_notice_without_a_readable_key_goes_to_a_person(desk: Desk) -> None:
     assert result.verdict is Verdict.NEEDS_REVIEW
 
 
-@pytest.mark.parametrize("status, code, verdict", [
-    (LookupStatus.NO_MATCH, "lookup.no_match", Verdict.RETURNED),
-    (LookupStatus.REVOKED, "lookup.revoked", Verdict.RETURNED),
-    (LookupStatus.REFUSED, "lookup.refused", Verdict.NEEDS_REVIEW),
-    (LookupStatus.UNAVAILABLE, "lookup.unavailable", Verdict.NEEDS_REVIEW),
-])
+@pytest.mark.parametrize(
+    "status, code, verdict",
+    [
+        (LookupStatus.NO_MATCH, "lookup.no_match", Verdict.RETURNED),
+        (LookupStatus.REVOKED, "lookup.revoked", Verdict.RETURNED),
+        (LookupStatus.REFUSED, "lookup.refused", Verdict.NEEDS_REVIEW),
+        (LookupStatus.UNAVAILABLE, "lookup.unavailable", Verdict.NEEDS_REVIEW),
+    ],
+)
 def test_lookup_answers(desk: Desk, status: LookupStatus, code: str, verdict: Verdict) -> None:
     key = keys.parse(desk.lookup.issue(ADVANCE_CERT))
     desk.lookup.answers[("26-000123-4", key)] = LookupResult(status, reason="because")
@@ -372,8 +451,9 @@ def test_untrusted_or_forged_signature(desk: Desk) -> None:
     key1 = desk.lookup.issue(ADVANCE_CERT, sign(ADVANCE_CERT, other))
     # A trusted signature over other bytes: the payload was changed after signing.
     good = sign(CONTRACT_CERT)
-    forged = SignedCertificate(canonical_json(replace(CONTRACT_CERT, guarantee_amount=9_999_999)), good.signature,
-                               good.key_id)
+    forged = SignedCertificate(
+        canonical_json(replace(CONTRACT_CERT, guarantee_amount=9_999_999)), good.signature, good.key_id
+    )
     key2 = desk.lookup.issue(CONTRACT_CERT, forged)
     result = desk.verify(notice(ADVANCE_CERT, key1), notice(CONTRACT_CERT, key2))
     assert [codes(g.findings) for g in result.guarantees] == [["cert.signature"], ["cert.signature"]]
@@ -397,11 +477,21 @@ def test_a_notice_that_says_something_else_than_the_certificate(desk: Desk) -> N
 def test_notice_differences_tolerate_spelling_and_wrapping() -> None:
     from verifier.extract import KeyNoticeFields
 
-    same = KeyNoticeFields(pages=(0,), guarantee_no="26‐000123‐4", obligee="美郷町長 殿", contractor="美郷建設(株)",
-                           work_name="町道美郷線 道路改良", guarantee_type=GuaranteeType.ADVANCE)
+    same = KeyNoticeFields(
+        pages=(0,),
+        guarantee_no="26‐000123‐4",
+        obligee="美郷町長 殿",
+        contractor="美郷建設(株)",
+        work_name="町道美郷線 道路改良",
+        guarantee_type=GuaranteeType.ADVANCE,
+    )
     assert notice_differences(same, ADVANCE_CERT) == []
     other = replace(same, work_name="町道", guarantee_type=GuaranteeType.CONTRACT, contractor="北郷建設")
-    assert [d.split(":")[0] for d in notice_differences(other, ADVANCE_CERT)] == ["guarantee_type", "contractor", "work_name"]
+    assert [d.split(":")[0] for d in notice_differences(other, ADVANCE_CERT)] == [
+        "guarantee_type",
+        "contractor",
+        "work_name",
+    ]
 
 
 def test_a_certificate_for_another_number_is_a_mismatch(desk: Desk) -> None:
@@ -438,7 +528,9 @@ def test_several_notices_in_one_mail_are_judged_each_and_the_strongest_wins(desk
     key_c = desk.lookup.issue(CONTRACT_CERT)
     low = replace(CONTRACT_CERT, guarantee_no="26-000126-7", guarantee_amount=1_000)
     key_low = desk.lookup.issue(low)
-    result = desk.verify(notice(ADVANCE_CERT, key_a), notice(CONTRACT_CERT, key_c, "b.pdf"), notice(low, key_low, "c.pdf"))
+    result = desk.verify(
+        notice(ADVANCE_CERT, key_a), notice(CONTRACT_CERT, key_c, "b.pdf"), notice(low, key_low, "c.pdf")
+    )
     assert [g.verdict for g in result.guarantees] == [Verdict.ACCEPTED, Verdict.ACCEPTED, Verdict.RETURNED]
     assert codes(result.guarantees[2].findings) == ["amount.contract_guarantee_low"]
     assert result.verdict is Verdict.RETURNED
@@ -472,10 +564,21 @@ def test_accepted_advances_count_towards_the_total(desk: Desk) -> None:
 def test_every_code_this_module_uses_is_in_the_table() -> None:
     import verifier.verify as module
 
-    used = set(module._DOCUMENT_CODES.values()) | set(module._LOOKUP_CODES.values()) | {
-        "doc.certificate_view_extra", "key.missing", "key.in_body", "key.checksum", "key.unreadable",
-        "cert.signature", "cert.notice_mismatch", "sender.not_authenticated", "mail.automatic",
-    }
+    used = (
+        set(module._DOCUMENT_CODES.values())
+        | set(module._LOOKUP_CODES.values())
+        | {
+            "doc.certificate_view_extra",
+            "key.missing",
+            "key.in_body",
+            "key.checksum",
+            "key.unreadable",
+            "cert.signature",
+            "cert.notice_mismatch",
+            "sender.not_authenticated",
+            "mail.automatic",
+        }
+    )
     assert used <= set(CODES)
 
 
@@ -492,7 +595,9 @@ def test_a_reservation_notice_is_refused_by_its_printed_type_without_a_lookup(de
 
 
 def test_a_certificate_without_contract_number_is_matched_by_work_name_and_contractor(desk: Desk) -> None:
-    unnumbered = replace(ADVANCE_CERT, contract_no="", work_name="町道美郷線　道路改良工事", contractor_name="美郷建設(株)")
+    unnumbered = replace(
+        ADVANCE_CERT, contract_no="", work_name="町道美郷線　道路改良工事", contractor_name="美郷建設(株)"
+    )
     key = desk.lookup.issue(unnumbered)
     result = desk.verify(notice(unnumbered, key))
     [guarantee] = result.guarantees

@@ -15,6 +15,7 @@ models on every database.)
 Revision ID: 0002
 Revises: 0001
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,8 @@ from typing import Any
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0002'
-down_revision = '0001'
+revision = "0002"
+down_revision = "0001"
 branch_labels = None
 depends_on = None
 
@@ -72,8 +73,9 @@ def upgrade() -> None:
             batch_op.alter_column(column, type_=sa.BigInteger(), existing_type=sa.Integer(), existing_nullable=False)
     for name in _TABLES:
         table = sa.table(name, sa.column("id", sa.Integer), sa.column("findings_json", sa.Text))
-        rows = connection.execute(sa.select(table.c.id, table.c.findings_json)
-                                  .where(table.c.findings_json.is_not(None))).all()
+        rows = connection.execute(
+            sa.select(table.c.id, table.c.findings_json).where(table.c.findings_json.is_not(None))
+        ).all()
         for row_id, findings_json in rows:
             converted = _convert(findings_json)
             if converted is not None:
