@@ -19,7 +19,7 @@ from pypdf import PdfReader
 from guarantor.pdf import render_key_notice
 from rules.signatures import DocumentSignatures
 from tests.conftest import ADVANCE_CERTIFICATE
-from verifier import access_key
+from formats import access_key
 from verifier.classify import classify
 from verifier.extract import extract_key_notices
 from verifier.pdf_text import PdfTextWorker, extract_in_process

@@ -1,4 +1,4 @@
-"""The 認証キー (access key) format this project defines.
+"""The 認証キー (access key) format this project defines, and the configured format of a real one.
 
 A key is 16 symbols of Crockford Base32 shown in four groups of four (``7K3M-Q9TX-2HVB-R4NC``).
 The first 15 symbols are random (75 bits); the 16th is a check symbol.
@@ -14,17 +14,54 @@ such a typo is caught before any look-up.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Callable
 import unicodedata
+from collections.abc import Callable
+from typing import Literal
 
+from pydantic import Field, model_validator
+
+from foundation.config import StrictModel
 from foundation.errors import UserFacingError
-from rules.signatures import PROJECT_KEY_ALPHABET, PROJECT_KEY_LENGTH, AccessKeyFormat
 
-ALPHABET = PROJECT_KEY_ALPHABET
-KEY_LENGTH = PROJECT_KEY_LENGTH
-PROJECT_FORMAT = AccessKeyFormat()
+# This project's 認証キー: Crockford Base32 without I, L, O, U.
+ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+KEY_LENGTH = 16
 _SEPARATORS = " -‐‑‒–—―ー−"
 GROUP = 4
+
+
+class AccessKeyFormat(StrictModel):
+    """What a 認証キー looks like. The real format is not public: with ``check = "none"`` a key that
+    fits length and alphabet goes to the look-up as it is, and nothing is ever returned as a typo
+    on a check symbol the real format may not have."""
+
+    length: int = Field(default=KEY_LENGTH, ge=4, le=128)
+    alphabet: str = Field(default=ALPHABET, min_length=2)
+    # Symbols per group when a key is shown (7K3M-Q9TX-…); 0 shows it ungrouped.
+    group_size: int = Field(default=4, ge=0)
+    # "keydesk": this project's check symbol (the last one); "none": no check is known.
+    check: Literal["keydesk", "none"] = "keydesk"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> AccessKeyFormat:
+        if (
+            len(set(self.alphabet)) != len(self.alphabet)
+            or not self.alphabet.isascii()
+            or not self.alphabet.isalnum()
+            or self.alphabet != self.alphabet.upper()
+        ):
+            raise ValueError('alphabet: distinct upper-case ASCII letters and digits, e.g. "0123456789ABCDEF"')
+        if self.check == "keydesk" and (self.length, self.alphabet) != (KEY_LENGTH, ALPHABET):
+            raise ValueError(
+                f'check = "keydesk" needs length = {KEY_LENGTH} and this project\'s alphabet; '
+                'use check = "none" for another format'
+            )
+        return self
+
+
+# The format this project's guarantor issues (the default of rules.toml's [documents.access_key]).
+PROJECT_FORMAT = AccessKeyFormat()
+
 _VALUE = {symbol: value for value, symbol in enumerate(ALPHABET)}
 # Crockford decoding is forgiving about letters people confuse with digits.
 _VALUE.update({"O": 0, "I": 1, "L": 1})

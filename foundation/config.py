@@ -1,8 +1,10 @@
 """What every configuration model shares: strict keys, secrets kept out of the TOML, and errors
 that name the file, the key path and the reason in one line.
 
-The rule-set schema lives in ``rules/``; the deployment sections of ``keydesk.toml`` reuse this
-base so both files fail the same way.
+A bottom-layer module (it depends on ``foundation.errors`` only): the rule-set schema in
+``rules/``, the key format in ``formats/`` and the deployment sections of ``keydesk.toml`` in the
+shell packages all build on it, so every configuration file fails the same way and the pure core
+does not host what the shell imports.
 """
 
 from __future__ import annotations

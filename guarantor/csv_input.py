@@ -17,7 +17,7 @@ from email_validator import EmailNotValidError, validate_email
 
 from guarantor.errors import GuarantorError
 from rules.domain import GuaranteeType
-from verifier.csv_table import CsvTableError, open_table
+from formats.csv_table import CsvTableError, open_table
 
 COLUMNS = (
     "guarantee_type",

@@ -27,7 +27,7 @@ from rules.domain import Certificate
 from store.audit import record as audit
 from store.files import write_private
 from store.retry import retry_on_conflict
-from verifier import access_key as keys
+from formats import access_key as keys
 
 log = logging.getLogger(__name__)
 

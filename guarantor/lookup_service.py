@@ -26,8 +26,8 @@ from guarantor.settings import GuarantorSettings
 from store.audit import record as audit
 from store.retry import retry_on_conflict
 from store.tables import LookupFailure
-from verifier import access_key as keys
-from verifier import guarantee_no as numbers
+from formats import access_key as keys
+from formats import guarantee_no as numbers
 from verifier.certificate_signature import SignedCertificate
 from verifier.lookup import LookupResult, LookupStatus
 

@@ -24,7 +24,7 @@ from guarantor.formatting import (
 from guarantor.pdf_layout import GOTHIC, MARGIN, PAGE_HEIGHT, Sheet
 from guarantor.settings import GuarantorSettings
 from rules.domain import Certificate
-from verifier.access_key import format_key
+from formats.access_key import format_key
 
 KEY_NOTICE_TITLE = "電子証書閲覧用「認証キー」等のお知らせ"
 CERTIFICATE_VIEW_TITLE = "電子証書の確認"

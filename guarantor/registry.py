@@ -19,7 +19,7 @@ from guarantor.errors import GuarantorError
 from rules.domain import Certificate
 from store.audit import record as audit
 from store.tables import CertificateRecord, Counter
-from verifier import guarantee_no as numbers
+from formats import guarantee_no as numbers
 from verifier.certificate_signature import SignedCertificate
 
 # scrypt parameters: 16 MiB and ~50 ms per hash, far too slow to try 2^75 keys.
@@ -35,7 +35,7 @@ _MAX_REASON_CHARS = 500
 
 
 def hash_access_key(access_key: str, salt: bytes) -> bytes:
-    """``access_key`` in canonical form (``verifier.access_key.parse``)."""
+    """``access_key`` in canonical form (``formats.access_key.parse``)."""
     return hashlib.scrypt(
         access_key.encode("ascii"), salt=salt, n=_SCRYPT_N, r=_SCRYPT_R, p=_SCRYPT_P, dklen=_HASH_BYTES
     )

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import Field
 
-from rules.config_base import HomePath, StrictModel
+from foundation.config import HomePath, StrictModel
 
 
 class GuarantorServiceSettings(StrictModel):

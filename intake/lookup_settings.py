@@ -15,7 +15,7 @@ from urllib.parse import urlsplit
 
 from pydantic import Field, model_validator
 
-from rules.config_base import HomePath, StrictModel
+from foundation.config import HomePath, StrictModel
 
 LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 

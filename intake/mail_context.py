@@ -22,7 +22,7 @@ from email_validator import EmailNotValidError, validate_email
 from intake.authentication_results import strip_comments
 from intake.mime_headers import header_names, parse_addresses, raw_value, raw_values
 from intake.text_decoding import clean_line, decode_header, raw_header_to_text
-from verifier import access_key, guarantee_no
+from formats import access_key, guarantee_no
 
 # ---------------------------------------------------------------------------------------------
 # Identity: Message-ID, Date, Subject, From / Reply-To

@@ -29,17 +29,18 @@ from intake.pipeline import KIND_LABELS, DeskProfile
 from intake.register_store import DbAcceptedIndex, DbContractRegister
 from intake.result_reply import enqueue_result_reply
 from mailer.reply import FoundDocument, GuaranteeLine
-from rules.config_base import StrictModel
+from foundation.config import StrictModel
 from rules.domain import Certificate, GuaranteeType
 from rules.findings import CODES, Finding, Verdict, strongest
 from rules.schema import DeskRules
-from rules.signatures import AccessKeyFormat, DocumentKind
+from rules.signatures import DocumentKind
+from formats.access_key import AccessKeyFormat
 from store import stored_findings
 from store.audit import record as audit
 from store.key_vault import KeyVault
 from store.states import LookupState
 from store.tables import Document, InboundMessage, Submission
-from verifier import access_key as keys
+from formats import access_key as keys
 from verifier.certificate_signature import canonical_json
 from verifier.judge import department_for, judge_certificate
 

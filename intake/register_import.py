@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 from rules.domain import Contract
 from rules.wording import yen
 from store.tables import Contract as ContractRow
-from verifier.csv_table import CsvTableError, open_table
+from formats.csv_table import CsvTableError, open_table
 from verifier.normalise import nfkc, parse_amount, parse_date
 
 COLUMNS = (

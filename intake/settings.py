@@ -7,7 +7,7 @@ from typing import Literal
 from pydantic import Field, model_validator
 
 from foundation.net import is_loopback
-from rules.config_base import HomePath, StrictModel
+from foundation.config import HomePath, StrictModel
 
 
 class MailboxFolders(StrictModel):

@@ -14,7 +14,7 @@ from keydesk.paths import default_config_dir
 from keydesk.runtime import Runtime
 from keydesk.secret_files import ensure_audit_key, ensure_key_encryption_key, ensure_secret_file, new_password
 from keydesk.settings import DEPLOYMENT_FILE, RULES_FILE, Settings, load_settings
-from rules.config_base import ConfigError
+from foundation.config import ConfigError
 from store.audit import verify_chain
 
 config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)

@@ -30,8 +30,8 @@ from guarantor.lookup_service import RegistryLookup
 from intake.revocations import mark_revoked
 from foundation.errors import UserFacingError
 from keydesk.runtime import Runtime
-from verifier import access_key as keys
-from verifier import guarantee_no as numbers
+from formats import access_key as keys
+from formats import guarantee_no as numbers
 from verifier.certificate_signature import SignatureStatus, check_signature, key_id
 from verifier.lookup import LookupResult, LookupStatus
 

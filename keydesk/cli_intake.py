@@ -28,7 +28,7 @@ from foundation.errors import UserFacingError
 from keydesk.runtime import Runtime
 from keydesk.status import record_pass
 from keydesk.settings import Settings, read_secret
-from rules.config_base import ConfigError
+from foundation.config import ConfigError
 from store.tls import client_ssl_context
 
 log = logging.getLogger(__name__)

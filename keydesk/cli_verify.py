@@ -36,7 +36,7 @@ from rules.signatures import DocumentKind
 from store import stored_findings
 from store.audit import record as audit
 from store.tables import InboundMessage, Submission
-from verifier.csv_table import CsvTableError
+from formats.csv_table import CsvTableError
 from verifier.pdf_text import PdfLimits, PdfTextWorker
 from verifier.register import find_contract
 from verifier.verify import MailContext, MailVerdict, Ports, verify_mail

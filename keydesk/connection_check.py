@@ -23,7 +23,7 @@ from foundation.net import is_loopback
 from intake.poller import MailboxConnection, MailboxError
 from keydesk.settings import Settings, read_secret
 from mailer.smtp_client import SmtpConnectError, SmtpConnector
-from rules.config_base import ConfigError
+from foundation.config import ConfigError
 from store.tls import client_ssl_context
 
 # Each network step (connect, greeting, TLS, login) waits at most this long…

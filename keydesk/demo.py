@@ -46,7 +46,7 @@ from mailer import delivery
 from mailer.digest import collect, enqueue_digests, render_csv, render_html, render_text
 from mailer.reply import template_environment
 from mailer.smtp_client import SmtpSession
-from rules.config_base import ConfigError
+from foundation.config import ConfigError
 from store import stored_findings
 from store.audit import verify_chain
 from store.tables import InboundMessage, OutboxMessage, Submission

@@ -28,8 +28,8 @@ from keydesk.embedded_imap import EmbeddedImap
 from keydesk.settings import Settings
 from mailer.reply_policy import MARKER_HEADER
 from rules.domain import Certificate, GuaranteeType
-from verifier import access_key as keys
-from verifier import guarantee_no as numbers
+from formats import access_key as keys
+from formats import guarantee_no as numbers
 from foundation.errors import OperationalError
 
 

@@ -18,7 +18,7 @@ from guarantor.settings import GuarantorSettings
 from intake.lookup_settings import LookupSettings
 from intake.settings import Limits, MailboxSettings, PollSettings
 from mailer.settings import DigestSettings, OutboxSettings, SmtpSettings
-from rules.config_base import ConfigError, HomePath, StrictModel, TimeZoneName, describe_errors
+from foundation.config import ConfigError, HomePath, StrictModel, TimeZoneName, describe_errors
 from rules.schema import RuleSet
 
 CONFIG_ENV = "KEYDESK_CONFIG"

@@ -27,7 +27,7 @@ import jinja2
 from mailer.message import Mailbox, build_message, clean_header_text, thread_headers
 from mailer.reply_policy import REPLY_KIND, mark
 from rules.findings import RESULT_FOLLOWS, SENDER_STATES, Finding, Request, Severity, Verdict, request_of
-from verifier.access_key import mask
+from formats.access_key import mask
 from foundation.errors import UserFacingError
 
 SUBJECT_TEMPLATE = "reply_subject.txt.j2"

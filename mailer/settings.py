@@ -6,7 +6,7 @@ from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
 from foundation.net import is_loopback
-from rules.config_base import HomePath, StrictModel, TimeZoneName
+from foundation.config import HomePath, StrictModel, TimeZoneName
 
 
 class SmtpSettings(StrictModel):

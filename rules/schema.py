@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from rules.config_base import Ratio, StrictModel, Yen
+from foundation.config import Ratio, StrictModel, Yen
 from rules.domain import GuaranteeType
 from rules.names import plain_key
 from rules.signatures import DocumentSignatures

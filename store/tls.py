@@ -10,7 +10,7 @@ from __future__ import annotations
 import ssl
 from pathlib import Path
 
-from rules.config_base import ConfigError
+from foundation.config import ConfigError
 
 
 def client_ssl_context(ca_file: Path | None, what: str = "ca_file") -> ssl.SSLContext:

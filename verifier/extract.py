@@ -19,8 +19,9 @@ from enum import StrEnum
 from typing import Any
 
 from rules.domain import GuaranteeType
-from rules.signatures import AccessKeyFormat, DocumentKind, DocumentSignatures, phrase_key
-from verifier import access_key
+from rules.signatures import DocumentKind, DocumentSignatures, phrase_key
+from formats.access_key import AccessKeyFormat
+from formats import access_key
 from verifier.classify import PreparedPage
 from verifier.normalise import find_amount, find_dates, fold_dashes, unspace
 from verifier.pdf_text import TextResult, TextStatus

@@ -24,8 +24,8 @@ from rules.evaluate import company_key, obligee_key, plain_key
 from rules.findings import Finding, Severity, Verdict, strongest
 from rules.schema import DeskRules
 from rules.signatures import DocumentKind, DocumentSignatures
-from verifier import access_key as keys
-from verifier import guarantee_no as numbers
+from formats import access_key as keys
+from formats import guarantee_no as numbers
 from verifier.certificate_signature import SignatureStatus, SignedCertificate, check_signature
 from verifier.classify import classify
 from verifier.extract import KeyNoticeFields, extract_key_notices

@@ -36,8 +36,8 @@ from guarantor.pdf import render_certificate_view
 from guarantor.service.rate import RateLimit
 from guarantor.service.tokens import desk_for_token, token_hash
 from guarantor.settings import GuarantorSettings
-from verifier import access_key as keys
-from verifier import guarantee_no as numbers
+from formats import access_key as keys
+from formats import guarantee_no as numbers
 from verifier.certificate_signature import SignatureStatus, check_signature
 from verifier.lookup import LookupResult, LookupStatus
 

@@ -7,7 +7,7 @@ import random
 import pytest
 from hypothesis import given, settings as hypothesis_settings, strategies as st
 
-from verifier import access_key
+from formats import access_key
 
 _BODIES = st.text(alphabet=access_key.ALPHABET, min_size=15, max_size=15)
 

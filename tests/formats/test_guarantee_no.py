@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from verifier import guarantee_no as numbers
+from formats import guarantee_no as numbers
 
 
 def test_the_luhn_digit_of_the_textbook_example() -> None:

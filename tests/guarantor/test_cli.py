@@ -16,7 +16,7 @@ from keydesk.cli import app
 from keydesk.database import make_engine
 from foundation.errors import UserFacingError
 from store.tables import CertificateRecord, LookupFailure
-from verifier import access_key as keys
+from formats import access_key as keys
 
 cli_guarantor.register(app)  # until keydesk/cli.py registers it itself (idempotent)
 
@@ -186,7 +186,7 @@ def test_the_key_is_never_taken_from_the_command_line(ready, deployment):
     runner = CliRunner()
     result = runner.invoke(app, ["--config", str(deployment), "lookup", "26-000123-4", "7K3M-Q9TX-2HVB-R4NC"])
     assert result.exit_code != 0 and "コマンドラインに書かないでください" in str(result.exception or result.output)
-    from verifier.guarantee_no import luhn_digit
+    from formats.guarantee_no import luhn_digit
 
     number = f"26-000123-{luhn_digit('26000123')}"
     empty = runner.invoke(app, ["--config", str(deployment), "lookup", number], input="")

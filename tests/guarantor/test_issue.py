@@ -16,7 +16,7 @@ from guarantor.csv_input import RESERVATION_REASON, RowError
 from guarantor.issue import IssuedGuarantee, issue_file
 from store.audit import verify_chain
 from store.tables import AuditEvent, CertificateRecord, Counter, OutboxMessage
-from verifier import guarantee_no as numbers
+from formats import guarantee_no as numbers
 from verifier.certificate_signature import SignatureStatus, SignedCertificate, check_signature, key_id
 
 

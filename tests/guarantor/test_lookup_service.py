@@ -15,8 +15,8 @@ from guarantor.issue import issue_request
 from guarantor.lookup_service import RegistryLookup
 from store.audit import verify_chain
 from store.tables import AuditEvent, LookupFailure
-from verifier import access_key as keys
-from verifier import guarantee_no as numbers
+from formats import access_key as keys
+from formats import guarantee_no as numbers
 from verifier.lookup import CertificateLookup, LookupStatus
 
 

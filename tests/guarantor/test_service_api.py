@@ -18,8 +18,8 @@ from intake.lookup_client import HttpLookup
 from store.tables import AuditEvent, LookupFailure, LookupToken
 from store.tls import client_ssl_context
 from tests.tls_certs import private_ca
-from verifier import access_key as keys
-from verifier import guarantee_no as numbers
+from formats import access_key as keys
+from formats import guarantee_no as numbers
 from verifier.certificate_signature import SignatureStatus, check_signature, key_id
 from verifier.lookup import LookupStatus
 from web.server import Listen, ServedApp

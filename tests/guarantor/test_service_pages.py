@@ -8,7 +8,7 @@ from guarantor.csv_input import GuaranteeRequest, read_requests
 from guarantor.issue import issue_request
 from guarantor.service.app import create_app
 from verifier.certificate_signature import key_id
-from verifier import guarantee_no as numbers
+from formats import guarantee_no as numbers
 from web.server import Listen, ServedApp
 
 pytestmark = pytest.mark.chromium

@@ -11,7 +11,7 @@ import pytest
 from intake.authentication_results import authentication, parse_authentication_results
 from intake.mail_context import automatic, choose_body, html_to_text, message_id, sender, sent_date, typed_keys
 from intake.mime import walk_mail
-from verifier import access_key, guarantee_no
+from formats import access_key, guarantee_no
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "mail"
 AUTHSERV = "mx.town.misato.example.jp"

@@ -14,7 +14,7 @@ from keydesk.runtime import Runtime
 from rules.findings import Verdict
 from store.tables import Document, InboundMessage, OutboxMessage, Submission
 from tests.desk_mail import NOW, SENDER, mail, take
-from verifier.access_key import format_key
+from formats.access_key import format_key
 
 
 def files(issued: dict, index: int) -> dict[str, bytes]:

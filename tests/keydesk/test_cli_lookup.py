@@ -14,11 +14,11 @@ from guarantor.pdf import render_key_notice
 from guarantor.service.tokens import desk_for_token
 from foundation.errors import UserFacingError
 from keydesk.runtime import Runtime
-from rules.config_base import ConfigError
+from foundation.config import ConfigError
 from store.tables import AuditEvent, LookupFailure, LookupToken
 from tests.conftest import invoke
 from tests.desk_mail import use_lookup
-from verifier import access_key as keys
+from formats import access_key as keys
 from verifier.certificate_signature import SignedCertificate
 
 

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from keydesk.settings import load_settings
-from rules.config_base import ConfigError
+from foundation.config import ConfigError
 from rules.domain import GuaranteeType
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from keydesk.settings import read_secret
-from rules.config_base import ConfigError
+from foundation.config import ConfigError
 from tests.conftest import run_keydesk
 from verifier.pdf_text import PdfTextWorker, TextStatus
 

@@ -11,9 +11,9 @@ import pytest
 from foundation.errors import ConfigProblem, KeydeskError, SchemaProblem, UserFacingError
 from keydesk import cli
 from keydesk.database import SchemaOutdated
-from rules.config_base import ConfigError
+from foundation.config import ConfigError
 
-PACKAGES = ("foundation", "rules", "verifier", "store", "intake", "mailer", "guarantor", "web", "keydesk")
+PACKAGES = ("foundation", "formats", "rules", "verifier", "store", "intake", "mailer", "guarantor", "web", "keydesk")
 NOT_IMPORTED = {"keydesk.__main__"}  # running it would start the CLI
 
 

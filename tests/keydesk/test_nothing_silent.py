@@ -103,7 +103,7 @@ def test_returned_department_must_name_a_department(issued: dict) -> None:
     import pytest
 
     from keydesk.settings import load_settings
-    from rules.config_base import ConfigError
+    from foundation.config import ConfigError
 
     with pytest.raises(ConfigError) as caught:
         load_settings(issued["config"])

@@ -37,7 +37,7 @@ from mailer.scheduler import add_digest_job, digest_job, next_fire_times, start_
 from mailer.settings import DigestSettings
 from store import audit
 from store.tables import Document, InboundMessage, OutboxMessage, Submission
-from verifier.access_key import generate
+from formats.access_key import generate
 
 JST = ZoneInfo("Asia/Tokyo")
 NOW = datetime(2026, 4, 10, 8, 30, tzinfo=JST)  # a Friday morning digest

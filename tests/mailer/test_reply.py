@@ -23,7 +23,7 @@ from mailer.reply import (
 )
 from mailer.reply_policy import MARKER_HEADER
 from rules.findings import Finding, Verdict
-from verifier.access_key import generate
+from formats.access_key import generate
 
 TEMPLATES = Path(__file__).resolve().parents[2] / "config" / "templates"
 NOW = datetime(2026, 4, 10, 1, 24, tzinfo=timezone.utc)

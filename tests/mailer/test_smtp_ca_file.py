@@ -14,7 +14,7 @@ import pytest
 from keydesk.cli_outbox import connector_for
 from keydesk.settings import load_settings
 from mailer.smtp_client import SmtpConnectError, SmtpSession
-from rules.config_base import ConfigError
+from foundation.config import ConfigError
 from tests.conftest import invoke, run_keydesk
 from tests.mailer.smtp_servers import Recorder, password_authenticator, running
 from tests.tls_certs import private_ca

@@ -9,7 +9,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from rules.domain import GuaranteeType
-from verifier import access_key
+from formats import access_key
 from verifier.extract import KeyNoticeFields, ProblemKind, extract_fields, extract_key_notices
 from verifier.pdf_text import TextResult, TextStatus, extract_in_process
 

@@ -6,7 +6,7 @@ import pytest
 from pydantic import ValidationError
 
 from rules.findings import Finding, Verdict
-from rules.signatures import AccessKeyFormat
+from formats.access_key import AccessKeyFormat
 from tests.verifier.test_verify import (
     ADVANCE_CERT,
     SIGNATURES,
@@ -19,7 +19,7 @@ from tests.verifier.test_verify import (
     notice,
     sign,
 )
-from verifier import access_key as keys
+from formats import access_key as keys
 from verifier.lookup import LookupResult, LookupStatus
 
 NO_CHECK = AccessKeyFormat(check="none")

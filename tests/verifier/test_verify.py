@@ -15,7 +15,7 @@ from rules.domain import Certificate, Contract, GuaranteeType
 from rules.findings import CODES, Finding, Verdict
 from rules.schema import DeskRules, SenderPolicy
 from rules.signatures import DocumentKind, DocumentSignatures
-from verifier import access_key as keys
+from formats import access_key as keys
 from verifier.certificate_signature import SignedCertificate, canonical_json, key_id
 from verifier.lookup import LookupResult, LookupStatus
 from verifier.pdf_text import TextResult, TextStatus, extract_in_process
