@@ -12,6 +12,7 @@ import typer
 
 from foundation.errors import UsageProblem
 from foundation.status import StatusReport
+from rules.findings import VERDICT_LABELS, Verdict
 from keydesk.runtime import Runtime
 
 PASSPHRASE_ENV = "KEYDESK_BACKUP_PASSPHRASE"
@@ -71,7 +72,7 @@ def describe(report: StatusReport, zone: ZoneInfo) -> list[str]:
         lines.append(
             f"  送信: 送信待ち {o.pending} 件、再試行待ち {o.held} 件、失敗 {o.failed} 件、未確認 {o.unconfirmed} 件"
         )
-        lines.append(f"  隔離 {desk.quarantined} 通、要確認 {desk.needs_review} 通")
+        lines.append(f"  隔離 {desk.quarantined} 通、{VERDICT_LABELS[Verdict.NEEDS_REVIEW]} {desk.needs_review} 通")
         next_digest = desk.next_digest_at.astimezone(zone).strftime("%Y-%m-%d %H:%M") if desk.next_digest_at else "-"
         lines.append(f"  次のダイジェスト: {next_digest}")
         for problem in problems:

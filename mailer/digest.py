@@ -36,6 +36,7 @@ from mailer.message import Mailbox, build_message, clean_header_text
 from mailer.outbox import enqueue
 from mailer.reply import local_time_text, render_template
 from mailer.reply_policy import mark
+from rules.findings import WORDING
 from rules.schema import DeskRules
 from store.tables import OutboxMessage
 
@@ -44,20 +45,9 @@ log = logging.getLogger(__name__)
 TEXT_TEMPLATE = "digest.txt.j2"
 HTML_TEMPLATE = "digest.html.j2"
 DIGEST_KIND = "digest"
-SECTION_TITLES = {
-    "revoked": "受付後に失効した保証(至急ご確認ください)",
-    "needs_review": "要確認(担当者の確認が必要なもの)",
-    "accepted": "受付済",
-    "returned": "返送(再送をお願いしたもの)",
-    "failure": "送信・処理の失敗",
-}
-SECTION_SHORT = {
-    "revoked": "受付後の失効",
-    "needs_review": "要確認",
-    "accepted": "受付",
-    "returned": "返送",
-    "failure": "失敗",
-}
+# Section titles and tallies come from the one table of labels (rules.findings.WORDING).
+SECTION_TITLES = {section: WORDING[section].section for section in SECTIONS}
+SECTION_SHORT = {section: WORDING[section].tally for section in SECTIONS}
 CSV_COLUMNS = [
     "区分",
     "受付番号",

@@ -18,7 +18,7 @@ from sqlmodel import Session, select
 
 from mailer.reply import ensure_masked
 from rules.domain import Certificate, GuaranteeType
-from rules.findings import VERDICT_LABELS as _VERDICTS, Verdict, label_of
+from rules.findings import WORDING, Verdict, label_of
 from rules.schema import DeskRules
 from rules.wording import japanese_date, yen
 from store import stored_findings
@@ -30,12 +30,8 @@ from verifier.certificate_signature import SignedCertificate
 # there is one: it is the alert staff must not miss. The others are always shown.
 SECTIONS = ("revoked", "needs_review", "accepted", "returned", "failure")
 ALWAYS_SHOWN = SECTIONS[1:]
-VERDICT_LABELS: dict[str, str] = {
-    **_VERDICTS,
-    "revoked": "受付後に失効",
-    "reply_failed": "返信不達",
-    "quarantined": "処理失敗(隔離)",
-}
+# A line's state for staff, from the one table of labels (verdicts and the digest's other states).
+VERDICT_LABELS: dict[str, str] = {state: wording.staff for state, wording in WORDING.items()}
 # Audit actions that mean a reply did not reach the contractor. The outbox records the first two;
 # the intake records outbox.bounced when a delivery report answers one of our replies.
 FAILURE_ACTIONS = ("outbox.failed", "outbox.recipient_failed", "outbox.bounced")

@@ -7,7 +7,8 @@ a paper case never asks for the PDF again. The verdict of a guarantee or a mail 
 verdict among its findings (see ``strongest``).
 
 Add a code here, never inline elsewhere: templates, the digest, the CLI and the demo look codes and
-verdict labels up in these tables. ``_TABLE`` is grouped by prefix; one row per code.
+verdict labels up in these tables. ``WORDING`` names each verdict once per use (staff, digest section,
+digest tally, reply); ``_TABLE`` is grouped by prefix, one row per code.
 """
 
 from __future__ import annotations
@@ -32,13 +33,32 @@ def strongest(verdicts: Iterable[Verdict]) -> Verdict:
     return max(verdicts, key=_STRENGTH.__getitem__, default=Verdict.ACCEPTED)
 
 
-# The one wording of each verdict for staff (digest, CLI, demo, console).
-VERDICT_LABELS: dict[Verdict, str] = {
-    Verdict.ACCEPTED: "受付済",
-    Verdict.NEEDS_REVIEW: "要確認",
-    Verdict.RETURNED: "返送",
-    Verdict.IGNORED: "対象外(自動送信メール)",
+@dataclass(frozen=True)
+class Wording:
+    """How one verdict (or one digest state that is not a verdict) is named, one label per use."""
+
+    staff: str  # a line's state for staff: CLI, digest lines, demo, console
+    section: str = ""  # the title of its digest section
+    tally: str = ""  # its count in the digest's subject and summary line, and the CSV's 区分 column
+    sender: str = ""  # a guarantee in this state, as the reply names it (returned: see SENDER_STATES)
+
+
+# The one table of these labels: every module names a verdict through it, never in a literal.
+WORDING: dict[str, Wording] = {
+    Verdict.ACCEPTED: Wording("受付済", "受付済", "受付", "受付済み"),
+    Verdict.NEEDS_REVIEW: Wording("要確認", "要確認(担当者の確認が必要なもの)", "要確認", "担当者が確認します"),
+    Verdict.RETURNED: Wording("返送", "返送(再送をお願いしたもの)", "返送"),
+    Verdict.IGNORED: Wording("対象外(自動送信メール)"),
+    # Digest states that are not verdicts: a guarantee revoked after acceptance, a reply that did not
+    # arrive, a mail whose processing failed (all three under "failure" but revoked).
+    "revoked": Wording("受付後に失効", "受付後に失効した保証(至急ご確認ください)", "受付後の失効"),
+    "failure": Wording("失敗", "送信・処理の失敗", "失敗"),
+    "reply_failed": Wording("返信不達"),
+    "quarantined": Wording("処理失敗(隔離)"),
 }
+
+# The staff label of each verdict (WORDING's staff column).
+VERDICT_LABELS: dict[Verdict, str] = {verdict: WORDING[verdict].staff for verdict in Verdict}
 
 
 class Severity(StrEnum):
@@ -61,10 +81,11 @@ class Request(StrEnum):
 # paper and addressee make a resent PDF pointless, and a changed guarantee comes with a new notice.
 REQUEST_ORDER = (Request.PAPER, Request.ADDRESSEE, Request.GUARANTOR, Request.PDF)
 
-# How the reply names the state of one guarantee (the sender's view, not staff shorthand).
+# How the reply names the state of one guarantee (the sender's view, not staff shorthand): a
+# returned one by what it asks for.
 SENDER_STATES: dict[Verdict | Request, str] = {
-    Verdict.ACCEPTED: "受付済み",
-    Verdict.NEEDS_REVIEW: "担当者が確認します",
+    Verdict.ACCEPTED: WORDING[Verdict.ACCEPTED].sender,
+    Verdict.NEEDS_REVIEW: WORDING[Verdict.NEEDS_REVIEW].sender,
     Request.PDF: "お知らせの再送をお願いします",
     Request.PAPER: "書面の保証証書でのご提出をお願いします",
     Request.ADDRESSEE: "提出先のご確認をお願いします",
@@ -140,7 +161,7 @@ _ASK_GUARANTOR = "保証内容をご確認のうえ、保証会社にご相談�
 _STAFF_CONTACT = "担当者が確認のうえご連絡します。"
 
 _TABLE = [
-    # -- mail.*: the mail as a whole -------------------------------------------------------------
+    # -- mail.*: the mail as a whole -------------------------------------------------------------------
     _code(
         "mail.too_large",
         E,
@@ -165,7 +186,15 @@ _TABLE = [
         "メールの形式に問題があり、内容の一部を読み取れなかったため、" + _STAFF_CONTACT,
     ),
     _code("mail.automatic", I, X, "自動送信メール", ""),
-    # -- doc.*: the attached documents -----------------------------------------------------------
+    _code(
+        "mail.unreadable",
+        E,
+        R,
+        "読み取れないメール(上限超過)",
+        "恐れ入りますが、このメールは内容を読み取ることができませんでした。"
+        "お手数ですが、「電子証書閲覧用「認証キー」等のお知らせ」のPDFファイルを添付して、もう一度お送りください。",
+    ),
+    # -- doc.*: the attached documents -----------------------------------------------------------------
     _code(
         "doc.certificate_view",
         E,
@@ -257,7 +286,7 @@ _TABLE = [
         "その他の添付ファイル",
         "添付ファイル「{document}」は電子保証の書類ではないため、確認の対象外としました。",
     ),
-    # -- key.*: the 保証契約番号 and 認証キー -----------------------------------------------------
+    # -- key.*: the 保証契約番号 and 認証キー --------------------------------------------------------------------
     _code(
         "key.missing",
         E,
@@ -290,7 +319,7 @@ _TABLE = [
         "お知らせから番号・キーを読み取れない",
         "「認証キー等のお知らせ」から保証契約番号または認証キーを読み取れなかったため、" + _STAFF_CONTACT,
     ),
-    # -- lookup.*: the certificate look-up service -------------------------------------------------
+    # -- lookup.*: the certificate look-up service -----------------------------------------------------
     _code(
         "lookup.no_match",
         E,
@@ -329,7 +358,22 @@ _TABLE = [
         "電子証書の照会サービスに一時的に接続できなかったため、書類はお預かりし、照会ができ次第あらためて"
         "結果をお知らせします。再送の必要はありません。",
     ),
-    # -- cert.*: the certificate itself ----------------------------------------------------------
+    _code(
+        "lookup.manual",
+        W,
+        N,
+        "照会は職員が行う(手入力照会)",
+        "保証契約番号{guarantee_no}の電子証書は担当者が照会のうえ確認し、結果をあらためてお知らせします。"
+        "再送の必要はありません。",
+    ),
+    _code(
+        "lookup.completed",
+        I,
+        A,
+        "照会完了のお知らせ",
+        "先にお預かりした書類について、電子証書の照会と確認が済みましたので、結果をお知らせします。",
+    ),
+    # -- cert.*: the certificate itself ----------------------------------------------------------------
     _code(
         "cert.signature",
         E,
@@ -385,7 +429,7 @@ _TABLE = [
         "中間前払金の対象外の業務区分",
         "「{work_category}」の契約は、当町では中間前払金の対象となっていないため、" + _STAFF_CONTACT,
     ),
-    # -- amount.*: guaranteed amounts against the contract (every number in yen) ---------------------
+    # -- amount.*: guaranteed amounts against the contract (every number in yen) -----------------------
     _code(
         "amount.contract_guarantee_low",
         E,
@@ -442,7 +486,7 @@ _TABLE = [
         "前払金の記録がない中間前払金",
         "中間前払金保証の提出がありましたが、この契約の前払金を当町で確認できないため、" + _STAFF_CONTACT,
     ),
-    # -- period.*: the guarantee period (every date in 和暦) ---------------------------------------
+    # -- period.*: the guarantee period (every date in 和暦) ---------------------------------------------
     _code(
         "period.ends_before_completion",
         E,
@@ -468,7 +512,7 @@ _TABLE = [
         "中間前払金の保証期間が認定前に始まる",
         "中間前払金保証(保証期間の始期{period_start})は、{condition}ため、" + _STAFF_CONTACT,
     ),
-    # -- register.*: the town's contract register (台帳) ------------------------------------------
+    # -- register.*: the town's contract register (台帳) -------------------------------------------------
     _code(
         "register.no_contract",
         W,
@@ -505,7 +549,7 @@ _TABLE = [
         "電子証書の契約金額({contract_amount})が、当町の契約台帳の請負代金額({register_amount})と"
         "一致しないため、" + _STAFF_CONTACT,
     ),
-    # -- sender.*, submission.* ------------------------------------------------------------------
+    # -- sender.*: who sent the mail -------------------------------------------------------------------
     _code(
         "sender.not_authenticated",
         W,
@@ -513,6 +557,7 @@ _TABLE = [
         "送信元の認証に失敗",
         "送信元のメールアドレスを確認できなかったため、" + _STAFF_CONTACT,
     ),
+    # -- submission.*: the guarantee against those already accepted ------------------------------------
     _code(
         "submission.duplicate",
         I,
@@ -520,19 +565,7 @@ _TABLE = [
         "受付済みの保証",
         "保証契約番号{guarantee_no}は、すでに受付済みです(受付番号{previous_receipt})。再度のご提出は不要です。",
     ),
-]
-
-# Added with the bounded intake and the reply policy (issue 12). reply.* codes are recorded after
-# the decision (for the digest and staff); they never appear in a reply, as none was sent.
-_TABLE += [
-    _code(
-        "mail.unreadable",
-        E,
-        R,
-        "読み取れないメール(上限超過)",
-        "恐れ入りますが、このメールは内容を読み取ることができませんでした。"
-        "お手数ですが、「電子証書閲覧用「認証キー」等のお知らせ」のPDFファイルを添付して、もう一度お送りください。",
-    ),
+    # -- reply.*: recorded after the reply decision (digest and staff only; never in a reply, none was sent) ---
     _code(
         "reply.suppressed",
         I,
@@ -542,25 +575,6 @@ _TABLE += [
     ),
     _code(
         "reply.withheld", I, A, "返信なし(送信元を確認できず)", "送信元を確認できなかったため、返信を控えております。"
-    ),
-]
-
-# Added with the look-up across the network (issue 10).
-_TABLE += [
-    _code(
-        "lookup.manual",
-        W,
-        N,
-        "照会は職員が行う(手入力照会)",
-        "保証契約番号{guarantee_no}の電子証書は担当者が照会のうえ確認し、結果をあらためてお知らせします。"
-        "再送の必要はありません。",
-    ),
-    _code(
-        "lookup.completed",
-        I,
-        A,
-        "照会完了のお知らせ",
-        "先にお預かりした書類について、電子証書の照会と確認が済みましたので、結果をお知らせします。",
     ),
 ]
 
