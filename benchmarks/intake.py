@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from imapclient import IMAPClient
 
-from tests.servers import DOVECOT, DovecotServer, IntakeHarness, PymapServer, free_port, make_mail
+from tests.support.servers import DOVECOT, DovecotServer, IntakeHarness, PymapServer, free_port, make_mail
 
 
 def mixed_mails(count: int) -> list[bytes]:

@@ -26,7 +26,7 @@ from guarantor.settings import GuarantorSettings
 from intake.lookup_client import HttpLookup
 from keydesk.database import make_engine
 from store.tls import client_ssl_context
-from tests.tls_certs import private_ca
+from tests.support.tls_certs import private_ca
 from formats import access_key
 from verifier.certificate_signature import key_id
 from verifier.lookup import LookupStatus

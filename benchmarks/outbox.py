@@ -18,7 +18,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))  # for tests.mailer.smtp_servers, the same sink the tests use
+sys.path.insert(0, str(ROOT))  # for tests.support.smtp_servers, the same sink the tests use
 
 from sqlmodel import Session, SQLModel  # noqa: E402
 
@@ -28,7 +28,7 @@ from mailer.message import Mailbox, build_message  # noqa: E402
 from mailer.outbox import enqueue  # noqa: E402
 from mailer.settings import OutboxSettings, SmtpSettings  # noqa: E402
 from mailer.smtp_client import SmtpConnector, SmtpSession  # noqa: E402
-from tests.mailer.smtp_servers import Recorder, running  # noqa: E402
+from tests.support.smtp_servers import Recorder, running  # noqa: E402
 
 SENDER = Mailbox("e-net@guarantor.example", "西日本建設業保証株式会社")
 NOW = datetime(2026, 4, 6, 0, 0, tzinfo=timezone.utc)

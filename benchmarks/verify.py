@@ -18,7 +18,7 @@ from pypdf import PdfReader
 
 from guarantor.pdf import render_key_notice
 from rules.signatures import DocumentSignatures
-from tests.conftest import ADVANCE_CERTIFICATE
+from tests.support.deployment import ADVANCE_CERTIFICATE
 from formats import access_key
 from verifier.classify import classify
 from verifier.extract import extract_key_notices

@@ -2,18 +2,15 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 import typer
 from sqlmodel import Session
 
 from keydesk.database import upgrade
-from foundation.errors import UserFacingError
-from keydesk.paths import default_config_dir
+from keydesk.deployment import create_config, create_missing_secrets
 from keydesk.runtime import Runtime
-from keydesk.secret_files import ensure_audit_key, ensure_key_encryption_key, ensure_secret_file, new_password
-from keydesk.settings import DEPLOYMENT_FILE, RULES_FILE, Settings, load_settings
+from keydesk.settings import Settings
 from foundation.config import ConfigError
 from store.audit import verify_chain
 
@@ -33,30 +30,9 @@ def init(
     directory: Path = typer.Argument(..., metavar="DIR", help="The new config folder; its var/ goes beside it."),
 ) -> None:
     """Write a fresh, commented configuration set to DIR (and create its secrets beside it)."""
-    directory = directory.expanduser().resolve()
-    if (directory / DEPLOYMENT_FILE).exists() or (directory / RULES_FILE).exists():
-        raise UserFacingError(f"{directory} already holds a configuration; nothing was changed")
-    source = default_config_dir()
-    directory.mkdir(parents=True, exist_ok=True)
-    for name in (DEPLOYMENT_FILE, RULES_FILE):
-        shutil.copyfile(source / name, directory / name)
-    if (source / "templates").is_dir():
-        shutil.copytree(source / "templates", directory / "templates", dirs_exist_ok=True)
-    (directory / "trust").mkdir(exist_ok=True)
-    settings = load_settings(directory)
-    create_missing_secrets(settings)
+    directory = create_config(directory)
     typer.echo(f"設定ファイルを作成しました: {directory}")
     typer.echo(f"  next: KEYDESK_CONFIG={directory} keydesk db upgrade")
-
-
-def create_missing_secrets(settings: Settings) -> None:
-    """The key-encryption key and the embedded mail users' passwords, when not provided."""
-    ensure_key_encryption_key(settings.secrets.key_encryption_key_env, settings.secrets.key_encryption_key_file)
-    ensure_audit_key(settings.secrets.audit_key_env, settings.secrets.audit_key_file)
-    if settings.embedded.enabled:
-        for user in settings.embedded.users:
-            if user.password_file is not None:
-                ensure_secret_file(user.password_file, new_password, f"password of {user.address}")
 
 
 @config_app.command("check")

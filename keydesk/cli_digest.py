@@ -9,9 +9,9 @@ import typer
 from sqlmodel import Session
 
 from foundation.errors import UserFacingError
+from keydesk.composition import targets_for
 from keydesk.runtime import Runtime
-from keydesk.settings import Settings
-from mailer.digest import DigestTarget, collect, enqueue_digests, render_text
+from mailer.digest import collect, enqueue_digests, render_text
 from mailer.reply import TemplateProblem, template_environment
 
 
@@ -28,21 +28,6 @@ def parse_since(value: str, zone: str) -> datetime:
             f"--since の日時を読み取れません: {value!r}(例: 2026-04-01 または 2026-04-01T08:30)"
         ) from None
     return moment if moment.tzinfo else moment.replace(tzinfo=ZoneInfo(zone))
-
-
-def targets_for(settings: Settings, desk: str | None) -> list[DigestTarget]:
-    if desk is not None and desk not in settings.desks:
-        raise UserFacingError(f"窓口 {desk!r} は設定にありません(設定済み: {', '.join(settings.desks)})")
-    return [
-        DigestTarget(
-            desk_id,
-            settings.desks[desk_id].name,
-            settings.desks[desk_id].address,
-            settings.rules.desks[desk_id],
-            lookup_site_url=settings.desks[desk_id].lookup.lookup_site_url,
-        )
-        for desk_id in ([desk] if desk else list(settings.desks))
-    ]
 
 
 def digest(

@@ -1,125 +1,33 @@
 """`keydesk poll --once` and `keydesk run`: taking mail from the desks' mailboxes.
 
-Composition only: settings and secrets are resolved here and handed to ``intake``. The pipeline
-(verification + reply) is plugged in through ``process_factory``; companions of ``keydesk run``
-(outbox delivery, digest schedules) through ``companions``.
+Parse and print only: the intake service, mailbox connections and locks are built by
+``keydesk/composition.py``; `keydesk run`'s loops live in ``keydesk/daemon.py``.
 """
 
 from __future__ import annotations
 
-import contextlib
-import functools
 import json
 import logging
 import signal
 import ssl
 import threading
-from collections.abc import Callable
 
 import typer
 
-from intake.idle_loop import run_idle_loop
-from intake.intake_service import AfterCommitHook, IntakeService, PassReport, ProcessHook
-from intake.mailbox_lock import MailboxLock
-from intake.poller import TRANSIENT_ERRORS, MailboxConnection, MailboxError
-from intake.raw_store import RawStore
-from keydesk.embedded_imap import EmbeddedImap
 from foundation.errors import UserFacingError
+from intake.intake_service import PassReport
+from intake.poller import TRANSIENT_ERRORS, MailboxError
+from keydesk import composition, daemon
 from keydesk.runtime import Runtime
+from keydesk.settings import Settings
 from keydesk.status import record_pass
-from keydesk.settings import Settings, read_secret
-from foundation.config import ConfigError
-from store.tls import client_ssl_context
 
 log = logging.getLogger(__name__)
-
-ProcessFactory = Callable[[Runtime, str], ProcessHook]
-# A companion of `keydesk run` (outbox delivery, digests): started with the runtime and the stop
-# event, it returns the function that stops it.
-Companion = Callable[[Runtime, threading.Event], Callable[[], None]]
-JOIN_SECONDS = 30
-
-
-def _companions() -> tuple[Companion, ...]:
-    from keydesk.companions import COMPANIONS  # late: the mailer's schedules load only for `run`
-
-    return tuple(COMPANIONS)
-
-
-companions: Callable[[], tuple[Companion, ...]] = _companions
-
-
-def _pipeline_process(runtime: Runtime, desk_id: str) -> ProcessHook:
-    """The seam to the pipeline: verify, decide, enqueue the reply (keydesk/composition.py)."""
-    from keydesk.composition import build_pipeline  # late: only commands that process mail need it
-
-    return build_pipeline(runtime, desk_id)
-
-
-process_factory: ProcessFactory = _pipeline_process
 
 
 def register(app: typer.Typer) -> None:
     app.command("poll")(poll)
     app.command("run")(run)
-
-
-# -- building blocks ----------------------------------------------------------------------------
-
-
-def raw_store(settings: Settings) -> RawStore:
-    return RawStore(settings.storage.directory)
-
-
-def _desk_ids(settings: Settings, desk: str | None) -> list[str]:
-    if desk is None:
-        return list(settings.desks)
-    if desk not in settings.desks:
-        raise UserFacingError(f"窓口 {desk!r} は設定にありません (設定済み: {', '.join(settings.desks)})")
-    return [desk]
-
-
-def connector(settings: Settings, desk_id: str) -> Callable[[], MailboxConnection]:
-    """A function that opens a fresh connection. The password (env or file) is read again for each
-    connection, so an admin who fixes the secret file sees `keydesk run` log in without a restart."""
-    mailbox = settings.desks[desk_id].mailbox
-    what = f"desks.{desk_id}.mailbox password"
-
-    def password() -> str | None:
-        return read_secret(mailbox.password_env, mailbox.password_file, what) if mailbox.auth == "password" else None
-
-    password()  # read once now: a missing secret stops the command before any mail is touched
-    timeout = settings.poll.socket_timeout_seconds
-    # Built now, not per connection: a bad ca_file stops the command before any mail is touched.
-    context = client_ssl_context(mailbox.ca_file, f"desks.{desk_id}.mailbox.ca_file")
-
-    def connect() -> MailboxConnection:
-        try:
-            secret = password()
-        except ConfigError as exc:  # removed or emptied since the start: the loop retries
-            raise MailboxError("; ".join(exc.lines)) from None
-        return MailboxConnection(mailbox, password=secret, timeout=timeout, ssl_context=context)
-
-    return connect
-
-
-def mailbox_lock(settings: Settings, desk_id: str) -> MailboxLock:
-    mailbox = settings.desks[desk_id].mailbox
-    return MailboxLock(settings.home / "var" / "locks", desk_id, mailbox.username, mailbox.folder)
-
-
-def build_service(runtime: Runtime, desk_id: str, after_commit: AfterCommitHook | None = None) -> IntakeService:
-    settings = runtime.settings
-    return IntakeService(
-        desk=desk_id,
-        mailbox=settings.desks[desk_id].mailbox,
-        poll=settings.poll,
-        limits=settings.limits,
-        engine=runtime.engine,
-        store=raw_store(settings),
-        process=process_factory(runtime, desk_id),
-        after_commit=after_commit,
-    )
 
 
 def _mailbox_problem(settings: Settings, desk_id: str, exc: BaseException) -> UserFacingError:
@@ -155,10 +63,10 @@ def poll(
         raise UserFacingError("keydesk poll は --once を付けて実行してください (常時受信は keydesk run)")
     runtime: Runtime = ctx.obj
     settings = runtime.settings
-    for desk_id in _desk_ids(settings, desk):
-        service = build_service(runtime, desk_id)
+    for desk_id in composition.desk_ids(settings, desk):
+        service = composition.build_service(runtime, desk_id)
         try:
-            with mailbox_lock(settings, desk_id), connector(settings, desk_id)() as conn:
+            with composition.mailbox_lock(settings, desk_id), composition.connector(settings, desk_id)() as conn:
                 report = service.run_pass(conn)
         except (MailboxError, *TRANSIENT_ERRORS) as exc:
             raise _mailbox_problem(settings, desk_id, exc) from None
@@ -171,9 +79,7 @@ def poll(
 
 def _retry_held(runtime: Runtime, desk_id: str, as_json: bool) -> None:
     """Held look-ups whose pause is over are tried again after each pass (issue 10)."""
-    from keydesk.composition import retry_held_lookups
-
-    held = retry_held_lookups(runtime, desk_id)
+    held = composition.retry_held_lookups(runtime, desk_id)
     if held.anything and not as_json:
         typer.echo(
             f"  照会待ちだった {len(held.decided)} 通の結果を返信し、{len(held.given_up)} 通を職員の確認に回しました"
@@ -228,102 +134,8 @@ def run(ctx: typer.Context) -> None:
 
     previous = {sig: signal.signal(sig, _on_signal) for sig in (signal.SIGINT, signal.SIGTERM)}
     try:
-        serve(runtime, stop, ready=lambda: typer.echo("keydesk を起動しました。Ctrl-C で停止します。"))
+        daemon.serve(runtime, stop, ready=lambda: typer.echo("keydesk を起動しました。Ctrl-C で停止します。"))
     finally:
         for sig, handler in previous.items():
             signal.signal(sig, handler)
     typer.echo("keydesk を停止しました。")
-
-
-def serve(runtime: Runtime, stop: threading.Event, ready: Callable[[], None] | None = None) -> None:
-    """Everything `keydesk run` does, until ``stop`` is set (callable from tests and the demo)."""
-    settings = runtime.settings
-    with contextlib.ExitStack() as stack:
-        if settings.embedded.enabled:
-            start_embedded(runtime, stack)
-        threads = []
-        for desk_id in settings.desks:
-            stack.enter_context(mailbox_lock(settings, desk_id))
-            service = build_service(runtime, desk_id)
-            thread = threading.Thread(
-                target=run_idle_loop,
-                name=f"intake-{desk_id}",
-                daemon=True,
-                args=(service, connector(settings, desk_id), settings.poll, stop),
-                kwargs={"on_pass": functools.partial(_after_pass, runtime, desk_id)},
-            )
-            thread.start()
-            threads.append(thread)
-        for companion in companions():
-            stack.callback(companion(runtime, stop))
-        if settings.metrics.enabled:
-            start_metrics(runtime, stack)
-        if ready is not None:
-            ready()
-        while not stop.wait(1.0):
-            if not any(thread.is_alive() for thread in threads):
-                log.error("every intake loop has ended; stopping")
-                break
-        stop.set()
-        for thread in threads:
-            thread.join(JOIN_SECONDS)
-
-
-def _after_pass(runtime: Runtime, desk_id: str, report: PassReport) -> None:
-    """Replies enqueued by a pass go out at once (the outbox companion wakes up); the pass is noted
-    for `keydesk status`."""
-    from keydesk.companions import wake_outbox
-
-    wake_outbox(report)
-    try:
-        record_pass(runtime.engine, desk_id, len(report.taken))
-    except Exception:
-        log.exception("could not note the intake pass of %s for keydesk status", desk_id)
-
-
-def start_metrics(runtime: Runtime, stack: contextlib.ExitStack):
-    """Serve /metrics (web/metrics.py) beside the daemon, under web/server.py's listen rules."""
-    from keydesk.status import gather
-    from web.metrics import metrics_app
-    from web.server import Listen, ServedApp
-
-    metrics = runtime.settings.metrics
-    listen = Listen(metrics.host, metrics.port, metrics.tls_cert_file, metrics.tls_key_file, what="metrics")
-    listen.check()
-    served = ServedApp(metrics_app(lambda: gather(runtime.settings, runtime.engine), metrics.cache_seconds), listen)
-    served.start()
-    stack.callback(served.stop)
-    log.info("metrics at %s/metrics", served.url)
-    return served
-
-
-def start_embedded(runtime: Runtime, stack: contextlib.ExitStack) -> EmbeddedImap:
-    """Start the embedded IMAP server (and the SMTP server that delivers into it)."""
-    settings = runtime.settings
-    embedded = settings.embedded
-    users = {
-        user.address: read_secret(user.password_env, user.password_file, f"embedded user {user.address}")
-        for user in embedded.users
-    }
-    imap = EmbeddedImap(embedded.mail_directory, users, host=embedded.host, port=embedded.imap_port)
-    imap.start()
-    stack.callback(imap.stop)
-    _start_embedded_smtp(runtime, imap, stack)
-    return imap
-
-
-def _start_embedded_smtp(runtime: Runtime, imap: EmbeddedImap, stack: contextlib.ExitStack) -> None:
-    """Hook for the embedded SMTP half (keydesk/embedded_smtp.py): local mail goes into ``imap``."""
-    from keydesk.embedded_smtp import EmbeddedSmtp
-
-    settings = runtime.settings
-    embedded = settings.embedded
-    smtp = EmbeddedSmtp(
-        embedded.host,
-        embedded.smtp_port,
-        dict.fromkeys(imap.users, imap.append),
-        embedded.mail_directory,
-        max_bytes=settings.limits.mail_max_bytes * 2,
-    )
-    smtp.start()
-    stack.callback(smtp.stop)

@@ -150,7 +150,7 @@ def purge(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would go."),
 ) -> None:
     """Remove raw mails and documents past the retention period; rows and the audit trail stay (audited)."""
-    from keydesk.cli_intake import _desk_ids, raw_store
+    from keydesk.composition import desk_ids, raw_store
     from keydesk.retention import check_before, purge as purge_desk
 
     runtime: Runtime = ctx.obj
@@ -161,7 +161,7 @@ def purge(
     except ValueError:
         raise UsageProblem(f"--before: {before!r} is not a date such as 2020-04-01") from None
     check_before(day, datetime.now(zone).date(), settings.retention.years)
-    for desk_id in _desk_ids(settings, desk):
+    for desk_id in desk_ids(settings, desk):
         report = purge_desk(runtime.engine, raw_store(settings), desk_id, day, zone, dry_run=dry_run)
         verb = "削除できます" if dry_run else "削除しました"
         typer.echo(

@@ -9,13 +9,13 @@ import typer
 from sqlmodel import Session, col, select
 
 from foundation.errors import UserFacingError
+from keydesk.composition import connector_for
 from keydesk.runtime import Runtime
-from keydesk.settings import Settings, read_secret
+from keydesk.settings import Settings
 from mailer import delivery
-from mailer.smtp_client import SmtpConnectError, SmtpConnector, SmtpSession
+from mailer.smtp_client import SmtpSession
 from store.states import OutboxState, RecipientState
 from store.tables import OutboxMessage
-from store.tls import client_ssl_context
 
 outbox_app = typer.Typer(help="The outbox: every mail keydesk sends.", no_args_is_help=True)
 
@@ -43,16 +43,6 @@ def register(app: typer.Typer) -> None:
 
 def _now() -> datetime:
     return datetime.now(timezone.utc)
-
-
-def connector_for(settings: Settings) -> SmtpConnector:
-    smtp = settings.smtp
-    password = read_secret(smtp.password_env, smtp.password_file, "SMTP password") if smtp.username else None
-    context = client_ssl_context(smtp.ca_file, "smtp.ca_file")
-    try:
-        return SmtpConnector(smtp, password, ssl_context=context)
-    except SmtpConnectError as exc:
-        raise UserFacingError(f"SMTP の設定を確認してください: {exc}") from None
 
 
 @outbox_app.command("list")

@@ -8,21 +8,20 @@ rules decide, ``intake.register_store`` imports and reads the register.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import typer
-from sqlmodel import Session, select
+from sqlmodel import Session
 
 from guarantor.keys import load_trusted_keys
+from intake.replay import ReplayChange, replay_submissions
 from intake.mime import MailDocument, MailLimits, is_pdf, walk_headers
 from intake.register_store import (
     DbAcceptedIndex,
     DbContractRegister,
     import_contracts,
-    submission_certificate,
 )
 from intake.walk_worker import walk_bounded
 from intake.verify_inputs import input_document, key_patterns, preview_reply, too_large_context, verify_inputs
@@ -30,15 +29,11 @@ from keydesk.composition import lookup_service
 from foundation.errors import UserFacingError
 from keydesk.runtime import Runtime
 from keydesk.settings import Settings
-from rules.evaluate import RULE_CODES, evaluate
-from rules.findings import CODES, VERDICT_LABELS, Verdict, label_of, strongest
+from rules.findings import VERDICT_LABELS, Verdict, label_of
 from rules.signatures import DocumentKind
-from store import stored_findings
 from store.audit import record as audit
-from store.tables import InboundMessage, Submission
 from formats.csv_table import CsvTableError
 from verifier.pdf_text import PdfLimits, PdfTextWorker
-from verifier.register import find_contract
 from verifier.verify import MailContext, MailVerdict, Ports, verify_mail
 
 contracts_app = typer.Typer(help="The town's contract register (契約台帳).", no_args_is_help=True)
@@ -293,7 +288,7 @@ def rules_check(
     typer.echo("rules.toml は正常です")
     if replay:
         with Session(runtime.engine) as session:
-            changes, skipped, total = replay_submissions(session, settings, replay)
+            changes, skipped, total = replay_submissions(session, settings.rules.desks, replay)
             session.rollback()
         verdicts = [c for c in changes if c.verdict_changed]
         reasons = [c for c in changes if not c.verdict_changed]
@@ -303,98 +298,22 @@ def rules_check(
             f"{f'、再評価できないもの {skipped} 件' if skipped else ''}"
         )
         for change in verdicts + reasons:
-            typer.echo(f"  {change.line()}")
+            typer.echo(f"  {_change_line(change)}")
 
 
-@dataclass(frozen=True)
-class ReplayChange:
-    """What the current rules would decide differently for one recorded guarantee."""
+def _change_line(change: ReplayChange) -> str:
+    def named(codes: tuple[str, ...]) -> str:
+        return ", ".join(f"{code}({label_of(code)})" for code in codes)
 
-    receipt_no: str
-    guarantee_no: str
-    old_verdict: str
-    new_verdict: str
-    added: tuple[str, ...]
-    resolved: tuple[str, ...]
-    old_department: str | None
-    new_department: str | None
-
-    @property
-    def verdict_changed(self) -> bool:
-        return self.old_verdict != self.new_verdict
-
-    def line(self) -> str:
-        def named(codes: tuple[str, ...]) -> str:
-            return ", ".join(f"{code}({label_of(code)})" for code in codes)
-
-        line = f"{self.receipt_no} {self.guarantee_no}: {self.old_verdict} → {self.new_verdict}"
-        if self.verdict_changed:
-            line += f"({VERDICT_LABELS[Verdict(self.old_verdict)]} → {VERDICT_LABELS[Verdict(self.new_verdict)]})"
-        else:
-            line += "(判定は変わりません)"
-        if self.added:
-            line += f"  追加: {named(self.added)}"
-        if self.resolved:
-            line += f"  解消: {named(self.resolved)}"
-        if self.new_department and self.new_department != self.old_department:
-            line += f"  部署: {self.old_department} → {self.new_department}"
-        return line
-
-
-def replay_submissions(session: Session, settings: Settings, limit: int) -> tuple[list[ReplayChange], int, int]:
-    """(what would change, submissions that could not be replayed, submissions seen)."""
-    rows = session.exec(
-        select(Submission, InboundMessage.receipt_no)
-        .join(InboundMessage, Submission.inbound_id == InboundMessage.id)
-        .order_by(Submission.id.desc())
-        .limit(limit)
-    ).all()
-    register, accepted = DbContractRegister(session), DbAcceptedIndex(session)
-    changes: list[ReplayChange] = []
-    skipped = 0
-    for submission, receipt_no in rows:
-        rules = settings.rules.desks.get(submission.desk)
-        certificate = submission_certificate(submission)
-        kept = [code for code in stored_findings.codes(submission.findings_json) if code not in RULE_CODES]
-        if (
-            rules is None
-            or certificate is None
-            or any(c.startswith(("lookup.", "cert.signature", "key.")) for c in kept)
-        ):
-            # No certificate the rules could judge (unknown, unread or untrusted): nothing to replay.
-            skipped += 1
-            continue
-        contract = find_contract(register, submission.desk, certificate)
-        number = contract.contract_no if contract else certificate.contract_no
-        findings = evaluate(
-            certificate,
-            rules,
-            contract=contract,
-            previous_receipt=accepted.receipt_for(submission.desk, certificate.guarantee_no, before_id=submission.id),
-            other_advances=accepted.advance_amounts(submission.desk, number),
-        )
-        new_codes = [f.code for f in findings]
-        verdict = strongest([CODES[c].verdict for c in kept if c in CODES] + [f.verdict for f in findings])
-        department = rules.department_for(certificate.guarantee_type)
-        old_codes = [c for c in stored_findings.codes(submission.findings_json) if c in RULE_CODES]
-        added = tuple(sorted(set(new_codes) - set(old_codes)))
-        resolved = tuple(sorted(set(old_codes) - set(new_codes)))
-        if (
-            verdict.value != submission.verdict
-            or added
-            or resolved
-            or (department and department != submission.department)
-        ):
-            changes.append(
-                ReplayChange(
-                    receipt_no or "(受付番号なし)",
-                    certificate.guarantee_no,
-                    submission.verdict,
-                    verdict.value,
-                    added,
-                    resolved,
-                    submission.department,
-                    department,
-                )
-            )
-    return changes, skipped, len(rows)
+    line = f"{change.receipt_no or '(受付番号なし)'} {change.guarantee_no}: {change.old_verdict} → {change.new_verdict}"
+    if change.verdict_changed:
+        line += f"({VERDICT_LABELS[Verdict(change.old_verdict)]} → {VERDICT_LABELS[Verdict(change.new_verdict)]})"
+    else:
+        line += "(判定は変わりません)"
+    if change.added:
+        line += f"  追加: {named(change.added)}"
+    if change.resolved:
+        line += f"  解消: {named(change.resolved)}"
+    if change.new_department and change.new_department != change.old_department:
+        line += f"  部署: {change.old_department} → {change.new_department}"
+    return line

@@ -13,9 +13,7 @@ from collections.abc import Callable
 
 from intake.intake_service import PassReport
 from intake.revocations import RecheckReport, recheck_accepted
-from keydesk.cli_digest import targets_for
-from keydesk.cli_outbox import connector_for
-from keydesk.composition import lookup_service
+from keydesk.composition import connector_for, lookup_service, targets_for
 from keydesk.runtime import Runtime
 from mailer.delivery import DeliveryReport, deliver_due
 from mailer.reply import template_environment

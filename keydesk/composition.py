@@ -1,4 +1,8 @@
-"""Wiring: the desk's pipeline and look-up built from the settings. No domain logic here."""
+"""Wiring: what the commands, the daemon and the demo run, built from the settings. No domain
+logic here, and nothing printed: the CLI modules parse and print, this module builds.
+
+``process_factory`` is the seam between the intake and the pipeline (tests plug a stand-in in).
+"""
 
 from __future__ import annotations
 
@@ -7,16 +11,23 @@ from collections.abc import Callable
 
 from sqlmodel import Session
 
+from foundation.config import ConfigError
+from foundation.errors import UserFacingError
 from guarantor.keys import load_trusted_keys
 from guarantor.lookup_service import RegistryLookup
 from intake.held_lookups import HeldReport, due_mails, retry_held
+from intake.intake_service import AfterCommitHook, IntakeService, ProcessHook
 from intake.lookup_client import HttpLookup, ManualLookup
+from intake.mailbox_lock import MailboxLock
 from intake.manual_lookup import DeskContext
 from intake.pipeline import DeskProfile, Pipeline
+from intake.poller import MailboxConnection, MailboxError
 from intake.raw_store import RawStore
 from keydesk.runtime import Runtime
-from keydesk.settings import read_secret
+from keydesk.settings import Settings, read_secret
+from mailer.digest import DigestTarget
 from mailer.reply import template_environment
+from mailer.smtp_client import SmtpConnectError, SmtpConnector
 from store.tls import client_ssl_context
 from verifier.lookup import CertificateLookup
 
@@ -62,8 +73,8 @@ def lookup_service(runtime: Runtime, desk_id: str, *, record: bool = True) -> Ce
     )
 
 
-def raw_store(runtime: Runtime) -> RawStore:
-    return RawStore(runtime.settings.storage.directory)
+def raw_store(settings: Settings) -> RawStore:
+    return RawStore(settings.storage.directory)
 
 
 def build_pipeline(
@@ -78,7 +89,7 @@ def build_pipeline(
         lookup=lookup_service(runtime, desk_id),
         trusted_keys=load_trusted_keys(settings.guarantor.trust_directory),
         key_vault=runtime.key_vault,
-        store=raw_store(runtime),
+        store=raw_store(settings),
         templates=template_environment(settings.config_dir / "templates"),
         clock=clock,
         relay_hosts=(settings.smtp.host,),
@@ -123,3 +134,99 @@ def guarantor_service_app(runtime: Runtime):
         load_trusted_keys(settings.guarantor.trust_directory),
         zone=settings.timezone,
     )
+
+
+# -- the intake ----------------------------------------------------------------------------------
+
+
+def desk_ids(settings: Settings, desk: str | None) -> list[str]:
+    """Every desk, or the one named (``--desk``)."""
+    if desk is None:
+        return list(settings.desks)
+    if desk not in settings.desks:
+        raise UserFacingError(f"窓口 {desk!r} は設定にありません (設定済み: {', '.join(settings.desks)})")
+    return [desk]
+
+
+def connector(settings: Settings, desk_id: str) -> Callable[[], MailboxConnection]:
+    """A function that opens a fresh connection. The password (env or file) is read again for each
+    connection, so an admin who fixes the secret file sees `keydesk run` log in without a restart."""
+    mailbox = settings.desks[desk_id].mailbox
+    what = f"desks.{desk_id}.mailbox password"
+
+    def password() -> str | None:
+        return read_secret(mailbox.password_env, mailbox.password_file, what) if mailbox.auth == "password" else None
+
+    password()  # read once now: a missing secret stops the command before any mail is touched
+    timeout = settings.poll.socket_timeout_seconds
+    # Built now, not per connection: a bad ca_file stops the command before any mail is touched.
+    context = client_ssl_context(mailbox.ca_file, f"desks.{desk_id}.mailbox.ca_file")
+
+    def connect() -> MailboxConnection:
+        try:
+            secret = password()
+        except ConfigError as exc:  # removed or emptied since the start: the loop retries
+            raise MailboxError("; ".join(exc.lines)) from None
+        return MailboxConnection(mailbox, password=secret, timeout=timeout, ssl_context=context)
+
+    return connect
+
+
+def mailbox_lock(settings: Settings, desk_id: str) -> MailboxLock:
+    mailbox = settings.desks[desk_id].mailbox
+    return MailboxLock(settings.home / "var" / "locks", desk_id, mailbox.username, mailbox.folder)
+
+
+ProcessFactory = Callable[[Runtime, str], ProcessHook]
+
+
+def _pipeline_process(runtime: Runtime, desk_id: str) -> ProcessHook:
+    """The seam to the pipeline: verify, decide, enqueue the reply."""
+    return build_pipeline(runtime, desk_id)
+
+
+process_factory: ProcessFactory = _pipeline_process
+
+
+def build_service(runtime: Runtime, desk_id: str, after_commit: AfterCommitHook | None = None) -> IntakeService:
+    settings = runtime.settings
+    return IntakeService(
+        desk=desk_id,
+        mailbox=settings.desks[desk_id].mailbox,
+        poll=settings.poll,
+        limits=settings.limits,
+        engine=runtime.engine,
+        store=raw_store(settings),
+        process=process_factory(runtime, desk_id),
+        after_commit=after_commit,
+    )
+
+
+# -- the mailer ----------------------------------------------------------------------------------
+
+
+def connector_for(settings: Settings) -> SmtpConnector:
+    """The SMTP connector of the outbox (password read now: a missing secret stops the command)."""
+    smtp = settings.smtp
+    password = read_secret(smtp.password_env, smtp.password_file, "SMTP password") if smtp.username else None
+    context = client_ssl_context(smtp.ca_file, "smtp.ca_file")
+    try:
+        return SmtpConnector(smtp, password, ssl_context=context)
+    except SmtpConnectError as exc:
+        raise UserFacingError(f"SMTP の設定を確認してください: {exc}") from None
+
+
+def targets_for(settings: Settings, desk: str | None) -> list[DigestTarget]:
+    """The digests to build: every desk's, or the one named."""
+    if desk is not None and desk not in settings.desks:
+        raise UserFacingError(f"窓口 {desk!r} は設定にありません(設定済み: {', '.join(settings.desks)})")
+    return [
+        DigestTarget(
+            desk_id,
+            settings.desks[desk_id].name,
+            settings.desks[desk_id].address,
+            settings.rules.desks[desk_id],
+            lookup_site_url=settings.desks[desk_id].lookup.lookup_site_url,
+        )
+        for desk_id in ([desk] if desk else list(settings.desks))
+    ]

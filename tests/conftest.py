@@ -13,115 +13,36 @@ from pathlib import Path
 
 import pytest
 
-from rules.domain import Certificate, GuaranteeType
-
-POSTGRES_ENV = "KEYDESK_TEST_POSTGRES_URL"
-
-# One certificate's content, as the guarantor side and the verifier's tests both use it.
-ADVANCE_CERTIFICATE = Certificate(
-    guarantee_no="26-000123-5",
-    guarantee_type=GuaranteeType.ADVANCE,
-    guarantor="西日本建設業保証株式会社",
-    contractor_name="株式会社美郷建設",
-    obligee="美郷町長",
-    desk="misato",
-    contract_no="R8-土木-001",
-    work_name="町道美郷中央線道路改良工事(第2工区)",
-    work_category="工事",
-    contract_amount=30_862_500,
-    guarantee_amount=12_345_000,
-    fee=98_760,
-    contract_date=date(2026, 4, 1),
-    completion_date=date(2027, 3, 15),
-    period_start=date(2026, 4, 1),
-    period_end=date(2027, 3, 31),
-    issued_on=date(2026, 4, 1),
+# Fixtures and hooks that live in tests/support/, registered here for the whole suite.
+from tests.support.browser import browser_page
+from tests.support.ci_skips import pytest_runtest_makereport
+from tests.support.deployment import issue_guarantees
+from tests.support.servers import (
+    dovecot_server,
+    dovecot_tls_server,
+    imap_server,
+    pymap_server,
+    pymap_tls_server,
+    tls_imap_server,
 )
 
-
-def wait_until(condition, timeout: float = 10.0, interval: float = 0.02, what: str = "condition"):
-    """Poll ``condition`` until it returns something truthy; fail the test after ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f} s waiting for {what}")
-        time.sleep(interval)
-
-
-def run_keydesk(
-    *args: str, config: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
-) -> subprocess.CompletedProcess[str]:
-    """Run the real CLI in a subprocess, as a person would, and capture what it printed."""
-    environment = {**os.environ, **(env or {})}
-    if config is not None:
-        environment["KEYDESK_CONFIG"] = str(config)
-    return subprocess.run(
-        [sys.executable, "-m", "keydesk", *args],
-        capture_output=True,
-        text=True,
-        env=environment,
-        timeout=timeout,
-        check=False,
-    )
+POSTGRES_ENV = "KEYDESK_TEST_POSTGRES_URL"
 
 
 @pytest.fixture
 def deployment(tmp_path: Path) -> Path:
     """A fresh config folder written by `keydesk init` (returns the config folder)."""
-    from keydesk.cli_admin import init
+    from keydesk.deployment import create_config
 
     config_dir = tmp_path / "config"
-    init(config_dir)
+    create_config(config_dir)
     return config_dir
-
-
-def invoke(config: Path, *args: str):
-    """The CLI in this process (typer's runner): fast, for tests that run many commands."""
-    from typer.testing import CliRunner
-
-    from keydesk.cli import app
-
-    return CliRunner().invoke(app, ["--config", str(config), *args], catch_exceptions=False)
-
-
-GUARANTEES = """guarantee_type,contractor_name,contractor_email,obligee,desk,contract_no,work_name,work_category,contract_amount,guarantee_amount,fee,contract_date,completion_date,period_start,period_end,bulk_fee_payment
-前払金保証,株式会社美郷建設,info@misato-kensetsu.example,美郷町長,misato,R8-土木-001,町道美郷中央線道路改良工事,工事,30862500,12345000,98760,2026-04-01,2027-03-15,2026-04-01,2027-03-31,false
-中間前払金保証,株式会社美郷建設,info@misato-kensetsu.example,美郷町長,misato,R8-土木-001,町道美郷中央線道路改良工事,工事,30862500,6172500,41500,2026-04-01,2027-03-15,2026-10-01,2027-03-31,false
-契約保証,有限会社山田土木,keiri@yamada-doboku.example,美郷町長,misato,R8-土木-002,美郷川護岸補修工事,工事,15400000,1540000,12300,2026-04-10,2026-12-25,2026-04-10,2026-12-25,true
-"""
-# The register as the town keeps it: other spellings of the firms, amounts with commas, CP932.
-CONTRACTS = """contract_no,desk,work_name,work_category,contractor_name,contract_amount,contract_date,completion_date,advance_amount,intermediate_advance_amount,department
-R8-土木-001,misato,町道美郷中央線道路改良工事,工事,㈱美郷建設,"30,862,500",2026/4/1,2027/3/15,"12,345,000",,kensetsu
-R8-土木-002,misato,美郷川護岸補修工事,工事,山田土木 有限会社,"15,400,000",2026/4/10,2026/12/25,,,keiyaku
-"""
 
 
 @pytest.fixture
 def issued(deployment: Path, tmp_path: Path) -> dict:
     """A deployment with a signing key, three issued guarantees and the matching register."""
     return issue_guarantees(deployment, tmp_path)
-
-
-def issue_guarantees(deployment: Path, tmp_path: Path) -> dict:
-    """Migrate ``deployment``'s database, issue the three guarantees and import the register."""
-    assert invoke(deployment, "db", "upgrade").exit_code == 0
-    assert invoke(deployment, "guarantor", "init").exit_code == 0
-    guarantees = tmp_path / "guarantees.csv"
-    guarantees.write_text(GUARANTEES, encoding="utf-8")
-    out = tmp_path / "documents"
-    result = invoke(deployment, "guarantor", "issue", str(guarantees), "--out", str(out), "--json")
-    assert result.exit_code == 0, result.output
-    rows = [json.loads(line) for line in result.stdout.splitlines()]
-    assert len(rows) == 3 and all("guarantee_no" in row for row in rows), result.output
-    contracts = tmp_path / "contracts.csv"
-    contracts.write_bytes(CONTRACTS.encode("cp932"))
-    result = invoke(deployment, "contracts", "import", str(contracts))
-    assert result.exit_code == 0, result.output
-    assert "新規 2 件" in result.output
-    return {"rows": rows, "config": deployment, "tmp": tmp_path}
 
 
 @pytest.fixture
@@ -151,7 +72,3 @@ def database_url(request, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path}/keydesk.db"
     return request.getfixturevalue("postgres_url")
-
-
-from tests.browser import browser_page  # noqa: E402 - a shared fixture, registered here
-from tests.ci_skips import pytest_runtest_makereport  # noqa: E402 - in CI a skip fails

@@ -17,11 +17,13 @@ from imapclient import IMAPClient
 from rich.console import Console
 from typer.testing import CliRunner
 
-from keydesk import demo as demo_module
-from keydesk import demo_scenario as scenario
-from keydesk.demo import DemoReport, prepare_directory, run_demo, set_toml_value
-from keydesk.demo_mail_builders import encrypted_zip
-from keydesk.demo_output import DemoConsole
+from keydesk import cli_demo
+from keydesk.demo import run as demo_module
+from keydesk.demo import scenario
+from keydesk.demo.report import DemoReport
+from keydesk.demo.run import prepare_directory, run_demo, set_toml_value
+from keydesk.demo.mail_builders import encrypted_zip
+from keydesk.demo.output import DemoConsole
 from foundation.errors import UserFacingError
 from rules.findings import CODES, Verdict
 
@@ -212,7 +214,7 @@ def test_encrypted_zip_opens_only_with_its_password():
 def test_demo_command_is_registered():
     from keydesk.cli import app
 
-    demo_module.register(app)
+    cli_demo.register(app)
     result = CliRunner().invoke(app, ["demo", "--help"])
     assert result.exit_code == 0
     assert "--imap-port" in result.output and "var/demo" in result.output
@@ -248,7 +250,7 @@ def test_the_desk_looked_up_over_http_against_the_guarantors_service(run):
 def test_a_clerk_looked_one_case_up_by_hand_and_the_contractor_got_two_mails(run):
     from sqlmodel import Session, select
 
-    from keydesk import demo_lookup
+    from keydesk.demo import lookup as demo_lookup
     from keydesk.runtime import Runtime
     from store.tables import AuditEvent
 

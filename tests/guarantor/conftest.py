@@ -15,7 +15,7 @@ from guarantor.settings import GuarantorSettings
 from keydesk.database import make_engine
 from keydesk.paths import default_config_dir
 from rules.domain import Certificate
-from tests.conftest import ADVANCE_CERTIFICATE
+from tests.support.deployment import ADVANCE_CERTIFICATE
 
 TOKYO = ZoneInfo("Asia/Tokyo")
 NOW = datetime(2026, 4, 1, 10, 15, tzinfo=TOKYO)

@@ -17,7 +17,7 @@ from guarantor.service.tokens import add_token, desk_for_token, revoke_tokens
 from intake.lookup_client import HttpLookup
 from store.tables import AuditEvent, LookupFailure, LookupToken
 from store.tls import client_ssl_context
-from tests.tls_certs import private_ca
+from tests.support.tls_certs import private_ca
 from formats import access_key as keys
 from formats import guarantee_no as numbers
 from verifier.certificate_signature import SignatureStatus, check_signature, key_id

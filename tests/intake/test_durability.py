@@ -15,14 +15,7 @@ from intake.poller import TRANSIENT_ERRORS, MailboxConnection
 from intake.raw_store import RawStore, RawStoreError, sha256_hex
 from intake.settings import PollSettings
 from store.tables import InboundMessage, OutboxMessage, Submission
-from tests.servers import (  # noqa: F401 - fixtures
-    IntakeHarness,
-    dovecot_server,
-    imap_server,
-    make_mail,
-    pymap_server,
-    sample_process,
-)
+from tests.support.servers import IntakeHarness, make_mail, sample_process
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCEPTED = "keydesk/受付済"
@@ -33,7 +26,7 @@ _PASS_SCRIPT = textwrap.dedent("""
     import os, sys
     from pathlib import Path
     sys.path.insert(0, {root!r})
-    from tests.servers import IntakeHarness, _ServerBase
+    from tests.support.servers import IntakeHarness, _ServerBase
 
     def crash(_row):
         os._exit(17)

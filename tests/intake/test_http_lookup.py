@@ -20,9 +20,8 @@ from keydesk.composition import retry_held_lookups
 from keydesk.runtime import Runtime
 from rules.findings import Verdict
 from store.tables import AuditEvent, OutboxMessage, Submission
-from tests.desk_mail import NOW, mail, take, use_lookup
-from tests.servers import pymap_server  # noqa: F401 - a fixture
-from tests.tls_certs import private_ca
+from tests.support.desk_mail import NOW, mail, take, use_lookup
+from tests.support.tls_certs import private_ca
 from web.server import Listen, ServedApp
 
 
@@ -204,8 +203,9 @@ def test_poll_once_looks_held_submissions_up_again(pymap_server, tmp_path: Path)
     service is down, and a later `poll --once` answers it once the service is back."""
     import json as json_module
 
-    from tests.conftest import CONTRACTS, GUARANTEES, invoke
-    from tests.servers import deployment_for
+    from tests.support.cli import invoke
+    from tests.support.deployment import CONTRACTS, GUARANTEES
+    from tests.support.servers import deployment_for
 
     config = deployment_for(tmp_path, pymap_server)
     assert invoke(config, "guarantor", "init").exit_code == 0
@@ -265,7 +265,7 @@ def test_keydesk_runs_companion_looks_held_submissions_up_by_itself(issued: dict
     import threading
 
     from keydesk import companions
-    from tests.conftest import wait_until
+    from tests.support.cli import wait_until
 
     runtime = http_desk["runtime"]
     http_desk["served"].stop()

@@ -11,14 +11,7 @@ from intake.idle_loop import run_idle_loop
 from intake.poller import ConnectionLost, MailboxConnection
 from intake.settings import PollSettings
 from store.tables import Submission
-from tests.servers import (  # noqa: F401 - fixtures
-    IntakeHarness,
-    dovecot_server,
-    imap_server,
-    make_mail,
-    pymap_server,
-    wait_until,
-)
+from tests.support.servers import IntakeHarness, make_mail, wait_until
 
 # Validation keeps real deployments sane (≥ 5 s polls); tests construct faster settings directly.
 FAST = PollSettings.model_construct(
@@ -189,20 +182,20 @@ def test_keydesk_run_serves_embedded_mail_and_takes_what_is_mailed_to_the_desk(t
     """`keydesk run` on the default config: embedded IMAP + SMTP, IDLE intake, clean stop."""
     import smtplib
 
-    from keydesk import cli_intake
+    from keydesk import composition, daemon
     from keydesk.embedded_imap import port_closed
     from keydesk.runtime import Runtime
-    from tests.servers import deployment_for, free_port, sample_process
+    from tests.support.servers import deployment_for, free_port, sample_process
 
     imap_port, smtp_port = free_port(), free_port()
     config = deployment_for(tmp_path, imap_port=imap_port, smtp_port=smtp_port, embedded=True)
-    monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
+    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
     runtime = Runtime(config)
     stop, ready, failures = threading.Event(), threading.Event(), []
 
     def serve():
         try:
-            cli_intake.serve(runtime, stop, ready=ready.set)
+            daemon.serve(runtime, stop, ready=ready.set)
         except BaseException as exc:  # noqa: BLE001 - reported to the test below
             failures.append(exc)
             ready.set()

@@ -13,15 +13,9 @@ from typer.testing import CliRunner
 
 from keydesk.database import make_engine
 from store.tables import InboundMessage, OutboxMessage, Submission
-from tests.conftest import issue_guarantees
-from tests.desk_mail import mail
-from tests.servers import (  # noqa: F401 - fixtures
-    cli_app,
-    deployment_for,
-    dovecot_server,
-    imap_server,
-    pymap_server,
-)
+from tests.support.deployment import issue_guarantees
+from tests.support.desk_mail import mail
+from tests.support.servers import cli_app, deployment_for
 
 app = cli_app()
 ACCEPTED = "keydesk/受付済"

@@ -18,18 +18,9 @@ import pytest
 from intake.poller import MailboxConnection
 from store.tables import Submission
 from store.tls import client_ssl_context
-from tests.conftest import run_keydesk
-from tests.servers import (  # noqa: F401 - fixtures
-    IntakeHarness,
-    deployment_for,
-    dovecot_tls_server,
-    free_port,
-    make_mail,
-    pymap_tls_server,
-    tls_imap_server,
-    wait_until,
-)
-from tests.tls_certs import private_ca
+from tests.support.cli import run_keydesk
+from tests.support.servers import IntakeHarness, deployment_for, free_port, make_mail, wait_until
+from tests.support.tls_certs import private_ca
 
 ACCEPTED = "keydesk/受付済"
 

@@ -18,8 +18,8 @@ from keydesk.runtime import Runtime
 from mailer.reply_policy import SUPPRESSED, decide, plausible_submission, reply_address
 from rules.findings import Verdict
 from store.tables import AuditEvent, InboundMessage, OutboxMessage, Submission
-from tests.conftest import invoke
-from tests.desk_mail import NOW, SENDER, mail
+from tests.support.cli import invoke
+from tests.support.desk_mail import NOW, SENDER, mail
 
 BOUNCES = Path(__file__).resolve().parents[1] / "fixtures" / "bounces"
 DESK = "keiyaku@town.misato.example"

@@ -20,8 +20,8 @@ from mailer.digest import DigestTarget, collect, render_text
 from mailer.reply import template_environment
 from rules.findings import Verdict
 from store.tables import AuditEvent, LookupFailure, OutboxMessage, Submission
-from tests.conftest import invoke
-from tests.desk_mail import NOW, mail, take, use_lookup
+from tests.support.cli import invoke
+from tests.support.desk_mail import NOW, mail, take, use_lookup
 
 SITE = "https://d-sure.example/lookup"
 

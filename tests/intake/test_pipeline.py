@@ -13,7 +13,7 @@ from keydesk.composition import build_pipeline
 from keydesk.runtime import Runtime
 from rules.findings import Verdict
 from store.tables import Document, InboundMessage, OutboxMessage, Submission
-from tests.desk_mail import NOW, SENDER, mail, take
+from tests.support.desk_mail import NOW, SENDER, mail, take
 from formats.access_key import format_key
 
 

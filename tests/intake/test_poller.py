@@ -17,18 +17,9 @@ from intake.poller import MailboxConnection, MailboxError, fetch_oauth_token
 from intake.raw_store import sha256_hex
 from intake.settings import Limits, PollSettings
 from store.tables import InboundMessage, OutboxMessage, Submission
-from keydesk import cli_intake
+from keydesk import composition
 from keydesk.database import make_engine
-from tests.servers import (  # noqa: F401 - fixtures
-    IntakeHarness,
-    cli_app,
-    deployment_for,
-    sample_process,
-    dovecot_server,
-    imap_server,
-    make_mail,
-    pymap_server,
-)
+from tests.support.servers import IntakeHarness, cli_app, deployment_for, sample_process, make_mail
 
 app = cli_app()
 ACCEPTED = "keydesk/受付済"
@@ -108,7 +99,7 @@ def test_a_mail_over_the_size_limit_is_recorded_from_its_headers_only(imap_serve
     seen: list[bytes] = []
 
     def process(session, inbound, raw):
-        from tests.servers import sample_process
+        from tests.support.servers import sample_process
 
         seen.append(raw)
         return sample_process(session, inbound, raw)
@@ -299,7 +290,7 @@ def test_header_summary_never_raises_on_hostile_headers(headers):
 def test_poll_once_json_prints_one_object_per_mail(pymap_server, tmp_path, monkeypatch):
 
     config = deployment_for(tmp_path, pymap_server)
-    monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
+    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
     pymap_server.append_many([make_mail(10), make_mail(11, body="[returned] 不備\r\n")])
     runner = CliRunner()
 
@@ -321,7 +312,7 @@ def test_poll_once_json_prints_one_object_per_mail(pymap_server, tmp_path, monke
 def test_keydesk_poll_once_records_two_hundred_mixed_mails_exactly_once(imap_server, tmp_path, monkeypatch):
     """The issue's "Done when", through the command a cron job would run."""
     config = deployment_for(tmp_path, imap_server)
-    monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
+    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
     mails, _ = _mixed_mails(200)
     imap_server.append_many(mails)
     runner = CliRunner()
@@ -343,11 +334,11 @@ def test_keydesk_poll_once_records_two_hundred_mixed_mails_exactly_once(imap_ser
 
 def test_poll_refuses_while_another_process_holds_the_mailbox(pymap_server, tmp_path, monkeypatch):
     config = deployment_for(tmp_path, pymap_server)
-    monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
+    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
     pymap_server.append(make_mail(12))
     from keydesk.runtime import Runtime
 
-    with cli_intake.mailbox_lock(Runtime(config).settings, "misato"):
+    with composition.mailbox_lock(Runtime(config).settings, "misato"):
         result = CliRunner().invoke(app, ["--config", str(config), "poll", "--once"])
     assert result.exit_code == 1 and "別の keydesk が受信中です" in str(result.exception)
     assert pymap_server.uids("INBOX") != []  # nothing was taken

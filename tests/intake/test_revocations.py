@@ -16,8 +16,8 @@ from mailer.digest import DigestTarget, collect, render_csv, render_text, subjec
 from mailer.reply import template_environment
 from rules.findings import CODES
 from store.tables import AuditEvent, Submission
-from tests.conftest import invoke
-from tests.desk_mail import NOW, mail, take
+from tests.support.cli import invoke
+from tests.support.desk_mail import NOW, mail, take
 from verifier.lookup import LookupResult, LookupStatus
 
 

@@ -13,20 +13,20 @@ import pytest
 from sqlalchemy import text
 from sqlmodel import Session, select
 
-from keydesk import cli_intake
+from keydesk import composition, daemon
 from keydesk.runtime import Runtime
 from store.tables import AuditEvent, Document, InboundMessage, Submission
-from tests.conftest import invoke, wait_until
-from tests.keydesk.test_connect_check import _edit_section
-from tests.servers import deployment_for, make_mail, pymap_server, sample_process  # noqa: F401
+from tests.support.cli import invoke, invoke_main, wait_until
+from tests.support.deployment import edit_section
+from tests.support.servers import deployment_for, make_mail, sample_process
 
 PASSPHRASE = "correct horse battery staple"
 
 
 @pytest.fixture
 def desk(pymap_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
-    monkeypatch.setattr(cli_intake, "companions", lambda: ())
+    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+    monkeypatch.setattr(daemon, "companions", lambda: ())
     monkeypatch.setenv("KEYDESK_BACKUP_PASSPHRASE", PASSPHRASE)
     home = tmp_path / "town"
     home.mkdir()
@@ -44,7 +44,7 @@ def _views(config: Path) -> dict[str, str]:
 
 def _stored_files_all_present(config: Path) -> int:
     runtime = Runtime(config)
-    store = cli_intake.raw_store(runtime.settings)
+    store = composition.raw_store(runtime.settings)
     with Session(runtime.engine) as session:
         rows = session.exec(select(InboundMessage)).all()
         for row in rows:
@@ -59,12 +59,12 @@ def test_backup_while_mail_flows_then_restore_into_an_empty_home(desk, pymap_ser
 
     def serve():
         try:
-            cli_intake.serve(runtime, stop)
+            daemon.serve(runtime, stop)
         except BaseException as exc:  # noqa: BLE001 - reported below
             failures.append(exc)
 
-    daemon = threading.Thread(target=serve, daemon=True)
-    daemon.start()
+    running = threading.Thread(target=serve, daemon=True)
+    running.start()
     archives = []
     try:
         for batch in range(3):  # mail keeps arriving while each backup is taken
@@ -79,8 +79,8 @@ def test_backup_while_mail_flows_then_restore_into_an_empty_home(desk, pymap_ser
             )
     finally:
         stop.set()
-        daemon.join(30)
-    assert not failures and not daemon.is_alive()
+        running.join(30)
+    assert not failures and not running.is_alive()
 
     # Each backup taken mid-flow restores to a consistent desk: every row finds its file, the chain holds.
     for number, archive in enumerate(archives):
@@ -115,7 +115,7 @@ def test_without_secrets_nothing_secret_is_in_the_archive(desk, tmp_path, monkey
     key = (desk.parent / "var" / "secrets" / "audit.key").read_bytes()
     assert key not in with_secrets.read_bytes() and key.strip() not in _gunzipped(with_secrets)
     monkeypatch.setenv("KEYDESK_BACKUP_PASSPHRASE", "a wrong passphrase!!")
-    result = invoke(desk, "restore", str(with_secrets), "--home", str(tmp_path / "elsewhere"))
+    result = invoke_main(desk, "restore", str(with_secrets), "--home", str(tmp_path / "elsewhere"))
     assert result.exit_code == 2 and "パスフレーズが違います" in result.stderr
 
 
@@ -131,7 +131,7 @@ def test_restore_refuses_a_home_that_is_not_empty(desk, tmp_path):
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "something").write_text("x")
-    result = invoke(desk, "restore", str(archive), "--home", str(occupied))
+    result = invoke_main(desk, "restore", str(archive), "--home", str(occupied))
     assert result.exit_code == 2 and "is not empty" in result.stderr
     assert sorted(p.name for p in occupied.iterdir()) == ["something"]
 
@@ -142,7 +142,7 @@ def test_purge_removes_old_files_keeps_rows_and_the_audit_trail_green(desk, pyma
     pymap_server.append_many([make_mail(n) for n in range(4)])
     assert invoke(config, "poll", "--once", "--no-send").exit_code == 0
     runtime = Runtime(config)
-    store = cli_intake.raw_store(runtime.settings)
+    store = composition.raw_store(runtime.settings)
     six_years_ago = datetime.now(timezone.utc) - timedelta(days=6 * 366)
     with Session(runtime.engine) as session:
         rows = session.exec(select(InboundMessage).order_by(InboundMessage.id)).all()
@@ -171,7 +171,7 @@ def test_purge_removes_old_files_keeps_rows_and_the_audit_trail_green(desk, pyma
         )
 
     inside = (date.today() - timedelta(days=365)).isoformat()
-    refused = invoke(config, "purge", "--before", inside)
+    refused = invoke_main(config, "purge", "--before", inside)
     assert refused.exit_code == 2 and "保存期間 (5 年) 内" in refused.stderr
 
     before = (date.today() - timedelta(days=5 * 366)).isoformat()
@@ -199,10 +199,10 @@ def test_backup_and_restore_on_postgresql(pymap_server, tmp_path, monkeypatch, p
     """pg_dump of a live database, pg_restore into an empty one: the same views."""
     from keydesk.database import make_engine, upgrade
 
-    monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
+    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
     monkeypatch.setenv("KEYDESK_BACKUP_PASSPHRASE", PASSPHRASE)
     config = deployment_for(tmp_path / "town", pymap_server)
-    _edit_section(config, "[database]", url_env='"KEYDESK_TEST_DESK_DB"')
+    edit_section(config, "[database]", url_env='"KEYDESK_TEST_DESK_DB"')
     monkeypatch.setenv("KEYDESK_TEST_DESK_DB", postgres_url)
     upgrade(make_engine(postgres_url))
     pymap_server.append_many([make_mail(n) for n in range(3)])

@@ -33,7 +33,7 @@ def test_a_skip_fails_only_in_ci(tmp_path, ci, expected_code, expected_summary):
             "-m",
             "pytest",
             "-p",
-            "tests.ci_skips",
+            "tests.support.ci_skips",
             "-p",
             "no:cacheprovider",
             "-q",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from tests.conftest import run_keydesk
+from tests.support.cli import run_keydesk
 
 
 def test_init_then_config_check_prints_the_configuration(tmp_path: Path) -> None:

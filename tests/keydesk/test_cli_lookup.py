@@ -16,8 +16,8 @@ from foundation.errors import UserFacingError
 from keydesk.runtime import Runtime
 from foundation.config import ConfigError
 from store.tables import AuditEvent, LookupFailure, LookupToken
-from tests.conftest import invoke
-from tests.desk_mail import use_lookup
+from tests.support.cli import invoke
+from tests.support.desk_mail import use_lookup
 from formats import access_key as keys
 from verifier.certificate_signature import SignedCertificate
 
@@ -99,8 +99,8 @@ def test_guarantor_serve_runs_the_service_until_stopped(issued: dict) -> None:
 
     import httpx
 
-    from tests.conftest import wait_until
-    from tests.servers import free_port
+    from tests.support.cli import wait_until
+    from tests.support.servers import free_port
 
     config = issued["config"]
     token = invoke(config, "guarantor", "token", "add", "misato").stdout.splitlines()[-1]

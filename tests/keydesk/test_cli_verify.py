@@ -16,8 +16,9 @@ from typer.testing import CliRunner
 from keydesk.runtime import Runtime
 from store.tables import Contract as ContractRow, InboundMessage, Submission
 from keydesk.cli import app
-from tests.conftest import CONTRACTS, invoke
-from tests.desk_mail import mail, take
+from tests.support.cli import invoke
+from tests.support.deployment import CONTRACTS
+from tests.support.desk_mail import mail, take
 
 
 def verify_json(config: Path, *paths: Path) -> list[dict]:

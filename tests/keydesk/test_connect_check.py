@@ -12,43 +12,17 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import invoke, run_keydesk
-from tests.mailer.smtp_servers import Recorder, password_authenticator, running
-from tests.servers import (  # noqa: F401 - fixtures
-    deployment_for,
-    dovecot_tls_server,
-    free_port,
-    pymap_server,
-    pymap_tls_server,
-    tls_imap_server,
-)
-from tests.tls_certs import private_ca
+from tests.support.cli import invoke, run_keydesk
+from tests.support.deployment import edit_section, use_smtp
+from tests.support.smtp_servers import Recorder, password_authenticator, running
+from tests.support.servers import deployment_for, free_port
+from tests.support.tls_certs import private_ca
 
 PASSWORD_ENV = "KEYDESK_TEST_SMTP_PASSWORD"
 
 
-def _edit_section(config: Path, header: str, **values) -> None:
-    """Set ``key = value`` lines in one section of keydesk.toml (uncommenting an example line)."""
-    path = config / "keydesk.toml"
-    text = path.read_text(encoding="utf-8")
-    start = text.index(f"{header}\n")
-    end = text.find("\n[", start + 1)
-    end = len(text) if end < 0 else end
-    section = text[start:end]
-    for key, value in values.items():
-        line = f"{key} = {value}"
-        section, count = re.subn(rf"(?m)^#? ?{key} = .*$", line.replace("\\", "\\\\"), section, count=1)
-        if not count:
-            section += f"\n{line}"
-    path.write_text(text[:start] + section + text[end:], encoding="utf-8")
-
-
-def _smtp(config: Path, port: int, security: str = "plain", **extra) -> None:
-    _edit_section(config, "[smtp]", port=str(port), security=f'"{security}"', **extra)
-
-
 def _mailbox(config: Path, port: int, security: str, **extra) -> None:
-    _edit_section(config, "[desks.misato.mailbox]", port=str(port), security=f'"{security}"', **extra)
+    edit_section(config, "[desks.misato.mailbox]", port=str(port), security=f'"{security}"', **extra)
 
 
 def _check(config: Path):
@@ -68,7 +42,7 @@ def test_a_healthy_setup_gets_one_ok_line_per_server(pymap_server, tmp_path, mon
     auth = password_authenticator({"keydesk": "s3cret"}, handler)
     config = deployment_for(tmp_path, pymap_server)
     with running(handler, authenticator=auth, auth_require_tls=False) as port:
-        _smtp(config, port, username='"keydesk"', password_env=f'"{PASSWORD_ENV}"')
+        use_smtp(config, port, username='"keydesk"', password_env=f'"{PASSWORD_ENV}"')
         result, seconds = _check(config)
     assert result.exit_code == 0, result.output
     assert _line(result.output, "smtp").startswith("OK") and "logged in as keydesk" in result.output
@@ -105,12 +79,12 @@ def test_smtp_port_mismatches_are_named_both_ways(pymap_server, tmp_path):
     tls = private_ca(tmp_path / "tls", prefix="smtp")
     config = deployment_for(tmp_path, pymap_server)
     with running(Recorder(), ssl_context=tls.server_context()) as implicit_port:
-        _smtp(config, implicit_port, "starttls", ca_file=f'"{tls.ca_file}"')
+        use_smtp(config, implicit_port, "starttls", ca_file=f'"{tls.ca_file}"')
         result, seconds = _check(config)
     assert f'port {implicit_port} speaks implicit TLS: set security = "tls"' in _line(result.output, "smtp")
     assert result.exit_code == 1 and seconds < 10
     with running(Recorder()) as plain_port:
-        _smtp(config, plain_port, "tls")
+        use_smtp(config, plain_port, "tls")
         result, _ = _check(config)
     assert f"port {plain_port} speaks plain SMTP" in _line(result.output, "smtp")
     assert _line(result.output, "desks.misato.mailbox").startswith("OK")
@@ -138,7 +112,7 @@ def test_a_wrong_ca_file_is_told_apart_from_a_missing_one(tls_imap_server, tmp_p
 def test_a_refused_login_and_a_closed_port_are_one_line_each(pymap_server, tmp_path):
     config = deployment_for(tmp_path, pymap_server)
     (tmp_path / "var" / "secrets" / "desk-mailbox.password").write_text("wrong\n")
-    _smtp(config, free_port())
+    use_smtp(config, free_port())
     result, _ = _check(config)
     assert result.exit_code == 1
     assert "refused the login" in _line(result.output, "desks.misato.mailbox")
@@ -146,7 +120,7 @@ def test_a_refused_login_and_a_closed_port_are_one_line_each(pymap_server, tmp_p
 
 
 def test_plain_smtp_to_a_remote_host_is_refused_by_config_check(deployment):
-    _edit_section(deployment, "[smtp]", host='"smtp.town.example"', security='"plain"')
+    edit_section(deployment, "[smtp]", host='"smtp.town.example"', security='"plain"')
     result = run_keydesk("config", "check", config=deployment)
     assert result.returncode == 2
     assert 'smtp: security = "plain"' in result.stderr or "smtp" in result.stderr
@@ -155,15 +129,15 @@ def test_plain_smtp_to_a_remote_host_is_refused_by_config_check(deployment):
 
 @pytest.mark.parametrize("host", ["::1", "localhost", "127.0.0.2"])
 def test_plain_is_allowed_to_every_loopback_name_the_readme_lists(deployment, host):
-    _edit_section(deployment, "[smtp]", host=f'"{host}"', security='"plain"')
-    _edit_section(deployment, "[desks.misato.mailbox]", host=f'"{host}"', security='"plain"')
+    edit_section(deployment, "[smtp]", host=f'"{host}"', security='"plain"')
+    edit_section(deployment, "[desks.misato.mailbox]", host=f'"{host}"', security='"plain"')
     assert invoke(deployment, "config", "check").exit_code == 0
 
 
 @pytest.fixture
 def dovecot_dot_server():
     """Dovecot whose hierarchy delimiter is "." (as many servers' default namespaces are)."""
-    from tests.servers import DOVECOT, DovecotServer
+    from tests.support.servers import DOVECOT, DovecotServer
 
     if DOVECOT is None:
         pytest.skip("Dovecot is not installed (apt-get install dovecot-imapd); CI runs these tests")
@@ -178,10 +152,10 @@ def dovecot_dot_server():
 
 
 def test_folders_use_the_servers_delimiter_as_the_readme_says(dovecot_dot_server, tmp_path, monkeypatch):
-    from keydesk import cli_intake
-    from tests.servers import make_mail, sample_process
+    from keydesk import composition
+    from tests.support.servers import make_mail, sample_process
 
-    monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
+    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
     config = deployment_for(tmp_path, dovecot_dot_server)
     result, _ = _check(config)
     assert "folders appear as 'keydesk.受付済'" in _line(result.output, "desks.misato.mailbox")
@@ -255,10 +229,10 @@ def test_outbox_send_tells_a_wrong_smtp_ca_file_from_a_missing_one(deployment, t
         )
         session.commit()
     with running(Recorder(), tls_context=tls.server_context(), require_starttls=True) as port:
-        _smtp(deployment, port, "starttls")
+        use_smtp(deployment, port, "starttls")
         with pytest.raises(UserFacingError) as missing:
             invoke(deployment, "outbox", "send")
-        _smtp(deployment, port, "starttls", ca_file=f'"{other.ca_file}"')
+        use_smtp(deployment, port, "starttls", ca_file=f'"{other.ca_file}"')
         with Runtime(deployment).engine.begin() as connection:  # due again at once, not after the backoff
             connection.execute(text("UPDATE outbox_message SET next_attempt_at = '2000-01-01 00:00:00'"))
         with pytest.raises(UserFacingError) as wrong:

@@ -11,20 +11,13 @@ from sqlmodel import Session, select
 from intake.idle_loop import run_idle_loop
 from intake.poller import MailboxError
 from intake.settings import PollSettings
-from keydesk import cli_intake
+from keydesk import composition, daemon
 from keydesk.runtime import Runtime
 from store.tables import InboundMessage, OutboxMessage, Submission
-from tests.conftest import invoke, wait_until
-from tests.keydesk.test_connect_check import _edit_section, _smtp
-from tests.mailer.smtp_servers import Recorder, running
-from tests.servers import (  # noqa: F401 - fixtures
-    deployment_for,
-    dovecot_server,
-    imap_server,
-    make_mail,
-    pymap_server,
-    sample_process,
-)
+from tests.support.cli import invoke, wait_until
+from tests.support.deployment import edit_section, use_smtp
+from tests.support.smtp_servers import Recorder, running
+from tests.support.servers import deployment_for, make_mail, sample_process
 
 
 def _outbox_states(config) -> list[str]:
@@ -33,11 +26,11 @@ def _outbox_states(config) -> list[str]:
 
 
 def test_poll_once_delivers_the_replies_it_queued(imap_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
+    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
     config = deployment_for(tmp_path, imap_server)
     handler = Recorder()
     with running(handler) as port:
-        _smtp(config, port)
+        use_smtp(config, port)
         imap_server.append(make_mail(1))
         result = invoke(config, "poll", "--once")
         assert result.exit_code == 0, result.output
@@ -48,11 +41,11 @@ def test_poll_once_delivers_the_replies_it_queued(imap_server, tmp_path, monkeyp
 
 
 def test_poll_once_no_send_only_queues(pymap_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
+    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
     config = deployment_for(tmp_path, pymap_server)
     handler = Recorder()
     with running(handler) as port:
-        _smtp(config, port)
+        use_smtp(config, port)
         pymap_server.append(make_mail(2))
         result = invoke(config, "poll", "--once", "--no-send")
         assert result.exit_code == 0, result.output
@@ -63,9 +56,9 @@ def test_poll_once_no_send_only_queues(pymap_server, tmp_path, monkeypatch):
 
 
 def test_poll_once_with_the_smtp_server_down_keeps_the_replies_and_warns(pymap_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
+    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
     config = deployment_for(tmp_path, pymap_server)
-    _smtp(config, 9)  # the discard port: nothing listens there
+    use_smtp(config, 9)  # the discard port: nothing listens there
     pymap_server.append(make_mail(3))
     result = invoke(config, "poll", "--once")
     assert result.exit_code == 0
@@ -74,7 +67,7 @@ def test_poll_once_with_the_smtp_server_down_keeps_the_replies_and_warns(pymap_s
 
 
 def test_poll_json_prints_a_line_for_a_byte_identical_copy_too(pymap_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
+    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
     config = deployment_for(tmp_path, pymap_server)
     pymap_server.append_many([make_mail(4), make_mail(4)])
     result = invoke(config, "poll", "--once", "--json", "--no-send")
@@ -86,16 +79,16 @@ def test_poll_json_prints_a_line_for_a_byte_identical_copy_too(pymap_server, tmp
 
 
 def test_run_picks_up_a_fixed_password_file_without_a_restart(imap_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
-    monkeypatch.setattr(cli_intake, "companions", lambda: ())
+    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+    monkeypatch.setattr(daemon, "companions", lambda: ())
     config = deployment_for(tmp_path, imap_server)
-    _edit_section(config, "[poll]", reconnect_max_seconds="1")
+    edit_section(config, "[poll]", reconnect_max_seconds="1")
     secret = tmp_path / "var" / "secrets" / "desk-mailbox.password"
     secret.write_text("a wrong password\n")
     runtime = Runtime(config)
     stop, failures = threading.Event(), []
     attempts = []
-    original = cli_intake.connector
+    original = composition.connector
 
     def counting_connector(settings, desk_id):
         connect = original(settings, desk_id)
@@ -106,11 +99,11 @@ def test_run_picks_up_a_fixed_password_file_without_a_restart(imap_server, tmp_p
 
         return counted
 
-    monkeypatch.setattr(cli_intake, "connector", counting_connector)
+    monkeypatch.setattr(composition, "connector", counting_connector)
 
     def serve():
         try:
-            cli_intake.serve(runtime, stop)
+            daemon.serve(runtime, stop)
         except BaseException as exc:  # noqa: BLE001 - reported below
             failures.append(exc)
 
@@ -165,7 +158,7 @@ def test_the_audit_trail_tells_the_whole_story_of_a_poll(pymap_server, tmp_path,
     so `audit verify` covers the intake, not only exceptional events."""
     from store.tables import AuditEvent
 
-    monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
+    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
     config = deployment_for(tmp_path, pymap_server)
     pymap_server.append_many([make_mail(7), make_mail(8, body="[returned]\r\n")])
     assert invoke(config, "poll", "--once", "--no-send").exit_code == 0

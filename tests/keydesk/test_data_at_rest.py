@@ -9,7 +9,7 @@ import pytest
 
 from keydesk.settings import read_secret
 from foundation.config import ConfigError
-from tests.conftest import run_keydesk
+from tests.support.cli import run_keydesk
 from verifier.pdf_text import PdfTextWorker, TextStatus
 
 PDFS = Path(__file__).resolve().parents[1] / "fixtures" / "pdf"

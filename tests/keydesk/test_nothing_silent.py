@@ -10,8 +10,8 @@ from sqlmodel import Session, select
 
 from keydesk.runtime import Runtime
 from store.tables import OutboxMessage, Submission
-from tests.conftest import invoke
-from tests.desk_mail import SENDER, mail, take
+from tests.support.cli import invoke
+from tests.support.desk_mail import SENDER, mail, take
 
 
 def _files(issued: dict, index: int) -> dict[str, bytes]:

@@ -10,14 +10,14 @@ from datetime import datetime, timedelta, timezone
 import httpx
 from sqlmodel import Session
 
-from keydesk import cli_intake
+from keydesk import composition, daemon
 from keydesk.runtime import Runtime
 from keydesk.status import record_pass
 from store.tables import DeskStatus
-from tests.conftest import invoke, wait_until
-from tests.keydesk.test_connect_check import _edit_section, _smtp
-from tests.mailer.smtp_servers import Recorder, running
-from tests.servers import deployment_for, free_port, make_mail, pymap_server, sample_process  # noqa: F401
+from tests.support.cli import invoke, wait_until
+from tests.support.deployment import edit_section, use_smtp
+from tests.support.smtp_servers import Recorder, running
+from tests.support.servers import deployment_for, free_port, make_mail, sample_process
 
 
 def _status(config, *args):
@@ -26,14 +26,14 @@ def _status(config, *args):
 
 
 def test_status_is_healthy_after_a_pass_and_degraded_when_smtp_is_down(pymap_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
+    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
     config = deployment_for(tmp_path, pymap_server)
     code, report = _status(config, "--no-connect")
     assert code == 1 and report["desks"]["misato"]["problems"] == ["no intake pass has completed yet"]
 
     handler = Recorder()
     with running(handler) as port:
-        _smtp(config, port)
+        use_smtp(config, port)
         pymap_server.append(make_mail(1))
         assert invoke(config, "poll", "--once").exit_code == 0
         code, report = _status(config)
@@ -52,7 +52,7 @@ def test_status_is_healthy_after_a_pass_and_degraded_when_smtp_is_down(pymap_ser
 
 
 def test_a_stale_last_pass_and_a_quarantined_mail_make_the_desk_degraded(pymap_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
+    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
     config = deployment_for(tmp_path, pymap_server)
     runtime = Runtime(config)
     record_pass(runtime.engine, "misato", 0, now=datetime.now(timezone.utc) - timedelta(hours=3))
@@ -69,17 +69,17 @@ def test_a_stale_last_pass_and_a_quarantined_mail_make_the_desk_degraded(pymap_s
 
 
 def test_keydesk_run_serves_the_same_figures_as_prometheus_metrics(pymap_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(cli_intake, "process_factory", lambda runtime, desk: sample_process)
-    monkeypatch.setattr(cli_intake, "companions", lambda: ())
+    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+    monkeypatch.setattr(daemon, "companions", lambda: ())
     config = deployment_for(tmp_path, pymap_server)
     metrics_port = free_port()
-    _edit_section(config, "[metrics]", enabled="true", port=str(metrics_port), cache_seconds="0")
+    edit_section(config, "[metrics]", enabled="true", port=str(metrics_port), cache_seconds="0")
     runtime = Runtime(config)
     stop, ready, failures = threading.Event(), threading.Event(), []
 
     def serve():
         try:
-            cli_intake.serve(runtime, stop, ready=ready.set)
+            daemon.serve(runtime, stop, ready=ready.set)
         except BaseException as exc:  # noqa: BLE001 - reported below
             failures.append(exc)
             ready.set()
@@ -113,7 +113,7 @@ def test_keydesk_run_serves_the_same_figures_as_prometheus_metrics(pymap_server,
 
 def test_metrics_refuses_plain_http_off_loopback(pymap_server, tmp_path):
     config = deployment_for(tmp_path, pymap_server)
-    _edit_section(config, "[metrics]", enabled="true", host='"0.0.0.0"')
+    edit_section(config, "[metrics]", enabled="true", host='"0.0.0.0"')
     result = invoke_run_once(config)
     assert "metrics: plain HTTP is allowed only on a loopback address" in result
 
@@ -125,7 +125,7 @@ def invoke_run_once(config) -> str:
     stop = threading.Event()
     stop.set()
     try:
-        cli_intake.serve(runtime, stop)
+        daemon.serve(runtime, stop)
     except ConfigProblem as exc:
         return str(exc)
     return ""

@@ -23,7 +23,7 @@ from mailer.settings import OutboxSettings, SmtpSettings
 from mailer.smtp_client import SmtpConnectError, SmtpConnector, SmtpSession
 from store.audit import verify_chain
 from store.tables import AuditEvent, OutboxMessage
-from tests.mailer.smtp_servers import (
+from tests.support.smtp_servers import (
     CloseAfterEachMessage,
     DropAfterData,
     Recorder,
@@ -338,7 +338,7 @@ def test_two_deliverers_at_once_send_each_row_once(db):
 
 def test_an_unreachable_server_keeps_the_rows_for_later(db):
     ids = add(db, 3)
-    from tests.mailer.smtp_servers import free_port
+    from tests.support.smtp_servers import free_port
 
     report = delivery.deliver_due(db, smtp(free_port()), OUTBOX, now=T0)
     assert report.connection_error and "cannot connect" in report.connection_error
@@ -492,7 +492,7 @@ def test_cli_send_list_and_retry(deployment):
 
 
 def test_cli_send_reports_an_unreachable_server(deployment):
-    from tests.mailer.smtp_servers import free_port
+    from tests.support.smtp_servers import free_port
 
     app, runner, config = deployment
     _point_smtp_at(config, free_port())

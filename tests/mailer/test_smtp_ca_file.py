@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from keydesk.cli_outbox import connector_for
+from keydesk.composition import connector_for
 from keydesk.settings import load_settings
 from mailer.smtp_client import SmtpConnectError, SmtpSession
 from foundation.config import ConfigError
-from tests.conftest import invoke, run_keydesk
-from tests.mailer.smtp_servers import Recorder, password_authenticator, running
-from tests.tls_certs import private_ca
+from tests.support.cli import invoke, run_keydesk
+from tests.support.smtp_servers import Recorder, password_authenticator, running
+from tests.support.tls_certs import private_ca
 
 PASSWORD_ENV = "KEYDESK_TEST_SMTP_PASSWORD"
 MAIL = b"From: keiyaku@town.misato.example\r\nTo: info@builder.example\r\nSubject: test\r\n\r\nhello\r\n"

@@ -12,7 +12,7 @@ import pytest
 
 from rules.domain import Certificate, GuaranteeType
 from rules.signatures import DocumentSignatures
-from tests.conftest import ADVANCE_CERTIFICATE
+from tests.support.deployment import ADVANCE_CERTIFICATE
 from verifier.pdf_text import PdfTextWorker
 
 ROOT = Path(__file__).resolve().parents[2]

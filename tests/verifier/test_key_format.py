@@ -7,7 +7,7 @@ from pydantic import ValidationError
 
 from rules.findings import Finding, Verdict
 from formats.access_key import AccessKeyFormat
-from tests.verifier.test_verify import (
+from tests.support.verify import (
     ADVANCE_CERT,
     SIGNATURES,
     Desk,
@@ -69,7 +69,7 @@ def desk_with(key_format: AccessKeyFormat) -> tuple[Desk, object]:
 
 
 def test_with_check_none_a_key_is_never_returned_as_a_typo_but_looked_up(monkeypatch) -> None:
-    import tests.verifier.test_verify as helpers
+    import tests.support.verify as helpers
 
     key = mistyped(keys.generate())
     desk, signatures = desk_with(NO_CHECK)

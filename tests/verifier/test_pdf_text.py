@@ -19,7 +19,7 @@ from verifier.pdf_text import (
     extract_in_process,
 )
 
-from tests.conftest import wait_until
+from tests.support.cli import wait_until
 
 from .conftest import NUMBER_1, VALID_KEY, fixture_pdf
 

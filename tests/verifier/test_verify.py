@@ -2,175 +2,52 @@
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, replace
-from datetime import date, datetime, timezone
-from pathlib import Path
+from datetime import date
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from guarantor.pdf import render_certificate_view, render_fee_receipt, render_fee_statement, render_key_notice
-from rules.domain import Certificate, Contract, GuaranteeType
+from rules.domain import GuaranteeType
 from rules.findings import CODES, Finding, Verdict
-from rules.schema import DeskRules, SenderPolicy
-from rules.signatures import DocumentKind, DocumentSignatures
+from rules.schema import SenderPolicy
+from rules.signatures import DocumentKind
 from formats import access_key as keys
-from verifier.certificate_signature import SignedCertificate, canonical_json, key_id
+from verifier.certificate_signature import SignedCertificate, canonical_json
 from verifier.lookup import LookupResult, LookupStatus
-from verifier.pdf_text import TextResult, TextStatus, extract_in_process
+from verifier.pdf_text import TextResult, TextStatus
 from verifier.verify import (
     BODY,
     InputDocument,
     MailContext,
-    MailVerdict,
-    Ports,
     SenderAuthentication,
     notice_differences,
-    verify_mail,
 )
 
-RULES_TOML = tomllib.loads((Path(__file__).parents[2] / "config" / "rules.toml").read_text(encoding="utf-8"))
-SIGNATURES = DocumentSignatures.model_validate(RULES_TOML["documents"])
-RULES = DeskRules.model_validate(RULES_TOML["desks"]["misato"])
-NOW = datetime(2026, 4, 15, 10, 0, tzinfo=timezone.utc)
-ISSUED = datetime(2026, 4, 12, 9, 0, tzinfo=timezone.utc)
-SIGNING_KEY = Ed25519PrivateKey.generate()
-TRUSTED = {key_id(SIGNING_KEY.public_key()): SIGNING_KEY.public_key()}
-
-ADVANCE_CERT = Certificate(
-    guarantee_no="26-000123-4",
-    guarantee_type=GuaranteeType.ADVANCE,
-    guarantor="西日本建設業保証株式会社",
-    contractor_name="株式会社美郷建設",
-    obligee="美郷町長",
-    desk="misato",
-    contract_no="R8-001",
-    work_name="町道美郷線 道路改良工事",
-    work_category="工事",
-    contract_amount=12_345_000,
-    guarantee_amount=4_938_000,
-    fee=30_000,
-    contract_date=date(2026, 4, 10),
-    completion_date=date(2027, 3, 15),
-    period_start=date(2026, 4, 10),
-    period_end=date(2027, 3, 15),
-    issued_on=date(2026, 4, 12),
-)
-CONTRACT_CERT = replace(
-    ADVANCE_CERT, guarantee_no="26-000124-2", guarantee_type=GuaranteeType.CONTRACT, guarantee_amount=1_234_500
-)
-# A 中間前払金 starts after the middle of the 工期 (2026-09-27), as the town's 認定 requires.
-INTERMEDIATE_CERT = replace(
+from tests.support.verify import (
+    RULES,
+    NOW,
+    ISSUED,
     ADVANCE_CERT,
-    guarantee_no="26-000125-9",
-    period_start=date(2026, 10, 1),
-    guarantee_type=GuaranteeType.INTERMEDIATE_ADVANCE,
-    guarantee_amount=2_469_001,
+    CONTRACT_CERT,
+    INTERMEDIATE_CERT,
+    REGISTER_ROW,
+    sign,
+    FakeLookup,
+    FakeRegister,
+    FakeAccepted,
+    Desk,
+    pdf,
+    notice,
+    codes,
+    all_codes,
 )
-REGISTER_ROW = Contract(
-    contract_no="R8-001",
-    desk="misato",
-    work_name="町道美郷線 道路改良工事",
-    work_category="工事",
-    contractor_name="㈱美郷建設",
-    contract_amount=12_345_000,
-    contract_date=date(2026, 4, 10),
-    completion_date=date(2027, 3, 15),
-    advance_amount=None,
-    intermediate_advance_amount=None,
-    department="kensetsu",
-)
-
-
-def sign(certificate: Certificate, private_key: Ed25519PrivateKey = SIGNING_KEY) -> SignedCertificate:
-    payload = canonical_json(certificate)
-    return SignedCertificate(payload, private_key.sign(payload), key_id(private_key.public_key()))
-
-
-class FakeLookup:
-    def __init__(self) -> None:
-        self.answers: dict[tuple[str, str], LookupResult] = {}
-        self.calls: list[tuple[str, str, datetime]] = []
-
-    def issue(self, certificate: Certificate, signed: SignedCertificate | None = None) -> str:
-        key = keys.generate()
-        self.answers[(certificate.guarantee_no, keys.parse(key))] = LookupResult(
-            LookupStatus.FOUND, signed or sign(certificate)
-        )
-        return key
-
-    def lookup(self, guarantee_no: str, access_key: str, now: datetime) -> LookupResult:
-        self.calls.append((guarantee_no, access_key, now))
-        return self.answers.get((guarantee_no, access_key), LookupResult(LookupStatus.NO_MATCH))
-
-
-class FakeRegister:
-    def __init__(self, *rows: Contract) -> None:
-        self.rows = {(row.desk, row.contract_no): row for row in rows}
-
-    def get(self, desk: str, contract_no: str) -> Contract | None:
-        return self.rows.get((desk, contract_no))
-
-    def find_by_work(self, desk: str, work_name: str, contractor_name: str) -> Contract | None:
-        from rules.names import company_key, plain_key
-
-        found = [
-            row
-            for (row_desk, _), row in self.rows.items()
-            if row_desk == desk
-            and plain_key(row.work_name) == plain_key(work_name)
-            and company_key(row.contractor_name) == company_key(contractor_name)
-        ]
-        return found[0] if len(found) == 1 else None
-
-
-class FakeAccepted:
-    def __init__(self, receipts: dict[str, str] | None = None, advances: dict | None = None) -> None:
-        self.receipts = receipts or {}
-        self.advances = advances or {}
-
-    def receipt_for(self, desk: str, guarantee_no: str) -> str | None:
-        return self.receipts.get(guarantee_no)
-
-    def advance_amounts(self, desk: str, contract_no: str):
-        return self.advances.get(contract_no, {})
-
-
-@dataclass
-class Desk:
-    lookup: FakeLookup
-    register: FakeRegister
-    accepted: FakeAccepted
-    rules: DeskRules = RULES
-
-    @property
-    def ports(self) -> Ports:
-        return Ports(self.lookup, self.register, self.accepted, TRUSTED)
-
-    def verify(self, *documents: InputDocument, context: MailContext | None = None) -> MailVerdict:
-        return verify_mail(documents, context or MailContext(desk="misato"), self.rules, SIGNATURES, self.ports, NOW)
 
 
 @pytest.fixture
 def desk() -> Desk:
     return Desk(FakeLookup(), FakeRegister(REGISTER_ROW), FakeAccepted())
-
-
-def pdf(name: str, data: bytes) -> InputDocument:
-    return InputDocument(name, extract_in_process(data))
-
-
-def notice(certificate: Certificate, key: str, name: str = "認証キー等のお知らせ.pdf") -> InputDocument:
-    return pdf(name, render_key_notice(certificate, key, ISSUED))
-
-
-def codes(findings) -> list[str]:
-    return [f.code for f in findings]
-
-
-def all_codes(verdict: MailVerdict) -> set[str]:
-    return set(codes(verdict.all_findings))
 
 
 # -- the good path --------------------------------------------------------------------------

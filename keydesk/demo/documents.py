@@ -21,9 +21,9 @@ from guarantor.issue import IssuedGuarantee
 from guarantor.notices import fee_document_names
 from guarantor.pdf import render_key_notice
 from guarantor.settings import GuarantorSettings
-from keydesk import demo_mail_builders as build
-from keydesk import demo_scenario as scenario
-from keydesk.demo_scenario import Contractor, Doc, Guarantee, ScenarioMail, Style, contractor, guarantee
+from keydesk.demo import mail_builders as build
+from keydesk.demo import scenario
+from keydesk.demo.scenario import Contractor, Doc, Guarantee, ScenarioMail, Style, contractor, guarantee
 from keydesk.embedded_imap import EmbeddedImap
 from keydesk.settings import Settings
 from mailer.reply_policy import MARKER_HEADER

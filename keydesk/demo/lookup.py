@@ -26,10 +26,10 @@ from guarantor.service.tokens import add_token
 from intake.manual_lookup import ManualFacts, pending_lookups, record_manual_lookup, reveal_key
 from intake.register_store import COLUMNS as CONTRACT_COLUMNS
 from intake.register_store import import_contracts
-from keydesk import demo_mail_builders as build
-from keydesk import demo_scenario as scenario
+from keydesk.demo import mail_builders as build
+from keydesk.demo import scenario
 from keydesk.composition import desk_context, guarantor_service_app
-from keydesk.demo_documents import DemoError, key_notice_name
+from keydesk.demo.documents import DemoError, key_notice_name
 from keydesk.runtime import Runtime
 from keydesk.secret_files import write_private_file
 from store import stored_findings

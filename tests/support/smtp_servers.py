@@ -16,7 +16,7 @@ from collections.abc import Iterator
 from aiosmtpd.controller import Controller
 from aiosmtpd.smtp import SMTP, AuthResult, LoginPassword
 
-from tests.tls_certs import TlsFiles, self_signed  # noqa: F401 (the mailer tests import them from here)
+from tests.support.tls_certs import TlsFiles, self_signed  # noqa: F401 (the mailer tests import them from here)
 
 
 @dataclass(frozen=True)

@@ -18,27 +18,24 @@ import re
 import shutil
 import socket
 import time
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from collections.abc import Callable
 from zoneinfo import ZoneInfo
 
-import typer
 from sqlmodel import Session, select
 
 from guarantor import registry
 from guarantor.issue import IssuedGuarantee, issue_file
 from guarantor.keys import create_signing_key, publish_public_key
 from intake.register_store import import_contracts
-from keydesk import demo_lookup
-from keydesk import demo_scenario as scenario
-from keydesk.cli_admin import create_missing_secrets, init
-from keydesk.cli_digest import targets_for
-from keydesk.cli_intake import build_service, connector, mailbox_lock, start_embedded
-from keydesk.cli_outbox import connector_for
+from keydesk.demo import lookup as demo_lookup
+from keydesk.demo import scenario
+from keydesk.composition import build_service, connector, connector_for, mailbox_lock, targets_for
+from keydesk.daemon import start_embedded
 from keydesk.database import upgrade
-from keydesk.demo_documents import Contractors, DemoDocuments, DemoError
+from keydesk.demo.documents import Contractors, DemoDocuments, DemoError
+from keydesk.demo.report import DemoReport, DigestFile, MailOutcome, Notify
+from keydesk.deployment import create_config, create_missing_secrets
 from foundation.errors import UserFacingError
 from keydesk.runtime import Runtime
 from keydesk.settings import load_settings
@@ -54,63 +51,6 @@ from store.tables import InboundMessage, OutboxMessage, Submission
 log = logging.getLogger(__name__)
 
 MARKER = ".keydesk-demo"  # only a folder carrying this is ever deleted by the demo
-Notify = Callable[[str], None]
-
-
-@dataclass(frozen=True)
-class MailOutcome:
-    mail: scenario.ScenarioMail
-    sender: scenario.Contractor
-    message_id: str
-    receipt_no: str | None
-    verdict: str | None
-    codes: tuple[str, ...]
-    resend_of_receipt: str | None  # the returned mail this one was linked to
-    replied: bool  # the desk's reply left the outbox
-
-    @property
-    def as_expected(self) -> bool:
-        linked = self.mail.resend_of is None or self.resend_of_receipt is not None
-        return (
-            self.verdict == self.mail.expected_verdict.value
-            and self.mail.expected_codes <= set(self.codes)
-            and linked
-            and self.replied
-        )
-
-
-@dataclass(frozen=True)
-class DigestFile:
-    department: str
-    recipients: tuple[str, ...]
-    html: Path
-    csv: Path
-    text: str
-
-
-@dataclass
-class DemoReport:
-    directory: Path
-    config_dir: Path
-    mail_directory: Path
-    log_file: Path
-    imap_port: int
-    smtp_port: int
-    passwords: dict[str, str] = field(default_factory=dict)  # embedded mail users
-    issued: int = 0
-    notices: int = 0
-    replies: int = 0
-    mails: list[MailOutcome] = field(default_factory=list)
-    digests: list[DigestFile] = field(default_factory=list)
-    audit_events: int = 0
-    audit_intact: bool = False
-    elapsed: float = 0.0
-    lookup_url: str = ""  # the guarantor's look-up service the desk asked over HTTP
-    manual: demo_lookup.ManualCase | None = None  # the case a clerk looked up by hand
-
-    @property
-    def all_as_expected(self) -> bool:
-        return all(outcome.as_expected for outcome in self.mails) and (self.manual is None or self.manual.as_expected)
 
 
 # -- the folder and its configuration ---------------------------------------------------------------
@@ -167,7 +107,7 @@ def write_config(directory: Path, imap_port: int, smtp_port: int) -> Path:
     """`keydesk init` into ``directory/config``, then the demo's ports and mail users."""
     config_dir = directory / "config"
     with contextlib.redirect_stdout(io.StringIO()):  # init's next-step hints are not the demo's
-        init(config_dir)
+        create_config(config_dir)
     path = config_dir / "keydesk.toml"
     text = path.read_text(encoding="utf-8")
     text = set_toml_value(text, "smtp", "port", str(smtp_port))
@@ -394,62 +334,3 @@ def _digest(runtime: Runtime, directory: Path, since: datetime) -> list[DigestFi
                 )
         session.commit()
     return files
-
-
-# -- the command ----------------------------------------------------------------------------------
-
-
-def register(app: typer.Typer) -> None:
-    """Add `demo` to the keydesk app (once, however often it is called)."""
-    if not any(command.name == "demo" for command in app.registered_commands):
-        app.command("demo")(demo)
-
-
-def demo(
-    ctx: typer.Context,
-    imap_port: int = typer.Option(0, "--imap-port", min=0, max=65535, help="Embedded IMAP port (0: a free one)."),
-    smtp_port: int = typer.Option(0, "--smtp-port", min=0, max=65535, help="Embedded SMTP port (0: a free one)."),
-    show_digest: bool = typer.Option(False, "--show-digest", help="Also print the staff digest as text."),
-) -> None:
-    """The whole story on the embedded mail system, in a fresh var/demo/ (deleted at the next run)."""
-    from keydesk.demo_output import DemoConsole  # rich is only needed here
-
-    runtime: Runtime = ctx.obj
-    directory = demo_directory(deployment_home(runtime))
-    prepare_directory(directory)
-    out = DemoConsole()
-    with (
-        _log_to_file(directory / "demo.log", runtime.debug),
-        out.running(directory) as notify,
-        contextlib.ExitStack() as stack,
-    ):
-        report = run_demo(directory, stack, imap_port=imap_port, smtp_port=smtp_port, notify=notify)
-    out.summary(report, show_digest)
-    if not report.all_as_expected:
-        raise typer.Exit(1)
-
-
-@contextlib.contextmanager
-def _log_to_file(path: Path, debug: bool):
-    """English logs go to var/demo/demo.log; the terminal keeps the progress (and warnings)."""
-    root = logging.getLogger()
-    quiet = (
-        []
-        if debug
-        else [
-            h for h in root.handlers if isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
-        ]
-    )
-    levels = [h.level for h in quiet]
-    handler = logging.FileHandler(path, encoding="utf-8")
-    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
-    root.addHandler(handler)
-    for stream in quiet:
-        stream.setLevel(logging.WARNING)
-    try:
-        yield
-    finally:
-        for stream, level in zip(quiet, levels):
-            stream.setLevel(level)
-        root.removeHandler(handler)
-        handler.close()

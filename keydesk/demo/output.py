@@ -12,7 +12,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from keydesk.demo import DemoReport, MailOutcome, Notify
+from keydesk.demo.report import DemoReport, MailOutcome, Notify
 from rules.findings import CODES, VERDICT_LABELS, Severity, Verdict
 
 _VERDICT_STYLES = {Verdict.ACCEPTED: "green", Verdict.NEEDS_REVIEW: "yellow", Verdict.RETURNED: "red"}

@@ -23,8 +23,8 @@ from imapclient import IMAPClient
 
 from intake.settings import MailboxSettings
 from keydesk.embedded_imap import EmbeddedImap, greeting_ok, port_closed
-from tests.conftest import wait_until  # tests import it from here too
-from tests.tls_certs import TlsFiles, private_ca
+from tests.support.cli import wait_until
+from tests.support.tls_certs import TlsFiles, private_ca
 
 USER = "keiyaku@town.test.example"
 PASSWORD = "desk-password-1"
@@ -546,11 +546,11 @@ def deployment_for(
 ) -> Path:
     """A config folder from `keydesk init`, its database migrated, the desk's mailbox pointing at
     ``server`` (or at the embedded server when ``embedded``)."""
-    from keydesk.cli_admin import init
+    from keydesk.deployment import create_config
     from keydesk.database import make_engine, upgrade
 
     config = tmp_path / "config"
-    init(config)
+    create_config(config)
     path = config / "keydesk.toml"
     text = path.read_text(encoding="utf-8")
     if embedded:
