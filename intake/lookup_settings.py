@@ -16,8 +16,7 @@ from urllib.parse import urlsplit
 from pydantic import Field, model_validator
 
 from foundation.config import HomePath, StrictModel
-
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
+from foundation.net import is_loopback
 
 
 class LookupSettings(StrictModel):
@@ -51,7 +50,7 @@ class LookupSettings(StrictModel):
         parts = urlsplit(self.url)
         if parts.scheme not in ("https", "http") or not parts.hostname:
             raise ValueError(f"url: must be an https:// address, got {self.url!r}")
-        if parts.scheme == "http" and parts.hostname not in LOOPBACK_HOSTS:
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
             raise ValueError(f"url: plain http is allowed only to a loopback address, got {self.url!r}")
         if not self.token_env and not self.token_file:
             raise ValueError('mode = "http" needs token_env or token_file (the desk\'s bearer token)')
