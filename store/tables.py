@@ -8,10 +8,13 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
-from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, Integer, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 from store.states import InboundState, OutboxState
+
+
+_IMAP_NUMBER = BigInteger().with_variant(Integer(), "sqlite")
 
 
 def utcnow() -> datetime:
@@ -32,9 +35,10 @@ class InboundMessage(SQLModel, table=True):
     account: str = Field(max_length=320)
     mailbox: str = Field(max_length=255)
     # IMAP's UIDVALIDITY and UID are unsigned 32-bit (up to 4294967295): above PostgreSQL's signed
-    # integer (pymap picks large UIDVALIDITY values), so both are BIGINT (migration 0002).
-    uidvalidity: int = Field(sa_column=Column(BigInteger, nullable=False))
-    uid: int = Field(sa_column=Column(BigInteger, nullable=False))
+    # integer (pymap picks large UIDVALIDITY values), so both are BIGINT there (migration 0002);
+    # SQLite's INTEGER holds 64 bits already, and rebuilding its table would trip the foreign keys.
+    uidvalidity: int = Field(sa_column=Column(_IMAP_NUMBER, nullable=False))
+    uid: int = Field(sa_column=Column(_IMAP_NUMBER, nullable=False))
     sha256: str = Field(max_length=64)
     size: int
     # Relative to the storage directory; for a too_large mail it holds the headers only.

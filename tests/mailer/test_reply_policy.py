@@ -165,12 +165,17 @@ ORDINARY = dict(
         ({"address": DESK.upper()}, ReplyDecision(False, None, "the reply address is the desk's own address")),
         (
             {"recent_replies": 5},
-            ReplyDecision(False, None, f"rate limit: 5 replies to {TANAKA} in the last hour (limit 5)"),
+            # Issue 12 (merged from main): a reply the limit holds back keeps its address and is kept
+            # in the outbox as suppressed, never sent.
+            ReplyDecision(
+                False, TANAKA, f"rate limit: 5 replies to {TANAKA} in the last hour (limit 5)", suppressed=True
+            ),
         ),
     ],
 )
 def test_every_reason_not_to_reply_and_the_one_to_reply(changes, expected) -> None:
-    """Exact decisions: ``reply`` is a bool, the address is set only for a reply, the reason is logged."""
+    """Exact decisions: ``reply`` is a bool, the address is set only for a reply (or a suppressed one),
+    the reason is logged."""
     assert decide(**{**ORDINARY, **changes}) == expected
 
 

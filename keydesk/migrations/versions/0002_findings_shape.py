@@ -9,8 +9,8 @@ as they are (nothing is lost).
 
 ``inbound_message.uidvalidity`` and ``uid`` become BIGINT: IMAP defines them as unsigned 32-bit
 numbers, and values above 2^31 - 1 (pymap's UIDVALIDITY, for one) did not fit PostgreSQL's integer.
-(SQLite's INTEGER holds 64 bits already; its declared type changes too, so the schema matches the
-models on every database.)
+SQLite's INTEGER already holds 64 bits, so SQLite keeps its table as it is (rebuilding it would
+also trip the foreign keys of the rows that point at it).
 
 Revision ID: 0002
 Revises: 0001
@@ -68,9 +68,11 @@ def _convert(findings_json: str) -> str | None:
 
 def upgrade() -> None:
     connection = op.get_bind()
-    with op.batch_alter_table("inbound_message", schema=None) as batch_op:
+    if connection.dialect.name != "sqlite":
         for column in ("uidvalidity", "uid"):
-            batch_op.alter_column(column, type_=sa.BigInteger(), existing_type=sa.Integer(), existing_nullable=False)
+            op.alter_column(
+                "inbound_message", column, type_=sa.BigInteger(), existing_type=sa.Integer(), existing_nullable=False
+            )
     for name in _TABLES:
         table = sa.table(name, sa.column("id", sa.Integer), sa.column("findings_json", sa.Text))
         rows = connection.execute(
@@ -84,6 +86,8 @@ def upgrade() -> None:
 
 def downgrade() -> None:
     # The object shape of findings was already valid at 0001: only the column types go back.
-    with op.batch_alter_table("inbound_message", schema=None) as batch_op:
+    if op.get_bind().dialect.name != "sqlite":
         for column in ("uid", "uidvalidity"):
-            batch_op.alter_column(column, type_=sa.Integer(), existing_type=sa.BigInteger(), existing_nullable=False)
+            op.alter_column(
+                "inbound_message", column, type_=sa.Integer(), existing_type=sa.BigInteger(), existing_nullable=False
+            )
