@@ -1,8 +1,8 @@
 """Staff and admin commands around the decision: `keydesk verify`, `keydesk contracts import`,
 `keydesk rules check [--replay N]`.
 
-Composition only: reading files, opening the database and wiring the ports; the verifier and the
-rules decide, ``intake.register_store`` imports and reads the register.
+Parse and print: ``intake.verify_file`` reads a PDF or mail, the verifier and the rules decide,
+``intake.register_store`` imports and reads the register, ``intake.replay`` replays recorded guarantees.
 """
 
 from __future__ import annotations
@@ -16,15 +16,14 @@ import typer
 from sqlmodel import Session
 
 from guarantor.keys import load_trusted_keys
+from intake.verify_file import file_inputs, read_bounded
 from intake.replay import ReplayChange, replay_submissions
-from intake.mime import MailDocument, MailLimits, is_pdf, walk_headers
 from intake.register_store import (
     DbAcceptedIndex,
     DbContractRegister,
     import_contracts,
 )
-from intake.walk_worker import walk_bounded
-from intake.verify_inputs import input_document, key_patterns, preview_reply, too_large_context, verify_inputs
+from intake.verify_inputs import preview_reply
 from keydesk.composition import lookup_service
 from foundation.errors import UserFacingError
 from keydesk.runtime import Runtime
@@ -34,7 +33,7 @@ from rules.signatures import DocumentKind
 from store.audit import record as audit
 from formats.csv_table import CsvTableError
 from verifier.pdf_text import PdfLimits, PdfTextWorker
-from verifier.verify import MailContext, MailVerdict, Ports, verify_mail
+from verifier.verify import MailVerdict, Ports, verify_mail
 
 contracts_app = typer.Typer(help="The town's contract register (契約台帳).", no_args_is_help=True)
 rules_app = typer.Typer(help="The town's rules (config/rules.toml).", no_args_is_help=True)
@@ -65,13 +64,6 @@ def _now(settings: Settings) -> datetime:
     return datetime.now(ZoneInfo(settings.timezone))
 
 
-def _read_bounded(path: Path, limit: int, what: str) -> bytes:
-    size = path.stat().st_size
-    if size > limit:
-        raise UserFacingError(f"{path}: {what}が大きすぎます({size} バイト、上限 {limit} バイト)")
-    return path.read_bytes()
-
-
 # ------------------------------------------------------------------------------------------
 # keydesk verify
 # ------------------------------------------------------------------------------------------
@@ -100,7 +92,14 @@ def verify(
         ports = Ports(lookup, DbContractRegister(session), DbAcceptedIndex(session), trusted)
         for path in paths:
             try:
-                documents, context, mail = _inputs(path, settings, desk_id, worker.extract)
+                documents, context, mail = file_inputs(
+                    path,
+                    desk_id=desk_id,
+                    limits=settings.limits,
+                    authserv_id=settings.desks[desk_id].authserv_id,
+                    patterns=settings.rules.documents.patterns,
+                    read_pdf=worker.extract,
+                )
             except (UserFacingError, OSError) as error:
                 failed = True
                 _print_error(path, error, as_json)
@@ -112,46 +111,6 @@ def verify(
         session.rollback()  # nothing the adapters read is ever written back
     if failed:
         raise typer.Exit(1)
-
-
-_HEADER_READ_BYTES = 256 * 1024
-
-
-def _inputs(path: Path, settings: Settings, desk_id: str, read_pdf):
-    """(documents, context, (raw headers, walked mail) or None for a bare PDF)."""
-    suffix = path.suffix.lower()
-    limits = settings.limits
-    authserv_id = settings.desks[desk_id].authserv_id
-    if suffix == ".pdf":
-        data = _read_bounded(path, limits.mail_max_bytes, "ファイル")
-        document = MailDocument(
-            display_name=path.name,
-            content=data,
-            sha256="",
-            declared_type="application/pdf",
-            is_pdf=is_pdf(data),
-            path=(path.name,),
-        )
-        return [input_document(document, read_pdf)], MailContext(desk=desk_id), None
-    if suffix == ".eml":
-        if path.stat().st_size > limits.mail_max_bytes:
-            with path.open("rb") as handle:
-                head = handle.read(_HEADER_READ_BYTES)
-            walked = walk_headers(head, authserv_id=authserv_id)
-            if walked.automatic:  # automatic mail is recognised from its headers, whatever its size
-                return (*verify_inputs(walked, desk_id, read_pdf), (head, walked))
-            return [], too_large_context(desk_id, limits.mail_max_bytes), (head, walked)
-        raw = path.read_bytes()
-        walked = walk_headers(raw, authserv_id=authserv_id)
-        if not walked.automatic:
-            walked = walk_bounded(
-                raw,
-                authserv_id=authserv_id,
-                limits=MailLimits.from_settings(limits),
-                key_patterns=key_patterns(settings.rules.documents.patterns),
-            )
-        return (*verify_inputs(walked, desk_id, read_pdf), (raw, walked))
-    raise UserFacingError(f"{path}: .pdf または .eml のファイルを指定してください")
 
 
 def _reply_preview(settings: Settings, desk_id: str, mail, result: MailVerdict) -> dict:
@@ -233,7 +192,7 @@ def contracts_import(
     """
     runtime: Runtime = ctx.obj
     settings = runtime.settings
-    data = _read_bounded(file, MAX_CSV_BYTES, "CSVファイル")
+    data = read_bounded(file, MAX_CSV_BYTES, "CSVファイル")
     now = _now(settings)
     with Session(runtime.engine) as session:
         try:
