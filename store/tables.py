@@ -200,3 +200,50 @@ class Counter(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=128)
     value: int = 0
+
+
+class StaffAccount(SQLModel, table=True):
+    """A person who signs in to the staff console. Passwords and API tokens are kept as argon2 hashes."""
+
+    __tablename__ = "staff_account"
+
+    id: int | None = Field(default=None, primary_key=True)
+    login: str = Field(unique=True, max_length=64)
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    role: str = Field(max_length=16)  # clerk | admin
+    # Department ids (rules.toml) a clerk may see; an admin sees every department.
+    departments_json: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    password_hash: str | None = Field(default=None, sa_column=Column(Text))
+    api_token_hash: str | None = Field(default=None, sa_column=Column(Text))
+    disabled: bool = False
+    failed_logins: int = 0
+    locked_until: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    last_login_at: datetime | None = None
+
+
+class StaffDecision(SQLModel, table=True):
+    """What a person decided for a submission that waited for people: one per submission, ever.
+
+    The unique submission id is what makes a double click or a retried request harmless: the second
+    insert fails, and the request is answered from the row that won.
+    """
+
+    __tablename__ = "staff_decision"
+
+    id: int | None = Field(default=None, primary_key=True)
+    desk: str = Field(index=True, max_length=64)
+    submission_id: int = Field(foreign_key="submission.id", unique=True)
+    inbound_id: int = Field(foreign_key="inbound_message.id", index=True)
+    decision: str = Field(max_length=16)  # accept | return | handled
+    verdict: str = Field(max_length=32)  # the verdict it gives: accepted | returned | handled
+    reasons_json: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    note: str = Field(default="", sa_column=Column(Text, nullable=False))
+    staff_login: str = Field(max_length=64)
+    staff_name: str = Field(sa_column=Column(Text, nullable=False))
+    # The form's or client's request key: the same key again is a replay, answered, not refused.
+    request_key: str | None = Field(default=None, max_length=64)
+    decided_at: datetime = Field(default_factory=utcnow, index=True)
+    outbox_id: int | None = Field(default=None, foreign_key="outbox_message.id")
+    # Set once the mail was moved from the review folder to the decision's folder.
+    mailbox_action_done: bool = False
