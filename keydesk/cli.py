@@ -13,7 +13,7 @@ from typing import Optional
 
 import typer
 
-from keydesk import cli_admin, cli_digest, cli_guarantor, cli_intake, cli_outbox, cli_verify, demo
+from keydesk import cli_admin, cli_console, cli_digest, cli_guarantor, cli_intake, cli_outbox, cli_verify, demo
 from keydesk.errors import UserError, exit_code_for, message_for
 from keydesk.runtime import Runtime
 
@@ -32,6 +32,7 @@ cli_verify.register(app)
 cli_digest.register(app)
 cli_outbox.register(app)
 cli_intake.register(app)
+cli_console.register(app)
 demo.register(app)
 
 _state = {"debug": False}

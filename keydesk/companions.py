@@ -75,4 +75,15 @@ def digest_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
     return lambda: scheduler.shutdown(wait=True)
 
 
-COMPANIONS = (outbox_companion, digest_companion)
+def console_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
+    """The staff console beside the daemon when [console] enabled = true; its decisions wake the outbox."""
+    if not runtime.settings.console.enabled:
+        return lambda: None
+    from keydesk.cli_console import start_console
+
+    served = start_console(runtime, on_decision=wake_outbox)
+    log.info("staff console at %s", served.url)
+    return served.stop
+
+
+COMPANIONS = (outbox_companion, digest_companion, console_companion)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
+from console.settings import ConsoleSettings
 from guarantor.settings import GuarantorSettings
 from intake.settings import Limits, MailboxSettings, PollSettings
 from mailer.settings import DigestSettings, OutboxSettings, SmtpSettings
@@ -92,6 +93,7 @@ class Settings(StrictModel):
     limits: Limits = Limits()
     embedded: EmbeddedSettings = EmbeddedSettings()
     guarantor: GuarantorSettings = GuarantorSettings()
+    console: ConsoleSettings = ConsoleSettings()
     desks: dict[str, DeskSettings] = Field(min_length=1)
     rules: RuleSet
 

@@ -1,0 +1,195 @@
+"""The inbox: every submission, newest first, with its state, filters, search and counts.
+
+A submission's *state* says what it waits for:
+
+- ``open``: needs_review and nobody has decided yet;
+- ``held``: waiting for a look-up that could not be done (the service was down or refused);
+- ``waiting_resend``: returned (by the robot or a person) and no resend has arrived yet;
+- ``decided``: accepted, handled, answered by a resend, or automatic mail.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from datetime import date, datetime, time, timedelta, timezone
+from zoneinfo import ZoneInfo
+
+from sqlalchemy import or_
+from sqlmodel import Session, select
+
+from console.accounts import StaffMember
+from console.context import ConsoleContext
+from mailer.digest_rows import VERDICT_LABELS, _department as digest_department
+from rules.findings import Verdict
+from store.tables import InboundMessage, StaffDecision, Submission
+
+STATES = ("open", "held", "waiting_resend", "decided")
+STATE_LABELS = {"open": "未対応", "held": "照会待ち", "waiting_resend": "再送待ち", "decided": "対応済"}
+VERDICT_NAMES = {str(k): v for k, v in VERDICT_LABELS.items() if isinstance(k, Verdict)} | {"ignored": "自動送信"}
+DECISION_LABELS = {"accept": "受理", "return": "返送", "handled": "対応済み"}
+# Findings that mean the look-up itself did not happen: the item waits for it, not for a person's view.
+HELD_CODES = frozenset({"lookup.unavailable", "lookup.refused"})
+LIST_LIMIT = 500
+
+
+@dataclass(frozen=True)
+class InboxFilter:
+    verdict: str | None = None
+    state: str | None = None
+    department: str | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    query: str | None = None
+
+
+@dataclass(frozen=True)
+class InboxItem:
+    submission_id: int
+    desk: str
+    receipt_no: str
+    received_at: datetime
+    contractor: str
+    work_name: str
+    guarantee_type: str
+    guarantee_no: str
+    contract_no: str
+    verdict: str  # the robot's verdict
+    state: str
+    department: str
+    department_name: str
+    sender: str
+    subject: str
+    decision: str | None = None  # accept | return | handled, when a person decided
+
+    @property
+    def verdict_label(self) -> str:
+        return VERDICT_NAMES.get(self.verdict, self.verdict)
+
+    @property
+    def state_label(self) -> str:
+        return STATE_LABELS[self.state]
+
+    @property
+    def decision_label(self) -> str:
+        return DECISION_LABELS.get(self.decision or "", "")
+
+    def to_json(self) -> dict:
+        return {
+            "receipt_no": self.receipt_no, "submission_id": self.submission_id, "desk": self.desk,
+            "received_at": _aware(self.received_at).isoformat(), "contractor": self.contractor,
+            "work_name": self.work_name, "guarantee_type": self.guarantee_type, "guarantee_no": self.guarantee_no,
+            "contract_no": self.contract_no, "verdict": self.verdict, "state": self.state,
+            "department": self.department, "decision": self.decision, "sender": self.sender,
+        }
+
+
+@dataclass(frozen=True)
+class InboxPage:
+    items: list[InboxItem]
+    counts: dict[str, int]  # per state, over what the person may see (before the state filter)
+    latest_submission_id: int  # for "new items appeared" polling
+
+
+def _aware(moment: datetime) -> datetime:
+    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
+
+
+def finding_codes(findings_json: str | None) -> list[str]:
+    try:
+        items = json.loads(findings_json or "[]")
+    except ValueError:
+        return []
+    return [item.get("code") if isinstance(item, dict) else item for item in items if item]
+
+
+def state_of(submission: Submission, decision: StaffDecision | None, resent: bool) -> str:
+    if decision is not None:
+        return "waiting_resend" if decision.verdict == Verdict.RETURNED and not resent else "decided"
+    if submission.verdict == Verdict.NEEDS_REVIEW:
+        return "held" if HELD_CODES & set(finding_codes(submission.findings_json)) else "open"
+    if submission.verdict == Verdict.RETURNED and not resent:
+        return "waiting_resend"
+    return "decided"
+
+
+def department_of(context: ConsoleContext, submission: Submission) -> str:
+    """The department whose staff handle it: the same routing the digest uses."""
+    view = context.desks.get(submission.desk)
+    if view is None:
+        return submission.department or ""
+    return digest_department(view.rules, submission.department, submission.guarantee_type)
+
+
+def _day_start(day: date, zone: str) -> datetime:
+    return datetime.combine(day, time.min, tzinfo=ZoneInfo(zone)).astimezone(timezone.utc)
+
+
+def list_inbox(session: Session, context: ConsoleContext, member: StaffMember, wanted: InboxFilter) -> InboxPage:
+    statement = (
+        select(Submission, InboundMessage, StaffDecision)
+        .join(InboundMessage, Submission.inbound_id == InboundMessage.id)
+        .outerjoin(StaffDecision, StaffDecision.submission_id == Submission.id)
+        .where(Submission.desk.in_(list(context.desks)))
+    )
+    if wanted.verdict:
+        statement = statement.where(Submission.verdict == wanted.verdict)
+    if wanted.date_from:
+        statement = statement.where(InboundMessage.received_at >= _day_start(wanted.date_from, context.timezone))
+    if wanted.date_to:
+        statement = statement.where(
+            InboundMessage.received_at < _day_start(wanted.date_to + timedelta(days=1), context.timezone))
+    query = (wanted.query or "").strip()
+    if query:
+        statement = statement.where(or_(
+            InboundMessage.receipt_no.contains(query, autoescape=True),
+            Submission.guarantee_no.contains(query, autoescape=True),
+            Submission.contract_no.contains(query, autoescape=True),
+            Submission.contractor_name.contains(query, autoescape=True),
+        ))
+    rows = session.exec(statement.order_by(InboundMessage.received_at.desc(), Submission.id.desc())
+                        .limit(LIST_LIMIT * 4)).all()
+    resent = _resent_ids(session, [s.id for s, _, _ in rows])
+    counts = dict.fromkeys(STATES, 0)
+    items: list[InboxItem] = []
+    latest = 0
+    for submission, inbound, decision in rows:
+        department = department_of(context, submission)
+        if not member.sees(department):
+            continue
+        if wanted.department and department != wanted.department:
+            continue
+        latest = max(latest, submission.id)
+        state = state_of(submission, decision, submission.id in resent)
+        counts[state] += 1
+        if wanted.state and state != wanted.state:
+            continue
+        if len(items) < LIST_LIMIT:
+            items.append(_item(context, submission, inbound, decision, state, department))
+    return InboxPage(items, counts, latest)
+
+
+def _resent_ids(session: Session, ids: list[int]) -> set[int]:
+    if not ids:
+        return set()
+    return set(session.exec(select(Submission.resend_of_id).where(Submission.resend_of_id.in_(ids))).all())
+
+
+def _item(context: ConsoleContext, submission: Submission, inbound: InboundMessage, decision: StaffDecision | None,
+          state: str, department: str) -> InboxItem:
+    view = context.desks.get(submission.desk)
+    return InboxItem(
+        submission_id=submission.id, desk=submission.desk, receipt_no=inbound.receipt_no or "",
+        received_at=_aware(inbound.received_at), contractor=submission.contractor_name or "",
+        work_name=submission.work_name or "", guarantee_type=submission.guarantee_type or "",
+        guarantee_no=submission.guarantee_no or "", contract_no=submission.contract_no or "",
+        verdict=submission.verdict, state=state, department=department,
+        department_name=view.department_name(department) if view else department,
+        sender=inbound.sender or "", subject=inbound.subject or "",
+        decision=decision.decision if decision else None,
+    )
+
+
+def latest_visible_id(session: Session, context: ConsoleContext, member: StaffMember) -> int:
+    """The newest submission this person may see (the inbox asks for it to show new items)."""
+    return list_inbox(session, context, member, InboxFilter()).latest_submission_id

@@ -1,0 +1,51 @@
+"""The ``[console]`` section of keydesk.toml: where the staff console listens and how staff sign in."""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from rules.config_base import HomePath, StrictModel
+
+
+class ConsoleSettings(StrictModel):
+    # `keydesk run` starts the console beside the desk when true; `keydesk console` runs it alone.
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=8080, ge=0, le=65535)
+    # Off loopback the console speaks TLS: a certificate and its key from files.
+    tls_cert_file: HomePath | None = None
+    tls_key_file: HomePath | None = None
+    # Addresses of reverse proxies whose X-Forwarded-For / X-Forwarded-Proto / remote-user header
+    # are believed; nobody else's.
+    trusted_proxies: list[str] = Field(default_factory=list)
+    # "password": staff sign in with keydesk's own accounts. "remote_user": a town's SSO proxy signs
+    # them in and names the login in `remote_user_header` (only from trusted_proxies).
+    auth: Literal["password", "remote_user"] = "password"
+    remote_user_header: str = "X-Remote-User"
+    idle_timeout_minutes: int = Field(default=30, ge=1, le=24 * 60)
+    # Failed logins in a row before an account is locked, and for how long.
+    lockout_failures: int = Field(default=5, ge=1)
+    lockout_minutes: int = Field(default=15, ge=1)
+    # The address staff open, for links in the digest, e.g. "https://keydesk.town.example/".
+    public_url: str | None = None
+    # The key that signs session cookies: from the environment, else this file (created when missing).
+    session_secret_env: str = "KEYDESK_CONSOLE_SESSION_SECRET"
+    session_secret_file: HomePath = "var/secrets/console-session.key"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "ConsoleSettings":
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
+        if self.auth == "remote_user" and not self.trusted_proxies:
+            raise ValueError('auth = "remote_user" needs trusted_proxies (the SSO proxy\'s addresses)')
+        if self.public_url is not None and not self.public_url.startswith(("https://", "http://")):
+            raise ValueError(f"public_url must start with https:// or http://, got {self.public_url!r}")
+        return self
+
+    def submission_url(self, receipt_no: str) -> str | None:
+        """The console page of a mail, for links in the digest; None without public_url."""
+        if not self.public_url or not receipt_no:
+            return None
+        return f"{self.public_url.rstrip('/')}/submissions/{receipt_no}"
