@@ -28,6 +28,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, or_, select
 
+from intake.decision_filing import file_decided_mails
 from intake.poller import MailboxConnection
 from intake.raw_store import RawStore
 from intake.settings import Limits, MailboxSettings, PollSettings
@@ -126,6 +127,8 @@ class IntakeService:
         copies = self._record_new(conn, selected.uidvalidity, present, report)
         self._process_pending(report)
         self._act(conn, selected.uidvalidity, set(present), copies, report)
+        # Mails staff decided on in the console go on from the review folder to their outcome's folder.
+        report.actions += file_decided_mails(conn, self.engine, self.desk, self.mailbox)
         return report
 
     # -- stage 1: record -----------------------------------------------------------------------
