@@ -43,9 +43,3 @@ class ConsoleSettings(StrictModel):
         if self.public_url is not None and not self.public_url.startswith(("https://", "http://")):
             raise ValueError(f"public_url must start with https:// or http://, got {self.public_url!r}")
         return self
-
-    def submission_url(self, receipt_no: str) -> str | None:
-        """The console page of a mail, for links in the digest; None without public_url."""
-        if not self.public_url or not receipt_no:
-            return None
-        return f"{self.public_url.rstrip('/')}/submissions/{receipt_no}"

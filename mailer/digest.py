@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from email.message import EmailMessage
 from typing import Any, Sequence
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -66,6 +67,8 @@ class DigestTarget:
     desk_name: str
     desk_address: str
     rules: DeskRules
+    # The staff console's address ([console] public_url): each row links to its page there.
+    console_url: str | None = None
 
 
 @dataclass(frozen=True)
@@ -139,7 +142,7 @@ def _context(digest: Digest) -> dict[str, Any]:
     counts = digest.counts()
     sections = []
     for key in SECTIONS:
-        rows = [_line_view(line, digest.zone) for line in digest.lines if line.section == key]
+        rows = [_line_view(line, digest.zone, digest.target.console_url) for line in digest.lines if line.section == key]
         sections.append({"key": key, "title": SECTION_TITLES[key], "short": SECTION_SHORT[key], "lines": rows})
     return {
         "town": digest.target.rules.town,
@@ -153,7 +156,14 @@ def _context(digest: Digest) -> dict[str, Any]:
     }
 
 
-def _line_view(line: DigestLine, zone: str) -> dict[str, Any]:
+def console_link(console_url: str | None, receipt_no: str) -> str:
+    """The console page of a mail, or "" without [console] public_url."""
+    if not console_url or not receipt_no:
+        return ""
+    return f"{console_url.rstrip('/')}/submissions/{quote(receipt_no, safe='')}"
+
+
+def _line_view(line: DigestLine, zone: str, console_url: str | None = None) -> dict[str, Any]:
     # Values from senders and documents become one displayable line each (the HTML template
     # escapes them as well).
     def one(value: str, limit: int = 200) -> str:
@@ -173,6 +183,7 @@ def _line_view(line: DigestLine, zone: str) -> dict[str, Any]:
         "sender": one(line.sender, 320),
         "resend_of": one(line.resend_of, 32),
         "resent_as": one(line.resent_as, 32),
+        "url": console_link(console_url, line.receipt_no),
     }
 
 

@@ -20,7 +20,7 @@ from mailer.reply import ensure_masked
 from rules.domain import GuaranteeType
 from rules.findings import CODES, Verdict
 from rules.schema import DeskRules
-from store.tables import AuditEvent, Document, InboundMessage, OutboxMessage, Submission
+from store.tables import AuditEvent, Document, InboundMessage, OutboxMessage, StaffDecision, Submission
 
 SECTIONS = ("needs_review", "accepted", "returned", "failure")
 VERDICT_LABELS = {
@@ -220,10 +220,44 @@ def _failure_lines(session: Session, desk: str, rules: DeskRules, since: datetim
             )
 
 
+# What a staff decision in the console shows as (its section and label).
+DECISION_LINES = {"accept": ("accepted", "受理(職員判断)"), "return": ("returned", "返送(職員判断)"),
+                  "handled": ("accepted", "対応済み(職員判断)")}
+
+
+def _decision_lines(session: Session, desk: str, rules: DeskRules, since: datetime, until: datetime):
+    """Decisions staff made in the console during the period, with who made them."""
+    rows = session.exec(
+        select(StaffDecision, Submission, InboundMessage)
+        .join(Submission, StaffDecision.submission_id == Submission.id)
+        .join(InboundMessage, StaffDecision.inbound_id == InboundMessage.id)
+        .where(StaffDecision.desk == desk, StaffDecision.decided_at >= since, StaffDecision.decided_at < until)
+    ).all()
+    for decision, submission, inbound in rows:
+        section, label = DECISION_LINES[decision.decision]
+        reasons = [CODES[code].label if code in CODES else code for code in json.loads(decision.reasons_json or "[]")]
+        yield DigestLine(
+            section=section,
+            department=_department(rules, submission.department, submission.guarantee_type),
+            at=inbound.received_at,
+            receipt_no=inbound.receipt_no or "",
+            contractor=submission.contractor_name or "",
+            work_name=submission.work_name or "",
+            guarantee_type=submission.guarantee_type or "",
+            guarantee_no=submission.guarantee_no or "",
+            masked_key=ensure_masked(submission.access_key_masked) or "",
+            verdict=decision.verdict,
+            verdict_label=label,
+            reasons=(f"判断者: {decision.staff_name}", *reasons, *((f"メモ: {decision.note}",) if decision.note else ())),
+            sender=inbound.sender or "",
+        )
+
+
 def collect_lines(session: Session, *, desk: str, rules: DeskRules, since: datetime, until: datetime) -> list[DigestLine]:
     """Every line of the desk's digests for [since, until), in digest order (all departments)."""
     lines = [
         *_submission_lines(session, desk, rules, since, until),
+        *_decision_lines(session, desk, rules, since, until),
         *_mail_lines(session, desk, rules, since, until),
         *_failure_lines(session, desk, rules, since, until),
     ]

@@ -152,3 +152,23 @@ def test_lockout_after_repeated_failures(desk: dict) -> None:
         later = authenticate(session, "tanaka", PASSWORD, now=now + timedelta(minutes=16), max_failures=3,
                              lockout=timedelta(minutes=15))
         assert later.member is not None and later.member.name == "田中 一郎"
+
+
+def test_a_decision_shows_in_the_next_digest_with_a_link_to_its_page(desk: dict) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from mailer.digest import DigestTarget, _context, collect
+
+    context = desk["context"]
+    decide(context, member(desk, "tanaka"), desk["review"], decision="accept", note="台帳に追加予定")
+    settings = desk["runtime"].settings
+    target = DigestTarget("misato", "美郷町 契約窓口", "keiyaku@town.misato.example", settings.rules.desks["misato"],
+                          console_url="https://keydesk.town.example/")
+    now = datetime.now(timezone.utc) + timedelta(minutes=1)
+    with Session(context.engine) as session:
+        digest = next(d for d in collect(session, target, now=now, zone="Asia/Tokyo", since=now - timedelta(hours=1))
+                      if d.department == "kensetsu")
+    lines = [line for section in _context(digest)["sections"] for line in section["lines"]
+             if line["verdict_label"] == "受理(職員判断)"]
+    assert len(lines) == 1 and "判断者: 田中 一郎" in lines[0]["reasons"]
+    assert lines[0]["url"] == f"https://keydesk.town.example/submissions/{desk['review']}"
