@@ -41,6 +41,7 @@ from keydesk.database import upgrade
 from keydesk.demo_documents import Contractors, DemoDocuments, DemoError
 from keydesk.errors import UserError
 from keydesk.runtime import Runtime
+from keydesk.secret_files import new_password
 from keydesk.settings import load_settings
 from mailer import delivery
 from mailer.digest import collect, enqueue_digests, render_csv, render_html, render_text
@@ -100,6 +101,9 @@ class DemoReport:
     audit_events: int = 0
     audit_intact: bool = False
     elapsed: float = 0.0
+    console_url: str = ""  # the staff console of the demo deployment (`keydesk run` starts it)
+    console_login: str = ""
+    console_password: str = ""
 
     @property
     def all_as_expected(self) -> bool:
@@ -166,6 +170,7 @@ def write_config(directory: Path, imap_port: int, smtp_port: int) -> Path:
     text = set_toml_value(text, "embedded", "imap_port", str(imap_port))
     text = set_toml_value(text, "embedded", "smtp_port", str(smtp_port))
     text = set_toml_value(text, f"desks.{scenario.DESK}.mailbox", "port", str(imap_port))
+    text = set_toml_value(text, "console", "enabled", "true")  # `keydesk run` on the demo starts the console
     settings = load_settings(config_dir)
     known = {user.address for user in settings.embedded.users}
     staff = [a for d in settings.rules.desks.values() for dep in d.departments.values() for a in dep.digest_recipients]
@@ -232,11 +237,30 @@ def run_demo(directory: Path, stack: contextlib.ExitStack, *, imap_port: int = 0
     digests_sent = _deliver(runtime, expected_kind="digest")
     notify(f"職員あての受付状況(ダイジェスト)を {digests_sent} 通送信し、HTML を保存しました")
 
+    report.console_url, report.console_login, report.console_password = _demo_staff(runtime)
+
     with Session(runtime.engine) as session:
         chain = verify_chain(session)
     report.audit_events, report.audit_intact = chain.events, chain.intact
     report.elapsed = time.monotonic() - started
     return report
+
+
+DEMO_STAFF_LOGIN = "demo"
+
+
+def _demo_staff(runtime: Runtime) -> tuple[str, str, str]:
+    """An administrator for the staff console, so the demo's needs_review mail can be decided."""
+    from console.accounts import add_staff
+
+    password = new_password()
+    departments = {d for rules in runtime.settings.rules.desks.values() for d in rules.departments}
+    with Session(runtime.engine) as session:
+        add_staff(session, login=DEMO_STAFF_LOGIN, name="デモ 職員", role="admin", departments=[], password=password,
+                  known_departments=departments, desk=scenario.DESK)
+        session.commit()
+    console = runtime.settings.console
+    return f"http://{console.host}:{console.port}/", DEMO_STAFF_LOGIN, password
 
 
 def _now(runtime: Runtime) -> datetime:

@@ -110,7 +110,8 @@ def test_every_contractor_got_exactly_one_reply_per_mail(run):
 
 def test_the_replies_say_what_the_verdict_is(run):
     report, mailboxes = run
-    titles = {Verdict.ACCEPTED: "受け付けました", Verdict.RETURNED: "再送をお願いします"}
+    titles = {Verdict.ACCEPTED: "受け付けました", Verdict.RETURNED: "再送をお願いします",
+              Verdict.NEEDS_REVIEW: "お預かりしました"}
     for got in report.mails:
         [reply] = [m for m in mailboxes[got.sender.address]
                    if kind(m) == "reply" and bare(m["In-Reply-To"]) == bare(got.message_id)]
@@ -207,3 +208,11 @@ def test_scenario_data_is_consistent():
     assert all(code in CODES for mail in scenario.MAILS for code in mail.expected_codes)
     # The register holds 美郷町's contracts only: an import of another town's rows would be refused.
     assert scenario.OTHER_TOWN_DESK.encode() not in scenario.contracts_csv()
+
+
+def test_the_demo_leaves_a_needs_review_item_and_a_console_login(run):
+    """Added with the staff console (issue 11)."""
+    report, _ = run
+    assert any(o.verdict == "needs_review" for o in report.mails)
+    assert report.console_url.startswith("http://127.0.0.1:") and report.console_login == "demo"
+    assert len(report.console_password) >= 10
