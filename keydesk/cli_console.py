@@ -90,10 +90,13 @@ def console(
 
 
 def _user_facing(action):
+    """Run ``action``; a problem worded for the user becomes one line on stderr and its exit code."""
     try:
         return action()
     except UserFacingError as exc:
-        raise UserError(str(exc)) from None
+        for line in exc.user_lines():
+            typer.echo(line, err=True)
+        raise typer.Exit(exc.exit_code) from None
 
 
 # -- keydesk staff ------------------------------------------------------------------------------

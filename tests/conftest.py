@@ -52,13 +52,14 @@ def wait_until(condition, timeout: float = 10.0, interval: float = 0.02, what: s
 
 
 def run_keydesk(*args: str, config: Path | None = None, env: dict[str, str] | None = None,
-                timeout: float = 120) -> subprocess.CompletedProcess[str]:
+                timeout: float = 120, input_text: str | None = None) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess, as a person would, and capture what it printed."""
     environment = {**os.environ, **(env or {})}
     if config is not None:
         environment["KEYDESK_CONFIG"] = str(config)
     return subprocess.run(
-        [sys.executable, "-m", "keydesk", *args], capture_output=True, text=True, env=environment, timeout=timeout
+        [sys.executable, "-m", "keydesk", *args], capture_output=True, text=True, env=environment, timeout=timeout,
+        input=input_text,
     )
 
 

@@ -1,0 +1,54 @@
+"""`keydesk staff …` and `keydesk console` as an admin runs them (real subprocesses where it matters)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from sqlmodel import Session, select
+
+from keydesk.runtime import Runtime
+from store.tables import AuditEvent, StaffAccount
+from tests.conftest import invoke, run_keydesk
+
+
+def test_staff_add_list_passwd_disable(deployment: Path) -> None:
+    assert invoke(deployment, "db", "upgrade").exit_code == 0
+    added = run_keydesk("staff", "add", "tanaka", "--name", "田中 一郎", "--role", "clerk", "--department", "kensetsu",
+                        "--password-stdin", config=deployment, input_text="long-enough-password\n")
+    assert added.returncode == 0 and "田中 一郎" in added.stdout, added.stderr
+    listed = run_keydesk("staff", "list", config=deployment)
+    assert "tanaka\t田中 一郎\tclerk\tkensetsu\t有効" in listed.stdout
+    again = run_keydesk("staff", "add", "tanaka", "--name", "x", "--department", "kensetsu", "--password-stdin",
+                        config=deployment, input_text="long-enough-password\n")
+    assert again.returncode == 1 and again.stderr.count("\n") == 1 and "すでに登録" in again.stderr
+    short = run_keydesk("staff", "add", "sato", "--name", "佐藤", "--department", "keiyaku", "--password-stdin",
+                        config=deployment, input_text="short\n")
+    assert short.returncode == 2 and "10文字以上" in short.stderr
+    unknown = run_keydesk("staff", "add", "sato", "--name", "佐藤", "--department", "nowhere", "--password-stdin",
+                          config=deployment, input_text="long-enough-password\n")
+    assert unknown.returncode == 2 and "rules.toml にない課" in unknown.stderr
+    changed = run_keydesk("staff", "passwd", "tanaka", "--password-stdin", config=deployment,
+                          input_text="another-long-password\n")
+    assert changed.returncode == 0, changed.stderr
+    assert run_keydesk("staff", "disable", "tanaka", config=deployment).returncode == 0
+    assert "無効" in run_keydesk("staff", "list", config=deployment).stdout
+    with Session(Runtime(deployment).engine) as session:
+        account = session.exec(select(StaffAccount)).one()
+        actions = [e.action for e in session.exec(select(AuditEvent).order_by(AuditEvent.id))]
+    assert account.password_hash.startswith("$argon2") and "long-enough" not in account.password_hash
+    assert actions == ["staff.added", "staff.password_set", "staff.disabled"]
+
+
+def test_console_refuses_plain_http_off_loopback_in_one_line(deployment: Path) -> None:
+    assert invoke(deployment, "db", "upgrade").exit_code == 0
+    result = run_keydesk("console", "--host", "0.0.0.0", "--port", "0", config=deployment)
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0 and "plain HTTP is allowed only on a loopback address" in result.stderr
+
+
+def test_console_config_mistakes_are_one_line(deployment: Path) -> None:
+    path = deployment / "keydesk.toml"
+    path.write_text(path.read_text(encoding="utf-8").replace('auth = "password"', 'auth = "remote_user"'),
+                    encoding="utf-8")
+    result = run_keydesk("config", "check", config=deployment)
+    assert result.returncode == 2 and "console" in result.stderr and "trusted_proxies" in result.stderr
