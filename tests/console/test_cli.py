@@ -52,3 +52,30 @@ def test_console_config_mistakes_are_one_line(deployment: Path) -> None:
                     encoding="utf-8")
     result = run_keydesk("config", "check", config=deployment)
     assert result.returncode == 2 and "console" in result.stderr and "trusted_proxies" in result.stderr
+
+
+def test_keydesk_run_starts_the_console_only_when_enabled(deployment: Path) -> None:
+    import threading
+
+    import httpx
+
+    from keydesk.companions import COMPANIONS, console_companion
+    from keydesk.settings import load_settings
+
+    assert console_companion in COMPANIONS
+    assert invoke(deployment, "db", "upgrade").exit_code == 0
+    stop = threading.Event()
+    assert console_companion(Runtime(deployment), stop)() is None  # disabled by default: nothing runs
+    path = deployment / "keydesk.toml"
+    text = path.read_text(encoding="utf-8").replace("enabled = false\nhost = \"127.0.0.1\"\nport = 8080",
+                                                     "enabled = true\nhost = \"127.0.0.1\"\nport = 0")
+    path.write_text(text, encoding="utf-8")
+    assert load_settings(deployment).console.enabled
+    from keydesk.cli_console import start_console
+
+    served = start_console(Runtime(deployment))
+    try:
+        assert httpx.get(f"{served.url}/healthz").json() == {"status": "ok"}
+        assert (deployment.parent / "var" / "secrets" / "console-session.key").stat().st_mode & 0o077 == 0
+    finally:
+        served.stop()

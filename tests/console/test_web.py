@@ -138,3 +138,14 @@ def test_the_register_csv_is_utf8_with_bom(served) -> None:
     response = client.get("/register.csv")
     assert response.status_code == 200 and response.content.startswith(b"\xef\xbb\xbf")
     assert "契約番号" in response.content.decode("utf-8-sig")
+
+
+def test_the_json_api_with_a_session_needs_the_meta_csrf_token(served) -> None:
+    desk, url = served
+    client, csrf = signed_in(url)
+    listed = client.get("/api/v1/submissions", params={"state": "open"}).json()
+    assert [s["receipt_no"] for s in listed["submissions"]] == [desk["review"]]
+    path = f"/api/v1/submissions/{desk['review']}/decision"
+    assert client.post(path, json={"decision": "handled"}, headers={"X-CSRF-Token": "wrong"}).status_code == 403
+    done = client.post(path, json={"decision": "handled", "note": "電話で確認"}, headers={"X-CSRF-Token": csrf})
+    assert done.status_code == 201 and done.json()["decided_by"] == "田中 一郎"
