@@ -11,6 +11,7 @@ who decided and when. The mail is moved to its new folder afterwards (``intake.d
 from __future__ import annotations
 
 import json
+import string
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email import message_from_bytes
@@ -31,14 +32,27 @@ from rules.findings import CODES, Finding, Severity, Verdict
 from rules.signatures import DocumentKind
 from store.audit import record as audit
 from store.retry import retry_on_conflict
-from store.tables import Document, InboundMessage, StaffDecision, Submission
+from rules.evaluate import japanese_date, yen
+from store.tables import Contract, Document, InboundMessage, StaffDecision, Submission
 from verifier.access_key import format_key
+from verifier.certificate_signature import SignedCertificate
 
 DECISIONS = {"accept": Verdict.ACCEPTED.value, "return": Verdict.RETURNED.value, "handled": "handled"}
 NOTE_MAX = 1000
+# The values a reason's sentence may name that the console can fill from the submission, its
+# document, its certificate and the register (a reason needing others, e.g. a ratio, is not offered).
+FILLABLE = frozenset({"guarantee_no", "document", "obligee", "contract_no", "contract_date", "guarantee_type",
+                      "work_category", "guarantee_amount", "period_end", "completion_date"})
+
+
+def _placeholders(message: str) -> set[str]:
+    return {name for _text, name, _spec, _conv in string.Formatter().parse(message) if name}
+
+
 # Reasons staff may give for a return: the catalogue's findings that ask the sender to resend.
 RETURN_REASONS: dict[str, str] = {
-    spec.code: spec.label for spec in CODES.values() if spec.verdict is Verdict.RETURNED and spec.severity is Severity.ERROR
+    spec.code: spec.label for spec in CODES.values()
+    if spec.verdict is Verdict.RETURNED and spec.severity is Severity.ERROR and _placeholders(spec.message) <= FILLABLE
 }
 
 
@@ -183,10 +197,11 @@ def _reply(session: Session, context: ConsoleContext, inbound: InboundMessage, s
     view = context.desk(submission.desk)
     profile = view.profile
     verdict = Verdict(decision.verdict)
-    findings = [Finding(code, detail=f"staff decision by {decision.staff_login}",
-                        params={"guarantee_no": submission.guarantee_no or ""}, guarantee_no=submission.guarantee_no)
-                for code in json.loads(decision.reasons_json)]
     document = session.get(Document, submission.document_id) if submission.document_id else None
+    params = reason_params(session, submission, document)
+    findings = [Finding(code, detail=f"staff decision by {decision.staff_login}", params=params,
+                        guarantee_no=submission.guarantee_no)
+                for code in json.loads(decision.reasons_json)]
     documents = [FoundDocument(document.display_name, KIND_LABELS.get(DocumentKind(document.kind), document.kind),
                                submission.guarantee_no, submission.access_key_masked)] if document else []
     facts = ReplyFacts(
@@ -205,6 +220,30 @@ def _reply(session: Session, context: ConsoleContext, inbound: InboundMessage, s
                             kind=REPLY_KIND, message=message, envelope_from=profile.address,
                             recipients=[recipient], inbound_id=inbound.id)
     return row
+
+
+def reason_params(session: Session, submission: Submission, document: Document | None) -> dict[str, str]:
+    """What the reasons' sentences may name, as the rules word it (dates in 和暦, amounts in 円)."""
+    params = {"guarantee_no": submission.guarantee_no or "", "document": document.display_name if document else "",
+              "contract_no": submission.contract_no or "", "guarantee_type": submission.guarantee_type or ""}
+    certificate = None
+    if submission.certificate_json:
+        try:
+            certificate = SignedCertificate.from_json(submission.certificate_json).certificate()
+        except Exception:  # noqa: BLE001 - an unreadable record only leaves the values out
+            certificate = None
+    contract = session.exec(select(Contract).where(Contract.desk == submission.desk,
+                                                   Contract.contract_no == submission.contract_no)).first() \
+        if submission.contract_no else None
+    if certificate is not None:
+        params.update(obligee=certificate.obligee, guarantee_type=certificate.guarantee_type.value,
+                      contract_date=japanese_date(certificate.contract_date), work_category=certificate.work_category,
+                      guarantee_amount=yen(certificate.guarantee_amount), period_end=japanese_date(certificate.period_end),
+                      completion_date=japanese_date(certificate.completion_date))
+    if contract is not None:
+        params.update(contract_date=japanese_date(contract.contract_date), work_category=contract.work_category,
+                      completion_date=japanese_date(contract.completion_date))
+    return params
 
 
 def _aware(moment: datetime) -> datetime:

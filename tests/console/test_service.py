@@ -92,7 +92,8 @@ def test_a_return_needs_reasons_from_the_catalogue_and_its_reply_says_them(desk:
         reply = session.exec(select(OutboxMessage).where(OutboxMessage.idempotency_key.like("decision:%"))).one()
         state = list_inbox(session, context, tanaka, InboxFilter(query=desk["review"])).items[0].state
     body = message_from_bytes(reply.raw, policy=policy.default).get_body(("plain",)).get_content()
-    assert "保証期間の終期" in body and "保証期間をご確認ください。" in body and "再送" in body
+    assert "保証期間の終期(令和9年3月31日)が、工期末(令和9年3月15日)より前です" in body
+    assert "保証期間をご確認ください。" in body and "再送" in body
     assert state == "waiting_resend"
 
 
