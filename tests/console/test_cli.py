@@ -48,10 +48,13 @@ def test_console_refuses_plain_http_off_loopback_in_one_line(deployment: Path) -
 
 def test_console_config_mistakes_are_one_line(deployment: Path) -> None:
     path = deployment / "keydesk.toml"
-    path.write_text(path.read_text(encoding="utf-8").replace('auth = "password"', 'auth = "remote_user"'),
+    text = path.read_text(encoding="utf-8")
+    console_table = text.index("[console]")
+    path.write_text(text[:console_table] + text[console_table:].replace('auth = "password"', 'auth = "remote_user"', 1),
                     encoding="utf-8")
     result = run_keydesk("config", "check", config=deployment)
-    assert result.returncode == 2 and "console" in result.stderr and "trusted_proxies" in result.stderr
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.startswith("config/keydesk.toml: console: ") and "trusted_proxies" in result.stderr
 
 
 def test_keydesk_run_starts_the_console_only_when_enabled(deployment: Path) -> None:
