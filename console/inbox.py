@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import date, datetime, time, timedelta, timezone
 from zoneinfo import ZoneInfo
 
-from sqlalchemy import or_
+from sqlalchemy import false, or_
 from sqlmodel import Session, select
 
 from console.accounts import StaffMember
@@ -121,6 +121,29 @@ def department_of(context: ConsoleContext, submission: Submission) -> str:
     return digest_department(view.rules, submission.department, submission.guarantee_type)
 
 
+def visible_to(context: ConsoleContext, departments: tuple[str, ...]):
+    """SQL for "routed to one of these departments", the digest's routing (``department_of``) in a
+    WHERE clause, so a clerk's list is limited in the database, not after a row limit."""
+    wanted = set(departments)
+    per_desk = []
+    for desk_id, view in context.desks.items():
+        known = list(view.rules.departments)
+        routed: dict[str, str] = {}
+        for department_id, department in view.rules.departments.items():
+            for kind in department.guarantee_types:
+                routed.setdefault(kind.value, department_id)  # the first department wins, as department_for
+        unrouted_department = Submission.department.is_(None) | Submission.department.not_in(known)
+        options = [Submission.department.in_(sorted(wanted & set(known)))]
+        mine = [t for t, d in routed.items() if d in wanted]
+        if mine:
+            options.append(unrouted_department & Submission.guarantee_type.in_(mine))
+        if known and known[0] in wanted:  # what nothing routes goes to the desk's first department
+            options.append(unrouted_department & (Submission.guarantee_type.is_(None)
+                                                  | Submission.guarantee_type.not_in(list(routed))))
+        per_desk.append((Submission.desk == desk_id) & or_(*options))
+    return or_(*per_desk) if per_desk else false()
+
+
 def _day_start(day: date, zone: str) -> datetime:
     return datetime.combine(day, time.min, tzinfo=ZoneInfo(zone)).astimezone(timezone.utc)
 
@@ -132,6 +155,8 @@ def list_inbox(session: Session, context: ConsoleContext, member: StaffMember, w
         .outerjoin(StaffDecision, StaffDecision.submission_id == Submission.id)
         .where(Submission.desk.in_(list(context.desks)))
     )
+    if not member.is_admin:
+        statement = statement.where(visible_to(context, member.departments))
     if wanted.verdict:
         statement = statement.where(Submission.verdict == wanted.verdict)
     if wanted.date_from:

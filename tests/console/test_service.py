@@ -173,3 +173,20 @@ def test_a_decision_shows_in_the_next_digest_with_a_link_to_its_page(desk: dict)
              if line["verdict_label"] == "受理(職員判断)"]
     assert len(lines) == 1 and "判断者: 田中 一郎" in lines[0]["reasons"]
     assert lines[0]["url"] == f"https://keydesk.town.example/submissions/{desk['review']}"
+
+
+def test_a_mail_without_a_guarantee_goes_to_the_desks_first_department_as_in_the_digest(desk: dict) -> None:
+    from tests.console.desk import take_stored
+    from tests.desk_mail import mail
+
+    context = desk["context"]
+    bare = take_stored(desk["runtime"], mail([], sender="someone@builder.example", subject="書類の件"), uid=7)
+    assert bare.verdict == "returned"
+    with Session(context.engine) as session:
+        sato = list_inbox(session, context, member(desk, "sato"), InboxFilter())
+        tanaka = list_inbox(session, context, member(desk, "tanaka"), InboxFilter())
+    first = next(iter(context.desk("misato").rules.departments))
+    assert first == "keiyaku"
+    assert bare.receipt_no in {i.receipt_no for i in sato.items}
+    assert bare.receipt_no not in {i.receipt_no for i in tanaka.items}
+    assert {i.state for i in sato.items if i.receipt_no == bare.receipt_no} == {"waiting_resend"}
