@@ -18,6 +18,22 @@ from store.tables import AuditEvent, OutboxMessage, StaffDecision
 from tests.console.desk import PASSWORD, build_desk, member
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def deployment(request, tmp_path):
+    """This module's deployments: the same service tests on SQLite and on PostgreSQL."""
+    from keydesk.cli_admin import init
+
+    config_dir = tmp_path / "config"
+    init(config_dir)
+    if request.param == "postgresql":
+        path = config_dir / "keydesk.toml"
+        url = request.getfixturevalue("postgres_url")
+        path.write_text(path.read_text(encoding="utf-8").replace('url = "sqlite:///var/keydesk.db"', f'url = "{url}"'),
+                        encoding="utf-8")
+        assert f'url = "{url}"' in path.read_text(encoding="utf-8")
+    return config_dir
+
+
 @pytest.fixture
 def desk(issued: dict) -> dict:
     return build_desk(issued)
