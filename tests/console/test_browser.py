@@ -118,3 +118,27 @@ def test_a_clerk_reveals_the_key_accepts_and_the_contractor_gets_the_reply(issue
         response = page.goto(f"{url}/submissions/{desk['review']}")
         assert response.status == 404 and "見つかりません" in page.inner_text("main")
     assert dialogs == []
+
+
+def test_the_console_works_by_keyboard_alone_and_on_a_tablet(issued: dict, browser_page) -> None:
+    desk = build_desk(issued)
+    app = create_app(desk["context"], "a-test-session-secret-of-enough-length")
+    with ServedApp(app, Listen("127.0.0.1", 0, what="console")) as served:
+        page = browser_page
+        page.set_viewport_size({"width": 820, "height": 1180})  # a tablet held upright
+        page.goto(f"{served.url}/login")
+        page.keyboard.type("tanaka")  # the login field has the focus
+        page.keyboard.press("Tab")
+        page.keyboard.type(PASSWORD)
+        page.keyboard.press("Enter")
+        page.wait_for_selector("h1:has-text('受付一覧')")
+        assert page.evaluate("document.documentElement.scrollWidth") <= 820 + 1  # no sideways scrolling
+        page.focus(f"a:has-text('{desk['review']}')")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("h1:has-text('受付番号')")
+        page.focus("input[value=handled]")
+        page.keyboard.press("Space")
+        page.focus("button:has-text('判断を記録する')")
+        page.keyboard.press("Enter")
+        page.wait_for_selector("text=判断を記録しました")
+        assert "「対応済み」と判断しました" in page.inner_text("main")
