@@ -21,7 +21,7 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
-from sqlmodel import Session, select
+from sqlmodel import Session, or_, select
 
 from intake.intake_service import Outcome
 from intake.mime import MailLimits, WalkedMail, walk_mail
@@ -38,7 +38,7 @@ from rules.schema import DeskRules
 from rules.signatures import DocumentKind, DocumentSignatures
 from store.key_vault import KeyVault
 from store.audit import record as audit
-from store.tables import Counter, Document, InboundMessage, OutboxMessage, Submission
+from store.tables import Counter, Document, InboundMessage, OutboxMessage, StaffDecision, Submission
 from verifier.lookup import CertificateLookup
 from verifier.pdf_text import PdfLimits, TextResult, extract_text
 from verifier.verify import MailVerdict, Ports, verify_mail
@@ -222,7 +222,10 @@ class Pipeline:
         returned = session.exec(
             select(Submission)
             .join(InboundMessage, Submission.inbound_id == InboundMessage.id)
-            .where(Submission.desk == row.desk, Submission.verdict == Verdict.RETURNED.value,
+            .where(Submission.desk == row.desk,
+                   # returned by the robot, or by a person in the staff console
+                   or_(Submission.verdict == Verdict.RETURNED.value, Submission.id.in_(
+                       select(StaffDecision.submission_id).where(StaffDecision.verdict == Verdict.RETURNED.value))),
                    InboundMessage.sender == row.sender, InboundMessage.id != row.id,
                    Submission.created_at >= now - RESEND_WINDOW)
             .order_by(Submission.id.desc())

@@ -206,3 +206,19 @@ def test_a_mail_without_a_guarantee_goes_to_the_desks_first_department_as_in_the
     assert bare.receipt_no in {i.receipt_no for i in sato.items}
     assert bare.receipt_no not in {i.receipt_no for i in tanaka.items}
     assert {i.state for i in sato.items if i.receipt_no == bare.receipt_no} == {"waiting_resend"}
+
+
+def test_a_resend_answers_a_return_decided_by_staff(desk: dict) -> None:
+    from tests.console.desk import files, take_stored
+    from tests.desk_mail import mail
+
+    context = desk["context"]
+    tanaka = member(desk, "tanaka")
+    decide(context, tanaka, desk["review"], decision="return", reasons=["key.missing"])
+    resend = take_stored(desk["runtime"], mail([("再送.pdf", files(desk["unregistered"])["key_notice"])],
+                                               subject="Re: 再送します"), uid=8)
+    with Session(context.engine) as session:
+        states = {i.receipt_no: i.state for i in list_inbox(session, context, tanaka, InboxFilter()).items}
+        page = mail_page(session, context, tanaka, resend.receipt_no)
+    assert states[desk["review"]] == "decided"
+    assert page.submissions[0].resend_of == desk["review"]
