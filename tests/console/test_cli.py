@@ -82,3 +82,38 @@ def test_keydesk_run_starts_the_console_only_when_enabled(deployment: Path) -> N
         assert (deployment.parent / "var" / "secrets" / "console-session.key").stat().st_mode & 0o077 == 0
     finally:
         served.stop()
+
+
+def test_keydesk_console_serves_in_the_foreground_until_stopped(deployment: Path) -> None:
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import httpx
+
+    from tests.conftest import wait_until
+    from tests.servers import free_port
+
+    assert invoke(deployment, "db", "upgrade").exit_code == 0
+    port = free_port()
+    process = subprocess.Popen([sys.executable, "-m", "keydesk", "console", "--port", str(port)],
+                               env={**os.environ, "KEYDESK_CONFIG": str(deployment)},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        def healthy() -> bool:
+            try:
+                return httpx.get(f"http://127.0.0.1:{port}/healthz", timeout=2).status_code == 200
+            except httpx.HTTPError:
+                return False
+
+        wait_until(healthy, timeout=60, what="keydesk console answering /healthz")
+        login = httpx.get(f"http://127.0.0.1:{port}/login")
+        assert "ログイン" in login.text and 'name="csrf_token"' in login.text
+    finally:
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=30)
+    # uvicorn re-raises the signal it shut down on, so the exit status says "ended by SIGTERM".
+    assert process.returncode in (0, -signal.SIGTERM), err
+    assert "Traceback" not in err
+    assert f"http://127.0.0.1:{port}/" in out
