@@ -149,3 +149,21 @@ def test_the_json_api_with_a_session_needs_the_meta_csrf_token(served) -> None:
     assert client.post(path, json={"decision": "handled"}, headers={"X-CSRF-Token": "wrong"}).status_code == 403
     done = client.post(path, json={"decision": "handled", "note": "電話で確認"}, headers={"X-CSRF-Token": csrf})
     assert done.status_code == 201 and done.json()["decided_by"] == "田中 一郎"
+
+
+def test_an_attachment_that_is_not_a_pdf_only_downloads_and_never_renders(served) -> None:
+    from tests.console.desk import take_stored
+    from tests.desk_mail import mail
+
+    desk, url = served
+    evil = take_stored(desk["runtime"], mail([("請求書.pdf", b"<html><script>alert(document.cookie)</script></html>")]),
+                       uid=11)
+    client, _csrf = signed_in(url, "admin")
+    page = client.get(f"/submissions/{evil.receipt_no}")
+    assert page.status_code == 200
+    document = re.search(r'href="(/submissions/[^"]+/documents/\d+)"', page.text).group(1)
+    response = client.get(document)
+    assert response.headers["content-type"] == "application/octet-stream"
+    assert response.headers["content-disposition"].startswith("attachment;")
+    assert "filename*=UTF-8''%E8%AB%8B%E6%B1%82%E6%9B%B8.pdf" in response.headers["content-disposition"]
+    assert "sandbox" in response.headers["content-security-policy"]
