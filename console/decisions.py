@@ -15,6 +15,7 @@ import string
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from email import message_from_bytes
+from zoneinfo import ZoneInfo
 
 from sqlmodel import Session, select
 
@@ -90,8 +91,6 @@ def visible_mail(session: Session, context: ConsoleContext, member: StaffMember,
 
 
 def local_time(context: ConsoleContext, moment: datetime) -> str:
-    from zoneinfo import ZoneInfo
-
     aware = moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
     return f"{aware.astimezone(ZoneInfo(context.timezone)):%Y年%m月%d日 %H:%M}"
 

@@ -14,7 +14,7 @@ from sqlmodel import Session, select
 
 from console.accounts import StaffMember
 from console.context import ConsoleContext
-from console.inbox import _resent_ids, department_of, state_of
+from console.inbox import _resent_ids, state_of
 from mailer.digest import _cell  # the digest CSV's cell rule: one line, no formula start
 from rules.domain import GuaranteeType
 from rules.findings import Verdict

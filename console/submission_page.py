@@ -9,14 +9,13 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
-from datetime import datetime
 from email import message_from_bytes, policy
 
 from sqlmodel import Session, select
 
 from console.accounts import StaffMember
 from console.context import ConsoleContext
-from console.decisions import RETURN_REASONS, local_time, visible_mail
+from console.decisions import RETURN_REASONS, NotFound, local_time, visible_mail
 from console.inbox import DECISION_LABELS, STATE_LABELS, VERDICT_NAMES, department_of, state_of
 from intake.mime import walk_mail
 from intake.pipeline import KIND_LABELS
@@ -294,8 +293,6 @@ def _history(session: Session, context: ConsoleContext, inbound: InboundMessage,
 
 def document_for_download(session: Session, context: ConsoleContext, member: StaffMember, receipt_no: str,
                           document_id: int) -> tuple[Document, bytes]:
-    from console.decisions import NotFound
-
     inbound, _visible = visible_mail(session, context, member, receipt_no)
     document = session.get(Document, document_id)
     if document is None or document.inbound_id != inbound.id:
