@@ -2,9 +2,9 @@
 
 import sys
 
-from benchmarks import intake, outbox, verify
+from benchmarks import intake, lookup, mail_walk, outbox, verify
 
-for bench in (verify, outbox, intake):
+for bench in (verify, mail_walk, outbox, intake, lookup):
     sys.argv = [bench.__name__]
     bench.main()
     print()

@@ -7,13 +7,15 @@ traceback; ``--debug`` shows the traceback and debug logs.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from keydesk import cli_admin, cli_console, cli_digest, cli_guarantor, cli_intake, cli_outbox, cli_verify, demo
+from keydesk import (cli_admin, cli_console, cli_digest, cli_guarantor, cli_intake, cli_ops, cli_outbox, cli_verify,
+                     demo)
 from keydesk.errors import UserError, exit_code_for, message_for
 from keydesk.runtime import Runtime
 
@@ -33,6 +35,7 @@ cli_digest.register(app)
 cli_outbox.register(app)
 cli_intake.register(app)
 cli_console.register(app)
+cli_ops.register(app)
 demo.register(app)
 
 _state = {"debug": False}
@@ -78,6 +81,8 @@ class _CurrentStderrHandler(logging.StreamHandler):
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: typer handles usage errors; our own failures become one line on stderr."""
+    # Everything keydesk writes (database, raw mail, documents, logs, secrets) is the desk's alone.
+    os.umask(0o077)
     try:
         app(args=argv, prog_name="keydesk")
     except UserError.handled as exc:

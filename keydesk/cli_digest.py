@@ -36,7 +36,8 @@ def targets_for(settings: Settings, desk: str | None) -> list[DigestTarget]:
         raise UserError(f"窓口 {desk!r} は設定にありません(設定済み: {', '.join(settings.desks)})")
     return [
         DigestTarget(desk_id, settings.desks[desk_id].name, settings.desks[desk_id].address, settings.rules.desks[desk_id],
-                     console_url=settings.console.public_url)
+                     console_url=settings.console.public_url,
+                     lookup_site_url=settings.desks[desk_id].lookup.lookup_site_url)
         for desk_id in ([desk] if desk else list(settings.desks))
     ]
 

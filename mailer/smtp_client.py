@@ -8,7 +8,6 @@ the caller records that the server may from now on hold the message (see ``maile
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import re
 import smtplib
@@ -17,6 +16,7 @@ import ssl
 from dataclasses import dataclass, field
 from typing import Callable
 
+from foundation.net import is_loopback
 from mailer.settings import SmtpSettings
 
 log = logging.getLogger(__name__)
@@ -31,15 +31,6 @@ class SmtpConnectError(Exception):
 
 class ClaimLost(Exception):
     """The caller no longer owns the message; the transaction was abandoned before the final dot."""
-
-
-def is_loopback(host: str) -> bool:
-    if host.lower() in ("localhost", "localhost."):
-        return True
-    try:
-        return ipaddress.ip_address(host.strip("[]")).is_loopback
-    except ValueError:
-        return False
 
 
 @dataclass(frozen=True)

@@ -109,7 +109,9 @@ def test_a_return_needs_reasons_from_the_catalogue_and_its_reply_says_them(desk:
         state = list_inbox(session, context, tanaka, InboxFilter(query=desk["review"])).items[0].state
     body = message_from_bytes(reply.raw, policy=policy.default).get_body(("plain",)).get_content()
     assert "保証期間の終期(令和9年3月31日)が、工期末(令和9年3月15日)より前です" in body
-    assert "保証期間をご確認ください。" in body and "再送" in body
+    # Since issue 14 a return for the guarantee's period asks the contractor to consult the guarantor
+    # (not to resend the same notice): the reply says that one request.
+    assert "保証期間をご確認ください。" in body and "保証会社に保証内容をご相談ください" in body
     assert state == "waiting_resend"
 
 
@@ -215,6 +217,16 @@ def test_a_resend_answers_a_return_decided_by_staff(desk: dict) -> None:
     context = desk["context"]
     tanaka = member(desk, "tanaka")
     decide(context, tanaka, desk["review"], decision="return", reasons=["key.missing"])
+    # Since issue 10 a mail answers a return only when the return's reply went out before it arrived:
+    # the decision's reply is delivered first, as the outbox would.
+    from datetime import timedelta
+
+    from tests.console.desk import NOW
+    with Session(context.engine) as session:
+        reply = session.exec(select(OutboxMessage).where(OutboxMessage.idempotency_key.like("decision:%"))).one()
+        reply.state, reply.sent_at = "sent", NOW - timedelta(minutes=5)
+        session.add(reply)
+        session.commit()
     resend = take_stored(desk["runtime"], mail([("再送.pdf", files(desk["unregistered"])["key_notice"])],
                                                subject="Re: 再送します"), uid=8)
     with Session(context.engine) as session:

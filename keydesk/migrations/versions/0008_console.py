@@ -1,7 +1,7 @@
 """staff console: staff accounts and staff decisions
 
 Revision ID: 0008
-Revises: 0001
+Revises: 0007
 """
 from alembic import op
 import sqlalchemy as sa
@@ -9,7 +9,7 @@ import sqlmodel
 
 
 revision = '0008'
-down_revision = '0001'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
