@@ -23,6 +23,7 @@ from console.accounts import StaffMember
 from console.context import ConsoleContext
 from console.inbox import department_of
 from foundation.errors import UserFacingError
+from intake.manual_lookup import WAITING
 from intake.mime_headers import TOLERANT_POLICY
 from intake.pipeline import KIND_LABELS
 from mailer.message import clean_header_text
@@ -35,10 +36,12 @@ from store.audit import record as audit
 from store.retry import retry_on_conflict
 from rules.evaluate import japanese_date, yen
 from store.tables import Contract, Document, InboundMessage, StaffDecision, Submission
-from verifier.access_key import format_key
+from verifier.access_key import display
 from verifier.certificate_signature import SignedCertificate
 
 DECISIONS = {"accept": Verdict.ACCEPTED.value, "return": Verdict.RETURNED.value, "handled": "handled"}
+# A decision row's names: the three above, and "lookup" for a look-up a clerk recorded (console/manual.py).
+DECISION_NAMES = {"accept": "受理", "return": "返送", "handled": "対応済み", "lookup": "照会結果の記録"}
 NOTE_MAX = 1000
 # The values a reason's sentence may name that the console can fill from the submission, its
 # document, its certificate and the register (a reason needing others, e.g. a ratio, is not offered).
@@ -96,7 +99,7 @@ def local_time(context: ConsoleContext, moment: datetime) -> str:
 
 
 def already_decided_message(context: ConsoleContext, decision: StaffDecision) -> str:
-    label = {"accept": "受理", "return": "返送", "handled": "対応済み"}[decision.decision]
+    label = DECISION_NAMES.get(decision.decision, decision.decision)
     return (f"この申請は {local_time(context, decision.decided_at)} に {decision.staff_name} さんが"
             f"「{label}」と判断済みです")
 
@@ -146,6 +149,11 @@ def decide(context: ConsoleContext, member: StaffMember, receipt_no: str, *, dec
             )
             session.add(row)
             session.flush()  # the unique submission id: a racing second decision fails here
+            if submission.lookup_state in WAITING:
+                # A person decided without the look-up: it is no longer retried, nor offered to a clerk,
+                # so no result mail can follow this decision's reply.
+                submission.lookup_state, submission.next_lookup_at = "decided", None
+                session.add(submission)
             outbox = _reply(session, context, inbound, submission, row, now)
             row.outbox_id = outbox.id if outbox else None
             session.add(row)
@@ -264,7 +272,8 @@ def reveal_key(context: ConsoleContext, member: StaffMember, receipt_no: str, su
             submission = next((s for s in visible if s.id == submission_id), None)
             if submission is None or submission.access_key_encrypted is None:
                 raise NotFound("この保証には表示できる認証キーがありません")
-            key = format_key(context.key_vault.decrypt(submission.access_key_encrypted))
+            key = display(context.key_vault.decrypt(submission.access_key_encrypted),
+                          context.desk(submission.desk).key_format)
             audit(session, submission.desk, member.actor, "console.key_revealed", f"submission:{submission.id}",
                   {"staff": member.name, "login": member.login, "receipt_no": inbound.receipt_no,
                    "guarantee_no": submission.guarantee_no}, at=context.clock())
@@ -272,3 +281,23 @@ def reveal_key(context: ConsoleContext, member: StaffMember, receipt_no: str, su
             return key
 
     return retry_on_conflict(attempt, what=f"key reveal on {receipt_no}")
+
+
+def acknowledge_revocation(context: ConsoleContext, member: StaffMember, receipt_no: str, submission_id: int) -> None:
+    """A person saw that the guarantor revoked an accepted guarantee and takes it on (audited, once)."""
+    from console.inbox import REVOCATION_SEEN, revocations_seen
+
+    def attempt() -> None:
+        with Session(context.engine) as session:
+            inbound, visible = visible_mail(session, context, member, receipt_no)
+            submission = next((s for s in visible if s.id == submission_id), None)
+            if submission is None or submission.revoked_at is None:
+                raise NotFound("この保証に受付後の失効はありません")
+            if submission.id in revocations_seen(session, [submission.id]):
+                return  # already taken on: a double click changes nothing
+            audit(session, submission.desk, member.actor, REVOCATION_SEEN, f"submission:{submission.id}",
+                  {"staff": member.name, "login": member.login, "receipt_no": inbound.receipt_no,
+                   "guarantee_no": submission.guarantee_no}, at=context.clock())
+            session.commit()
+
+    retry_on_conflict(attempt, what=f"revocation acknowledged on {receipt_no}")

@@ -3,9 +3,13 @@
 A submission's *state* says what it waits for:
 
 - ``open``: needs_review and nobody has decided yet;
-- ``held``: waiting for a look-up that could not be done (the service was down or refused);
+- ``held``: waiting for a look-up (照会待ち): the service was down and it is tried again, or a clerk
+  looks it up by hand (manual mode, or held too long; ``intake.manual_lookup.WAITING``);
 - ``waiting_resend``: returned (by the robot or a person) and no resend has arrived yet;
 - ``decided``: accepted, handled, answered by a resend, or automatic mail.
+
+Apart from the state, an accepted guarantee the guarantor revoked afterwards (``revoked_at``, set by
+``intake.revocations``) is flagged until a person acknowledges it (audit ``console.revocation_seen``).
 """
 
 from __future__ import annotations
@@ -20,14 +24,16 @@ from sqlmodel import Session, select
 
 from console.accounts import StaffMember
 from console.context import ConsoleContext
+from intake.manual_lookup import WAITING
 from mailer.digest_rows import VERDICT_LABELS, _department as digest_department
 from rules.findings import Verdict
-from store.tables import InboundMessage, StaffDecision, Submission
+from store.tables import AuditEvent, InboundMessage, StaffDecision, Submission
 
 STATES = ("open", "held", "waiting_resend", "decided")
 STATE_LABELS = {"open": "未対応", "held": "照会待ち", "waiting_resend": "再送待ち", "decided": "対応済"}
 VERDICT_NAMES = {str(k): v for k, v in VERDICT_LABELS.items() if isinstance(k, Verdict)} | {"ignored": "自動送信"}
-DECISION_LABELS = {"accept": "受理", "return": "返送", "handled": "対応済み"}
+DECISION_LABELS = {"accept": "受理", "return": "返送", "handled": "対応済み", "lookup": "照会結果を記録"}
+REVOCATION_SEEN = "console.revocation_seen"  # audit action: a person acknowledged a revocation
 # Findings that mean the look-up itself did not happen: the item waits for it, not for a person's view.
 HELD_CODES = frozenset({"lookup.unavailable", "lookup.refused"})
 LIST_LIMIT = 500
@@ -41,6 +47,7 @@ class InboxFilter:
     date_from: date | None = None
     date_to: date | None = None
     query: str | None = None
+    revoked: bool = False  # only guarantees revoked after acceptance that nobody acknowledged yet
 
 
 @dataclass(frozen=True)
@@ -60,7 +67,9 @@ class InboxItem:
     department_name: str
     sender: str
     subject: str
-    decision: str | None = None  # accept | return | handled, when a person decided
+    decision: str | None = None  # accept | return | handled | lookup, when a person decided
+    revoked_at: datetime | None = None  # the guarantor revoked it after the desk accepted it
+    revocation_seen: bool = False  # a person acknowledged the revocation
 
     @property
     def verdict_label(self) -> str:
@@ -81,14 +90,22 @@ class InboxItem:
             "work_name": self.work_name, "guarantee_type": self.guarantee_type, "guarantee_no": self.guarantee_no,
             "contract_no": self.contract_no, "verdict": self.verdict, "state": self.state,
             "department": self.department, "decision": self.decision, "sender": self.sender,
+            "revoked_at": _aware(self.revoked_at).isoformat() if self.revoked_at else None,
+            "revocation_seen": self.revocation_seen,
         }
+
+    @property
+    def revocation_open(self) -> bool:
+        """Revoked after acceptance and nobody has acknowledged it yet: staff must act."""
+        return self.revoked_at is not None and not self.revocation_seen
 
 
 @dataclass(frozen=True)
 class InboxPage:
     items: list[InboxItem]
     counts: dict[str, int]  # per state, over what the person may see (before the state filter)
-    latest_submission_id: int  # for "new items appeared" polling
+    revoked: int = 0  # revoked after acceptance and not yet acknowledged, over what the person may see
+    latest_submission_id: int = 0  # for "new items appeared" polling
 
 
 def _aware(moment: datetime) -> datetime:
@@ -106,6 +123,8 @@ def finding_codes(findings_json: str | None) -> list[str]:
 def state_of(submission: Submission, decision: StaffDecision | None, resent: bool) -> str:
     if decision is not None:
         return "waiting_resend" if decision.verdict == Verdict.RETURNED and not resent else "decided"
+    if submission.lookup_state in WAITING:
+        return "held"
     if submission.verdict == Verdict.NEEDS_REVIEW:
         return "held" if HELD_CODES & set(finding_codes(submission.findings_json)) else "open"
     if submission.verdict == Verdict.RETURNED and not resent:
@@ -175,9 +194,10 @@ def list_inbox(session: Session, context: ConsoleContext, member: StaffMember, w
     rows = session.exec(statement.order_by(InboundMessage.received_at.desc(), Submission.id.desc())
                         .limit(LIST_LIMIT * 4)).all()
     resent = _resent_ids(session, [s.id for s, _, _ in rows])
+    seen = revocations_seen(session, [s.id for s, _, _ in rows if s.revoked_at is not None])
     counts = dict.fromkeys(STATES, 0)
     items: list[InboxItem] = []
-    latest = 0
+    latest = revoked = 0
     for submission, inbound, decision in rows:
         department = department_of(context, submission)
         if not member.sees(department):
@@ -187,11 +207,24 @@ def list_inbox(session: Session, context: ConsoleContext, member: StaffMember, w
         latest = max(latest, submission.id)
         state = state_of(submission, decision, submission.id in resent)
         counts[state] += 1
+        flagged = submission.revoked_at is not None and submission.id not in seen
+        revoked += flagged
         if wanted.state and state != wanted.state:
             continue
+        if wanted.revoked and not flagged:
+            continue
         if len(items) < LIST_LIMIT:
-            items.append(_item(context, submission, inbound, decision, state, department))
-    return InboxPage(items, counts, latest)
+            items.append(_item(context, submission, inbound, decision, state, department, submission.id in seen))
+    return InboxPage(items, counts, revoked, latest)
+
+
+def revocations_seen(session: Session, ids: list[int]) -> set[int]:
+    """Which of these revoked submissions a person has acknowledged (from the audit trail)."""
+    if not ids:
+        return set()
+    subjects = session.exec(select(AuditEvent.subject).where(
+        AuditEvent.action == REVOCATION_SEEN, AuditEvent.subject.in_([f"submission:{i}" for i in ids]))).all()
+    return {int(subject.split(":", 1)[1]) for subject in subjects}
 
 
 def _resent_ids(session: Session, ids: list[int]) -> set[int]:
@@ -201,7 +234,7 @@ def _resent_ids(session: Session, ids: list[int]) -> set[int]:
 
 
 def _item(context: ConsoleContext, submission: Submission, inbound: InboundMessage, decision: StaffDecision | None,
-          state: str, department: str) -> InboxItem:
+          state: str, department: str, revocation_seen: bool = False) -> InboxItem:
     view = context.desks.get(submission.desk)
     return InboxItem(
         submission_id=submission.id, desk=submission.desk, receipt_no=inbound.receipt_no or "",
@@ -212,6 +245,7 @@ def _item(context: ConsoleContext, submission: Submission, inbound: InboundMessa
         department_name=view.department_name(department) if view else department,
         sender=inbound.sender or "", subject=inbound.subject or "",
         decision=decision.decision if decision else None,
+        revoked_at=_aware(submission.revoked_at) if submission.revoked_at else None, revocation_seen=revocation_seen,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Literal
 
 from pydantic import Field, model_validator
@@ -33,6 +34,10 @@ class ConsoleSettings(StrictModel):
     # The key that signs session cookies: from the environment, else this file (created when missing).
     session_secret_env: str = "KEYDESK_CONSOLE_SESSION_SECRET"
     session_secret_file: HomePath = "var/secrets/console-session.key"
+    # Who may read /metrics here (served when [metrics] enabled = true): addresses or networks of the
+    # Prometheus servers, as seen on the connection itself (never taken from X-Forwarded-For); an
+    # admin's API token (Authorization: Bearer) may read it from anywhere. Everyone else gets 403.
+    metrics_scrapers: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
 
     @model_validator(mode="after")
     def _consistent(self) -> "ConsoleSettings":
@@ -40,6 +45,11 @@ class ConsoleSettings(StrictModel):
             raise ValueError("tls_cert_file and tls_key_file go together: set both or neither")
         if self.auth == "remote_user" and not self.trusted_proxies:
             raise ValueError('auth = "remote_user" needs trusted_proxies (the SSO proxy\'s addresses)')
+        for entry in self.metrics_scrapers:
+            try:
+                ipaddress.ip_network(entry, strict=False)
+            except ValueError:
+                raise ValueError(f"metrics_scrapers: {entry!r} is not an IP address or network") from None
         if self.public_url is not None and not self.public_url.startswith(("https://", "http://")):
             raise ValueError(f"public_url must start with https:// or http://, got {self.public_url!r}")
         return self

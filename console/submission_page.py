@@ -16,13 +16,15 @@ from sqlmodel import Session, select
 from console.accounts import StaffMember
 from console.context import ConsoleContext
 from console.decisions import RETURN_REASONS, NotFound, local_time, visible_mail
-from console.inbox import DECISION_LABELS, STATE_LABELS, VERDICT_NAMES, department_of, state_of
+from console.inbox import (DECISION_LABELS, REVOCATION_SEEN, STATE_LABELS, VERDICT_NAMES, department_of,
+                           revocations_seen, state_of)
+from console.manual import FACT_LABELS, GUARANTEE_TYPES, STATUS_LABELS, awaits_lookup
 from intake.mime import walk_mail
 from intake.pipeline import KIND_LABELS
 from mailer.reply import ensure_masked
 from rules.domain import GuaranteeType
 from rules.evaluate import company_key, japanese_date, plain_key, yen
-from rules.findings import CODES, Verdict
+from rules.findings import CODES, Verdict, label_of
 from rules.signatures import DocumentKind
 from store.tables import AuditEvent, Contract, Document, InboundMessage, OutboxMessage, StaffDecision, Submission
 from verifier.certificate_signature import SignedCertificate
@@ -71,6 +73,11 @@ class SubmissionView:
     decided_at: str = ""
     resend_of: str = ""  # receipt number of the returned mail this one answers
     resent_as: list[str] = field(default_factory=list)
+    awaits_lookup: bool = False  # a clerk may record the look-up (manual mode, held, or left to staff)
+    lookup_state: str = ""
+    revoked_at: str = ""  # when keydesk learnt the guarantor revoked it after acceptance
+    revoked_reason: str = ""
+    revocation_seen_by: str = ""  # who acknowledged the revocation, and when
 
     @property
     def awaits_decision(self) -> bool:
@@ -122,6 +129,9 @@ class MailPage:
     history: list[HistoryView]
     lookup_url: str
     return_reasons: dict[str, str]
+    fact_labels: dict[str, str] = field(default_factory=lambda: FACT_LABELS)
+    status_labels: dict[str, str] = field(default_factory=lambda: STATUS_LABELS)
+    guarantee_types: list[str] = field(default_factory=lambda: GUARANTEE_TYPES)
 
 
 ACTIONS = {
@@ -129,6 +139,9 @@ ACTIONS = {
     "intake.relocated": "メールの移動を検知", "intake.duplicate_copy": "同じメールの重複",
     "outbox.sent": "返信を送信", "outbox.failed": "返信の送信に失敗", "outbox.recipient_failed": "宛先への送信に失敗",
     "outbox.bounced": "返信が届かなかった(エラー通知)", "console.mail_filed": "メールをフォルダへ移動",
+    "lookup.key_revealed": "認証キーの表示(照会)", "lookup.manual_recorded": "照会結果の記録",
+    "submission.revoked_after_acceptance": "受付後に保証が失効", REVOCATION_SEEN: "失効を確認",
+    "lookup.held": "照会を保留", "lookup.retried": "再照会",
 }
 
 
@@ -143,7 +156,8 @@ def mail_page(session: Session, context: ConsoleContext, member: StaffMember, re
     authentication = [f"{r.method}={r.result}" for r in walked.authentication.results] if walked else []
     decisions = {d.submission_id: d for d in session.exec(
         select(StaffDecision).where(StaffDecision.inbound_id == inbound.id))}
-    submissions = [_submission_view(session, context, s, decisions.get(s.id)) for s in visible]
+    seen = _seen_by(session, context, [s.id for s in visible if s.revoked_at is not None])
+    submissions = [_submission_view(session, context, s, decisions.get(s.id), seen.get(s.id, "")) for s in visible]
     documents = session.exec(select(Document).where(Document.inbound_id == inbound.id).order_by(Document.id)).all()
     outbox = session.exec(select(OutboxMessage).where(OutboxMessage.inbound_id == inbound.id)
                           .order_by(OutboxMessage.id)).all()
@@ -157,8 +171,23 @@ def mail_page(session: Session, context: ConsoleContext, member: StaffMember, re
         attachments=[AttachmentView(d.id, d.display_name, _kind_label(d.kind), d.origin, d.size) for d in documents],
         replies=[_reply_view(context, row) for row in outbox],
         history=_history(session, context, inbound, visible, outbox),
-        lookup_url=context.lookup_url, return_reasons=RETURN_REASONS,
+        lookup_url=context.lookup_site(inbound.desk), return_reasons=RETURN_REASONS,
     )
+
+
+def _seen_by(session: Session, context: ConsoleContext, ids: list[int]) -> dict[int, str]:
+    """Who acknowledged each revocation and when ("" while nobody has)."""
+    if not revocations_seen(session, ids):
+        return {}
+    events = session.exec(select(AuditEvent).where(
+        AuditEvent.action == REVOCATION_SEEN, AuditEvent.subject.in_([f"submission:{i}" for i in ids]))
+        .order_by(AuditEvent.id)).all()
+    seen: dict[int, str] = {}
+    for event in events:
+        detail = json.loads(event.detail_json or "{}")
+        seen.setdefault(int(event.subject.split(":", 1)[1]),
+                        f"{local_time(context, event.at)} {detail.get('staff') or event.actor}")
+    return seen
 
 
 def _kind_label(kind: str) -> str:
@@ -184,7 +213,7 @@ def _findings(findings_json: str) -> list[FindingView]:
 
 
 def _submission_view(session: Session, context: ConsoleContext, submission: Submission,
-                     decision: StaffDecision | None) -> SubmissionView:
+                     decision: StaffDecision | None, revocation_seen_by: str = "") -> SubmissionView:
     resent = list(session.exec(
         select(InboundMessage.receipt_no).join(Submission, Submission.inbound_id == InboundMessage.id)
         .where(Submission.resend_of_id == submission.id)).all())
@@ -207,9 +236,12 @@ def _submission_view(session: Session, context: ConsoleContext, submission: Subm
         has_key=submission.access_key_encrypted is not None, findings=_findings(submission.findings_json),
         comparison=_comparison(session, submission), decision=decision,
         decision_label=DECISION_LABELS.get(decision.decision, "") if decision else "",
-        decision_reasons=[RETURN_REASONS.get(c, c) for c in json.loads(decision.reasons_json)] if decision else [],
+        decision_reasons=[label_of(c) for c in json.loads(decision.reasons_json)] if decision else [],
         decided_at=local_time(context, decision.decided_at) if decision else "",
         resend_of=resend_of, resent_as=[r for r in resent if r],
+        awaits_lookup=decision is None and awaits_lookup(submission), lookup_state=submission.lookup_state or "",
+        revoked_at=local_time(context, submission.revoked_at) if submission.revoked_at else "",
+        revoked_reason=submission.revoked_reason or "", revocation_seen_by=revocation_seen_by,
     )
 
 
@@ -284,7 +316,11 @@ def _history(session: Session, context: ConsoleContext, inbound: InboundMessage,
         text = ""
         if event.action == "console.decided":
             text = f"{DECISION_LABELS.get(detail.get('decision'), '')} {detail.get('guarantee_no') or ''}".strip()
-        elif event.action == "console.key_revealed":
+        elif event.action == "lookup.manual_recorded":
+            text = f"{detail.get('guarantee_no') or ''} → {VERDICT_NAMES.get(detail.get('verdict'), detail.get('verdict'))}"
+        elif event.action == "submission.revoked_after_acceptance":
+            text = str(detail.get("reason") or "")
+        elif event.action in ("console.key_revealed", "lookup.key_revealed"):
             text = f"保証契約番号 {detail.get('guarantee_no') or ''}"
         history.append(HistoryView(local_time(context, event.at), str(actor), ACTIONS.get(event.action, event.action),
                                    text))

@@ -44,7 +44,14 @@ WAITING = ("manual", "staff", "held")  # states a clerk may settle by hand
 
 
 class ManualLookupError(UserFacingError):
-    """A manual look-up that cannot be recorded as asked (unknown receipt, nothing waiting, bad facts)."""
+    """A manual look-up that cannot be recorded as asked (unknown receipt, nothing waiting, bad facts).
+
+    ``fields``: for bad facts, the names of the facts at fault, so a form (the staff console) can name
+    them in its own words without reading this message."""
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 @dataclass(frozen=True)
@@ -117,7 +124,10 @@ def parse_facts(data: object) -> ManualFacts:
         return ManualFacts.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'facts'}: {e['msg']}" for e in exc.errors())
-        raise ManualLookupError(f"照会結果の内容に誤りがあります: {problems}") from None
+        fields = [str(e["loc"][0]) for e in exc.errors() if e["loc"]]
+        if any(not e["loc"] for e in exc.errors()) and isinstance(data, dict):  # _complete: facts left out
+            fields += [name for name in _CERTIFICATE_FACTS if data.get(name) in (None, "")]
+        raise ManualLookupError(f"照会結果の内容に誤りがあります: {problems}", tuple(dict.fromkeys(fields))) from None
 
 
 @dataclass(frozen=True)

@@ -40,13 +40,21 @@ def build_context(runtime: Runtime, on_decision=lambda: None) -> ConsoleContext:
     patterns = key_patterns(settings.rules.documents.patterns)
     desks = {
         desk_id: DeskView(profile=desk_profile(runtime, desk_id), rules=settings.rules.desks[desk_id],
-                          mailbox=desk.mailbox, key_pattern=patterns[1])
+                          mailbox=desk.mailbox, key_pattern=patterns[1], key_format=settings.rules.documents.access_key,
+                          lookup_site_url=desk.lookup.lookup_site_url)
         for desk_id, desk in settings.desks.items()
     }
+    metrics = None
+    if settings.metrics.enabled:  # issue 16: /metrics wherever a web service runs, the console included
+        from keydesk.status import gather
+        from web.metrics import cached_metrics
+
+        metrics = cached_metrics(lambda: gather(settings, runtime.engine), settings.metrics.cache_seconds)
     return ConsoleContext(
         engine=runtime.engine, settings=settings.console, desks=desks, store=raw_store(runtime),
         key_vault=runtime.key_vault, templates=template_environment(settings.config_dir / "templates"),
         lookup_url=settings.guarantor.lookup_url, timezone=settings.timezone, on_decision=on_decision,
+        metrics=metrics,
     )
 
 

@@ -268,9 +268,11 @@ def _failure_lines(session: Session, desk: str, rules: DeskRules, since: datetim
             )
 
 
-# What a staff decision in the console shows as (its section and label).
+# What a staff decision in the console shows as (its section and label); a look-up a clerk recorded
+# ("lookup") shows in the section of the verdict the rules gave.
 DECISION_LINES = {"accept": ("accepted", "受理(職員判断)"), "return": ("returned", "返送(職員判断)"),
                   "handled": ("accepted", "対応済み(職員判断)")}
+LOOKUP_LABELS = {"accepted": "受付済(職員が照会)", "returned": "返送(職員が照会)"}
 
 
 def _decision_lines(session: Session, desk: str, rules: DeskRules, since: datetime, until: datetime):
@@ -282,7 +284,10 @@ def _decision_lines(session: Session, desk: str, rules: DeskRules, since: dateti
         .where(StaffDecision.desk == desk, StaffDecision.decided_at >= since, StaffDecision.decided_at < until)
     ).all()
     for decision, submission, inbound in rows:
-        section, label = DECISION_LINES[decision.decision]
+        if decision.decision == "lookup":
+            section, label = decision.verdict, LOOKUP_LABELS.get(decision.verdict, decision.verdict)
+        else:
+            section, label = DECISION_LINES[decision.decision]
         reasons = [label_of(code) for code in json.loads(decision.reasons_json or "[]")]
         yield DigestLine(
             section=section,

@@ -106,7 +106,8 @@ class Submission(SQLModel, table=True):
     revoked_reason: str | None = Field(default=None, sa_column=Column(Text))
     # The look-up still to do (issue 10): "held" (the service was unreachable: looked up again at
     # next_lookup_at), "manual" (a clerk looks it up), "staff" (held too long: a person decides),
-    # "done" (answered later; the result mail went out). None: decided when the mail came in.
+    # "done" (answered later; the result mail went out), "decided" (a person decided in the staff
+    # console without the look-up). None: decided when the mail came in.
     lookup_state: str | None = Field(default=None, index=True, max_length=16)
     lookup_attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     next_lookup_at: datetime | None = Field(default=None)
@@ -274,7 +275,9 @@ class StaffDecision(SQLModel, table=True):
     desk: str = Field(index=True, max_length=64)
     submission_id: int = Field(foreign_key="submission.id", unique=True)
     inbound_id: int = Field(foreign_key="inbound_message.id", index=True)
-    decision: str = Field(max_length=16)  # accept | return | handled
+    # accept | return | handled, or lookup: a clerk recorded what the guarantor's site shows and the
+    # rules gave the verdict (console/manual.py)
+    decision: str = Field(max_length=16)
     verdict: str = Field(max_length=32)  # the verdict it gives: accepted | returned | handled
     reasons_json: str = Field(default="[]", sa_column=Column(Text, nullable=False))
     note: str = Field(default="", sa_column=Column(Text, nullable=False))

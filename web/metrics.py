@@ -66,13 +66,18 @@ class _Cached:
             return self._value[1]
 
 
+def cached_metrics(provider: StatusProvider, cache_seconds: float = 60.0) -> Callable[[], bytes]:
+    """``render_metrics`` of the provider's report, reused for ``cache_seconds`` (for the console's route)."""
+    return _Cached(provider, cache_seconds)
+
+
 def metrics_app(provider: StatusProvider, cache_seconds: float = 60.0):
     """An ASGI app serving ``GET /metrics``."""
     from fastapi import FastAPI
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import Response
 
-    cached = _Cached(provider, cache_seconds)
+    cached = cached_metrics(provider, cache_seconds)
     app = FastAPI(title="keydesk metrics", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/metrics")

@@ -7,6 +7,7 @@ Every state-changing request carries a CSRF token (form field ``csrf_token`` or 
 
 from __future__ import annotations
 
+import ipaddress
 import logging
 from datetime import timedelta
 from pathlib import Path
@@ -78,6 +79,21 @@ class Console:
         request.state.member = member
         return member
 
+    def may_scrape(self, request: Request) -> bool:
+        """/metrics: the connection's own address in ``metrics_scrapers``, or an admin's API token."""
+        peer = request.client.host if request.client else ""
+        try:
+            address = ipaddress.ip_address(peer)
+        except ValueError:
+            address = None
+        if address is not None and any(address in ipaddress.ip_network(entry, strict=False)
+                                       for entry in self.settings.metrics_scrapers):
+            return True
+        if request.headers.get("authorization", "").lower().startswith("bearer "):
+            member = self.member(request)
+            return member is not None and member.is_admin
+        return False
+
     def csrf_valid(self, request: Request, presented: str | None) -> bool:
         if getattr(request.state, "by_token", False):
             return True
@@ -117,6 +133,17 @@ def create_app(context: ConsoleContext, session_secret: str, *, refresh_seconds:
     @app.get("/healthz")
     def healthz() -> JSONResponse:
         return JSONResponse({"status": "ok"})
+
+    if context.metrics is not None:
+        from fastapi.concurrency import run_in_threadpool
+        from prometheus_client import CONTENT_TYPE_LATEST
+
+        @app.get("/metrics")
+        async def metrics(request: Request) -> Response:
+            """The Prometheus text (web/metrics.py) for the configured scrapers or an admin's API token."""
+            if not console.may_scrape(request):
+                return Response("forbidden\n", status_code=403, media_type="text/plain")
+            return Response(await run_in_threadpool(context.metrics), media_type=CONTENT_TYPE_LATEST)
 
     pages.register(app, console)
     api.register(app, console)

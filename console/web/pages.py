@@ -12,8 +12,9 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, RedirectResponse, Response
 
 from console.accounts import authenticate
-from console.decisions import AlreadyDecided, BadDecision, NotFound, decide, reveal_key
+from console.decisions import AlreadyDecided, BadDecision, NotFound, acknowledge_revocation, decide, reveal_key
 from console.inbox import STATE_LABELS, STATES, VERDICT_NAMES, InboxFilter, list_inbox
+from console.manual import FACT_LABELS, record_lookup
 from console.register_view import TYPES, register_csv, register_rows
 from console.submission_page import document_for_download, mail_page
 from console.web.app import Console
@@ -88,7 +89,7 @@ def register(app: FastAPI, console: Console) -> None:
 
     @app.get("/", response_class=HTMLResponse)
     def inbox(request: Request, verdict: str = "", state: str = "", department: str = "", date_from: str = "",
-              date_to: str = "", q: str = "", partial: str = "") -> Response:
+              date_to: str = "", q: str = "", partial: str = "", revoked: str = "") -> Response:
         member, redirect = signed_in(request)
         if redirect:
             return redirect
@@ -100,7 +101,8 @@ def register(app: FastAPI, console: Console) -> None:
             errors.append("状態の値が正しくありません。")
         if department and department not in context.departments:
             errors.append("担当課の値が正しくありません。")
-        wanted = InboxFilter(verdict or None, state or None, department or None, parsed_from, parsed_to, q[:100] or None)
+        wanted = InboxFilter(verdict or None, state or None, department or None, parsed_from, parsed_to, q[:100] or None,
+                             revoked=bool(revoked))
         with Session(context.engine) as db:
             page = list_inbox(db, context, member, wanted if not errors else InboxFilter())
         values = dict(page=page, wanted=wanted, errors=errors, verdicts=VERDICT_NAMES, states=STATE_LABELS,
@@ -123,6 +125,7 @@ def register(app: FastAPI, console: Console) -> None:
         extra.setdefault("revealed", {})
         extra.setdefault("error", None)
         extra.setdefault("form", {})
+        extra.setdefault("lookup_form", {})
         return console.render(request, "submission.html", status=status, page=page,
                               request_key=secrets.token_urlsafe(16), **extra)
 
@@ -192,6 +195,49 @@ def register(app: FastAPI, console: Console) -> None:
         except ValueError:
             return show(request, receipt_no, status=400, error="判断する保証を指定してください。")
         return RedirectResponse(f"/submissions/{urllib.parse.quote(receipt_no)}?decided=1", status_code=303)
+
+    @app.post("/submissions/{receipt_no}/lookup", response_class=HTMLResponse)
+    async def lookup(request: Request, receipt_no: str) -> Response:
+        """What a clerk read on the guarantor's site: the rules run, the contractor gets the result."""
+        form = await request.form()
+        member, redirect = signed_in(request)
+        if redirect:
+            return redirect
+        if not console.csrf_valid(request, form.get("csrf_token")):
+            return forbidden(request)
+        values = {name: str(form.get(name) or "") for name in FACT_LABELS}
+        try:
+            submission_id = int(str(form.get("submission_id") or ""))
+        except ValueError:
+            return show(request, receipt_no, status=400, error="照会結果を記録する保証を指定してください。")
+        try:
+            record_lookup(context, member, receipt_no, submission_id=submission_id, form=values,
+                          request_key=str(form.get("request_key") or ""))
+        except NotFound as exc:
+            return not_found(request, str(exc))
+        except BadDecision as exc:
+            return show(request, receipt_no, status=400, error=str(exc),
+                        lookup_form={**values, "submission_id": submission_id})
+        except AlreadyDecided as exc:
+            return console.render(request, "message.html", status=409, title="記録済みです", message=str(exc),
+                                  back=f"/submissions/{receipt_no}")
+        return RedirectResponse(f"/submissions/{urllib.parse.quote(receipt_no)}?recorded=1", status_code=303)
+
+    @app.post("/submissions/{receipt_no}/revocation", response_class=HTMLResponse)
+    async def revocation_seen(request: Request, receipt_no: str) -> Response:
+        form = await request.form()
+        member, redirect = signed_in(request)
+        if redirect:
+            return redirect
+        if not console.csrf_valid(request, form.get("csrf_token")):
+            return forbidden(request)
+        try:
+            acknowledge_revocation(context, member, receipt_no, int(str(form.get("submission_id") or "")))
+        except ValueError:
+            return show(request, receipt_no, status=400, error="保証を指定してください。")
+        except NotFound as exc:
+            return not_found(request, str(exc))
+        return RedirectResponse(f"/submissions/{urllib.parse.quote(receipt_no)}", status_code=303)
 
     # -- the register ---------------------------------------------------------------------------
 
