@@ -142,3 +142,61 @@ def test_the_console_works_by_keyboard_alone_and_on_a_tablet(issued: dict, brows
         page.keyboard.press("Enter")
         page.wait_for_selector("text=判断を記録しました")
         assert "「対応済み」と判断しました" in page.inner_text("main")
+
+
+def test_a_clerk_looks_a_key_up_by_hand_and_the_contractor_gets_one_result(issued: dict, browser_page) -> None:
+    """Manual mode (issue 10) in the console: 照会待ち in the inbox, the audited reveal, a mistyped
+    amount answered with the form again in Japanese, then the rules run on what the clerk recorded."""
+    from tests.console.test_manual import SITE, manual_desk
+
+    with_contractor_mailbox(issued["config"])
+    desk = manual_desk(issued)
+    runtime, receipt = desk["runtime"], desk["waiting"].receipt_no
+    dialogs: list[str] = []
+    browser_page.on("dialog", lambda dialog: (dialogs.append(dialog.message), dialog.dismiss()))
+    with contextlib.ExitStack() as stack:
+        start_embedded(runtime, stack)
+        app = create_app(desk["context"], "a-test-session-secret-of-enough-length")
+        url = stack.enter_context(ServedApp(app, Listen("127.0.0.1", 0, what="console"))).url
+        page = browser_page
+
+        sign_in(page, url, "tanaka")
+        page.select_option("select[name=state]", "held")
+        page.get_by_role("button", name="絞り込む").click()
+        assert "照会待ち" in page.inner_text("table.inbox")
+        page.get_by_role("link", name=receipt).click()
+        page.wait_for_selector("h2:has-text('照会結果の記録'), h3:has-text('照会結果の記録')")
+        assert page.get_attribute("a:has-text('保証会社の照会サイト')", "href") == SITE
+        page.get_by_role("button", name="表示").click()
+        page.wait_for_selector("text=表示は記録されました")
+        assert page.inner_text("code.key") == issued["rows"][1]["access_key"]
+
+        def fill(amount: str) -> None:
+            page.select_option("select[name=guarantee_type]", "中間前払金保証")
+            for name, value in {"obligee": "美郷町長", "contractor_name": "株式会社美郷建設", "contract_no": "R8-土木-001",
+                                "work_name": "町道美郷中央線道路改良工事", "work_category": "工事",
+                                "contract_amount": amount, "guarantee_amount": "6,172,500",
+                                "contract_date": "2026-04-01", "completion_date": "2027-03-15",
+                                "period_start": "2026-10-01", "period_end": "2027-03-31"}.items():
+                page.fill(f"[name={name}]", value)
+            page.get_by_role("button", name="照会結果を記録する").click()
+
+        fill("三千万円")
+        page.wait_for_selector("p.error")
+        assert "請負代金額" in page.inner_text("p.error")
+        assert page.input_value("[name=contractor_name]") == "株式会社美郷建設"  # what was typed stays
+        fill("30,862,500")
+        page.wait_for_selector("text=照会結果を記録し")
+        assert "照会結果を記録" in page.inner_text("main") and "照会結果を記録する" not in page.inner_text("main")
+
+        deliver_now(runtime)
+        subjects = wait_until(lambda: [s for s in contractor_subjects(runtime) if receipt in s and "受け付けました" in s],
+                              timeout=30, what="the look-up's result in the contractor's mailbox")
+        assert len(subjects) == 1
+        with Session(runtime.engine) as session:
+            recorded = session.exec(select(AuditEvent).where(AuditEvent.action == "lookup.manual_recorded")).all()
+            revealed = session.exec(select(AuditEvent).where(AuditEvent.action == "console.key_revealed")).all()
+        assert [e.actor for e in recorded] == ["staff:田中 一郎"]
+        assert [json.loads(e.detail_json)["staff"] for e in revealed] == ["田中 一郎"]
+        assert len([s for s in contractor_subjects(runtime) if receipt in s]) == 2  # お預かり, then the result
+    assert dialogs == []
