@@ -1,8 +1,9 @@
 """The Prometheus text endpoint: the figures of `keydesk status`, rendered with prometheus-client.
 
 ``render_metrics(report)`` is the one renderer; ``metrics_app(provider)`` serves it at
-``/metrics`` (for `keydesk run` with ``[metrics] enabled``). The staff console can mount the same
-app, or call ``render_metrics`` from its own route, with a provider built by the composition root.
+``/metrics`` (for `keydesk run` with ``[metrics] enabled``); the staff console serves the same text
+from its own route through ``cached_metrics`` (only to its configured scrapers), with a provider
+built by the composition root.
 A provider may log in to the mail servers, so its result is cached for ``cache_seconds``: a
 scrape every 15 s does not become a login every 15 s.
 """
