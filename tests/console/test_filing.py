@@ -53,3 +53,35 @@ def test_a_decided_mail_leaves_the_review_folder_for_its_outcome(issued: dict, i
     assert imap_server.folder_count("keydesk/要確認") == 0
     assert imap_server.folder_count(folder) == 1
     assert imap_server.folder_count("INBOX") == 0
+
+
+def test_a_mail_looked_up_by_hand_leaves_the_review_folder_too(issued: dict, imap_server) -> None:
+    from console.manual import record_lookup
+    from store.tables import Submission
+    from sqlmodel import select
+    from tests.console.test_manual import manual_form
+    from tests.desk_mail import use_lookup
+
+    use_lookup(issued["config"], 'mode = "manual"')
+    runtime = Runtime(issued["config"])
+    settings = runtime.settings
+    mailbox = imap_server.mailbox_settings()
+    service = IntakeService(desk="misato", mailbox=mailbox, poll=settings.poll, limits=settings.limits,
+                            engine=runtime.engine, store=RawStore(settings.storage.directory),
+                            process=build_pipeline(runtime, "misato"))
+    imap_server.append(mail([("中間前払金.pdf", files(issued["rows"][1])["key_notice"])]))
+    with MailboxConnection(mailbox, password=IMAP_PASSWORD) as conn:
+        taken = service.run_pass(conn).taken
+    assert [t.verdict for t in taken] == ["needs_review"]
+    assert imap_server.folder_count("keydesk/要確認") == 1
+
+    with Session(runtime.engine) as session:
+        receipt = session.get(InboundMessage, taken[0].inbound_id).receipt_no
+        submission_id = session.exec(select(Submission.id).where(Submission.inbound_id == taken[0].inbound_id)).one()
+    outcome = record_lookup(build_context(runtime), StaffMember("tanaka", "田中 一郎", "clerk", ("kensetsu",)), receipt,
+                            submission_id=submission_id, form=manual_form())
+    assert outcome.verdict == "accepted"
+    with MailboxConnection(mailbox, password=IMAP_PASSWORD) as conn:
+        assert service.run_pass(conn).actions == 1
+    assert imap_server.folder_count("keydesk/要確認") == 0
+    assert imap_server.folder_count("keydesk/受付済") == 1

@@ -202,3 +202,22 @@ def test_the_console_reuses_intake_manual_lookup() -> None:
     """console/manual.py reuses intake/manual_lookup for the rules and the reply (one piece of code per job)."""
     source = (Path(__file__).resolve().parents[2] / "console" / "manual.py").read_text(encoding="utf-8")
     assert "record_manual_lookup(" in source and "judge_certificate" not in source and "enqueue(" not in source
+
+
+def test_a_recorded_lookup_shows_in_the_next_digest_with_who_recorded_it(desk: dict) -> None:
+    from datetime import datetime, timedelta, timezone
+
+    from mailer.digest import DigestTarget, _context, collect
+
+    context, tanaka, receipt = desk["context"], member(desk, "tanaka"), desk["waiting"].receipt_no
+    [submission_id] = [s.id for s in mail_page(Session(context.engine), context, tanaka, receipt).submissions]
+    record_lookup(context, tanaka, receipt, submission_id=submission_id, form=manual_form())
+    target = DigestTarget("misato", "美郷町 契約窓口", "keiyaku@town.misato.example",
+                          desk["runtime"].settings.rules.desks["misato"])
+    now = datetime.now(timezone.utc) + timedelta(minutes=1)
+    with Session(context.engine) as session:
+        digest = next(d for d in collect(session, target, now=now, zone="Asia/Tokyo", since=now - timedelta(hours=1))
+                      if d.department == "kensetsu")
+    lines = [line for section in _context(digest)["sections"] for line in section["lines"]
+             if line["verdict_label"] == "受付済(職員が照会)"]
+    assert len(lines) == 1 and "判断者: 田中 一郎" in lines[0]["reasons"] and lines[0]["receipt_no"] == receipt
