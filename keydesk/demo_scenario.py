@@ -151,15 +151,13 @@ GUARANTEES = (
               34_100_000, 3_410_000, 28_900, _D(2026, 9, 1), _D(2027, 3, 19), _D(2026, 9, 1), _D(2027, 3, 19)),
     Guarantee("takahashi_jis", "takahashi", "前払金保証", "R8-土木-111", "町道1号線舗装補修工事",
               25_300_000, 10_120_000, 80_800, _D(2026, 9, 14), _D(2027, 3, 12), _D(2026, 9, 14), _D(2027, 3, 31)),
-    # Added with the staff console (issue 11): an advance above 40% of the contract waits for a person.
-    Guarantee("misato_advance_high", "misato", "前払金保証", "R8-土木-114", "美郷町営グラウンド整備工事",
-              10_000_000, 4_500_000, 36_000, _D(2026, 9, 1), _D(2027, 2, 26), _D(2026, 9, 1), _D(2027, 3, 15)),
     # Added with issue 14: a 低入札 contract whose 契約保証 is 10% (30% needed); the obligee written with the
     # prefecture and the mayor's name, the register's label 建設工事 — both accepted as they are.
     Guarantee("hamada_low_bid", "hamada", "契約保証", "R8-土木-113", "美郷西地区排水路改修工事",
               23_100_000, 2_310_000, 19_800, _D(2026, 9, 24), _D(2027, 3, 19), _D(2026, 9, 24), _D(2027, 3, 19),
               obligee="島根県美郷町長 山田太郎", department="keiyaku", register_category="建設工事", low_bid=True),
-    # A 中間前払金 whose period starts before the middle of the 工期 (no 認定 yet): a person must look.
+    # A 中間前払金 whose period starts before the middle of the 工期 (no 認定 yet): a person must look
+    # (it is the 要確認 item the demo leaves for staff to decide in the console).
     Guarantee("misato_intermediate_early", "misato", "中間前払金保証", "R8-土木-101", "町道美郷中央線道路改良工事",
               30_800_000, 6_160_000, 24_900, _D(2026, 4, 15), _D(2027, 3, 15), _D(2026, 6, 1), _D(2027, 3, 31)),
 )
@@ -232,12 +230,6 @@ MAILS = (
                  "【電子保証】町道①号線舗装補修工事 ㈱髙橋建設",
                  "町道①号線舗装補修工事の前払金保証について、「認証キー等のお知らせ」を添付いたします。",
                  _ACCEPTED, _NONE),
-    # Added with the staff console (issue 11): left for staff to decide in `keydesk console`.
-    ScenarioMail("advance_high", "misato", "契約金額の45%の前払金保証(要確認)", Style.THUNDERBIRD,
-                 ((Doc.KEY_NOTICE, "misato_advance_high"),),
-                 "【電子保証】美郷町営グラウンド整備工事 株式会社美郷建設",
-                 "前払金保証の「認証キー等のお知らせ」を添付いたします。", Verdict.NEEDS_REVIEW,
-                 frozenset({"amount.advance_high"})),
     ScenarioMail("resend", "sakamoto", "正しいお知らせを再送(返送のあと)", Style.THUNDERBIRD,
                  ((Doc.KEY_NOTICE, "sakamoto_contract"),),
                  "",
