@@ -23,11 +23,9 @@ from console.context import ConsoleContext
 from console.decisions import AlreadyDecided, BadDecision, NotFound, already_decided_message, local_time, visible_mail
 from intake.manual_lookup import (WAITING, DeskContext, ManualFacts, ManualLookupError, parse_facts,
                                   record_manual_lookup)
-from intake.result_reply import result_key
 from rules.domain import GuaranteeType
-from rules.findings import Verdict
 from store.retry import retry_on_conflict
-from store.tables import OutboxMessage, StaffDecision, Submission
+from store.tables import StaffDecision, Submission
 
 # The form's fields, in the order of the certificate's screen, with the names staff read.
 FACT_LABELS: dict[str, str] = {
@@ -100,25 +98,16 @@ def record_lookup(context: ConsoleContext, member: StaffMember, receipt_no: str,
                 raise AlreadyDecided(_recorded_message(context, submission))
             view = context.desk(submission.desk)
             desk = DeskContext(profile=view.profile, rules=view.rules, templates=context.templates,
-                               lookup_site_url=context.lookup_site(submission.desk))
+                               lookup_site_url=context.lookup_site(submission.desk),
+                               mailbox_moves=view.mailbox.action != "flag")
             now = context.clock()
             try:
                 outcome = record_manual_lookup(session, desk, inbound.receipt_no or "", facts, staff=member.name,
-                                               now=now, guarantee_no=submission.guarantee_no)
+                                               now=now, guarantee_no=submission.guarantee_no,
+                                               staff_login=member.login, request_key=request_key)
             except ManualLookupError as exc:
                 raise BadDecision(str(exc)) from None
-            row = None
-            if outcome.verdict is not Verdict.NEEDS_REVIEW:
-                reply = session.exec(select(OutboxMessage).where(
-                    OutboxMessage.idempotency_key == result_key(inbound.id))).first()
-                row = StaffDecision(
-                    desk=submission.desk, submission_id=submission.id, inbound_id=inbound.id, decision="lookup",
-                    verdict=outcome.verdict.value, reasons_json=json.dumps(list(outcome.codes)),
-                    note="", staff_login=member.login, staff_name=member.name, request_key=request_key,
-                    decided_at=now, outbox_id=reply.id if reply else None,
-                    mailbox_action_done=view.mailbox.action == "flag",
-                )
-                session.add(row)
+            row = outcome.decision
             session.commit()
             if row is not None:
                 session.refresh(row)

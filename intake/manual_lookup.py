@@ -26,7 +26,7 @@ from sqlmodel import Session, select
 from foundation.errors import UserFacingError
 from intake.pipeline import KIND_LABELS, DeskProfile, findings_json
 from intake.register_store import DbAcceptedIndex, DbContractRegister
-from intake.result_reply import enqueue_result_reply
+from intake.result_reply import enqueue_result_reply, result_key
 from mailer.reply import FoundDocument, GuaranteeLine
 from rules.config_base import StrictModel
 from rules.domain import Certificate, GuaranteeType
@@ -35,7 +35,7 @@ from rules.schema import DeskRules
 from rules.signatures import AccessKeyFormat, DocumentKind
 from store.audit import record as audit
 from store.key_vault import KeyVault
-from store.tables import Document, InboundMessage, Submission
+from store.tables import Document, InboundMessage, OutboxMessage, StaffDecision, Submission
 from verifier import access_key as keys
 from verifier.certificate_signature import canonical_json
 from verifier.judge import department_for, judge_certificate
@@ -62,6 +62,8 @@ class DeskContext:
     rules: DeskRules
     templates: jinja2.Environment
     lookup_site_url: str | None = None
+    # False when the desk's mailbox action only flags mails: a recorded look-up then moves nothing.
+    mailbox_moves: bool = True
 
 
 @dataclass(frozen=True)
@@ -137,6 +139,7 @@ class ManualOutcome:
     verdict: Verdict  # of this guarantee
     codes: tuple[str, ...]
     result_mail_queued: bool  # False while another guarantee of the same mail still waits
+    decision: StaffDecision | None = None  # None while the rules still leave the guarantee to a person
 
 
 def pending_lookups(session: Session, desk: str) -> list[PendingLookup]:
@@ -180,7 +183,13 @@ def reveal_key(session: Session, vault: KeyVault, desk: str, receipt_no: str, *,
 
 
 def record_manual_lookup(session: Session, desk: DeskContext, receipt_no: str, facts: ManualFacts, *, staff: str,
-                         now: datetime, guarantee_no: str | None = None) -> ManualOutcome:
+                         now: datetime, guarantee_no: str | None = None, staff_login: str = "cli",
+                         request_key: str | None = None) -> ManualOutcome:
+    """Record what the guarantor's site shows for one waiting guarantee; the town's rules run on it.
+
+    ``staff`` is the person's name (audit trail, digest); ``staff_login`` their console login, or
+    ``cli`` for `keydesk manual record`; ``request_key`` makes a retried console request a replay.
+    """
     staff = _staff(staff)
     desk_id = desk.profile.desk_id
     row, submission = _waiting(session, desk_id, receipt_no, guarantee_no)
@@ -220,7 +229,30 @@ def record_manual_lookup(session: Session, desk: DeskContext, receipt_no: str, f
           {"receipt_no": row.receipt_no, "guarantee_no": number, "status": facts.status, "verdict": verdict.value},
           at=now)
     queued = _result_mail_if_settled(session, desk, row, findings, now)
-    return ManualOutcome(row.receipt_no or "", submission.guarantee_no, verdict, tuple(f.code for f in findings), queued)
+    decision = _file_as_decision(session, desk, row, submission, verdict, findings, staff=staff,
+                                 staff_login=staff_login, request_key=request_key, now=now)
+    return ManualOutcome(row.receipt_no or "", submission.guarantee_no, verdict, tuple(f.code for f in findings), queued,
+                         decision)
+
+
+def _file_as_decision(session: Session, desk: DeskContext, row: InboundMessage, submission: Submission,
+                      verdict: Verdict, findings: Sequence[Finding], *, staff: str, staff_login: str,
+                      request_key: str | None, now: datetime) -> StaffDecision | None:
+    """A settled look-up is a staff decision like 受理 or 返送, from the console or the CLI alike: the mail
+    leaves the review folder at the next intake pass (``intake.decision_filing``) and a retried request
+    is answered from the row. One the rules still leave to a person writes none: the item stays open."""
+    if verdict is Verdict.NEEDS_REVIEW:
+        return None
+    reply = session.exec(select(OutboxMessage).where(OutboxMessage.idempotency_key == result_key(row.id))).first()
+    decision = StaffDecision(
+        desk=submission.desk, submission_id=submission.id, inbound_id=row.id, decision="lookup",
+        verdict=verdict.value, reasons_json=json.dumps([f.code for f in findings]), note="",
+        staff_login=staff_login[:64], staff_name=staff, request_key=request_key, decided_at=now,
+        outbox_id=reply.id if reply else None, mailbox_action_done=not desk.mailbox_moves,
+    )
+    session.add(decision)
+    session.flush()
+    return decision
 
 
 def _result_mail_if_settled(session: Session, desk: DeskContext, row: InboundMessage, findings: Sequence[Finding],

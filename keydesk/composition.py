@@ -77,7 +77,8 @@ def desk_context(runtime: Runtime, desk_id: str) -> DeskContext:
     settings = runtime.settings
     return DeskContext(profile=desk_profile(runtime, desk_id), rules=settings.rules.desks[desk_id],
                        templates=template_environment(settings.config_dir / "templates"),
-                       lookup_site_url=settings.desks[desk_id].lookup.lookup_site_url)
+                       lookup_site_url=settings.desks[desk_id].lookup.lookup_site_url,
+                       mailbox_moves=settings.desks[desk_id].mailbox.action != "flag")
 
 
 def retry_held_lookups(runtime: Runtime, desk_id: str, now: datetime | None = None) -> HeldReport:

@@ -55,7 +55,9 @@ def test_a_decided_mail_leaves_the_review_folder_for_its_outcome(issued: dict, i
     assert imap_server.folder_count("INBOX") == 0
 
 
-def test_a_mail_looked_up_by_hand_leaves_the_review_folder_too(issued: dict, imap_server) -> None:
+@pytest.mark.parametrize("where", ["console", "cli"])
+def test_a_mail_looked_up_by_hand_leaves_the_review_folder_too(issued: dict, imap_server, where: str) -> None:
+    """Recorded in the console or with `keydesk manual record`: the same decision, the same filing."""
     from console.manual import record_lookup
     from store.tables import Submission
     from sqlmodel import select
@@ -78,9 +80,16 @@ def test_a_mail_looked_up_by_hand_leaves_the_review_folder_too(issued: dict, ima
     with Session(runtime.engine) as session:
         receipt = session.get(InboundMessage, taken[0].inbound_id).receipt_no
         submission_id = session.exec(select(Submission.id).where(Submission.inbound_id == taken[0].inbound_id)).one()
-    outcome = record_lookup(build_context(runtime), StaffMember("tanaka", "田中 一郎", "clerk", ("kensetsu",)), receipt,
-                            submission_id=submission_id, form=manual_form())
-    assert outcome.verdict == "accepted"
+    if where == "console":
+        outcome = record_lookup(build_context(runtime), StaffMember("tanaka", "田中 一郎", "clerk", ("kensetsu",)),
+                                receipt, submission_id=submission_id, form=manual_form())
+        assert outcome.verdict == "accepted"
+    else:
+        typed = {k: v for k, v in manual_form(contract_amount="30862500", completion_date="2027-03-15").items() if v}
+        facts_file = issued["tmp"] / "facts.json"
+        facts_file.write_text(json.dumps(typed, ensure_ascii=False), encoding="utf-8")
+        recorded = invoke(issued["config"], "manual", "record", receipt, "--staff", "田中 一郎", "--facts", str(facts_file))
+        assert recorded.exit_code == 0 and "accepted" in recorded.output
     with MailboxConnection(mailbox, password=IMAP_PASSWORD) as conn:
         assert service.run_pass(conn).actions == 1
     assert imap_server.folder_count("keydesk/要確認") == 0
