@@ -13,7 +13,6 @@ import logging
 import re
 import select
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -23,6 +22,7 @@ from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
 from intake.settings import LOOPBACK_HOSTS, MailboxSettings
+from store.token_command import TOKEN_COMMAND_TIMEOUT, TokenCommandError, run_token_command
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, imaplib.IMAP4.error)
 # Headers of a mail too large to download are read up to this many bytes.
 HEADER_CAP_BYTES = 256 * 1024
-TOKEN_COMMAND_TIMEOUT = 30
 
 
 class MailboxError(Exception):
@@ -48,22 +47,11 @@ class Selected:
 
 
 def fetch_oauth_token(command: list[str], timeout: float = TOKEN_COMMAND_TIMEOUT) -> str:
-    """Run the configured token command (no shell) and return the token it printed.
-
-    Neither the token nor the command's output is ever logged or put into an error message.
-    """
+    """Run the configured token command (store/token_command.py, shared with SMTP); a failure is a MailboxError."""
     try:
-        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
-    except FileNotFoundError:
-        raise MailboxError(f"token command not found: {command[0]}") from None
-    except subprocess.TimeoutExpired:
-        raise MailboxError(f"token command {command[0]} did not finish within {timeout:.0f} s") from None
-    if result.returncode != 0:
-        raise MailboxError(f"token command {command[0]} failed with exit code {result.returncode}")
-    token = result.stdout.strip()
-    if not token or not all(33 <= byte < 127 for byte in token):
-        raise MailboxError(f"token command {command[0]} did not print a single-line access token")
-    return token.decode("ascii")
+        return run_token_command(command, timeout)
+    except TokenCommandError as exc:
+        raise MailboxError(str(exc)) from None
 
 
 class MailboxConnection:
