@@ -8,8 +8,11 @@ A pass has three stages, each safe to repeat after a crash at any point:
    becomes a second row: the existing row follows it to its new place.
 2. **Process.** Each unprocessed row goes through the ``process`` hook (the pipeline) inside ONE
    transaction that also marks the row processed: submissions, documents and the reply in the
-   outbox commit together or not at all. The attempt is counted before processing, so a mail
-   that keeps failing (or crashing the process) is quarantined after ``max_attempts``.
+   outbox commit together or not at all. An attempt counts against a mail only when processing
+   it failed (an exception); a run the process did not finish because it was killed from outside
+   is counted apart (``interrupted``, bounded by ``MAX_INTERRUPTIONS`` so a mail that kills the
+   daemon itself cannot stop the desk forever). A quarantined mail is still acknowledged (the
+   ``acknowledge`` hook, where the reply policy allows) and listed for staff in the digest.
 3. **Act.** Only after that commit is the mail moved to its verdict's folder (or flagged seen);
    then ``mailbox_action_done`` is set. A crash in between only repeats the move.
 """
@@ -33,6 +36,7 @@ from intake.raw_store import RawStore
 from intake.settings import Limits, MailboxSettings, PollSettings
 from rules.findings import Verdict
 from store.audit import record as audit
+from store.retry import retry_on_conflict
 from store.tables import InboundMessage, utcnow
 
 log = logging.getLogger(__name__)
@@ -55,6 +59,11 @@ class Outcome:
 ProcessHook = Callable[[Session, InboundMessage, bytes], Outcome]
 # Called after a mail's processing committed and before its mailbox action (tests crash here).
 AfterCommitHook = Callable[[InboundMessage], None]
+# acknowledge(session, inbound_row, raw_bytes): answer a mail being quarantined ("we have it, a person
+# will look"), inside the transaction that quarantines it; must not commit.
+QuarantineHook = Callable[[Session, InboundMessage, bytes], None]
+# Processing runs a mail may see interrupted by the death of the process before it is quarantined.
+MAX_INTERRUPTIONS = 10
 
 
 @dataclass(frozen=True)
@@ -99,7 +108,7 @@ class _Copy:
 class IntakeService:
     def __init__(self, *, desk: str, mailbox: MailboxSettings, poll: PollSettings, limits: Limits,
                  engine: Engine, store: RawStore, process: ProcessHook,
-                 after_commit: AfterCommitHook | None = None) -> None:
+                 after_commit: AfterCommitHook | None = None, acknowledge: QuarantineHook | None = None) -> None:
         self.desk = desk
         self.mailbox = mailbox
         self.poll = poll
@@ -108,6 +117,8 @@ class IntakeService:
         self.store = store
         self.process = process
         self.after_commit = after_commit
+        # The pipeline answers quarantined mail too; a bare process hook may not.
+        self.acknowledge = acknowledge or getattr(process, "acknowledge_quarantined", None)
 
     @property
     def account(self) -> str:
@@ -230,11 +241,15 @@ class IntakeService:
         max_attempts = self.poll.max_attempts
         with Session(self.engine) as session:
             row = session.get(InboundMessage, inbound_id)
-            if row.attempts >= max_attempts:  # it failed, or crashed the process, every time
+            if row.attempts >= max_attempts:  # it failed every time
                 self._quarantine(inbound_id, "gave up after repeated failures", report)
                 return
-            # Counted before processing, so a mail that kills the process is counted too.
-            row.attempts += 1
+            if row.interrupted >= MAX_INTERRUPTIONS:  # the process died with it in hand every time
+                self._quarantine(inbound_id, f"processing was interrupted {row.interrupted} times", report)
+                return
+            # In flight: undone in the transaction that records the outcome, so only a run the
+            # process never finished (it was killed) stays counted, and not as the mail's failure.
+            row.interrupted += 1
             session.add(row)
             session.commit()
         try:
@@ -246,6 +261,8 @@ class IntakeService:
             with Session(self.engine) as session:
                 row = session.get(InboundMessage, inbound_id)
                 row.last_error = error
+                row.attempts += 1
+                row.interrupted = max(row.interrupted - 1, 0)
                 session.add(row)
                 session.commit()
                 give_up = row.attempts >= max_attempts
@@ -258,7 +275,7 @@ class IntakeService:
                 self.after_commit(session.get(InboundMessage, inbound_id))
 
     def _process_transaction(self, inbound_id: int) -> TakenMail:
-        for attempt in range(3):
+        def attempt() -> TakenMail:
             with Session(self.engine) as session:
                 row = session.get(InboundMessage, inbound_id)
                 raw = self.store.read(row.raw_path)
@@ -271,33 +288,43 @@ class IntakeService:
                     row.state = "processed"
                 row.processed_at = utcnow()
                 row.last_error = None
+                row.interrupted = max(row.interrupted - 1, 0)
                 session.add(row)
-                try:
-                    session.commit()
-                except IntegrityError:
-                    if attempt == 2:
-                        raise
-                    continue  # lost a race on the audit chain with another writer: run again
+                session.commit()
                 return TakenMail(row.id, row.uid, row.sender, row.subject, row.state, row.verdict,
                                  tuple(outcome.findings))
-        raise AssertionError("unreachable")
+
+        # Losing a race (the audit chain, a receipt counter) runs the whole mail again.
+        return retry_on_conflict(attempt, what=f"processing inbound mail {inbound_id}", attempts=3)
 
     def _quarantine(self, inbound_id: int, reason: str, report: PassReport) -> None:
-        for _ in range(5):
+        def attempt() -> InboundMessage:
             with Session(self.engine) as session:
                 row = session.get(InboundMessage, inbound_id)
                 row.state = "quarantined"
                 session.add(row)
                 audit(session, self.desk, ACTOR, "intake.quarantined", f"inbound:{inbound_id}",
-                      {"attempts": row.attempts, "error": (row.last_error or reason)[:500]})
-                try:
-                    session.commit()
-                except IntegrityError:
-                    continue
-                log.error("inbound mail %s quarantined after %d attempts", inbound_id, row.attempts)
-                report.taken.append(TakenMail(row.id, row.uid, row.sender, row.subject, row.state, None, ()))
-                return
-        raise RuntimeError(f"could not quarantine inbound mail {inbound_id}")
+                      {"attempts": row.attempts, "interrupted": row.interrupted,
+                       "error": (row.last_error or reason)[:500]})
+                self._acknowledge(session, row)
+                session.commit()
+                session.refresh(row)
+                return row
+
+        row = retry_on_conflict(attempt, what=f"quarantining inbound mail {inbound_id}")
+        log.error("inbound mail %s quarantined (%d failed attempts, %d interrupted runs)", inbound_id,
+                  row.attempts, row.interrupted)
+        report.taken.append(TakenMail(row.id, row.uid, row.sender, row.subject, row.state, None, ()))
+
+    def _acknowledge(self, session: Session, row: InboundMessage) -> None:
+        """The sender still hears that the mail arrived; a failure here never blocks the quarantine."""
+        if self.acknowledge is None:
+            return
+        try:
+            with session.begin_nested():
+                self.acknowledge(session, row, self.store.read(row.raw_path) if row.raw_path else b"")
+        except Exception as exc:  # noqa: BLE001 - the mail is quarantined with or without an answer
+            log.warning("inbound mail %s: no acknowledgement for the quarantined mail: %s", row.id, type(exc).__name__)
 
     # -- stage 3: mailbox actions --------------------------------------------------------------
 

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlmodel import Session, select
 
 from intake.intake_service import Outcome
+from intake.mail_context import automatic
 from intake.mime import MailLimits, WalkedMail, walk_mail
 from intake.mime_headers import TOLERANT_POLICY
 from intake.raw_store import RawStore
@@ -299,6 +300,59 @@ class Pipeline:
         message = build_reply(facts, self.templates, now=now)
         enqueue(session, desk=row.desk, idempotency_key=f"reply:{row.id}", kind=REPLY_KIND, message=message,
                 envelope_from=self.profile.address, recipients=[decision.address], inbound_id=row.id)
+
+
+    # -- a mail that could not be processed -------------------------------------------------
+
+    def acknowledge_quarantined(self, session: Session, row: InboundMessage, raw: bytes) -> None:
+        """The intake's quarantine hook: "it arrived, a person will look", where the reply policy allows.
+
+        Nothing of the mail is trusted beyond its headers and attachment names (read tolerantly);
+        it gets a receipt number so the sender and staff can refer to it, and the digest lists it.
+        """
+        now = self.clock()
+        headers = message_from_bytes(raw, policy=TOLERANT_POLICY)
+        verdict = automatic(headers, headers.get_content_type(), str(headers.get("Subject", "")), has_documents=True)
+        decision = should_reply(
+            session, headers, desk=row.desk, desk_address=self.profile.address,
+            limit=self.limits.replies_per_sender_per_hour, now=now,
+            automatic=verdict.automatic, automatic_reason="; ".join(verdict.reasons) or None,
+        )
+        row.receipt_no = row.receipt_no or self._next_receipt_no(session, now)
+        finding = Finding("mail.processing_failed", detail=(row.last_error or "")[:500])
+        row.findings_json = _findings_json([finding])
+        if not decision.reply:
+            log.info("quarantined mail %s: no acknowledgement (%s)", row.receipt_no, decision.reason)
+            return
+        facts = ReplyFacts(
+            desk=row.desk, desk_name=self.profile.name, desk_address=self.profile.address,
+            contact=self.profile.contact, receipt_no=row.receipt_no, received_at=_aware(row.received_at),
+            recipient=decision.address, verdict=Verdict.NEEDS_REVIEW,
+            original_message_id=_angle(row.message_id), original_references=headers.get("References"),
+            original_subject=row.subject,
+            documents=[FoundDocument(name, "未確認") for name in _attachment_names(headers)],
+            findings=[finding],
+            charset=self.profile.reply_charset, timezone=self.profile.timezone,
+        )
+        message = build_reply(facts, self.templates, now=now)
+        enqueue(session, desk=row.desk, idempotency_key=f"reply:{row.id}", kind=REPLY_KIND, message=message,
+                envelope_from=self.profile.address, recipients=[decision.address], inbound_id=row.id)
+        log.info("quarantined mail %s: acknowledged to %s", row.receipt_no, decision.address)
+
+
+def _attachment_names(message: Message, limit: int = 20) -> list[str]:
+    """File names of the top-level attachments, best effort (a mail that broke the walker may break this)."""
+    names: list[str] = []
+    try:
+        for part in message.walk():
+            name = part.get_filename()
+            if name:
+                names.append(str(name))
+            if len(names) >= limit:
+                break
+    except Exception:  # noqa: BLE001 - hostile structure: list nothing rather than fail the answer
+        return []
+    return names
 
 
 def _found(result) -> FoundDocument:

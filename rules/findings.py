@@ -195,6 +195,10 @@ _TABLE = [
     _code("doc.certificate_view_extra", I, A, "証書閲覧画面(お知らせと同封)",
           "添付の「{document}」は電子証書の閲覧画面を保存したものです。"
           "「認証キー等のお知らせ」で確認しますので、閲覧画面のご提出は不要です。"),
+    # Added with the quarantine acknowledgement (issue 13): a mail the desk could not check by itself.
+    _code("mail.processing_failed", W, N, "自動で確認できなかったメール",
+          "お送りいただいたメールは受け付けましたが、自動での確認ができませんでした。"
+          "担当者が内容を確認のうえ、必要に応じてご連絡いたします。"),
 ]
 
 CODES: dict[str, FindingCode] = {spec.code: spec for spec in _TABLE}
