@@ -222,11 +222,14 @@ def start_embedded(runtime: Runtime, stack: contextlib.ExitStack) -> EmbeddedIma
 
 def _start_embedded_smtp(runtime: Runtime, imap: EmbeddedImap, stack: contextlib.ExitStack) -> None:
     """Hook for the embedded SMTP half (keydesk/embedded_smtp.py): local mail goes into ``imap``."""
-    from keydesk.embedded_smtp import EmbeddedSmtp
+    from keydesk.embedded_smtp import EmbeddedSmtp, EmbeddedSmtpError
 
     settings = runtime.settings
     embedded = settings.embedded
     smtp = EmbeddedSmtp(embedded.host, embedded.smtp_port, {address: imap.append for address in imap.users},
                         embedded.mail_directory, max_bytes=settings.limits.mail_max_bytes * 2)
-    smtp.start()
+    try:
+        smtp.start()
+    except EmbeddedSmtpError as exc:
+        raise UserError(f"内蔵 SMTP サーバーを起動できませんでした: {exc}") from None
     stack.callback(smtp.stop)
