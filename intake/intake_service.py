@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import compat32, default as default_policy
 
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, or_, select
@@ -36,6 +37,7 @@ from intake.raw_store import RawStore
 from intake.settings import Limits, MailboxSettings, PollSettings
 from rules.findings import Verdict
 from store.audit import record as audit
+from store.claim_owner import ClaimOwner
 from store.retry import retry_on_conflict
 from store.tables import InboundMessage, utcnow
 
@@ -105,10 +107,25 @@ class _Copy:
     original_id: int
 
 
+class MailTakenElsewhere(Exception):
+    """Another worker processed the mail first (it took our claim for a dead one's)."""
+
+
+_INBOUND = InboundMessage.__table__
+
+
+def _same_holder(holder: str | None):
+    column = _INBOUND.c.processing_by
+    return column.is_(None) if holder is None else column == holder
+
+
 class IntakeService:
     def __init__(self, *, desk: str, mailbox: MailboxSettings, poll: PollSettings, limits: Limits,
                  engine: Engine, store: RawStore, process: ProcessHook,
-                 after_commit: AfterCommitHook | None = None, acknowledge: QuarantineHook | None = None) -> None:
+                 after_commit: AfterCommitHook | None = None, acknowledge: QuarantineHook | None = None,
+                 owner: ClaimOwner | None = None) -> None:
+        """``owner``: this process's claim identity, so several workers can process the same desk's
+        mail (each mail by one of them); without it the caller must be the only one processing."""
         self.desk = desk
         self.mailbox = mailbox
         self.poll = poll
@@ -119,6 +136,7 @@ class IntakeService:
         self.after_commit = after_commit
         # The pipeline answers quarantined mail too; a bare process hook may not.
         self.acknowledge = acknowledge or getattr(process, "acknowledge_quarantined", None)
+        self.owner = owner
 
     @property
     def account(self) -> str:
@@ -229,6 +247,13 @@ class IntakeService:
 
     # -- stage 2: process ----------------------------------------------------------------------
 
+    def process_pending(self) -> PassReport:
+        """Stage 2 alone, without the mailbox: what a worker that does not hold the mailbox lock does
+        with mail the lock holder recorded (the holder moves it at its next pass)."""
+        report = PassReport()
+        self._process_pending(report)
+        return report
+
     def _process_pending(self, report: PassReport) -> None:
         with Session(self.engine) as session:
             pending = list(session.exec(select(InboundMessage.id).where(
@@ -241,6 +266,11 @@ class IntakeService:
         max_attempts = self.poll.max_attempts
         with Session(self.engine) as session:
             row = session.get(InboundMessage, inbound_id)
+            if row.processed_at is not None or row.state not in ("new", "too_large"):
+                return  # another worker finished it since the list was read
+            holder = row.processing_by
+            if holder is not None and self.owner is not None and self.owner.alive(holder):
+                return  # another live worker has it in hand
             if row.attempts >= max_attempts:  # it failed every time
                 self._quarantine(inbound_id, "gave up after repeated failures", report)
                 return
@@ -249,11 +279,19 @@ class IntakeService:
                 return
             # In flight: undone in the transaction that records the outcome, so only a run the
             # process never finished (it was killed) stays counted, and not as the mail's failure.
-            row.interrupted += 1
-            session.add(row)
+            # The claim is guarded by the holder we saw: of two workers, one gets the mail.
+            claimed = session.connection().execute(
+                update(_INBOUND).where(_INBOUND.c.id == inbound_id, _INBOUND.c.processed_at.is_(None),
+                                       _same_holder(holder))
+                .values(interrupted=_INBOUND.c.interrupted + 1,
+                        processing_by=self.owner.id if self.owner else None)).rowcount
             session.commit()
+            if claimed != 1:
+                return
         try:
             taken = self._process_transaction(inbound_id)
+        except MailTakenElsewhere:
+            return  # a worker that thought us dead took it over and finished it: nothing to undo
         except Exception as exc:  # noqa: BLE001 - one bad mail must not stop the others
             report.failures += 1
             error = f"{type(exc).__name__}: {exc}"[:2000]
@@ -263,6 +301,7 @@ class IntakeService:
                 row.last_error = error
                 row.attempts += 1
                 row.interrupted = max(row.interrupted - 1, 0)
+                row.processing_by = None
                 session.add(row)
                 session.commit()
                 give_up = row.attempts >= max_attempts
@@ -277,7 +316,9 @@ class IntakeService:
     def _process_transaction(self, inbound_id: int) -> TakenMail:
         def attempt() -> TakenMail:
             with Session(self.engine) as session:
-                row = session.get(InboundMessage, inbound_id)
+                row = session.get(InboundMessage, inbound_id, with_for_update=True)
+                if row.processed_at is not None:
+                    raise MailTakenElsewhere(inbound_id)
                 raw = self.store.read(row.raw_path)
                 outcome = self.process(session, row, raw)
                 verdict = Verdict(outcome.verdict)
@@ -289,19 +330,21 @@ class IntakeService:
                 row.processed_at = utcnow()
                 row.last_error = None
                 row.interrupted = max(row.interrupted - 1, 0)
+                row.processing_by = None
                 session.add(row)
                 session.commit()
                 return TakenMail(row.id, row.uid, row.sender, row.subject, row.state, row.verdict,
                                  tuple(outcome.findings))
 
         # Losing a race (the audit chain, a receipt counter) runs the whole mail again.
-        return retry_on_conflict(attempt, what=f"processing inbound mail {inbound_id}", attempts=3)
+        return retry_on_conflict(attempt, what=f"processing inbound mail {inbound_id}")
 
     def _quarantine(self, inbound_id: int, reason: str, report: PassReport) -> None:
         def attempt() -> InboundMessage:
             with Session(self.engine) as session:
                 row = session.get(InboundMessage, inbound_id)
                 row.state = "quarantined"
+                row.processing_by = None
                 session.add(row)
                 audit(session, self.desk, ACTOR, "intake.quarantined", f"inbound:{inbound_id}",
                       {"attempts": row.attempts, "interrupted": row.interrupted,

@@ -14,19 +14,22 @@ import signal
 import ssl
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Optional
 
 import typer
+from sqlalchemy.engine import Engine
 
 from intake.idle_loop import run_idle_loop
 from intake.intake_service import AfterCommitHook, IntakeService, PassReport, ProcessHook
-from intake.mailbox_lock import MailboxBusy, MailboxLock
+from intake.mailbox_lock import MailboxBusy, MailboxLock, PostgresMailboxLock, mailbox_lock_for
 from intake.poller import TRANSIENT_ERRORS, MailboxConnection, MailboxError
-from intake.raw_store import RawStore
+from intake.worker import run_desk_worker
 from keydesk.embedded_imap import EmbeddedImap, EmbeddedImapError
 from keydesk.errors import UserError
 from keydesk.runtime import Runtime
 from keydesk.settings import Settings, read_secret
+from store.claim_owner import ClaimOwner, open_owner
 from store.tls import client_ssl_context
 
 log = logging.getLogger(__name__)
@@ -64,10 +67,6 @@ def register(app: typer.Typer) -> None:
 
 # -- building blocks ----------------------------------------------------------------------------
 
-def raw_store(settings: Settings) -> RawStore:
-    return RawStore(settings.storage.directory)
-
-
 def _desk_ids(settings: Settings, desk: str | None) -> list[str]:
     if desk is None:
         return list(settings.desks)
@@ -87,16 +86,24 @@ def connector(settings: Settings, desk_id: str) -> Callable[[], MailboxConnectio
     return lambda: MailboxConnection(mailbox, password=password, timeout=timeout, ssl_context=context)
 
 
-def mailbox_lock(settings: Settings, desk_id: str) -> MailboxLock:
+def mailbox_lock(settings: Settings, desk_id: str, engine: Engine | None = None) -> MailboxLock | PostgresMailboxLock:
+    """The desk's mailbox lock: an advisory lock when ``engine`` is PostgreSQL, else a lock file."""
     mailbox = settings.desks[desk_id].mailbox
-    return MailboxLock(settings.home / "var" / "locks", desk_id, mailbox.username, mailbox.folder)
+    return mailbox_lock_for(engine, lock_directory(settings), desk_id, mailbox.username, mailbox.folder)
 
 
-def build_service(runtime: Runtime, desk_id: str, after_commit: AfterCommitHook | None = None) -> IntakeService:
+def lock_directory(settings: Settings) -> Path:
+    return settings.home / "var" / "locks"
+
+
+def build_service(runtime: Runtime, desk_id: str, after_commit: AfterCommitHook | None = None,
+                  owner: ClaimOwner | None = None) -> IntakeService:
+    from keydesk.composition import raw_store  # late, like the pipeline
+
     settings = runtime.settings
     return IntakeService(desk=desk_id, mailbox=settings.desks[desk_id].mailbox, poll=settings.poll,
-                         limits=settings.limits, engine=runtime.engine, store=raw_store(settings),
-                         process=process_factory(runtime, desk_id), after_commit=after_commit)
+                         limits=settings.limits, engine=runtime.engine, store=raw_store(runtime),
+                         process=process_factory(runtime, desk_id), after_commit=after_commit, owner=owner)
 
 
 def _mailbox_problem(settings: Settings, desk_id: str, exc: BaseException) -> UserError:
@@ -124,7 +131,7 @@ def poll(
     for desk_id in _desk_ids(settings, desk):
         service = build_service(runtime, desk_id)
         try:
-            with mailbox_lock(settings, desk_id), connector(settings, desk_id)() as conn:
+            with mailbox_lock(settings, desk_id, runtime.engine), connector(settings, desk_id)() as conn:
                 report = service.run_pass(conn)
         except MailboxBusy as exc:
             raise UserError(f"{desk_id}: 別の keydesk が受信中です ({exc})") from None
@@ -172,15 +179,22 @@ def serve(runtime: Runtime, stop: threading.Event, ready: Callable[[], None] | N
     with contextlib.ExitStack() as stack:
         if settings.embedded.enabled:
             start_embedded(runtime, stack)
+        # This process's claim identity: another worker (or a restart) knows at once when it is gone.
+        owner = stack.enter_context(open_owner(runtime.engine, lock_directory(settings)))
         threads = []
         for desk_id in settings.desks:
-            try:
-                stack.enter_context(mailbox_lock(settings, desk_id))
-            except MailboxBusy as exc:
-                raise UserError(f"{desk_id}: 別の keydesk が受信中です ({exc})") from None
-            service = build_service(runtime, desk_id)
-            thread = threading.Thread(target=run_idle_loop, name=f"intake-{desk_id}", daemon=True,
-                                      args=(service, connector(settings, desk_id), settings.poll, stop),
+            service = build_service(runtime, desk_id, owner=owner)
+            lock = mailbox_lock(settings, desk_id, runtime.engine)
+            if isinstance(lock, PostgresMailboxLock):
+                # Several workers may share the database: the one without the mailbox stands by.
+                target, args = run_desk_worker, (service, lock, connector(settings, desk_id), settings.poll, stop)
+            else:
+                try:
+                    stack.enter_context(lock)
+                except MailboxBusy as exc:
+                    raise UserError(f"{desk_id}: 別の keydesk が受信中です ({exc})") from None
+                target, args = run_idle_loop, (service, connector(settings, desk_id), settings.poll, stop)
+            thread = threading.Thread(target=target, name=f"intake-{desk_id}", daemon=True, args=args,
                                       kwargs={"on_pass": _after_pass})
             thread.start()
             threads.append(thread)

@@ -8,7 +8,7 @@ from typing import Callable
 from guarantor.keys import load_trusted_keys
 from guarantor.lookup_service import RegistryLookup
 from intake.pipeline import DeskProfile, Pipeline
-from intake.raw_store import RawStore
+from intake.raw_store import RawStore, open_raw_store
 from keydesk.runtime import Runtime
 from mailer.reply import template_environment
 
@@ -29,7 +29,8 @@ def lookup_service(runtime: Runtime, desk_id: str) -> RegistryLookup:
 
 
 def raw_store(runtime: Runtime) -> RawStore:
-    return RawStore(runtime.settings.storage.directory)
+    storage = runtime.settings.storage
+    return open_raw_store(storage.backend, storage.directory, runtime.engine)
 
 
 def build_pipeline(runtime: Runtime, desk_id: str,

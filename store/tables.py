@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
-from sqlalchemy import Column, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -29,8 +29,9 @@ class InboundMessage(SQLModel, table=True):
     desk: str = Field(index=True, max_length=64)
     account: str = Field(max_length=320)
     mailbox: str = Field(max_length=255)
-    uidvalidity: int
-    uid: int
+    # IMAP's UIDVALIDITY and UID are unsigned 32-bit numbers: beyond a signed INTEGER on PostgreSQL.
+    uidvalidity: int = Field(sa_column=Column(BigInteger, nullable=False))
+    uid: int = Field(sa_column=Column(BigInteger, nullable=False))
     sha256: str = Field(max_length=64)
     size: int
     # Relative to the storage directory; for a too_large mail it holds the headers only.
@@ -53,6 +54,8 @@ class InboundMessage(SQLModel, table=True):
     # Processing runs begun and never finished (the process died meanwhile); not the mail's fault,
     # so not counted in ``attempts``, but bounded so a mail that kills the daemon cannot loop forever.
     interrupted: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # The claim owner (store/claim_owner.py) processing it now: another worker leaves it alone while that owner lives.
+    processing_by: str | None = Field(default=None, max_length=32)
 
 
 class Document(SQLModel, table=True):

@@ -146,3 +146,64 @@ def test_the_embedded_imap_server_dies_with_a_killed_daemon_and_a_restart_gets_i
         if daemon.alive:
             daemon.kill()
     assert port_closed("127.0.0.1", imap_port) and port_closed("127.0.0.1", smtp_port)
+
+
+WORKERS = 3
+
+
+def test_workers_on_postgresql_killed_at_random_lose_nothing_and_process_nothing_twice(pymap_server, postgres_url,
+                                                                                       tmp_path):
+    from keydesk.database import upgrade
+    from store.tables import Submission
+
+    seed = random.randrange(1 << 30)
+    rng = random.Random(seed)
+    handler = Recorder()
+    with running(handler) as smtp_port:
+        config = deployment_for(tmp_path, pymap_server)
+        _set(config, "port = 1025", f"port = {smtp_port}")
+        _set(config, 'url = "sqlite:///var/keydesk.db"', f'url = "{postgres_url}"')
+        _set(config, 'backend = "files"', 'backend = "database"')
+        engine = make_engine(postgres_url)
+        upgrade(engine)
+        workers = [Daemon(config, tmp_path / f"worker{n}.log") for n in range(WORKERS)]
+        mails = [make_mail(n, sender=f"contractor{n}@kensetsu{n}.example") for n in range(MAILS)]
+        chunks = [mails[i::KILLS + 1] for i in range(KILLS + 1)]
+        try:
+            for worker in workers:
+                worker.start()
+            for kill in range(KILLS):
+                pymap_server.append_many(chunks[kill])
+                target = len(handler.messages) + rng.randint(1, 5)
+                wait_until(lambda: len(handler.messages) >= target, timeout=60,
+                           what=f"replies before kill {kill + 1} (seed {seed})")
+                victim = rng.choice(workers)
+                assert victim.alive, victim.log.read_text(errors="replace")[-2000:]
+                victim.kill()
+                victim.start()
+            pymap_server.append_many(chunks[KILLS])
+            originals = {f"<mail-{n}@kensetsu.example>" for n in range(MAILS)}
+            wait_until(lambda: set(_answers(handler)) >= originals, timeout=60,
+                       what=f"every mail answered by the workers (seed {seed})")
+            assert all(worker.stop() == 0 for worker in workers)
+        finally:
+            for worker in workers:
+                if worker.alive:
+                    worker.kill()
+
+    answers = _answers(handler)
+    assert set(answers) == originals, f"seed {seed}"
+    for original, copies in answers.items():
+        assert len(copies) in (1, 2) and len(set(copies)) == 1, (original, copies, f"seed {seed}")
+    with Session(engine) as session:
+        inbound = session.exec(select(InboundMessage)).all()
+        submissions = session.exec(select(Submission)).all()
+        outbox = session.exec(select(OutboxMessage)).all()
+    engine.dispose()
+    assert len(inbound) == MAILS and {row.state for row in inbound} == {"processed"}
+    # Processed once each: one submission and one reply per mail, whichever worker took it.
+    assert sorted(s.inbound_id for s in submissions) == sorted(row.id for row in inbound)
+    assert len(outbox) == MAILS and {row.state for row in outbox} == {"sent"}
+    assert all(row.attempts == 0 for row in inbound)
+    duplicates = sum(len(copies) - 1 for copies in answers.values())
+    print(f"seed {seed}: {WORKERS} workers, {KILLS} kills, {duplicates} duplicate(s)")
