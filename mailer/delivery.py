@@ -49,12 +49,13 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 from typing import Callable
 
 from sqlalchemy import select, update
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
 from mailer.settings import OutboxSettings
@@ -116,11 +117,12 @@ class Claim:
     created_at: datetime
     token: datetime  # the row's next_attempt_at as we claimed it
     states: dict[str, str]  # recipient → state when claimed
+    claimed_monotonic: float  # when we claimed it, by this process's monotonic clock
 
     @classmethod
-    def of(cls, row) -> "Claim":
+    def of(cls, row, claimed_monotonic: float) -> "Claim":
         return cls(row.id, row.desk, row.kind, row.message_id, row.envelope_from, row.raw, row.attempts,
-                   _aware(row.created_at), row.next_attempt_at, _states(row))
+                   _aware(row.created_at), row.next_attempt_at, _states(row), claimed_monotonic)
 
     @property
     def targets(self) -> list[str]:
@@ -134,9 +136,23 @@ class Round:
     engine: Engine
     settings: OutboxSettings
     now: datetime
+    lease: timedelta
     owner_id: str | None = None
     hooks: FaultHooks = FaultHooks()
     report: DeliveryReport = field(default_factory=DeliveryReport)
+    _connection: Connection | None = None
+
+    def connection(self) -> Connection:
+        """One connection for the round's small statements (a pool checkout per message costs more than the
+        statement); each statement still commits on its own."""
+        if self._connection is None:
+            self._connection = self.engine.connect()
+        return self._connection
+
+    def close(self) -> None:
+        connection, self._connection = self._connection, None
+        if connection is not None:
+            connection.close()
 
 
 def retry_delay(attempts: int, settings: OutboxSettings) -> timedelta:
@@ -162,12 +178,21 @@ def _dump(states: dict[str, str]) -> str:
 
 
 def _guarded(engine: Engine, row_id: int, token: datetime, expected: str, values: dict,
-             events: list[AuditEvent] = (), desk: str = "", now: datetime | None = None) -> bool:
+             events: list[AuditEvent] = (), desk: str = "", now: datetime | None = None,
+             connection: Connection | None = None) -> bool:
     """Apply ``values`` if the row is still ours; record audit events in the same transaction."""
     guarded = update(T).where(T.c.id == row_id, T.c.state == expected, T.c.next_attempt_at == token).values(**values)
     if not events:  # the common case, kept light: one statement, one commit
-        with engine.begin() as connection:
-            return connection.execute(guarded).rowcount == 1
+        if connection is not None:
+            try:
+                done = connection.execute(guarded).rowcount == 1
+                connection.commit()
+            except BaseException:
+                connection.rollback()
+                raise
+            return done
+        with engine.begin() as fresh:
+            return fresh.execute(guarded).rowcount == 1
 
     def attempt() -> bool:
         with Session(engine) as session:
@@ -240,7 +265,7 @@ def _final_values(states: dict[str, str], now: datetime, note: str | None) -> di
 
 # -- claiming and sending -------------------------------------------------------------------------
 
-def _claim(rnd: Round, ids: list[int], lease: timedelta) -> list[Claim]:
+def _claim(rnd: Round, ids: list[int]) -> list[Claim]:
     """The rows of ``ids`` that are now ours until ``now + lease`` (their ``next_attempt_at``).
 
     A batch is claimed in one statement; should the lease end before a row's turn comes, another
@@ -250,10 +275,12 @@ def _claim(rnd: Round, ids: list[int], lease: timedelta) -> list[Claim]:
         rows = connection.execute(
             update(T)
             .where(T.c.id.in_(ids), T.c.state == PENDING, T.c.next_attempt_at <= rnd.now)
-            .values(state=SENDING, next_attempt_at=rnd.now + lease, attempts=T.c.attempts + 1, claimed_by=rnd.owner_id)
+            .values(state=SENDING, next_attempt_at=rnd.now + rnd.lease, attempts=T.c.attempts + 1,
+                    claimed_by=rnd.owner_id)
             .returning(*T.c)
         ).all()
-    return [Claim.of(row) for row in sorted(rows, key=lambda r: ids.index(r.id))]
+    claimed_at = time.monotonic()
+    return [Claim.of(row, claimed_at) for row in sorted(rows, key=lambda r: ids.index(r.id))]
 
 
 def _due_ids(engine: Engine, now: datetime, limit: int) -> list[int]:
@@ -276,7 +303,7 @@ def deliver_due(
     rows keep their backoff.
     """
     lease = lease or default_lease(session.connector.settings.timeout_seconds)
-    rnd = Round(engine, settings, now, owner.id if owner else None, hooks)
+    rnd = Round(engine, settings, now, lease, owner.id if owner else None, hooks)
     rnd.report.recovered = recover_abandoned(engine, settings, now, owner)
     seen: set[int] = set()
     try:
@@ -287,7 +314,7 @@ def deliver_due(
                 break
             seen.update(ids)
             # Rows another deliverer claimed first are simply not among ours.
-            claimed = _claim(rnd, ids, lease)
+            claimed = _claim(rnd, ids)
             for index, claim in enumerate(claimed):
                 if hooks.after_claim:
                     hooks.after_claim(claim.row_id)
@@ -296,6 +323,7 @@ def deliver_due(
                     return rnd.report
     finally:
         session.close()
+        rnd.close()
     return rnd.report
 
 
@@ -308,10 +336,17 @@ def _release(rnd: Round, claims: list[Claim]) -> None:
         ))
 
 
-def _still_ours(engine: Engine, claim: Claim) -> bool:
-    with engine.connect() as connection:
+def _still_ours(rnd: Round, claim: Claim) -> bool:
+    """Whether nobody took the row over. Only a lease that ran out lets a living owner's row go, so
+    while less than half the lease has passed on our own clock the answer is known without asking."""
+    if time.monotonic() - claim.claimed_monotonic < rnd.lease.total_seconds() / 2:
+        return True
+    connection = rnd.connection()
+    try:
         return connection.execute(select(T.c.id).where(
             T.c.id == claim.row_id, T.c.state == SENDING, T.c.next_attempt_at == claim.token)).first() is not None
+    finally:
+        connection.rollback()  # end the read transaction: nothing is held while the server answers
 
 
 def _deliver_one(rnd: Round, session: SmtpSession, claim: Claim) -> bool:
@@ -323,13 +358,13 @@ def _deliver_one(rnd: Round, session: SmtpSession, claim: Claim) -> bool:
         if rnd.hooks.before_final_dot:
             rnd.hooks.before_final_dot(claim.row_id)
         if again:  # at least once: nothing to record, only make sure nobody took the row over
-            return _still_ours(rnd.engine, claim)
+            return _still_ours(rnd, claim)
         marked = dict(claim.states)
         for recipient, (code, _) in answers.items():
             if code in (250, 251):
                 marked[recipient] = R_IN_DATA
         if not _guarded(rnd.engine, claim.row_id, claim.token, SENDING,
-                        dict(state=DATA_SENT, recipient_states_json=_dump(marked))):
+                        dict(state=DATA_SENT, recipient_states_json=_dump(marked)), connection=rnd.connection()):
             return False
         reached_data_sent.append(True)
         return True
@@ -411,7 +446,8 @@ def _settle(rnd: Round, claim: Claim, phase: str, result: SendResult) -> None:
                        {"recipients": outcome.newly_failed, "error": outcome.note, "message_id": claim.message_id}))
     if outcome.unconfirmed:
         events.append(("outbox.unconfirmed", f"outbox:{claim.row_id}", {"message_id": claim.message_id, "note": outcome.note}))
-    if not _guarded(rnd.engine, claim.row_id, claim.token, phase, values, events, claim.desk, rnd.now):
+    if not _guarded(rnd.engine, claim.row_id, claim.token, phase, values, events, claim.desk, rnd.now,
+                    connection=None if events else rnd.connection()):
         log.error("outbox %s: claim lost before the outcome was recorded (%s)", claim.row_id, values["state"])
         return
     _count_and_log(rnd.report, claim, values, outcome)

@@ -352,7 +352,9 @@ def test_a_deliverer_whose_lease_ran_out_cannot_finish_a_second_copy(db):
             # Another deliverer takes the row over while this one is stalled after its claim.
             other.append(delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(hours=1)))
 
-        stalled = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0, hooks=delivery.FaultHooks(after_claim=lease_runs_out))
+        # The stall outlasts the stalled deliverer's lease on its own clock too (a 1 ms lease).
+        stalled = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0, lease=timedelta(milliseconds=1),
+                                       hooks=delivery.FaultHooks(after_claim=lease_runs_out))
         received = handler.wait_for_messages(1)
     assert other[0].recovered == 1 and other[0].sent == 1 and stalled.sent == 0
     assert len(received) == 1 and row(db, row_id).state == "sent"
