@@ -270,12 +270,16 @@ class MailboxConnection:
     def noop(self) -> None:
         self.client.noop()
 
-    def idle_wait(self, seconds: float, stop: threading.Event, step: float = 0.5) -> bool:
-        """IDLE for up to ``seconds``; True as soon as the server reports new mail.
+    def idle_wait(self, seconds: float, stop: threading.Event, step: float = 0.5,
+                  wake: threading.Event | None = None) -> bool:
+        """IDLE for up to ``seconds``; True as soon as the server reports new mail, or ``wake`` is set
+        (by someone who knows of new mail before the server says so: the embedded SMTP server).
 
         Returns False when the time is up or ``stop`` is set (the caller then renews IDLE).
         Raises ConnectionLost when the server closes the connection meanwhile.
         """
+        if wake is not None:
+            step = min(step, 0.02)
         client = self.client
         try:
             client.idle()
@@ -285,6 +289,9 @@ class MailboxConnection:
         try:
             deadline = time.monotonic() + seconds
             while not stop.is_set():
+                if wake is not None and wake.is_set():
+                    wake.clear()
+                    return True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False

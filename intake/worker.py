@@ -30,7 +30,7 @@ STANDBY_SECONDS = 0.5
 def run_desk_worker(service: IntakeService, lock: MailboxLock | PostgresMailboxLock,
                     connect: Callable[[], MailboxConnection], poll: PollSettings, stop: threading.Event,
                     on_pass: Callable[[PassReport], None] | None = None,
-                    standby_seconds: float = STANDBY_SECONDS) -> None:
+                    standby_seconds: float = STANDBY_SECONDS, wake: threading.Event | None = None) -> None:
     """Hold the mailbox when it is free; until then, help with the mail its holder recorded."""
     standing_by = False
     while not stop.is_set():
@@ -38,7 +38,7 @@ def run_desk_worker(service: IntakeService, lock: MailboxLock | PostgresMailboxL
             if standing_by:
                 log.info("intake for %s: took the mailbox over", lock.label)
             try:
-                run_idle_loop(service, connect, poll, stop, on_pass=on_pass)
+                run_idle_loop(service, connect, poll, stop, on_pass=on_pass, wake=wake)
             finally:
                 lock.release()
             return

@@ -194,8 +194,9 @@ def serve(runtime: Runtime, stop: threading.Event, ready: Callable[[], None] | N
                 except MailboxBusy as exc:
                     raise UserError(f"{desk_id}: 別の keydesk が受信中です ({exc})") from None
                 target, args = run_idle_loop, (service, connector(settings, desk_id), settings.poll, stop)
+            mailbox = settings.desks[desk_id].mailbox
             thread = threading.Thread(target=target, name=f"intake-{desk_id}", daemon=True, args=args,
-                                      kwargs={"on_pass": _after_pass})
+                                      kwargs={"on_pass": _after_pass, "wake": arrival_signal(mailbox.username)})
             thread.start()
             threads.append(thread)
         for companion in companions():
@@ -209,6 +210,16 @@ def serve(runtime: Runtime, stop: threading.Event, ready: Callable[[], None] | N
         stop.set()
         for thread in threads:
             thread.join(JOIN_SECONDS)
+
+
+# Per mailbox user: set by the embedded SMTP server right after it appended mail for that user, so
+# the intake starts its pass at once instead of when the IMAP server announces it (pymap looks for
+# new files about once a second).
+_arrivals: dict[str, threading.Event] = {}
+
+
+def arrival_signal(address: str) -> threading.Event:
+    return _arrivals.setdefault(address.lower(), threading.Event())
 
 
 def _after_pass(report: PassReport) -> None:
@@ -240,7 +251,11 @@ def _start_embedded_smtp(runtime: Runtime, imap: EmbeddedImap, stack: contextlib
 
     settings = runtime.settings
     embedded = settings.embedded
-    smtp = EmbeddedSmtp(embedded.host, embedded.smtp_port, {address: imap.append for address in imap.users},
+    def deliver(address: str, raw: bytes) -> None:
+        imap.append(address, raw)
+        arrival_signal(address).set()
+
+    smtp = EmbeddedSmtp(embedded.host, embedded.smtp_port, {address: deliver for address in imap.users},
                         embedded.mail_directory, max_bytes=settings.limits.mail_max_bytes * 2)
     try:
         smtp.start()

@@ -7,11 +7,7 @@ killed daemon go out within seconds of the restart, without waiting for a claim 
 
 from __future__ import annotations
 
-import os
 import random
-import signal
-import subprocess
-import sys
 import time
 from collections import defaultdict
 from email import message_from_bytes
@@ -24,46 +20,13 @@ from keydesk.database import make_engine
 from keydesk.embedded_imap import port_closed
 from store.tables import InboundMessage, OutboxMessage
 from tests.conftest import wait_until
+from tests.daemon import Daemon, set_toml as _set
 from tests.mailer.smtp_servers import Recorder, running
 from tests.servers import deployment_for, free_port, make_mail, pymap_server  # noqa: F401 - fixture
 
 MAILS = 45
 KILLS = 4
 LEASE_SECONDS = 300  # mailer.delivery.default_lease: what a restart must not wait for
-
-
-class Daemon:
-    """`python -m keydesk run` as a separate process, its output in a log file."""
-
-    def __init__(self, config: Path, log: Path) -> None:
-        self.config = config
-        self.log = log
-        self.process: subprocess.Popen | None = None
-
-    def start(self) -> None:
-        env = {**os.environ, "KEYDESK_CONFIG": str(self.config)}
-        with open(self.log, "ab") as handle:
-            self.process = subprocess.Popen([sys.executable, "-m", "keydesk", "run"], env=env, stdout=handle,
-                                            stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def kill(self) -> None:
-        self.process.send_signal(signal.SIGKILL)
-        self.process.wait(10)
-
-    def stop(self) -> int:
-        self.process.send_signal(signal.SIGTERM)
-        return self.process.wait(60)
-
-    @property
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-
-def _set(config: Path, old: str, new: str) -> None:
-    path = config / "keydesk.toml"
-    text = path.read_text(encoding="utf-8")
-    assert old in text, old
-    path.write_text(text.replace(old, new, 1), encoding="utf-8")
 
 
 def _answers(handler: Recorder) -> dict[str, list[str]]:
