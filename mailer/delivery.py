@@ -47,34 +47,25 @@ The clock is a parameter (``now``): tests move time without sleeping.
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 from typing import Callable
 
 from sqlalchemy import select, update
 from sqlalchemy.engine import Connection, Engine
-from sqlmodel import Session
 
+from mailer.outbox_recovery import RetryRefused, recover_abandoned, recover_stale, retry  # noqa: F401 - re-exported
+from mailer.outbox_rows import (  # noqa: F401 - the states are re-exported for the CLI
+    DATA_SENT, FAILED, PENDING, R_FAILED, R_IN_DATA, R_PENDING, R_SENT, R_UNCONFIRMED, SENDING, SENT, T,
+    UNCONFIRMED_NOTE, AuditEvent, aware, dump_states, final_values, guarded_update, recipient_states,
+)
 from mailer.settings import OutboxSettings
 from mailer.smtp_client import ClaimLost, SendResult, SmtpConnectError, SmtpSession
-from store import audit
 from store.claim_owner import ClaimOwner
-from store.retry import retry_on_conflict
-from store.tables import OutboxMessage
 
 log = logging.getLogger(__name__)
-T = OutboxMessage.__table__
-ACTOR = "mailer"
-
-PENDING, SENDING, DATA_SENT, SENT, FAILED = "pending", "sending", "data_sent", "sent", "failed"
-R_PENDING, R_IN_DATA, R_SENT, R_UNCONFIRMED, R_FAILED = "pending", "in_data", "sent", "unconfirmed", "failed"
-UNCONFIRMED_NOTE = "delivered-unconfirmed"
-
-# An audit event to record with a guarded update: (action, subject, detail).
-AuditEvent = tuple[str, str, dict]
 
 
 @dataclass(frozen=True)
@@ -122,7 +113,7 @@ class Claim:
     @classmethod
     def of(cls, row, claimed_monotonic: float) -> "Claim":
         return cls(row.id, row.desk, row.kind, row.message_id, row.envelope_from, row.raw, row.attempts,
-                   _aware(row.created_at), row.next_attempt_at, _states(row), claimed_monotonic)
+                   aware(row.created_at), row.next_attempt_at, recipient_states(row), claimed_monotonic)
 
     @property
     def targets(self) -> list[str]:
@@ -164,103 +155,6 @@ def retry_delay(attempts: int, settings: OutboxSettings) -> timedelta:
 def default_lease(timeout_seconds: int) -> timedelta:
     # A transaction is a handful of SMTP steps, each bounded by the socket timeout.
     return timedelta(seconds=max(300, 10 * timeout_seconds))
-
-
-def _states(row) -> dict[str, str]:
-    states = json.loads(row.recipient_states_json or "{}")
-    for recipient in json.loads(row.recipients_json):
-        states.setdefault(recipient, R_PENDING)
-    return states
-
-
-def _dump(states: dict[str, str]) -> str:
-    return json.dumps(states, ensure_ascii=False)
-
-
-def _guarded(engine: Engine, row_id: int, token: datetime, expected: str, values: dict,
-             events: list[AuditEvent] = (), desk: str = "", now: datetime | None = None,
-             connection: Connection | None = None) -> bool:
-    """Apply ``values`` if the row is still ours; record audit events in the same transaction."""
-    guarded = update(T).where(T.c.id == row_id, T.c.state == expected, T.c.next_attempt_at == token).values(**values)
-    if not events:  # the common case, kept light: one statement, one commit
-        if connection is not None:
-            try:
-                done = connection.execute(guarded).rowcount == 1
-                connection.commit()
-            except BaseException:
-                connection.rollback()
-                raise
-            return done
-        with engine.begin() as fresh:
-            return fresh.execute(guarded).rowcount == 1
-
-    def attempt() -> bool:
-        with Session(engine) as session:
-            if session.connection().execute(guarded).rowcount != 1:
-                session.rollback()
-                return False
-            for action, subject, detail in events:
-                audit.record(session, desk, ACTOR, action, subject, detail, at=now)
-            session.commit()
-            return True
-
-    return retry_on_conflict(attempt, what=f"outbox {row_id}: recording the outcome")
-
-
-# -- recovery -------------------------------------------------------------------------------------
-
-def _abandoned(rows, now: datetime, owner: ClaimOwner | None) -> list:
-    """Rows whose claim ended: the lease ran out, or the owner's process is gone."""
-    verdicts: dict[str, bool] = {}
-
-    def owner_gone(owner_id: str | None) -> bool:
-        if owner_id is None or owner is None:
-            return False
-        if owner_id not in verdicts:
-            verdicts[owner_id] = not owner.alive(owner_id)
-        return verdicts[owner_id]
-
-    return [row for row in rows if _aware(row.next_attempt_at) <= now or owner_gone(row.claimed_by)]
-
-
-def recover_abandoned(engine: Engine, settings: OutboxSettings, now: datetime, owner: ClaimOwner | None = None) -> int:
-    """Take back rows left in ``sending``/``data_sent`` by a deliverer that stopped; see the docstring."""
-    with engine.connect() as connection:
-        rows = connection.execute(select(T).where(T.c.state.in_((SENDING, DATA_SENT)))).all()
-    recovered = 0
-    for row in _abandoned(rows, now, owner):
-        states = _states(row)
-        events: list[AuditEvent] = []
-        if row.state == SENDING or settings.sends_again(row.kind):
-            states = {r: (R_PENDING if s == R_IN_DATA else s) for r, s in states.items()}
-            note = ("a deliverer stopped before the final dot; sent again" if row.state == SENDING and
-                    not settings.sends_again(row.kind) else
-                    "a deliverer stopped before recording the answer; sent again with the same Message-ID")
-            # The crash was not the server's answer: give back the attempt the claim counted.
-            values = dict(state=PENDING, next_attempt_at=now, attempts=max(row.attempts - 1, 0))
-            log.warning("outbox %s: %s (message-id %s)", row.id, note, row.message_id)
-        else:
-            states = {r: (R_UNCONFIRMED if s == R_IN_DATA else s) for r, s in states.items()}
-            note = f"{UNCONFIRMED_NOTE}: a deliverer stopped after the final dot, before the answer was recorded; not sent again"
-            values = _final_values(states, now, note)
-            events = [("outbox.unconfirmed", f"outbox:{row.id}", {"message_id": row.message_id, "note": note})]
-            log.warning("outbox %s: %s (message-id %s)", row.id, note, row.message_id)
-        values.update(recipient_states_json=_dump(states), last_error=note, claimed_by=None)
-        if _guarded(engine, row.id, row.next_attempt_at, row.state, values, events, row.desk, now):
-            recovered += 1
-    return recovered
-
-
-def recover_stale(engine: Engine, now: datetime, settings: OutboxSettings = OutboxSettings()) -> int:
-    """Rows whose lease ended (kept for callers that have no owner)."""
-    return recover_abandoned(engine, settings, now)
-
-
-def _final_values(states: dict[str, str], now: datetime, note: str | None) -> dict:
-    if any(s == R_PENDING for s in states.values()):
-        return dict(state=PENDING)
-    delivered = any(s in (R_SENT, R_UNCONFIRMED) for s in states.values())
-    return dict(state=SENT if delivered else FAILED, sent_at=now if delivered else None, last_error=note)
 
 
 # -- claiming and sending -------------------------------------------------------------------------
@@ -330,7 +224,7 @@ def deliver_due(
 def _release(rnd: Round, claims: list[Claim]) -> None:
     """Claimed rows not tried because the server could not be reached: back to pending, with backoff."""
     for claim in claims:
-        _guarded(rnd.engine, claim.row_id, claim.token, SENDING, dict(
+        guarded_update(rnd.engine, claim.row_id, claim.token, SENDING, dict(
             state=PENDING, claimed_by=None, next_attempt_at=rnd.now + retry_delay(claim.attempts, rnd.settings),
             last_error=f"not tried: {rnd.report.connection_error}",
         ))
@@ -363,8 +257,8 @@ def _deliver_one(rnd: Round, session: SmtpSession, claim: Claim) -> bool:
         for recipient, (code, _) in answers.items():
             if code in (250, 251):
                 marked[recipient] = R_IN_DATA
-        if not _guarded(rnd.engine, claim.row_id, claim.token, SENDING,
-                        dict(state=DATA_SENT, recipient_states_json=_dump(marked)), connection=rnd.connection()):
+        if not guarded_update(rnd.engine, claim.row_id, claim.token, SENDING,
+                        dict(state=DATA_SENT, recipient_states_json=dump_states(marked)), connection=rnd.connection()):
             return False
         reached_data_sent.append(True)
         return True
@@ -435,8 +329,8 @@ def _settlement(rnd: Round, claim: Claim, result: SendResult) -> _Settlement:
 def _settle(rnd: Round, claim: Claim, phase: str, result: SendResult) -> None:
     """Turn the server's answers into recipient states, the row's state and audit events."""
     outcome = _settlement(rnd, claim, result)
-    values = _final_values(outcome.states, rnd.now, outcome.note)
-    values.update(recipient_states_json=_dump(outcome.states), last_error=outcome.note, claimed_by=None)
+    values = final_values(outcome.states, rnd.now, outcome.note)
+    values.update(recipient_states_json=dump_states(outcome.states), last_error=outcome.note, claimed_by=None)
     if values["state"] == PENDING:
         values["next_attempt_at"] = rnd.now + retry_delay(claim.attempts, rnd.settings)  # the claim counted this attempt
     events: list[AuditEvent] = []
@@ -446,7 +340,7 @@ def _settle(rnd: Round, claim: Claim, phase: str, result: SendResult) -> None:
                        {"recipients": outcome.newly_failed, "error": outcome.note, "message_id": claim.message_id}))
     if outcome.unconfirmed:
         events.append(("outbox.unconfirmed", f"outbox:{claim.row_id}", {"message_id": claim.message_id, "note": outcome.note}))
-    if not _guarded(rnd.engine, claim.row_id, claim.token, phase, values, events, claim.desk, rnd.now,
+    if not guarded_update(rnd.engine, claim.row_id, claim.token, phase, values, events, claim.desk, rnd.now,
                     connection=None if events else rnd.connection()):
         log.error("outbox %s: claim lost before the outcome was recorded (%s)", claim.row_id, values["state"])
         return
@@ -471,46 +365,3 @@ def _count_and_log(report: DeliveryReport, claim: Claim, values: dict, outcome: 
         report.retry_later += 1
         log.info("outbox %s: temporary refusal, next attempt at %s: %s", claim.row_id,
                  values["next_attempt_at"].isoformat(), outcome.note)
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-class RetryRefused(Exception):
-    """``retry`` was asked for a row that has nothing to send again (reason: unknown | nothing)."""
-
-    def __init__(self, reason: str) -> None:
-        super().__init__(reason)
-        self.reason = reason
-
-
-def retry(engine: Engine, row_id: int, now: datetime, actor: str = "cli") -> list[str]:
-    """Staff's "send it again now": failed and unconfirmed recipients become pending.
-
-    Recipients already ``sent`` are kept as they are. The give-up clock still runs from the
-    enqueue time, so after four days this means one more attempt, not four more days.
-    Returns the recipients that will be sent again.
-    """
-    with Session(engine) as session:
-        row = session.get(OutboxMessage, row_id)
-        if row is None:
-            raise RetryRefused("unknown")
-        if row.state not in (FAILED, SENT, PENDING):
-            raise RetryRefused("busy")
-        states = _states(row)
-        again = [r for r, s in states.items() if s in (R_FAILED, R_UNCONFIRMED, R_PENDING)]
-        if not again:
-            raise RetryRefused("nothing")
-        for recipient in again:
-            states[recipient] = R_PENDING
-        result = session.connection().execute(
-            update(T).where(T.c.id == row_id, T.c.state == row.state)
-            .values(state=PENDING, next_attempt_at=now, recipient_states_json=json.dumps(states, ensure_ascii=False))
-        )
-        if result.rowcount != 1:
-            raise RetryRefused("busy")
-        audit.record(session, row.desk, actor, "outbox.retry", f"outbox:{row_id}", {"recipients": again}, at=now)
-        session.commit()
-    log.info("outbox %s: retry requested by %s for %d recipient(s)", row_id, actor, len(again))
-    return again

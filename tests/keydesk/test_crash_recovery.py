@@ -12,7 +12,6 @@ import time
 from collections import defaultdict
 from email import message_from_bytes
 from email.policy import default as default_policy
-from pathlib import Path
 
 from sqlmodel import Session, select
 
