@@ -46,6 +46,7 @@ log = logging.getLogger(__name__)
 ACTOR = "intake"
 _HEADER_TEXT_MAX = 998
 _BATCH_MAILS = 100
+_UIDS_PER_COMMAND = 500
 
 
 @dataclass(frozen=True)
@@ -168,7 +169,9 @@ class IntakeService:
         copies: list[_Copy] = []
         if not new:
             return copies
-        sizes = conn.sizes(new)
+        sizes: dict[int, int] = {}
+        for chunk in _chunks(new):  # bounded commands: a mailbox of 10,000 mails is not one FETCH
+            sizes.update(conn.sizes(chunk))
         limit = self.limits.mail_max_bytes
         fitting = {uid: size for uid, size in sizes.items() if size <= limit}
         oversize = [uid for uid, size in sizes.items() if size > limit]
@@ -399,10 +402,11 @@ class IntakeService:
             if original.processed_at is not None or original.state == "quarantined":
                 groups[self._destination(original)].append(copy.uid)
         for folder, uids in groups.items():
-            if folder is None:
-                conn.flag_seen(uids)
-            else:
-                conn.move(uids, folder)
+            for chunk in _chunks(uids):  # each command bounded, so none outlasts the socket timeout
+                if folder is None:
+                    conn.flag_seen(chunk)
+                else:
+                    conn.move(chunk, folder)
             report.actions += len(uids)
         if done_ids:
             with Session(self.engine) as session:
@@ -410,6 +414,10 @@ class IntakeService:
                     row.mailbox_action_done = True
                     session.add(row)
                 session.commit()
+
+
+def _chunks(uids: list[int], size: int = _UIDS_PER_COMMAND) -> list[list[int]]:
+    return [uids[start:start + size] for start in range(0, len(uids), size)]
 
 
 def header_summary(data: bytes) -> tuple[str | None, str | None, str | None]:

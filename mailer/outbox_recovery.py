@@ -44,7 +44,9 @@ def _abandoned(rows, now: datetime, owner: ClaimOwner | None) -> list:
 def recover_abandoned(engine: Engine, settings: OutboxSettings, now: datetime, owner: ClaimOwner | None = None) -> int:
     """Take back rows left in ``sending``/``data_sent`` by a deliverer that stopped; see the docstring."""
     with engine.connect() as connection:
-        rows = connection.execute(select(T).where(T.c.state.in_((SENDING, DATA_SENT)))).all()
+        # Every round looks at the rows in flight, other workers' included: not at their bodies.
+        columns = [column for column in T.c if column.name != "raw"]
+        rows = connection.execute(select(*columns).where(T.c.state.in_((SENDING, DATA_SENT)))).all()
     recovered = 0
     for row in _abandoned(rows, now, owner):
         states = recipient_states(row)
