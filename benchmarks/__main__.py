@@ -6,10 +6,10 @@
 
 import sys
 
-from benchmarks import intake, latency, outbox, scale, verify, workers
+from benchmarks import intake, latency, lookup, mail_walk, outbox, scale, verify, workers
 
 extra = sys.argv[1:]
-for bench in (verify, outbox, intake, latency, scale, workers):
+for bench in (verify, mail_walk, outbox, intake, lookup, latency, scale, workers):
     sys.argv = [bench.__name__, *(extra if bench is scale else [])]
     bench.main()
     print()

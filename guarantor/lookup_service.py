@@ -1,13 +1,16 @@
 """The embedded look-up service (D-Sure's role) over the guarantor's registry.
 
-Implements ``verifier.lookup.CertificateLookup``. The brute-force guard: after
-``lookup_max_failures`` wrong keys for one number within ``lookup_window_minutes``, every look-up
-of that number is refused for ``lookup_lockout_minutes`` after the last of them (the key is not
-even checked meanwhile, so guessing gains nothing), and each refusal is an audit event.
+Implements ``verifier.lookup.CertificateLookup``. The brute-force guard counts wrong keys per
+(number, requester) and per requester, so one party's wrong keys never lock a number for everyone
+else: after ``lookup_max_failures`` wrong keys for one number from one requester within
+``lookup_window_minutes``, that requester's look-ups of that number are refused for
+``lookup_lockout_minutes`` after the last of them; after ``lookup_max_failures_per_requester`` wrong
+keys from one requester (any numbers) within the window, all its look-ups are refused as long. The
+key is not even checked meanwhile, so guessing gains nothing, and each refusal is an audit event.
 
 An unknown number and a wrong key are answered alike (NO_MATCH, same scrypt cost, counted by the
 guard alike), so the service does not tell which numbers exist. A revoked certificate says so
-only to someone holding its key.
+only to someone holding its key. With ``record=False`` (``keydesk verify``) nothing is written.
 """
 
 from __future__ import annotations
@@ -33,15 +36,16 @@ _ATTEMPTS = 3  # another writer extending the audit chain at the same moment is 
 
 
 class RegistryLookup:
-    """``lookup(guarantee_no, access_key, now)``; ``requester`` names the desk asking, for
-    failures and audit events about numbers that are not in the registry."""
+    """``lookup(guarantee_no, access_key, now)``; ``requester`` names who asks (a desk, or
+    ``web:<address>``): the guard counts its failures apart from everyone else's."""
 
     def __init__(self, engine: Engine, settings: GuarantorSettings, *, requester: str = "guarantor",
-                 actor: str = "lookup") -> None:
+                 actor: str = "lookup", record: bool = True) -> None:
         self._engine = engine
         self._settings = settings
         self._requester = requester
         self._actor = actor
+        self._record = record
 
     def lookup(self, guarantee_no: str, access_key: str, now: datetime) -> LookupResult:
         if now.tzinfo is None:
@@ -58,7 +62,10 @@ class RegistryLookup:
             with Session(self._engine) as session:
                 try:
                     result = self._lookup(session, number, key, now)
-                    session.commit()
+                    if self._record:
+                        session.commit()
+                    else:
+                        session.rollback()
                     return result
                 except IntegrityError:
                     session.rollback()
@@ -67,15 +74,23 @@ class RegistryLookup:
         raise AssertionError("unreachable")
 
     def locked_until(self, session: Session, guarantee_no: str, now: datetime) -> datetime | None:
-        """When the guard holds for this number at ``now``, the (UTC) end of the lockout."""
+        """When the guard holds for this number and this requester at ``now``, the (UTC) end of the lockout."""
+        return self._locked_until(session, now, self._settings.lookup_max_failures,
+                                  LookupFailure.guarantee_no == guarantee_no, LookupFailure.requester == self._requester)
+
+    def requester_locked_until(self, session: Session, now: datetime) -> datetime | None:
+        """When the guard holds for every number this requester asks about, the (UTC) end of the lockout."""
+        return self._locked_until(session, now, self._settings.lookup_max_failures_per_requester,
+                                  LookupFailure.requester == self._requester)
+
+    def _locked_until(self, session: Session, now: datetime, needed: int, *where) -> datetime | None:
         window = timedelta(minutes=self._settings.lookup_window_minutes)
         lockout = timedelta(minutes=self._settings.lookup_lockout_minutes)
-        needed = self._settings.lookup_max_failures
         horizon = now - window - lockout  # older failures cannot hold a lock any more
         # The column type stores UTC and hands back aware datetimes on every database.
         times = session.exec(
             select(LookupFailure.at)
-            .where(LookupFailure.guarantee_no == guarantee_no)
+            .where(*where)
             .where(LookupFailure.at > horizon)
             .where(LookupFailure.at <= now)
             .order_by(LookupFailure.at.desc())
@@ -92,9 +107,15 @@ class RegistryLookup:
         row = registry.find(session, number)
         desk = row.desk if row is not None else self._requester
         until = self.locked_until(session, number, now_utc)
+        scope = "number"
+        if until is None:
+            until, scope = self.requester_locked_until(session, now_utc), "requester"
         if until is not None:
-            audit(session, desk, self._actor, "lookup.refused", number, {"until": until.isoformat()}, at=now_utc)
-            log.warning("look-up of %s refused until %s (too many wrong keys)", number, until.isoformat())
+            if self._record:
+                audit(session, desk, self._actor, "lookup.refused", number,
+                      {"until": until.isoformat(), "requester": self._requester, "scope": scope}, at=now_utc)
+            log.warning("look-up of %s by %s refused until %s (too many wrong keys)", number, self._requester,
+                        until.isoformat())
             return LookupResult(LookupStatus.REFUSED, reason=until.astimezone(now.tzinfo).isoformat(timespec="seconds"))
 
         if row is None:
@@ -103,12 +124,14 @@ class RegistryLookup:
         else:
             matches = registry.key_matches(row, key)
         if not matches:
-            session.add(LookupFailure(desk=desk, guarantee_no=number, at=now_utc))
-            session.flush()
-            locked = self.locked_until(session, number, now_utc)
-            if locked is not None:
-                audit(session, desk, self._actor, "lookup.locked", number,
-                      {"until": locked.isoformat(), "failures": self._settings.lookup_max_failures}, at=now_utc)
+            if self._record:
+                session.add(LookupFailure(desk=desk, guarantee_no=number, at=now_utc, requester=self._requester))
+                session.flush()
+                locked = self.locked_until(session, number, now_utc)
+                if locked is not None:
+                    audit(session, desk, self._actor, "lookup.locked", number,
+                          {"until": locked.isoformat(), "failures": self._settings.lookup_max_failures,
+                           "requester": self._requester}, at=now_utc)
             return LookupResult(LookupStatus.NO_MATCH)
 
         signed = SignedCertificate.from_json(row.signed_json)

@@ -1,7 +1,14 @@
 """Authentication-Results (RFC 8601): what our own receiving server found out about a mail.
 
-Only headers whose authserv-id is the one configured for our server are believed. Any other
-Authentication-Results header was written by someone else, possibly the sender, and is ignored.
+Only the topmost header whose authserv-id is the one configured for our server is believed: our
+server adds its header above everything that came with the mail. Any other Authentication-Results
+header was written by someone else, possibly the sender, and is ignored. That holds only if the
+receiving MTA removes incoming headers that carry our authserv-id (RFC 8601 section 5); a sender
+could otherwise put a forged one on top when our server adds none (README, "Authentication").
+
+A pass counts for the From address only when it is aligned with the From domain (DMARC, RFC 7489
+section 3.1): DMARC's own verdict, else a DKIM signature (header.d) or the SPF envelope domain
+(smtp.mailfrom) in the From domain or one of its parent or child domains.
 """
 
 from __future__ import annotations
@@ -128,7 +135,10 @@ def parse_authentication_results(value: str) -> tuple[str, list[MethodResult]]:
 
 
 def authentication(message: Message, authserv_id: str | None) -> Authentication:
-    """Results from Authentication-Results headers whose authserv-id is ours, top header first."""
+    """Results of the topmost Authentication-Results header whose authserv-id is ours.
+
+    Lower headers with our id are ignored too: only our server's newest header, written above what
+    the mail brought along, is ours for certain."""
     wanted = (authserv_id or "").strip().lower()
     trusted, ignored = 0, 0
     results: list[MethodResult] = []
@@ -138,9 +148,45 @@ def authentication(message: Message, authserv_id: str | None) -> Authentication:
         except ValueError:
             ignored += 1
             continue
-        if not wanted or header_id != wanted:
+        if not wanted or header_id != wanted or trusted:
             ignored += 1
             continue
         trusted += 1
         results.extend(header_results)
     return Authentication(authserv_id, tuple(results), trusted, ignored)
+
+
+def _address_domain(value: str | None) -> str:
+    return (value or "").rpartition("@")[2].strip().strip(".").lower()
+
+
+def aligned(domain: str, from_domain: str) -> bool:
+    """Relaxed alignment without a public-suffix list: the same domain, or one inside the other."""
+    domain, from_domain = domain.strip(".").lower(), from_domain.strip(".").lower()
+    if not domain or not from_domain:
+        return False
+    return domain == from_domain or from_domain.endswith("." + domain) or domain.endswith("." + from_domain)
+
+
+def authenticated_for(auth: Authentication, from_domain: str | None) -> bool:
+    """Whether our server's results prove the From domain: DMARC pass, or an aligned DKIM/SPF pass.
+
+    An explicit DMARC fail wins over any other pass (the domain's owner said so)."""
+    if not from_domain:
+        return False
+    dmarc = auth.first("dmarc")
+    if dmarc is not None:
+        if dmarc.result == "pass":
+            header_from = _address_domain(dmarc.get("header.from"))
+            return not header_from or header_from == from_domain.lower()
+        if dmarc.result == "fail":
+            return False
+    for result in auth.results:
+        if result.result != "pass":
+            continue
+        if result.method == "dkim" and aligned(
+                result.get("header.d") or _address_domain(result.get("header.i")), from_domain):
+            return True
+        if result.method == "spf" and aligned(_address_domain(result.get("smtp.mailfrom")), from_domain):
+            return True
+    return False

@@ -25,26 +25,29 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
-from email.policy import compat32, default as default_policy
+from email.policy import compat32
 
 from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, or_, select
 
+from intake.mime_headers import raw_value
 from intake.poller import MailboxConnection
 from intake.raw_store import RawStore
 from intake.settings import Limits, MailboxSettings, PollSettings
+from intake.text_decoding import decode_header
 from rules.findings import Verdict
 from store.audit import record as audit
 from store.claim_owner import ClaimOwner
 from store.retry import retry_on_conflict
-from store.tables import InboundMessage, utcnow
+from store.tables import InboundMessage, OutboxMessage, utcnow
 
 log = logging.getLogger(__name__)
 
 ACTOR = "intake"
 _HEADER_TEXT_MAX = 998
+_HEADER_BLOCK_MAX = 256 * 1024
 _BATCH_MAILS = 100
 _UIDS_PER_COMMAND = 500
 
@@ -90,6 +93,8 @@ class PassReport:
     recorded: int = 0  # new rows
     recognised: int = 0  # mails already known by their hash (moved, re-delivered, new UIDVALIDITY)
     taken: list[TakenMail] = field(default_factory=list)  # processed or quarantined in this pass
+    # Mails found again by their hash (a second copy, a move, a new UIDVALIDITY): touched, not processed.
+    recognised_mails: list[TakenMail] = field(default_factory=list)
     failures: int = 0  # processing attempts that raised
     actions: int = 0  # mails moved or flagged
 
@@ -202,7 +207,7 @@ class IntakeService:
             return
         stored = self.store.put_many([item.data for item in batch])  # durable before the rows exist
         for _ in range(3):
-            recorded, recognised, found = 0, 0, []
+            recorded, recognised, found, touched, new_rows = 0, 0, [], [], []
             with Session(self.engine) as session:
                 for item, file in zip(batch, stored):
                     # The query autoflushes, so a copy earlier in this same batch is found too.
@@ -212,20 +217,33 @@ class IntakeService:
                         recognised += 1
                         copy = self._recognise(session, existing, uidvalidity, item.uid, present)
                         found += [copy] if copy else []
+                        touched.append(TakenMail(existing.id, item.uid, existing.sender, existing.subject,
+                                                 "duplicate_copy" if copy else "relocated", existing.verdict, ()))
                         continue
                     message_id, sender, subject = header_summary(item.data)
-                    session.add(InboundMessage(
+                    inbound = InboundMessage(
                         desk=self.desk, account=self.account, mailbox=self.mailbox.folder,
                         uidvalidity=uidvalidity, uid=item.uid, sha256=file.sha256, size=item.size,
                         raw_path=file.relative_path, message_id=message_id, sender=sender, subject=subject,
-                        state="too_large" if item.too_large else "new"))
+                        state="too_large" if item.too_large else "new")
+                    session.add(inbound)
+                    new_rows.append(inbound)
                     recorded += 1
+                if new_rows:
+                    # Every mail taken is in the audit trail with the hash of its bytes: one event per
+                    # batch (one more row per commit, not per mail), naming each mail.
+                    session.flush()
+                    audit(session, self.desk, ACTOR, "intake.recorded", f"inbound:{new_rows[0].id}-{new_rows[-1].id}",
+                          {"uidvalidity": uidvalidity, "mails": [
+                              {"inbound": row.id, "uid": row.uid, "sha256": row.sha256, "size": row.size}
+                              for row in new_rows]})
                 try:
                     session.commit()
                 except IntegrityError:
                     continue  # a concurrent writer (audit chain, same hash): look again
             report.recorded += recorded
             report.recognised += recognised
+            report.recognised_mails.extend(touched)
             copies.extend(found)
             return
         raise RuntimeError("could not record new mail: the database kept refusing the rows")
@@ -335,6 +353,12 @@ class IntakeService:
                 row.interrupted = max(row.interrupted - 1, 0)
                 row.processing_by = None
                 session.add(row)
+                # The verdict and the reply it queued (if any), in the same transaction as both.
+                replies = session.exec(select(OutboxMessage.id, OutboxMessage.message_id).where(
+                    OutboxMessage.inbound_id == row.id, OutboxMessage.kind == "reply")).all()
+                audit(session, self.desk, ACTOR, "intake.verdict", f"inbound:{row.id}",
+                      {"verdict": row.verdict, "findings": list(outcome.findings), "receipt_no": row.receipt_no,
+                       "replies": [{"outbox": outbox_id, "message_id": mid} for outbox_id, mid in replies]})
                 session.commit()
                 return TakenMail(row.id, row.uid, row.sender, row.subject, row.state, row.verdict,
                                  tuple(outcome.findings))
@@ -424,23 +448,25 @@ def header_summary(data: bytes) -> tuple[str | None, str | None, str | None]:
     """Message-ID, From and Subject for the row, best effort: hostile headers never raise here.
 
     The MIME walker decodes Japanese headers properly; this is only what staff see in listings.
+    It runs before a mail is processed, so it must be cheap whatever the mail holds: the header
+    block is parsed without the library's structured header classes (which re-parse a header on
+    every access, in time that grows faster than its length), and each value is cut before decoding.
     """
     end = min((i for i in (data.find(b"\r\n\r\n"), data.find(b"\n\n")) if i >= 0), default=len(data))
-    block = data[:end]
-    parsed = {}
+    try:
+        parsed = BytesHeaderParser(policy=compat32).parsebytes(data[: min(end, _HEADER_BLOCK_MAX)])
+    except Exception:  # noqa: BLE001 - malformed beyond parsing: nothing to show
+        return None, None, None
 
     def text(name: str) -> str | None:
-        for policy in (default_policy, compat32):
-            try:
-                if policy not in parsed:
-                    parsed[policy] = BytesHeaderParser(policy=policy).parsebytes(block)
-                value = parsed[policy].get(name)
-                if value is None:
-                    return None
-                # 8-bit header bytes come back as surrogates, which a database refuses.
-                return str(value).encode("utf-8", errors="replace").decode("utf-8")[:_HEADER_TEXT_MAX]
-            except Exception:  # noqa: BLE001 - malformed encoded words and the like
-                continue
-        return None
+        raw = raw_value(parsed, name)
+        if raw is None:
+            return None
+        try:
+            value = decode_header(raw[: _HEADER_TEXT_MAX * 4])
+        except Exception:  # noqa: BLE001 - malformed encoded words and the like
+            return None
+        # 8-bit header bytes may come back as surrogates, which a database refuses.
+        return value.encode("utf-8", errors="replace").decode("utf-8")[:_HEADER_TEXT_MAX] or None
 
     return text("Message-ID"), text("From"), text("Subject")

@@ -13,6 +13,7 @@ directories, control or bidi characters), ``raw_name`` keeps what the sender wro
 from __future__ import annotations
 
 import re
+import time
 
 import base64
 import binascii
@@ -30,6 +31,7 @@ from rules.findings import Finding
 from intake import mail_context
 from intake.archives import ArchiveBudget, is_office_container, is_tnef, is_zip, unpack_tnef, unpack_zip
 from intake.authentication_results import Authentication, authentication
+from intake.machine_mail import machine_reasons
 from intake.mail_context import Sender, TypedKey
 from intake.mime_headers import TOLERANT_POLICY, content_type, declared_filename, disposition, raw_value
 from intake.settings import Limits
@@ -37,6 +39,8 @@ from intake.text_decoding import decode_bytes, strip_unsafe
 
 # Forwarded mails and multiparts nest; honest mail stays far below this.
 _MIME_DEPTH_MAX = 32
+# The top header block (Received lines of many hops, DKIM signatures) stays far below this.
+HEADER_BLOCK_MAX = 256 * 1024
 _NAME_MAX = 200
 _PDF_MAGIC_WINDOW = 1024
 # Parts that are about the mail, not attached to it.
@@ -62,6 +66,10 @@ class MailLimits:
     archive_entries_max: int = 100
     archive_unpacked_max_bytes: int = 100 * 1024 * 1024
     pdf_max_bytes: int = 20 * 1024 * 1024
+    # The bounded walk: a mail past any of these is not read further (mail.unreadable).
+    mime_parts_max: int = 500
+    body_text_max_bytes: int = 512 * 1024  # text/plain + text/html bytes decoded, over all parts
+    walk_seconds: float = 10.0
 
     @classmethod
     def from_settings(cls, limits: Limits) -> "MailLimits":
@@ -72,6 +80,9 @@ class MailLimits:
             archive_entries_max=limits.archive_entries_max,
             archive_unpacked_max_bytes=limits.archive_unpacked_max_bytes,
             pdf_max_bytes=limits.pdf_max_bytes,
+            mime_parts_max=limits.mime_parts_max,
+            body_text_max_bytes=limits.body_text_max_bytes,
+            walk_seconds=limits.walk_seconds,
         )
 
 
@@ -84,6 +95,7 @@ class MailDocument:
     is_pdf: bool  # by content (%PDF- in the first 1024 bytes), not by the declared type
     path: tuple[str, ...]  # where it came from: ("forwarded mail", "archive.zip", "x.pdf")
     raw_name: str = ""  # the sender-given name as decoded, unsanitised: for display to staff only
+    in_archive: bool = False  # unpacked from a ZIP or winmail.dat (only its PDFs are stored)
 
 
 @dataclass(frozen=True)
@@ -160,9 +172,27 @@ def _transfer_decoded(part: Message) -> bytes:
     return data
 
 
+class OverLimit(Exception):
+    """The walk met one of ``MailLimits``' bounds; the mail is kept and answered as unreadable."""
+
+
+def _unreadable(reason: str) -> Finding:
+    return _finding("mail.unreadable", reason)
+
+
+def _delimiter_lines(raw: bytes) -> int:
+    """An upper bound on the MIME parts of a mail: lines starting with "--" (every boundary line does).
+
+    Counted on the bytes, before the library builds one object per part."""
+    return raw.count(b"\n--") + raw.startswith(b"--")
+
+
 class _Walker:
-    def __init__(self, limits: MailLimits) -> None:
+    def __init__(self, limits: MailLimits, deadline: float) -> None:
         self.limits = limits
+        self.deadline = deadline
+        self.parts = 0
+        self.body_bytes_left = limits.body_text_max_bytes
         self.budget = ArchiveBudget(limits.archive_entries_max, limits.archive_unpacked_max_bytes)
         self.documents: list[MailDocument] = []
         self.problems: list[Finding] = []
@@ -173,7 +203,17 @@ class _Walker:
         self.too_deep_reported = False
         self.unnamed = 0
 
+    def _tick(self, *, part: bool = True) -> None:
+        """Every MIME part is counted and every step timed; past a bound the whole walk stops."""
+        if part:
+            self.parts += 1
+            if self.parts > self.limits.mime_parts_max:
+                raise OverLimit(f"more than {self.limits.mime_parts_max} MIME parts")
+        if time.monotonic() > self.deadline:
+            raise OverLimit(f"reading the mail took longer than {self.limits.walk_seconds:g} s")
+
     def part(self, part: Message, path: tuple[str, ...], depth: int, is_top: bool, in_related: bool) -> None:
+        self._tick()
         if depth > _MIME_DEPTH_MAX:
             if not self.too_deep_reported:
                 self.problems.append(_finding("mail.malformed", f"MIME parts nested deeper than {_MIME_DEPTH_MAX}"))
@@ -205,7 +245,9 @@ class _Walker:
         how = disposition(part).value
         content = _transfer_decoded(part)
         if declared.startswith("text/") and not raw_name and how != "attachment":
-            if is_top and declared in ("text/plain", "text/html"):
+            if is_top and declared in ("text/plain", "text/html") and self.body_bytes_left > 0:
+                content = _cut(content, self.body_bytes_left)
+                self.body_bytes_left -= len(content)
                 text = decode_bytes(content, content_type(part).params.get("charset"))
                 (self.plain if declared == "text/plain" else self.html).append(text)
             return
@@ -231,6 +273,7 @@ class _Walker:
 
     def content(self, content: bytes, raw_name: str | None, declared: str, path: tuple[str, ...],
                 archive_depth: int) -> None:
+        self._tick(part=False)  # archive entries have their own budget; only the clock counts here
         name = safe_display_name(raw_name, "") or self._fallback_name(declared)
         tnef = is_tnef(content)
         if tnef or (is_zip(content) and not is_office_container(content)):
@@ -265,6 +308,7 @@ class _Walker:
             is_pdf=pdf,
             path=path + (name,),
             raw_name=raw_name or "",
+            in_archive=archive_depth > 0,
         ))
 
 
@@ -274,7 +318,12 @@ def walk_mail(raw: bytes, *, authserv_id: str | None = None, limits: MailLimits 
 
     ``key_patterns``: the (保証契約番号, 認証キー) patterns of config/rules.toml for keys typed in
     the body; without them, this project's own formats."""
-    walker = _Walker(limits)
+    walker = _Walker(limits, time.monotonic() + limits.walk_seconds)
+    if _header_end(raw) > HEADER_BLOCK_MAX:
+        return _walk_headers_only(raw, authserv_id, _unreadable(f"a header block over {HEADER_BLOCK_MAX} bytes"))
+    if _delimiter_lines(raw) > 2 * limits.mime_parts_max + 2:
+        return _walk_headers_only(raw, authserv_id, _unreadable(
+            f"more than {limits.mime_parts_max} MIME parts (counted before parsing)"))
     try:
         message = email.message_from_bytes(raw, policy=TOLERANT_POLICY)
     except Exception as error:  # noqa: BLE001 - includes RecursionError on absurd nesting
@@ -289,8 +338,13 @@ def walk_mail(raw: bytes, *, authserv_id: str | None = None, limits: MailLimits 
             walker.part(message, (), 0, True, False)
         except RecursionError:
             walker.problems.append(_finding("mail.malformed", "MIME structure too deep to walk"))
+        except OverLimit as over:
+            return _walk_headers_only(raw, authserv_id, _unreadable(str(over)), message)
     subject_text = mail_context.subject(message)
     verdict = mail_context.automatic(message, content_type(message).value, subject_text, bool(walker.documents))
+    reasons = verdict.reasons
+    if not verdict.automatic:
+        reasons = machine_reasons(message, raw, has_pdf=any(d.is_pdf for d in walker.documents))
     body = mail_context.choose_body(walker.plain, walker.html)
     return WalkedMail(
         message_id=mail_context.message_id(message),
@@ -300,8 +354,64 @@ def walk_mail(raw: bytes, *, authserv_id: str | None = None, limits: MailLimits 
         body_text=body,
         documents=tuple(walker.documents),
         problems=tuple(walker.problems),
+        automatic=bool(reasons),
+        automatic_reasons=reasons,
+        authentication=authentication(message, authserv_id),
+        typed_keys=mail_context.typed_keys(body, *(key_patterns or ())),
+    )
+
+
+def _cut(data: bytes, limit: int) -> bytes:
+    """At most ``limit`` bytes of body text, cut at a line end so no character is split."""
+    if len(data) <= limit:
+        return data
+    line_end = data.rfind(b"\n", 0, limit)
+    return data[: line_end + 1] if line_end >= limit // 2 else data[:limit]
+
+
+def _header_end(raw: bytes) -> int:
+    """Where the top header block ends (the first empty line), or the mail's length."""
+    ends = [i for i in (raw.find(b"\r\n\r\n"), raw.find(b"\n\n")) if i >= 0]
+    return min(ends) if ends else len(raw)
+
+
+def parse_headers(raw: bytes) -> Message:
+    """The header block only (the body is never parsed): enough for who, what and whether a machine.
+
+    At most HEADER_BLOCK_MAX bytes of it are read; an honest header block is a few kilobytes."""
+    try:
+        return BytesHeaderParser(policy=TOLERANT_POLICY).parsebytes(raw[: min(_header_end(raw), HEADER_BLOCK_MAX)])
+    except Exception:  # noqa: BLE001
+        return BytesHeaderParser(policy=TOLERANT_POLICY).parsebytes(b"")
+
+
+def walk_headers(raw: bytes, *, authserv_id: str | None = None) -> WalkedMail:
+    """What the header block alone says (the body is never parsed): sender, subject, authentication
+    and whether a machine sent it. Enough to leave automatic mail, even over-size, unanswered."""
+    return _walk_headers_only(raw, authserv_id, None)
+
+
+def unreadable_walk(raw: bytes, authserv_id: str | None, reason: str) -> WalkedMail:
+    """A mail the walk did not finish: what its headers say, and ``mail.unreadable`` with ``reason``."""
+    return _walk_headers_only(raw, authserv_id, _unreadable(reason))
+
+
+def _walk_headers_only(raw: bytes, authserv_id: str | None, problem: Finding | None,
+                       message: Message | None = None) -> WalkedMail:
+    """A mail over a limit: what its headers say, no document, no body, and the one problem."""
+    message = message if message is not None else parse_headers(raw)
+    subject_text = mail_context.subject(message)
+    verdict = mail_context.automatic(message, content_type(message).value, subject_text, False)
+    return WalkedMail(
+        message_id=mail_context.message_id(message),
+        subject=subject_text,
+        sender=mail_context.sender(message),
+        date=mail_context.sent_date(message),
+        body_text="",
+        documents=(),
+        problems=(problem,) if problem else (),
         automatic=verdict.automatic,
         automatic_reasons=verdict.reasons,
         authentication=authentication(message, authserv_id),
-        typed_keys=mail_context.typed_keys(body, *(key_patterns or ())),
+        typed_keys=(),
     )

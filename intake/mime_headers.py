@@ -26,6 +26,11 @@ class TolerantPolicy(EmailPolicy):
     """
 
     def header_fetch_parse(self, name, value):
+        # The library's structured parsers re-parse a header on every access, and its parameter
+        # parsing is quadratic in the number of parameters: an absurdly long header is cut first.
+        limit = PARAMETERISED_VALUE_MAX if name.lower() in _PARAMETERISED else HEADER_VALUE_MAX
+        if len(value) > limit:
+            value = value[:limit]
         try:
             header = super().header_fetch_parse(name, value)
             str(header)  # some failures only happen when the parse tree is rendered
@@ -33,6 +38,12 @@ class TolerantPolicy(EmailPolicy):
         except Exception:  # noqa: BLE001 - any failure means "use the text as it is"
             return re.sub(r"\r?\n", "", value)
 
+
+# Far above any honest header (a long Japanese file name in RFC 2231 sections is about 2 KB).
+HEADER_VALUE_MAX = 16 * 1024
+PARAMETERISED_VALUE_MAX = 4 * 1024
+_PARAMETERISED = {"content-type", "content-disposition"}
+_ADDRESSES_MAX = 50
 
 TOLERANT_POLICY = TolerantPolicy()
 
@@ -114,7 +125,7 @@ def parse_parameterised(raw: str | None) -> ParsedHeader:
     """
     if not raw:
         return ParsedHeader("", {})
-    text = raw_header_to_text(raw)
+    text = raw_header_to_text(raw[:PARAMETERISED_VALUE_MAX])
     pieces = split_outside_quotes(text, ";")
     main = pieces[0].strip().lower()
     plain: dict[str, str] = {}
@@ -196,9 +207,9 @@ def parse_addresses(raw: str | None) -> list[RawAddress]:
     """Addresses in an address header, display names decoded; never raises."""
     if not raw:
         return []
-    text = raw_header_to_text(raw)
+    text = raw_header_to_text(raw[:HEADER_VALUE_MAX])
     try:
-        pairs = getaddresses([text])
+        pairs = getaddresses([text])[:_ADDRESSES_MAX]
     except Exception:  # noqa: BLE001 - the address parser has raised on hostile input before
         return [RawAddress("", clean_line(text))]
     out = []

@@ -21,19 +21,23 @@ from zoneinfo import ZoneInfo
 
 import jinja2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+from sqlalchemy import func
 from sqlmodel import Session, select
 
 from intake.intake_service import Outcome
-from intake.mail_context import automatic
-from intake.mime import MailLimits, WalkedMail, walk_mail
+from intake.answering import CappedLookup, add_finding, carries_new_guarantee, threaded_ids, via_our_relay
+from intake.authentication_results import authenticated_for
+from intake.mime import MailLimits, WalkedMail, parse_headers, walk_headers
 from intake.mime_headers import TOLERANT_POLICY
+from intake.walk_worker import walk_bounded
+from intake.lookup_settings import LookupSettings
 from intake.raw_store import RawStore
 from intake.register_store import DbAcceptedIndex, DbContractRegister
-from intake.verify_inputs import key_patterns, too_large_context, verify_inputs
+from intake.verify_inputs import from_domain, key_patterns, too_large_context, verify_inputs
 from intake.settings import Limits
 from mailer.outbox import enqueue
 from mailer.reply import FoundDocument, GuaranteeLine, ReplyFacts, build_reply
-from mailer.reply_policy import REPLY_KIND, should_reply
+from mailer.reply_policy import REPLY_KIND, SUPPRESSED, plausible_submission, should_reply
 from rules.findings import Finding, Verdict
 from rules.schema import DeskRules
 from rules.signatures import DocumentKind, DocumentSignatures
@@ -41,8 +45,9 @@ from store.key_vault import KeyVault
 from store.audit import record as audit
 from store.tables import Counter, Document, InboundMessage, OutboxMessage, Submission
 from verifier.lookup import CertificateLookup
+from verifier.routing_hint import RoutingHint, routing_hint
 from verifier.pdf_text import PdfLimits, TextResult, extract_text
-from verifier.verify import MailVerdict, Ports, verify_mail
+from verifier.verify import InputDocument, MailVerdict, Ports, verify_mail
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +85,7 @@ class DeskProfile:
     reply_charset: str
     receipt_prefix: str
     timezone: str
+    reply_to: str = "submissions"  # who gets a reply: authenticated | submissions | all
 
 
 @dataclass
@@ -95,42 +101,61 @@ class Pipeline:
     templates: jinja2.Environment
     clock: Callable[[], datetime] = lambda: datetime.now(timezone.utc)
     read_pdf: Callable[[bytes, PdfLimits], TextResult] = extract_text
+    # The mail walk, in the bounded worker process (a hard wall-clock limit per mail).
+    walk: Callable[..., WalkedMail] = walk_bounded
+    # Host names of our own outgoing relay: a delivery report it wrote (Reporting-MTA) is ours.
+    relay_hosts: tuple[str, ...] = ()
+    lookup_settings: LookupSettings = LookupSettings()
 
     def __call__(self, session: Session, row: InboundMessage, raw: bytes) -> Outcome:
         now = self.clock()
-        headers = message_from_bytes(raw, policy=TOLERANT_POLICY)
-        walked = None
-        if row.state != "too_large":
-            walked = walk_mail(raw, authserv_id=self.profile.authserv_id, limits=MailLimits.from_settings(self.limits),
+        # The header block first (no body parse): automatic mail, over-size or not, ends here.
+        headers = parse_headers(raw)
+        walked = walk_headers(raw, authserv_id=self.profile.authserv_id)
+        too_large = row.state == "too_large" and not walked.automatic
+        if row.state != "too_large" and not walked.automatic:
+            walked = self.walk(raw, authserv_id=self.profile.authserv_id, limits=MailLimits.from_settings(self.limits),
                                key_patterns=key_patterns(self.signatures.patterns))
-        verdict = self._verify(session, walked, now)
+        verdict, inputs = self._verify(session, None if too_large else walked, now)
         row.receipt_no = row.receipt_no or self._next_receipt_no(session, now)
-        row.automatic = walked.automatic if walked else False
-        if walked is not None:
-            # The walker's decoding beats the poller's best-effort header summary; the bare address
-            # (not the display name) is what links a resend to the mail it answers.
-            author = walked.sender.address
-            if author is not None and author.valid:
-                row.sender = author.normalized or author.address
-            row.subject = walked.subject or row.subject
-            row.message_id = walked.message_id or row.message_id
+        row.automatic = walked.automatic
+        # The walker's decoding beats the poller's best-effort header summary; the bare address
+        # (not the display name) is what links a resend to the mail it answers.
+        author = walked.sender.address
+        if author is not None and author.valid:
+            row.sender = author.normalized or author.address
+        row.subject = walked.subject or row.subject
+        row.message_id = walked.message_id or row.message_id
         row.verdict = verdict.verdict.value
         row.findings_json = _findings_json(verdict.findings)
-        documents = self._store_documents(session, row, walked, verdict) if walked else {}
-        submissions = self._record_submissions(session, row, verdict, documents, now)
-        resend_of = self._link_resend(session, row, submissions, now)
-        if walked is not None and walked.automatic:
-            self._record_bounce(session, row, raw, now)
-        self._reply(session, row, headers, walked, verdict, resend_of, now)
+        authenticated = authenticated_for(walked.authentication, from_domain(walked))
+        documents = self._store_documents(session, row, walked, verdict, now)
+        submissions = self._record_submissions(session, row, verdict, documents, now, inputs)
+        self._hold_lookups(submissions, now)
+        resend_of = self._link_resend(session, row, submissions, now, authenticated=authenticated, headers=headers)
+        if walked.automatic:
+            self._record_bounce(session, row, raw, now, authenticated=authenticated)
+        note = self._reply(session, row, headers, walked, verdict, resend_of, now, authenticated=authenticated)
+        if note is not None:  # no reply went out: the digest and the CLI say why, not silence
+            add_finding(row, submissions, note)
         codes = tuple(dict.fromkeys(f.code for f in verdict.all_findings))
         log.info("mail %s from %s: %s (%s)", row.receipt_no, row.sender, verdict.verdict.value, ", ".join(codes) or "no findings")
         return Outcome(verdict.verdict, codes)
 
+    def verify_again(self, session: Session, row: InboundMessage, raw: bytes, now: datetime) -> MailVerdict:
+        """The decision for a recorded mail once more (a held look-up), recording nothing."""
+        walked = None
+        if row.state != "too_large":
+            walked = self.walk(raw, authserv_id=self.profile.authserv_id, limits=MailLimits.from_settings(self.limits),
+                              key_patterns=key_patterns(self.signatures.patterns))
+        return self._verify(session, walked, now)[0]
+
     # -- deciding --------------------------------------------------------------------------
 
-    def _verify(self, session: Session, walked: WalkedMail | None, now: datetime) -> MailVerdict:
+    def _verify(self, session: Session, walked: WalkedMail | None,
+                now: datetime) -> tuple[MailVerdict, list[InputDocument]]:
         ports = Ports(
-            lookup=self.lookup,
+            lookup=CappedLookup(self.lookup, self.limits.lookups_per_mail_max),
             register=DbContractRegister(session),
             accepted=DbAcceptedIndex(session),
             trusted_keys=self.trusted_keys,
@@ -146,7 +171,7 @@ class Pipeline:
             documents, context = verify_inputs(
                 walked, self.profile.desk_id, lambda content: self.read_pdf(content, pdf_limits)
             )
-        return verify_mail(documents, context, self.rules, self.signatures, ports, now)
+        return verify_mail(documents, context, self.rules, self.signatures, ports, now), documents
 
     # -- recording -------------------------------------------------------------------------
 
@@ -162,28 +187,67 @@ class Pipeline:
         return f"{self.profile.receipt_prefix}-{year}-{counter.value:06d}"
 
     def _store_documents(self, session: Session, row: InboundMessage, walked: WalkedMail,
-                         verdict: MailVerdict) -> dict[str, Document]:
-        """One Document row per file found; returns them by display name."""
-        results = {result.name: result for result in verdict.documents}
+                         verdict: MailVerdict, now: datetime) -> dict[str, Document]:
+        """One Document row per file found; returns them by display name.
+
+        Results are matched to files by position (``verify_inputs`` keeps the order), never by the
+        sender-given name, and files are stored by content hash. Only what the desk reads is kept
+        from archives (PDFs), and within the per-mail and per-sender-per-day byte caps; a file not
+        kept still gets its row (hash, size, kind) with an empty ``stored_path``."""
+        if not walked.documents:
+            return {}
+        by_position = list(verdict.documents) if len(verdict.documents) == len(walked.documents) else []
+        budget = min(self.limits.stored_bytes_per_mail_max,
+                     self.limits.stored_bytes_per_sender_per_day_max - self._stored_today(session, row, now))
         stored: dict[str, Document] = {}
-        for doc in walked.documents:
-            file = self.store.put(doc.content, kind="documents", suffix=".pdf" if doc.is_pdf else ".bin")
-            result = results.get(doc.display_name)
+        kept_hashes: set[str] = set()
+        for index, doc in enumerate(walked.documents):
+            keep = (doc.is_pdf or not doc.in_archive) and (doc.sha256 in kept_hashes or len(doc.content) <= budget)
+            if keep:
+                if doc.sha256 not in kept_hashes:
+                    budget -= len(doc.content)
+                    kept_hashes.add(doc.sha256)
+                file = self.store.put(doc.content, kind="documents", suffix=".pdf" if doc.is_pdf else ".bin")
+                stored_path, digest, size = file.relative_path, file.sha256, file.size
+            else:
+                log.info("mail %s: %s not stored (%s)", row.receipt_no, doc.sha256[:12],
+                         "not a PDF inside an archive" if not doc.is_pdf and doc.in_archive else "storage cap")
+                stored_path, digest, size = "", doc.sha256, len(doc.content)
+            result = by_position[index] if by_position else None
             numbers = [n for n in (result.guarantee_nos if result else ()) if n]
             masked = [m for m in (result.access_keys_masked if result else ()) if m]
             document = Document(
                 desk=row.desk, inbound_id=row.id, display_name=doc.display_name,
-                origin=" / ".join(doc.path[:-1]), sha256=file.sha256, size=file.size, stored_path=file.relative_path,
+                origin=" / ".join(doc.path[:-1]), sha256=digest, size=size, stored_path=stored_path,
                 kind=(result.kind.value if result else DocumentKind.OTHER.value),
                 guarantee_no=", ".join(numbers) or None, access_key_masked=", ".join(masked) or None,
             )
             session.add(document)
-            stored.setdefault(doc.display_name, document)
+            # Guarantees name their document by display name; two files may share one, and the
+            # key notice is the one a guarantee comes from.
+            earlier = stored.get(doc.display_name)
+            if earlier is None or (document.kind == DocumentKind.KEY_NOTICE.value
+                                   and earlier.kind != DocumentKind.KEY_NOTICE.value):
+                stored[doc.display_name] = document
         session.flush()
         return stored
 
+    def _stored_today(self, session: Session, row: InboundMessage, now: datetime) -> int:
+        """Bytes of documents already stored for this sender's mails in the last day."""
+        if not row.sender:
+            return 0
+        total = session.exec(
+            select(func.coalesce(func.sum(Document.size), 0))
+            .join(InboundMessage, Document.inbound_id == InboundMessage.id)
+            .where(InboundMessage.desk == row.desk, InboundMessage.sender == row.sender,
+                   InboundMessage.id != row.id, InboundMessage.received_at >= now - timedelta(days=1),
+                   Document.stored_path != "")
+        ).one()
+        return int(total or 0)
+
     def _record_submissions(self, session: Session, row: InboundMessage, verdict: MailVerdict,
-                            documents: dict[str, Document], now: datetime) -> list[Submission]:
+                            documents: dict[str, Document], now: datetime,
+                            inputs: Sequence[InputDocument] = ()) -> list[Submission]:
         """One submission per guarantee; a mail without any guarantee is one submission without a number,
         so the digest shows every mail a person sent, returned ones included."""
         submissions = []
@@ -206,32 +270,67 @@ class Pipeline:
                 created_at=now,
             ))
         if not submissions:
+            # No guarantee, yet the documents may show its type and contractor: the mail goes to that
+            # type's department under that name (else to the desk's returned_department).
+            hint = routing_hint(inputs, self.signatures) if verdict.verdict is Verdict.RETURNED else RoutingHint()
+            routed = self.rules.department_for(hint.guarantee_type) if hint.guarantee_type else None
             submissions.append(Submission(
                 desk=row.desk, inbound_id=row.id, verdict=verdict.verdict.value,
                 findings_json=_findings_json(verdict.findings), created_at=now,
+                guarantee_type=hint.guarantee_type.value if hint.guarantee_type else None,
+                contractor_name=hint.contractor,
+                department=routed or (self.rules.returned_department if verdict.verdict is Verdict.RETURNED else None),
             ))
         session.add_all(submissions)
         session.flush()
         return submissions
 
+    def _hold_lookups(self, submissions: Sequence[Submission], now: datetime) -> None:
+        """A look-up that could not be made is held (tried again later) or left to a clerk (manual)."""
+        for submission in submissions:
+            codes = {item.get("code") for item in json.loads(submission.findings_json)}
+            if "lookup.manual" in codes:
+                submission.lookup_state = "manual"
+            elif "lookup.unavailable" in codes and submission.access_key_encrypted is not None:
+                submission.lookup_state = "held"
+                submission.next_lookup_at = self.lookup_settings.next_lookup_at(0, now)
+                if submission.next_lookup_at is None:
+                    submission.lookup_state = "staff"
+
     def _link_resend(self, session: Session, row: InboundMessage, submissions: Sequence[Submission],
-                     now: datetime) -> Submission | None:
+                     now: datetime, *, authenticated: bool, headers: Message) -> Submission | None:
         """Point each new submission at the returned one it answers: the same guarantee number if there
-        is one, else the sender's latest returned mail not yet answered. Returns the first link."""
+        is one, else the sender's latest returned mail not yet answered. Returns the first link.
+
+        Anyone can write another contractor's From: an unauthenticated mail is linked only to a
+        returned mail whose reply it answers (In-Reply-To/References name our reply's Message-ID,
+        which went to that contractor alone).
+
+        Only a returned mail whose reply went out before this mail arrived can be answered by it: a
+        mail that arrives at the same moment as another (or before its reply) is not its resend."""
         if not row.sender:
             return None
+        arrived = row.received_at or now
+        replied_before = select(OutboxMessage.inbound_id).where(
+            OutboxMessage.kind == REPLY_KIND, OutboxMessage.sent_at.is_not(None), OutboxMessage.sent_at <= arrived)
         returned = session.exec(
             select(Submission)
             .join(InboundMessage, Submission.inbound_id == InboundMessage.id)
             .where(Submission.desk == row.desk, Submission.verdict == Verdict.RETURNED.value,
                    InboundMessage.sender == row.sender, InboundMessage.id != row.id,
-                   Submission.created_at >= now - RESEND_WINDOW)
+                   Submission.created_at >= now - RESEND_WINDOW, InboundMessage.id.in_(replied_before))
             .order_by(Submission.id.desc())
         ).all()
         answered = set(session.exec(
             select(Submission.resend_of_id).where(Submission.resend_of_id.in_([s.id for s in returned]))
         ).all()) if returned else set()
         open_returns = [s for s in returned if s.id not in answered]
+        if not authenticated and open_returns:
+            threaded = threaded_ids(headers)
+            replied = set(session.exec(select(OutboxMessage.inbound_id).where(
+                OutboxMessage.kind == REPLY_KIND, OutboxMessage.message_id.in_(threaded or {""}),
+                OutboxMessage.inbound_id.in_({s.inbound_id for s in open_returns}))).all())
+            open_returns = [s for s in open_returns if s.inbound_id in replied]
         first = None
         for submission in submissions:
             match = next((s for s in open_returns if submission.guarantee_no and s.guarantee_no == submission.guarantee_no), None)
@@ -244,9 +343,17 @@ class Pipeline:
         session.flush()
         return first
 
-    def _record_bounce(self, session: Session, row: InboundMessage, raw: bytes, now: datetime) -> None:
+    def _record_bounce(self, session: Session, row: InboundMessage, raw: bytes, now: datetime, *,
+                       authenticated: bool) -> None:
         """A delivery report quoting one of our replies' Message-IDs: the reply did not arrive.
-        Recorded as ``outbox.bounced`` so the digest lists it under failures."""
+        Recorded as ``outbox.bounced`` so the digest lists it under failures.
+
+        Only a report that our own server authenticated (aligned with its From domain), or one our
+        own relay wrote (its Reporting-MTA is the [smtp] host), counts: a forged bounce must not
+        mark a delivered reply as lost."""
+        if not authenticated and not via_our_relay(raw, self.relay_hosts):
+            log.info("mail %s looks like a delivery report but neither authenticated nor via our relay", row.receipt_no)
+            return
         domain = self.profile.address.rpartition("@")[2].encode("ascii", "ignore").lower()
         quoted = {m.decode("ascii", "ignore") for m in _MESSAGE_ID.findall(raw[:_BOUNCE_SCAN_BYTES])
                   if m.lower().endswith(b"@" + domain + b">")}
@@ -266,17 +373,26 @@ class Pipeline:
 
     # -- answering -------------------------------------------------------------------------
 
-    def _reply(self, session: Session, row: InboundMessage, headers: Message, walked: WalkedMail | None,
-               verdict: MailVerdict, resend_of: Submission | None, now: datetime) -> None:
+    def _reply(self, session: Session, row: InboundMessage, headers: Message, walked: WalkedMail,
+               verdict: MailVerdict, resend_of: Submission | None, now: datetime, *,
+               authenticated: bool) -> Finding | None:
+        """Enqueue the reply (or hold it); returns a finding when none goes out to a person."""
         decision = should_reply(
             session, headers, desk=row.desk, desk_address=self.profile.address,
             limit=self.limits.replies_per_sender_per_hour, now=now,
             automatic=verdict.verdict is Verdict.IGNORED,
-            automatic_reason="; ".join(walked.automatic_reasons) if walked else None,
+            automatic_reason="; ".join(walked.automatic_reasons),
+            policy=self.profile.reply_to, authenticated=authenticated,
+            submission=plausible_submission(has_pdf=any(d.is_pdf for d in walked.documents),
+                                            subject=walked.subject, body=walked.body_text),
+            new_guarantee=carries_new_guarantee(verdict),
+            desk_limit=self.limits.replies_per_desk_per_hour,
         )
-        if not decision.reply:
+        if not decision.reply and not decision.suppressed:
             log.info("mail %s: no reply (%s)", row.receipt_no, decision.reason)
-            return
+            if verdict.verdict is Verdict.IGNORED or decision.reason.startswith("keydesk's own mail"):
+                return None
+            return Finding("reply.withheld", detail=decision.reason)
         previous_receipt = None
         if resend_of is not None:
             previous_receipt = session.get(InboundMessage, resend_of.inbound_id).receipt_no
@@ -295,11 +411,27 @@ class Pipeline:
             ],
             findings=verdict.all_findings,
             resend=resend_of is not None, resend_of_receipt_no=previous_receipt,
-            charset=self.profile.reply_charset, timezone=self.profile.timezone,
+            contractor_name=next((g.certificate.contractor_name for g in verdict.guarantees if g.certificate), None),
+            charset=self.profile.reply_charset, timezone=self.profile.timezone, short=decision.short,
         )
-        message = build_reply(facts, self.templates, now=now)
-        enqueue(session, desk=row.desk, idempotency_key=f"reply:{row.id}", kind=REPLY_KIND, message=message,
-                envelope_from=self.profile.address, recipients=[decision.address], inbound_id=row.id)
+        return self._enqueue_reply(session, row, decision, build_reply(facts, self.templates, now=now))
+
+    def _enqueue_reply(self, session: Session, row: InboundMessage, decision, message) -> Finding | None:
+        """Into the outbox; a reply held by the sending limits is kept there, marked, never sent."""
+        outbox, created = enqueue(session, desk=row.desk, idempotency_key=f"reply:{row.id}", kind=REPLY_KIND,
+                                  message=message, envelope_from=self.profile.address, recipients=[decision.address],
+                                  inbound_id=row.id)
+        if not decision.suppressed:
+            return None
+        log.info("mail %s: reply held (%s)", row.receipt_no, decision.reason)
+        if created:
+            # Kept, listed by `keydesk outbox list`, never sent by the delivery loop.
+            outbox.state = SUPPRESSED
+            outbox.last_error = decision.reason
+            outbox.recipient_states_json = json.dumps({decision.address: SUPPRESSED}, ensure_ascii=False)
+            session.add(outbox)
+            session.flush()
+        return Finding("reply.suppressed", detail=decision.reason)
 
 
     # -- a mail that could not be processed -------------------------------------------------
@@ -307,44 +439,58 @@ class Pipeline:
     def acknowledge_quarantined(self, session: Session, row: InboundMessage, raw: bytes) -> None:
         """The intake's quarantine hook: "it arrived, a person will look", where the reply policy allows.
 
-        Nothing of the mail is trusted beyond its headers and attachment names (read tolerantly);
-        it gets a receipt number so the sender and staff can refer to it, and the digest lists it.
+        Nothing of the mail is trusted beyond its header block (read as the pipeline reads it) and
+        its attachment names; it gets a receipt number so the sender and staff can refer to it, and
+        the digest lists it.
         """
         now = self.clock()
-        headers = message_from_bytes(raw, policy=TOLERANT_POLICY)
-        verdict = automatic(headers, headers.get_content_type(), str(headers.get("Subject", "")), has_documents=True)
+        headers = parse_headers(raw)
+        walked = walk_headers(raw, authserv_id=self.profile.authserv_id)
+        authenticated = authenticated_for(walked.authentication, from_domain(walked))
+        names = _attachment_names(raw)
         decision = should_reply(
             session, headers, desk=row.desk, desk_address=self.profile.address,
             limit=self.limits.replies_per_sender_per_hour, now=now,
-            automatic=verdict.automatic, automatic_reason="; ".join(verdict.reasons) or None,
+            automatic=walked.automatic, automatic_reason="; ".join(walked.automatic_reasons) or None,
+            policy=self.profile.reply_to, authenticated=authenticated,
+            submission=plausible_submission(has_pdf=any(n.lower().endswith(".pdf") for n in names),
+                                            subject=walked.subject or ""),
+            desk_limit=self.limits.replies_per_desk_per_hour,
         )
         row.receipt_no = row.receipt_no or self._next_receipt_no(session, now)
         finding = Finding("mail.processing_failed", detail=(row.last_error or "")[:500])
         row.findings_json = _findings_json([finding])
-        if not decision.reply:
+        if not decision.reply and not decision.suppressed:
             log.info("quarantined mail %s: no acknowledgement (%s)", row.receipt_no, decision.reason)
             return
         facts = ReplyFacts(
             desk=row.desk, desk_name=self.profile.name, desk_address=self.profile.address,
             contact=self.profile.contact, receipt_no=row.receipt_no, received_at=_aware(row.received_at),
             recipient=decision.address, verdict=Verdict.NEEDS_REVIEW,
-            original_message_id=_angle(row.message_id), original_references=headers.get("References"),
-            original_subject=row.subject,
-            documents=[FoundDocument(name, "未確認") for name in _attachment_names(headers)],
+            original_message_id=_angle(walked.message_id or row.message_id),
+            original_references=headers.get("References"),
+            original_subject=walked.subject or row.subject,
+            documents=[FoundDocument(name, "未確認") for name in names],
             findings=[finding],
-            charset=self.profile.reply_charset, timezone=self.profile.timezone,
+            charset=self.profile.reply_charset, timezone=self.profile.timezone, short=decision.short,
         )
-        message = build_reply(facts, self.templates, now=now)
-        enqueue(session, desk=row.desk, idempotency_key=f"reply:{row.id}", kind=REPLY_KIND, message=message,
-                envelope_from=self.profile.address, recipients=[decision.address], inbound_id=row.id)
-        log.info("quarantined mail %s: acknowledged to %s", row.receipt_no, decision.address)
+        held = self._enqueue_reply(session, row, decision, build_reply(facts, self.templates, now=now))
+        log.info("quarantined mail %s: acknowledgement to %s%s", row.receipt_no, decision.address,
+                 " held by the sending limits" if held else " queued")
 
 
-def _attachment_names(message: Message, limit: int = 20) -> list[str]:
-    """File names of the top-level attachments, best effort (a mail that broke the walker may break this)."""
+# The whole mail is parsed here, in this process (not the bounded walk worker): only a mail small
+# enough to parse quickly whatever its structure; a larger one is acknowledged without the names.
+_NAMES_PARSE_MAX = 8 * 1024 * 1024
+
+
+def _attachment_names(raw: bytes, limit: int = 20) -> list[str]:
+    """File names of the attachments, best effort (a mail that broke the walker may break this)."""
+    if len(raw) > _NAMES_PARSE_MAX:
+        return []
     names: list[str] = []
     try:
-        for part in message.walk():
+        for part in message_from_bytes(raw, policy=TOLERANT_POLICY).walk():
             name = part.get_filename()
             if name:
                 names.append(str(name))
@@ -379,3 +525,8 @@ def _findings_json(findings: Sequence[Finding]) -> str:
           "guarantee_no": f.guarantee_no, "document": f.document} for f in findings],
         ensure_ascii=False,
     )
+
+
+# The same shapes for the modules that decide a held or manual submission later.
+found_document = _found
+findings_json = _findings_json

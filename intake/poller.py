@@ -21,7 +21,8 @@ from dataclasses import dataclass
 from imapclient import IMAPClient
 from imapclient.exceptions import LoginError
 
-from intake.settings import LOOPBACK_HOSTS, MailboxSettings
+from foundation.net import is_loopback
+from intake.settings import MailboxSettings
 from store.token_command import TOKEN_COMMAND_TIMEOUT, TokenCommandError, run_token_command
 
 log = logging.getLogger(__name__)
@@ -85,7 +86,7 @@ class MailboxConnection:
 
     def open(self) -> "MailboxConnection":
         s = self.settings
-        if s.security == "plain" and s.host not in LOOPBACK_HOSTS:
+        if s.security == "plain" and not is_loopback(s.host):
             raise MailboxError(f"refusing a clear-text IMAP connection to {s.host}: use tls or starttls")
         context = self._ssl_context or ssl.create_default_context()
         client = IMAPClient(s.host, s.port, ssl=s.security == "tls", ssl_context=context if s.security == "tls" else None,

@@ -20,7 +20,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
-from sqlalchemy import insert, select
+from sqlalchemy import delete, insert, select
 from sqlalchemy.engine import Engine
 
 from store.retry import retry_on_conflict
@@ -95,6 +95,11 @@ class RawStore:
         return data
 
 
+    def remove(self, relative_path: str) -> None:
+        """Remove a stored file (the retention purge); one already gone is no error."""
+        self.path(relative_path).unlink(missing_ok=True)
+
+
 class DatabaseRawStore(RawStore):
     """The same store kept in the database (``stored_blob``), for workers on several machines."""
 
@@ -143,6 +148,13 @@ class DatabaseRawStore(RawStore):
         if sha256_hex(bytes(data)) != expected:
             raise RawStoreError(f"stored blob {relative_path} does not match its hash (damaged storage)")
         return bytes(data)
+
+
+    def remove(self, relative_path: str) -> None:
+        if not _RELATIVE.match(relative_path):
+            raise RawStoreError(f"not a stored file name: {relative_path!r}")
+        with self.engine.begin() as connection:
+            connection.execute(delete(_BLOB).where(_BLOB.c.name == relative_path))
 
 
 def open_raw_store(backend: str, directory: Path, engine: Engine) -> RawStore:

@@ -6,9 +6,8 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
+from foundation.net import is_loopback
 from rules.config_base import HomePath, StrictModel
-
-LOOPBACK_HOSTS = frozenset({"127.0.0.1", "::1", "localhost"})
 
 
 class MailboxFolders(StrictModel):
@@ -40,10 +39,10 @@ class MailboxSettings(StrictModel):
 
     @model_validator(mode="after")
     def _consistent(self) -> "MailboxSettings":
-        if self.security == "plain" and self.host not in LOOPBACK_HOSTS:
+        if self.security == "plain" and not is_loopback(self.host):
             raise ValueError(
                 f"security = \"plain\" sends the password in clear text and is allowed only to "
-                f"loopback (127.0.0.1), got host {self.host!r}: use \"tls\" or \"starttls\""
+                f"loopback (127.0.0.0/8, ::1, localhost), got host {self.host!r}: use \"tls\" or \"starttls\""
             )
         if self.auth == "xoauth2" and not self.token_command:
             raise ValueError('auth = "xoauth2" needs token_command (a command that prints an access token)')
@@ -57,10 +56,15 @@ class PollSettings(StrictModel):
     idle_renew_seconds: int = Field(default=540, ge=30, le=600)
     poll_interval_seconds: int = Field(default=60, ge=5)
     socket_timeout_seconds: int = Field(default=60, ge=5)
-    reconnect_max_seconds: int = Field(default=300, ge=1)
+    # A desk wants mail soon after its server is back: the backoff stops growing here (and starts
+    # again from 1 s after a pass that worked).
+    reconnect_max_seconds: int = Field(default=30, ge=1)
     fetch_chunk_bytes: int = Field(default=1_048_576, ge=65_536)
     # A mail whose processing fails this many times is quarantined and shown to staff.
     max_attempts: int = Field(default=3, ge=1)
+    # `keydesk run` looks accepted guarantees up again this often, to tell staff of one revoked after
+    # acceptance (0 = never).
+    revocation_recheck_minutes: int = Field(default=360, ge=0)
 
 
 class Limits(StrictModel):
@@ -72,4 +76,19 @@ class Limits(StrictModel):
     pdf_max_bytes: int = Field(default=20 * 1024 * 1024, ge=1024)
     pdf_cpu_seconds: int = Field(default=10, ge=1)
     pdf_memory_mb: int = Field(default=512, ge=64)
+    # Counts only replies to mails that carried no new guarantee (questions, empty or repeated
+    # mails): a contractor sending many guarantees in an hour is ordinary and always answered.
     replies_per_sender_per_hour: int = Field(default=5, ge=0)
+    # All replies of one desk in the last hour, whatever they answer: a flood of forged senders
+    # cannot make the town's domain send mail without bound. Held replies stay in the outbox.
+    replies_per_desk_per_hour: int = Field(default=200, ge=0)
+    # The bounded mail walk (intake/mime.py): over any of these the mail is kept, shown to staff
+    # and answered "could not be read, please send the PDF again" (mail.unreadable).
+    mime_parts_max: int = Field(default=500, ge=10)
+    body_text_max_bytes: int = Field(default=512 * 1024, ge=4096)
+    walk_seconds: float = Field(default=10.0, gt=0)
+    # Look-ups of one mail; the remaining guarantees go to a person (lookup.refused).
+    lookups_per_mail_max: int = Field(default=20, ge=1)
+    # What one mail, and one sender in a day, may add to the document store (bytes).
+    stored_bytes_per_mail_max: int = Field(default=50 * 1024 * 1024, ge=1024)
+    stored_bytes_per_sender_per_day_max: int = Field(default=200 * 1024 * 1024, ge=1024)

@@ -36,8 +36,16 @@ _JIS_LABELS = {
 }
 _EUC_LABELS = {"euc-jp", "eucjp", "x-euc-jp", "euc_jp", "cseucpkdfmtjapanese", "cp51932", "eucjp-ms"}
 _ASCII_LABELS = {"us-ascii", "ascii", "ansi_x3.4-1968", "iso646-us", "us"}
-# Codecs that turn bytes into bytes (base64, zlib, ...) or do nothing useful on text.
-_REFUSED_CODECS = {"undefined"}
+# The only codecs a declared charset may select besides the Japanese ones above: UTF-16/32 and the
+# Western single-byte sets. Every one decodes in linear time. Anything else (punycode, idna,
+# utf-7, the CJK codecs of other countries, bytes-to-bytes codecs) is never run on mail bytes: the
+# guesser reads the part instead. Some of Python's codecs are quadratic in the input (punycode),
+# which a sender could use to keep the intake busy for hours.
+_ALLOWED_CODECS = frozenset(
+    {"utf-16", "utf-16-le", "utf-16-be", "utf-32", "utf-32-le", "utf-32-be", "mac-roman"}
+    | {f"iso8859-{n}" for n in (1, 2, 3, 4, 9, 10, 13, 14, 15, 16)}
+    | {"cp1250", "cp1252", "cp1254", "cp1257"}
+)
 
 
 def jis_pair_to_sjis(first: int, second: int) -> bytes:
@@ -212,14 +220,23 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
 
 
 def _text_codec(label: str) -> str | None:
-    """A text codec for a charset label, or None for unknown or non-text codecs (base64, rot13)."""
+    """The allowed codec for a charset label, or None: unknown, non-text or not on the allow-list."""
+    if len(label) > 40:
+        return None
     try:
         info = codecs.lookup(label)
     except (LookupError, ValueError, TypeError):
         return None
-    if not getattr(info, "_is_text_encoding", True) or info.name in _REFUSED_CODECS:
+    if not getattr(info, "_is_text_encoding", True) or info.name not in _ALLOWED_CODECS:
         return None
     return info.name
+
+
+def charset_allowed(charset: str | None) -> bool:
+    """Whether a declared charset is decoded as declared (else the part is read by the guesser)."""
+    label = _normalise_label(charset)
+    return (not label or label in _SJIS_LABELS | _JIS_LABELS | _EUC_LABELS | _ASCII_LABELS | {"utf-8", "utf8"}
+            or _text_codec(label) is not None)
 
 
 def _decode_euc(data: bytes) -> str:

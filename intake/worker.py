@@ -30,8 +30,15 @@ STANDBY_SECONDS = 0.5
 def run_desk_worker(service: IntakeService, lock: MailboxLock | PostgresMailboxLock,
                     connect: Callable[[], MailboxConnection], poll: PollSettings, stop: threading.Event,
                     on_pass: Callable[[PassReport], None] | None = None,
-                    standby_seconds: float = STANDBY_SECONDS, wake: threading.Event | None = None) -> None:
-    """Hold the mailbox when it is free; until then, help with the mail its holder recorded."""
+                    standby_seconds: float = STANDBY_SECONDS, wake: threading.Event | None = None,
+                    on_standby: Callable[[PassReport], None] | None = None) -> None:
+    """Hold the mailbox when it is free; until then, help with the mail its holder recorded.
+
+    ``on_pass`` follows each pass over the mailbox; ``on_standby`` (default: ``on_pass``) each
+    standby round that processed mail, which is no pass over the mailbox (`keydesk status` must
+    not see a fresh pass while nobody reads the mailbox).
+    """
+    on_standby = on_standby or on_pass
     standing_by = False
     while not stop.is_set():
         if lock.try_acquire():
@@ -50,6 +57,6 @@ def run_desk_worker(service: IntakeService, lock: MailboxLock | PostgresMailboxL
         except (OperationalError, RawStoreError) as exc:
             log.warning("intake for %s: standby processing failed: %s", lock.label, exc)
         else:
-            if report.taken and on_pass is not None:
-                on_pass(report)
+            if report.taken and on_standby is not None:
+                on_standby(report)
         stop.wait(standby_seconds)

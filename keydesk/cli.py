@@ -7,13 +7,14 @@ traceback; ``--debug`` shows the traceback and debug logs.
 from __future__ import annotations
 
 import logging
+import os
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
-from keydesk import cli_admin, cli_digest, cli_guarantor, cli_intake, cli_outbox, cli_verify, demo
+from keydesk import cli_admin, cli_digest, cli_guarantor, cli_intake, cli_ops, cli_outbox, cli_verify, demo
 from keydesk.errors import UserError, exit_code_for, message_for
 from keydesk.runtime import Runtime
 
@@ -32,6 +33,7 @@ cli_verify.register(app)
 cli_digest.register(app)
 cli_outbox.register(app)
 cli_intake.register(app)
+cli_ops.register(app)
 demo.register(app)
 
 _state = {"debug": False}
@@ -77,6 +79,8 @@ class _CurrentStderrHandler(logging.StreamHandler):
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: typer handles usage errors; our own failures become one line on stderr."""
+    # Everything keydesk writes (database, raw mail, documents, logs, secrets) is the desk's alone.
+    os.umask(0o077)
     try:
         app(args=argv, prog_name="keydesk")
     except UserError.handled as exc:

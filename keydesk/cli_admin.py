@@ -12,7 +12,7 @@ from keydesk.database import upgrade
 from keydesk.errors import UserError
 from keydesk.paths import default_config_dir
 from keydesk.runtime import Runtime
-from keydesk.secret_files import ensure_key_encryption_key, ensure_secret_file, new_password
+from keydesk.secret_files import ensure_audit_key, ensure_key_encryption_key, ensure_secret_file, new_password
 from keydesk.settings import DEPLOYMENT_FILE, RULES_FILE, Settings, load_settings
 from rules.config_base import ConfigError
 from store.audit import verify_chain
@@ -52,6 +52,7 @@ def init(
 def create_missing_secrets(settings: Settings) -> None:
     """The key-encryption key and the embedded mail users' passwords, when not provided."""
     ensure_key_encryption_key(settings.secrets.key_encryption_key_env, settings.secrets.key_encryption_key_file)
+    ensure_audit_key(settings.secrets.audit_key_env, settings.secrets.audit_key_file)
     if settings.embedded.enabled:
         for user in settings.embedded.users:
             if user.password_file is not None:
@@ -59,7 +60,11 @@ def create_missing_secrets(settings: Settings) -> None:
 
 
 @config_app.command("check")
-def config_check(ctx: typer.Context) -> None:
+def config_check(
+    ctx: typer.Context,
+    connect: bool = typer.Option(False, "--connect", help="Also log in to the SMTP server and every desk's "
+                                 "mailbox at once (one line each, 20 s at most); exit 1 if one fails."),
+) -> None:
     """Validate keydesk.toml and rules.toml and print the resolved configuration (secrets masked)."""
     runtime: Runtime = ctx.obj
     settings = runtime.settings
@@ -69,6 +74,16 @@ def config_check(ctx: typer.Context) -> None:
         typer.echo(line)
     check_templates(settings)
     typer.echo("# 設定は正常です (configuration OK)")
+    if connect:
+        from keydesk.connection_check import check_all
+
+        results = check_all(settings)
+        for result in results:
+            typer.echo(result.line())
+        if not all(result.ok for result in results):
+            typer.echo("# 接続できないサーバーがあります (a server could not be used; see the NG lines)", err=True)
+            raise typer.Exit(1)
+        typer.echo("# すべてのサーバーに接続できました (every server accepted the login)")
 
 
 def check_templates(settings: Settings) -> None:
@@ -76,11 +91,13 @@ def check_templates(settings: Settings) -> None:
     import jinja2
 
     from mailer.digest import HTML_TEMPLATE, TEXT_TEMPLATE
-    from mailer.reply import BODY_TEMPLATE, SUBJECT_TEMPLATE, template_environment
+    from mailer.reply import (BODY_TEMPLATE, SHORT_BODY_TEMPLATE, SHORT_SUBJECT_TEMPLATE, SUBJECT_TEMPLATE,
+                              template_environment)
 
     environment = template_environment(settings.config_dir / "templates")
     problems = []
-    for name in (SUBJECT_TEMPLATE, BODY_TEMPLATE, TEXT_TEMPLATE, HTML_TEMPLATE):
+    for name in (SUBJECT_TEMPLATE, BODY_TEMPLATE, SHORT_SUBJECT_TEMPLATE, SHORT_BODY_TEMPLATE, TEXT_TEMPLATE,
+                 HTML_TEMPLATE):
         label = f"{settings.config_dir.name}/templates/{name}"
         try:
             environment.get_template(name)
@@ -128,6 +145,7 @@ def _secret_status(settings: Settings) -> list[str]:
         return "not set"
 
     lines = [f"# secret key_encryption_key: {status(settings.secrets.key_encryption_key_env, settings.secrets.key_encryption_key_file)}"]
+    lines.append(f"# secret audit_key: {status(settings.secrets.audit_key_env, settings.secrets.audit_key_file)}")
     lines.append(f"# secret smtp.password: {status(settings.smtp.password_env, settings.smtp.password_file)}" if settings.smtp.username else "# secret smtp.password: not used")
     for desk_id, desk in settings.desks.items():
         box = desk.mailbox
@@ -157,7 +175,9 @@ def audit_verify(ctx: typer.Context) -> None:
     with Session(runtime.engine) as session:
         report = verify_chain(session)
     if report.intact:
-        typer.echo(f"監査ログは改ざんされていません ({report.events} 件)")
+        typer.echo(f"監査ログは改ざんされていません ({report.events} 件{'、鍵付き' if report.keyed else ''})")
+        for desk, tail in sorted((report.tails or {}).items()):
+            typer.echo(f"  {desk}: 最新 {tail[:16]}…")
         return
     typer.echo(
         f"監査ログの連鎖が event {report.first_broken_id} で切れています: {report.reason}", err=True

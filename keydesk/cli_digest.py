@@ -35,7 +35,8 @@ def targets_for(settings: Settings, desk: str | None) -> list[DigestTarget]:
     if desk is not None and desk not in settings.desks:
         raise UserError(f"窓口 {desk!r} は設定にありません(設定済み: {', '.join(settings.desks)})")
     return [
-        DigestTarget(desk_id, settings.desks[desk_id].name, settings.desks[desk_id].address, settings.rules.desks[desk_id])
+        DigestTarget(desk_id, settings.desks[desk_id].name, settings.desks[desk_id].address, settings.rules.desks[desk_id],
+                     lookup_site_url=settings.desks[desk_id].lookup.lookup_site_url)
         for desk_id in ([desk] if desk else list(settings.desks))
     ]
 

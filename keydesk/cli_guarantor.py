@@ -7,6 +7,7 @@ for the person at the terminal (Japanese) or JSON lines for scripts.
 from __future__ import annotations
 
 import json
+import sys
 from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
@@ -29,6 +30,7 @@ from guarantor.keys import (
     retire_signing_key,
 )
 from guarantor.lookup_service import RegistryLookup
+from intake.revocations import mark_revoked
 from keydesk.errors import UserError
 from keydesk.runtime import Runtime
 from verifier import access_key as keys
@@ -37,7 +39,8 @@ from verifier.certificate_signature import SignatureStatus, check_signature, key
 from verifier.lookup import LookupResult, LookupStatus
 
 guarantor_app = typer.Typer(
-    help="The guarantor's side: signing key, issuing guarantees (CSV), revoking.", no_args_is_help=True
+    help="The guarantor's side: signing key, issuing guarantees (CSV), revoking, the look-up service.",
+    no_args_is_help=True
 )
 MAX_CSV_BYTES = 20 * 1024 * 1024
 
@@ -48,6 +51,9 @@ def register(app: typer.Typer) -> None:
         return
     app.add_typer(guarantor_app, name="guarantor")
     app.command("lookup")(lookup)
+    from keydesk import cli_lookup  # serve, token, manual: the look-up across the network
+
+    cli_lookup.register(app, guarantor_app)
 
 
 @contextmanager
@@ -173,25 +179,39 @@ def revoke(
     guarantee_no: str = typer.Argument(..., metavar="GUARANTEE_NO"),
     reason: str = typer.Option(..., "--reason", help="Why (shown to whoever looks the certificate up)."),
 ) -> None:
-    """Revoke a certificate: look-ups with its key answer 'revoked' with the reason."""
+    """Revoke a certificate: look-ups with its key answer 'revoked' with the reason.
+
+    With the embedded look-up the desk shares this database, so a desk that already accepted the
+    guarantee is told at once (its next digest lists it under 受付後に失効).
+    """
     runtime: Runtime = ctx.obj
+    now = datetime.now(timezone.utc)
     with _user_errors(), Session(runtime.engine) as session:
-        row = registry.revoke(session, guarantee_no, reason, datetime.now(timezone.utc), actor="cli")
+        row = registry.revoke(session, guarantee_no, reason, now, actor="cli")
+        marked = mark_revoked(session, row.guarantee_no, reason, now, actor="guarantor", desk=row.desk)
         session.commit()
         typer.echo(f"保証契約番号 {row.guarantee_no} の電子証書を失効させました(理由: {row.revoked_reason})")
+        if marked:
+            typer.echo(f"窓口 {row.desk} で受付済みの保証でした。職員あてのダイジェストでお知らせします。")
 
 
 def lookup(
     ctx: typer.Context,
     guarantee_no: str = typer.Argument(..., metavar="GUARANTEE_NO"),
-    key: str = typer.Argument(..., metavar="KEY", help="The 認証キー, e.g. 7K3M-Q9TX-2HVB-R4NC."),
+    key_on_argv: Optional[str] = typer.Argument(None, hidden=True, metavar="KEY"),
 ) -> None:
-    """Look a certificate up as the obligee does on the look-up service (D-Sure)."""
+    """Look a certificate up as the obligee does on the look-up service (D-Sure).
+
+    The 認証キー is typed at a hidden prompt, or read as one line from stdin (for scripts): never
+    from the command line, where shell history and the process list would keep it."""
     runtime: Runtime = ctx.obj
+    if key_on_argv is not None:
+        raise UserError("認証キーはコマンドラインに書かないでください(履歴やプロセス一覧に残ります)。"
+                         "keydesk lookup 保証契約番号 と入力し、表示に従って認証キーを入力してください")
     number = numbers.normalise(guarantee_no)
     if not numbers.is_well_formed(number):
         raise UserError(f"保証契約番号の形式が正しくありません(例: 26-000123-4): {guarantee_no!r}")
-    canonical = _parse_key(key)
+    canonical = _parse_key(_read_key())
     settings = runtime.settings
     result = RegistryLookup(runtime.engine, settings.guarantor).lookup(number, canonical, _now(runtime))
     trusted = load_trusted_keys(settings.guarantor.trust_directory)
@@ -200,6 +220,16 @@ def lookup(
     # Exit 0 only for what a town may rely on: found, and signed by a key it trusts.
     if result.status is not LookupStatus.FOUND or check_signature(result.signed, trusted) is not SignatureStatus.VALID:
         raise typer.Exit(1)
+
+
+def _read_key() -> str:
+    """One line from a hidden prompt (a terminal) or from stdin (a pipe); bounded."""
+    if sys.stdin is not None and sys.stdin.isatty():
+        return typer.prompt("認証キー", hide_input=True)
+    line = sys.stdin.readline(256) if sys.stdin is not None else ""
+    if not line.strip():
+        raise UserError("認証キーを標準入力から1行で渡してください(例: keydesk lookup 26-000123-4 < key.txt)")
+    return line.strip()
 
 
 def _parse_key(text: str) -> str:

@@ -8,6 +8,7 @@ Composition only: settings and secrets are resolved here and handed to ``intake`
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import signal
@@ -28,7 +29,9 @@ from intake.worker import run_desk_worker
 from keydesk.embedded_imap import EmbeddedImap, EmbeddedImapError
 from keydesk.errors import UserError
 from keydesk.runtime import Runtime
+from keydesk.status import record_pass
 from keydesk.settings import Settings, read_secret
+from rules.config_base import ConfigError
 from store.claim_owner import ClaimOwner, open_owner
 from store.tls import client_ssl_context
 
@@ -76,14 +79,27 @@ def _desk_ids(settings: Settings, desk: str | None) -> list[str]:
 
 
 def connector(settings: Settings, desk_id: str) -> Callable[[], MailboxConnection]:
+    """A function that opens a fresh connection. The password (env or file) is read again for each
+    connection, so an admin who fixes the secret file sees `keydesk run` log in without a restart."""
     mailbox = settings.desks[desk_id].mailbox
-    password = None
-    if mailbox.auth == "password":
-        password = read_secret(mailbox.password_env, mailbox.password_file, f"desks.{desk_id}.mailbox password")
+    what = f"desks.{desk_id}.mailbox password"
+
+    def password() -> str | None:
+        return read_secret(mailbox.password_env, mailbox.password_file, what) if mailbox.auth == "password" else None
+
+    password()  # read once now: a missing secret stops the command before any mail is touched
     timeout = settings.poll.socket_timeout_seconds
     # Built now, not per connection: a bad ca_file stops the command before any mail is touched.
     context = client_ssl_context(mailbox.ca_file, f"desks.{desk_id}.mailbox.ca_file")
-    return lambda: MailboxConnection(mailbox, password=password, timeout=timeout, ssl_context=context)
+
+    def connect() -> MailboxConnection:
+        try:
+            secret = password()
+        except ConfigError as exc:  # removed or emptied since the start: the loop retries
+            raise MailboxError("; ".join(exc.lines)) from None
+        return MailboxConnection(mailbox, password=secret, timeout=timeout, ssl_context=context)
+
+    return connect
 
 
 def mailbox_lock(settings: Settings, desk_id: str, engine: Engine | None = None) -> MailboxLock | PostgresMailboxLock:
@@ -110,8 +126,10 @@ def _mailbox_problem(settings: Settings, desk_id: str, exc: BaseException) -> Us
     mailbox = settings.desks[desk_id].mailbox
     hint = ""
     if isinstance(exc, ssl.SSLCertVerificationError):
-        hint = (f" (サーバー証明書を確認できません。組織内の CA で発行された証明書なら、"
-                f"desks.{desk_id}.mailbox.ca_file にその CA 証明書 (PEM) を指定してください)")
+        from keydesk.connection_check import certificate_problem
+
+        # A wrong ca_file (another CA) gets another hint than a missing one.
+        hint = f" ({certificate_problem(exc, mailbox.host, mailbox.ca_file, f'desks.{desk_id}.mailbox.ca_file')})"
     return UserError(f"{desk_id}: メールボックス {mailbox.host}:{mailbox.port} から受信できませんでした: {exc}{hint}")
 
 
@@ -120,35 +138,69 @@ def _mailbox_problem(settings: Settings, desk_id: str, exc: BaseException) -> Us
 def poll(
     ctx: typer.Context,
     once: bool = typer.Option(False, "--once", help="Run one pass and exit (for cron)."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per mail taken."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object per mail touched (copies included)."),
     desk: Optional[str] = typer.Option(None, "--desk", help="Only this desk (default: every desk)."),
+    no_send: bool = typer.Option(False, "--no-send", help="Only queue the replies; leave them to `keydesk outbox "
+                                 "send` (or `keydesk run`) instead of delivering what is due at the end."),
 ) -> None:
-    """Take new mail from the desks' mailboxes once: store, verify, reply, file."""
+    """Take new mail from the desks' mailboxes once: store, verify, reply, file; then deliver what is due."""
     if not once:
         raise UserError("keydesk poll は --once を付けて実行してください (常時受信は keydesk run)")
     runtime: Runtime = ctx.obj
     settings = runtime.settings
-    for desk_id in _desk_ids(settings, desk):
-        service = build_service(runtime, desk_id)
-        try:
-            with mailbox_lock(settings, desk_id, runtime.engine), connector(settings, desk_id)() as conn:
-                report = service.run_pass(conn)
-        except MailboxBusy as exc:
-            raise UserError(f"{desk_id}: 別の keydesk が受信中です ({exc})") from None
-        except (MailboxError, *TRANSIENT_ERRORS) as exc:
-            raise _mailbox_problem(settings, desk_id, exc) from None
-        _print_report(settings, desk_id, report, as_json)
+    # A claim identity like the daemon's: mail a live worker has in hand is left to it, and what a
+    # killed `keydesk run` left (mail in process, replies in sending) is taken back at once.
+    with open_owner(runtime.engine, lock_directory(settings)) as owner:
+        for desk_id in _desk_ids(settings, desk):
+            service = build_service(runtime, desk_id, owner=owner)
+            try:
+                with mailbox_lock(settings, desk_id, runtime.engine), connector(settings, desk_id)() as conn:
+                    report = service.run_pass(conn)
+            except MailboxBusy as exc:
+                raise UserError(f"{desk_id}: 別の keydesk が受信中です ({exc})") from None
+            except (MailboxError, *TRANSIENT_ERRORS) as exc:
+                raise _mailbox_problem(settings, desk_id, exc) from None
+            record_pass(runtime.engine, desk_id, len(report.taken))
+            _print_report(settings, desk_id, report, as_json)
+            _retry_held(runtime, desk_id, as_json)
+        if not no_send:
+            _deliver_after_poll(runtime, owner, as_json)
+
+
+def _retry_held(runtime: Runtime, desk_id: str, as_json: bool) -> None:
+    """Held look-ups whose pause is over are tried again after each pass (issue 10)."""
+    from keydesk.composition import retry_held_lookups
+
+    held = retry_held_lookups(runtime, desk_id)
+    if held.anything and not as_json:
+        typer.echo(f"  照会待ちだった {len(held.decided)} 通の結果を返信し、{len(held.given_up)} 通を職員の確認に回しました")
+
+
+def _deliver_after_poll(runtime: Runtime, owner: ClaimOwner, as_json: bool) -> None:
+    """A cron `poll --once` answers at once, like the daemon: everything due in the outbox goes out."""
+    from keydesk.companions import deliver_now
+
+    report = deliver_now(runtime, owner)
+    if not as_json:
+        typer.echo(f"送信: {report.summary()}")
+    if report.connection_error:
+        from keydesk.cli_outbox import smtp_hint
+
+        # The mails were taken and their replies are safe in the outbox: a warning (cron mails it to
+        # the admin), not a failure; the next poll or `keydesk outbox send` delivers them.
+        typer.echo(f"警告: 返信は送信待ちのままです。SMTP サーバーに接続できませんでした: {report.connection_error}"
+                   f"{smtp_hint(runtime.settings, report.connection_error)}", err=True)
 
 
 def _print_report(settings: Settings, desk_id: str, report: PassReport, as_json: bool) -> None:
     if as_json:
-        for taken in report.taken:
+        for taken in (*report.taken, *report.recognised_mails):
             typer.echo(json.dumps({"desk": desk_id, **taken.to_json()}, ensure_ascii=False))
         return
     name = settings.desks[desk_id].name
     typer.echo(f"{name}: {len(report.taken)} 通を処理しました"
                f"(新着 {report.recorded} 通、既知のメール {report.recognised} 通、失敗 {report.failures} 件)")
-    for taken in report.taken:
+    for taken in (*report.taken, *report.recognised_mails):
         findings = ", ".join(taken.findings) or "-"
         typer.echo(f"  UID {taken.uid}  {taken.sender or '(差出人不明)'}  {taken.verdict or taken.state}  {findings}")
 
@@ -185,9 +237,11 @@ def serve(runtime: Runtime, stop: threading.Event, ready: Callable[[], None] | N
         for desk_id in settings.desks:
             service = build_service(runtime, desk_id, owner=owner)
             lock = mailbox_lock(settings, desk_id, runtime.engine)
+            extra = {}
             if isinstance(lock, PostgresMailboxLock):
                 # Several workers may share the database: the one without the mailbox stands by.
                 target, args = run_desk_worker, (service, lock, connector(settings, desk_id), settings.poll, stop)
+                extra = {"on_standby": _after_standby}
             else:
                 try:
                     stack.enter_context(lock)
@@ -196,11 +250,14 @@ def serve(runtime: Runtime, stop: threading.Event, ready: Callable[[], None] | N
                 target, args = run_idle_loop, (service, connector(settings, desk_id), settings.poll, stop)
             mailbox = settings.desks[desk_id].mailbox
             thread = threading.Thread(target=target, name=f"intake-{desk_id}", daemon=True, args=args,
-                                      kwargs={"on_pass": _after_pass, "wake": arrival_signal(mailbox.username)})
+                                      kwargs={"on_pass": functools.partial(_after_pass, runtime, desk_id),
+                                              "wake": arrival_signal(mailbox.username), **extra})
             thread.start()
             threads.append(thread)
         for companion in companions():
             stack.callback(companion(runtime, stop))
+        if settings.metrics.enabled:
+            start_metrics(runtime, stack)
         if ready is not None:
             ready()
         while not stop.wait(1.0):
@@ -222,11 +279,39 @@ def arrival_signal(address: str) -> threading.Event:
     return _arrivals.setdefault(address.lower(), threading.Event())
 
 
-def _after_pass(report: PassReport) -> None:
-    """Replies enqueued by a pass go out at once (the outbox companion wakes up)."""
+def _after_pass(runtime: Runtime, desk_id: str, report: PassReport) -> None:
+    """Replies enqueued by a pass go out at once (the outbox companion wakes up); the pass is noted
+    for `keydesk status`."""
     from keydesk.companions import wake_outbox
 
     wake_outbox(report)
+    try:
+        record_pass(runtime.engine, desk_id, len(report.taken))
+    except Exception:  # noqa: BLE001 - a status note must never stop the intake
+        log.exception("could not note the intake pass of %s for keydesk status", desk_id)
+
+
+def _after_standby(report: PassReport) -> None:
+    """A standby worker processed mail the mailbox's holder recorded: its replies go out at once."""
+    from keydesk.companions import wake_outbox
+
+    wake_outbox(report)
+
+
+def start_metrics(runtime: Runtime, stack: contextlib.ExitStack):
+    """Serve /metrics (web/metrics.py) beside the daemon, under web/server.py's listen rules."""
+    from keydesk.status import gather
+    from web.metrics import metrics_app
+    from web.server import Listen, ServedApp
+
+    metrics = runtime.settings.metrics
+    listen = Listen(metrics.host, metrics.port, metrics.tls_cert_file, metrics.tls_key_file, what="metrics")
+    listen.check()
+    served = ServedApp(metrics_app(lambda: gather(runtime.settings, runtime.engine), metrics.cache_seconds), listen)
+    served.start()
+    stack.callback(served.stop)
+    log.info("metrics at %s/metrics", served.url)
+    return served
 
 
 def start_embedded(runtime: Runtime, stack: contextlib.ExitStack) -> EmbeddedImap:

@@ -6,12 +6,13 @@ import json
 from datetime import datetime, timezone
 
 import typer
-from sqlmodel import Session, col, or_, select
+from sqlmodel import Session, col, select
 
 from keydesk.errors import UserError
 from keydesk.runtime import Runtime
 from keydesk.settings import Settings, read_secret
 from mailer import delivery
+from mailer.reply_policy import SUPPRESSED
 from mailer.smtp_client import SmtpConnectError, SmtpConnector, SmtpSession
 from store.claim_owner import open_owner
 from store.tables import OutboxMessage
@@ -25,8 +26,10 @@ _STATE_LABELS = {
     delivery.DATA_SENT: "送信中",
     delivery.SENT: "送信済",
     delivery.FAILED: "送信失敗",
+    SUPPRESSED: "送信保留(上限)",  # a reply held back by a rate limit: kept, never sent
 }
 _RECIPIENT_LABELS = {
+    SUPPRESSED: "送信保留",
     delivery.R_PENDING: "送信待ち",
     delivery.R_IN_DATA: "送信中",
     delivery.R_SENT: "送信済",
@@ -62,15 +65,15 @@ def outbox_list(
 ) -> None:
     """Show the outbox, newest first."""
     runtime: Runtime = ctx.obj
+    from keydesk.status import bounced_outbox_ids, failed_condition
+
     query = select(OutboxMessage).order_by(col(OutboxMessage.id).desc()).limit(limit)
-    if failed:
-        # Rows that are sent but lost a recipient (or are unconfirmed) also need a person.
-        query = query.where(or_(
-            OutboxMessage.state == delivery.FAILED,
-            col(OutboxMessage.recipient_states_json).contains(f'"{delivery.R_FAILED}"'),
-            col(OutboxMessage.recipient_states_json).contains(f'"{delivery.R_UNCONFIRMED}"'),
-        ))
     with Session(runtime.engine) as session:
+        # A reply the server took but a delivery report brought back is as failed as a refused one.
+        bounced = bounced_outbox_ids(session)
+        if failed:
+            # Rows that are sent but lost a recipient (or are unconfirmed, or bounced) also need a person.
+            query = query.where(failed_condition(bounced))
         rows = session.exec(query).all()
     if not rows:
         typer.echo("該当する送信メールはありません" if failed else "送信メールはありません")
@@ -82,8 +85,9 @@ def outbox_list(
             f"{address}({_RECIPIENT_LABELS.get(state, state)})"
             for address, state in json.loads(row.recipient_states_json or "{}").items()
         )
+        state = "不達 (エラー通知あり)" if row.id in bounced else _STATE_LABELS.get(row.state, row.state)
         typer.echo(
-            f"{row.id}\t{_STATE_LABELS.get(row.state, row.state)}\t{row.kind}\t{row.attempts}\t"
+            f"{row.id}\t{state}\t{row.kind}\t{row.attempts}\t"
             f"{when.astimezone(timezone.utc).strftime('%Y-%m-%d %H:%M UTC') if when else '-'}\t{recipients}"
         )
         if row.last_error:
@@ -121,4 +125,15 @@ def outbox_send(ctx: typer.Context) -> None:
         f"未確認 {report.unconfirmed} 件"
     )
     if report.connection_error:
-        raise UserError(f"SMTP サーバーに接続できませんでした: {report.connection_error}")
+        raise UserError(f"SMTP サーバーに接続できませんでした: {report.connection_error}{smtp_hint(settings, report.connection_error)}")
+
+
+def smtp_hint(settings: Settings, error: str) -> str:
+    """Which setting to look at, for the failures an admin can fix (a wrong ca_file is not a missing one)."""
+    if "CERTIFICATE_VERIFY_FAILED" not in error:
+        return ""
+    if settings.smtp.ca_file is not None:
+        return (f" (smtp.ca_file {settings.smtp.ca_file} に、このサーバーの証明書を発行した CA が入っていません。"
+                f"`keydesk config check --connect` で詳しく確認できます)")
+    return (" (サーバー証明書を確認できません。組織内の CA で発行された証明書なら、smtp.ca_file にその CA 証明書 (PEM) を"
+            "指定してください。`keydesk config check --connect` で詳しく確認できます)")

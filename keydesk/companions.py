@@ -12,10 +12,12 @@ from datetime import datetime, timezone
 from typing import Callable
 
 from intake.intake_service import PassReport
+from intake.revocations import RecheckReport, recheck_accepted
 from keydesk.cli_digest import targets_for
 from keydesk.cli_outbox import connector_for
+from keydesk.composition import lookup_service
 from keydesk.runtime import Runtime
-from mailer.delivery import deliver_due
+from mailer.delivery import DeliveryReport, deliver_due
 from mailer.reply import template_environment
 from mailer.scheduler import digest_job, start_digest_scheduler
 from mailer.smtp_client import SmtpSession
@@ -25,8 +27,8 @@ log = logging.getLogger(__name__)
 Stopper = Callable[[], None]
 
 
-def deliver_now(runtime: Runtime, owner: ClaimOwner | None = None) -> None:
-    """One delivery round of everything due (used by the daemon loop and the demo).
+def deliver_now(runtime: Runtime, owner: ClaimOwner | None = None) -> DeliveryReport:
+    """One delivery round of everything due (the daemon loop, `poll --once` and the demo).
 
     With ``owner``, the claims of deliverers that died (a killed earlier ``keydesk run``, another
     worker) are taken back at once rather than when their lease ends.
@@ -36,6 +38,7 @@ def deliver_now(runtime: Runtime, owner: ClaimOwner | None = None) -> None:
     if report.ids or report.connection_error:
         log.info("outbox: %s%s", report.summary(),
                  f" (server unreachable: {report.connection_error})" if report.connection_error else "")
+    return report
 
 
 # Set when the intake took mail, so its replies go out at once rather than at the next round.
@@ -82,4 +85,70 @@ def digest_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
     return lambda: scheduler.shutdown(wait=True)
 
 
-COMPANIONS = (outbox_companion, digest_companion)
+def recheck_now(runtime: Runtime) -> RecheckReport:
+    """One re-check of the accepted guarantees through each desk's look-up adapter."""
+    return recheck_accepted(runtime.engine, lambda desk: lookup_service(runtime, desk), runtime.key_vault,
+                            datetime.now(timezone.utc), desks=runtime.settings.desks)
+
+
+def revocation_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
+    """Accepted guarantees looked up again every ``poll.revocation_recheck_minutes`` (the first round
+    one interval after start), so one revoked after acceptance reaches staff in the next digest."""
+    minutes = runtime.settings.poll.revocation_recheck_minutes
+    if minutes == 0:
+        return lambda: None
+
+    def loop() -> None:
+        while not stop.wait(minutes * 60):
+            try:
+                report = recheck_now(runtime)
+                if report.checked or report.not_checked:
+                    log.info("revocation re-check: %s", report.summary())
+            except Exception:  # noqa: BLE001 - one failed round must not end the re-checks
+                log.exception("revocation re-check failed; trying again in %d min", minutes)
+
+    thread = threading.Thread(target=loop, name="revocation-recheck", daemon=True)
+    thread.start()
+    log.info("accepted guarantees are looked up again every %d min", minutes)
+    return lambda: thread.join(timeout=60)
+
+
+HELD_LOOKUP_INTERVAL_SECONDS = 30
+
+
+def guarantor_service_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
+    """The guarantor's look-up service beside the desk, when ``[guarantor.service] start_with_run``."""
+    service = runtime.settings.guarantor.service
+    if not service.start_with_run:
+        return lambda: None
+    from keydesk.composition import guarantor_service_app
+    from web.server import Listen, ServedApp
+
+    served = ServedApp(guarantor_service_app(runtime), Listen(service.host, service.port, service.tls_cert_file,
+                                                              service.tls_key_file, what="guarantor.service")).start()
+    log.info("guarantor look-up service at %s", served.url)
+    return served.stop
+
+
+def held_lookup_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
+    """Held look-ups (the guarantor's service was unreachable) are tried again when their pause is over."""
+    from keydesk.composition import retry_held_lookups  # late: the pipeline is built per round
+
+    desks = [desk_id for desk_id, desk in runtime.settings.desks.items() if desk.lookup.mode != "manual"]
+
+    def loop() -> None:
+        while not stop.wait(HELD_LOOKUP_INTERVAL_SECONDS):
+            for desk_id in desks:
+                try:
+                    if retry_held_lookups(runtime, desk_id).anything:
+                        wake_outbox()
+                except Exception:  # noqa: BLE001 - one bad round must not end the retries for good
+                    log.exception("held look-ups of %s failed; trying again in %d s", desk_id, HELD_LOOKUP_INTERVAL_SECONDS)
+
+    thread = threading.Thread(target=loop, name="held-lookups", daemon=True)
+    thread.start()
+    return lambda: (stop.set(), thread.join(timeout=60))
+
+
+COMPANIONS = (guarantor_service_companion, outbox_companion, digest_companion, revocation_companion,
+              held_lookup_companion)

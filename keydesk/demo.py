@@ -32,6 +32,7 @@ from guarantor import registry
 from guarantor.issue import IssuedGuarantee, issue_file
 from guarantor.keys import create_signing_key, publish_public_key
 from intake.register_store import import_contracts
+from keydesk import demo_lookup
 from keydesk import demo_scenario as scenario
 from keydesk.cli_admin import create_missing_secrets, init
 from keydesk.cli_digest import targets_for
@@ -100,10 +101,12 @@ class DemoReport:
     audit_events: int = 0
     audit_intact: bool = False
     elapsed: float = 0.0
+    lookup_url: str = ""  # the guarantor's look-up service the desk asked over HTTP
+    manual: "demo_lookup.ManualCase | None" = None  # the case a clerk looked up by hand
 
     @property
     def all_as_expected(self) -> bool:
-        return all(outcome.as_expected for outcome in self.mails)
+        return all(outcome.as_expected for outcome in self.mails) and (self.manual is None or self.manual.as_expected)
 
 
 # -- the folder and its configuration ---------------------------------------------------------------
@@ -166,10 +169,13 @@ def write_config(directory: Path, imap_port: int, smtp_port: int) -> Path:
     text = set_toml_value(text, "embedded", "imap_port", str(imap_port))
     text = set_toml_value(text, "embedded", "smtp_port", str(smtp_port))
     text = set_toml_value(text, f"desks.{scenario.DESK}.mailbox", "port", str(imap_port))
+    # The embedded SMTP server checks no SPF/DKIM/DMARC, so no demo mail is authenticated: the demo
+    # answers every sender in full, as a desk behind an authenticating relay would.
+    text = set_toml_value(text, f"desks.{scenario.DESK}", "reply_to", '"all"')
     settings = load_settings(config_dir)
     known = {user.address for user in settings.embedded.users}
     staff = [a for d in settings.rules.desks.values() for dep in d.departments.values() for a in dep.digest_recipients]
-    wanted = [c.address for c in scenario.CONTRACTORS] + staff
+    wanted = [c.address for c in scenario.CONTRACTORS] + [demo_lookup.FIRM.address] + staff
     blocks = ["\n# The demo's contractors and staff: each has a mailbox on the embedded server.\n"]
     for address in dict.fromkeys(a for a in wanted if a not in known):
         blocks.append(f'[[embedded.users]]\naddress = "{address}"\n'
@@ -199,6 +205,10 @@ def run_demo(directory: Path, stack: contextlib.ExitStack, *, imap_port: int = 0
 
     signing_key = create_signing_key(settings.guarantor.signing_key)
     publish_public_key(signing_key.public_key(), settings.guarantor.trust_directory)
+    # Two organisations: the guarantor's look-up service on loopback, the desk in http mode against it.
+    runtime, report.lookup_url = demo_lookup.connect_lookup_service(runtime, stack)
+    settings = runtime.settings
+    notify(f"保証会社の照会サービスを {report.lookup_url}/ で起動し、窓口を HTTP 照会モードにしました")
     contracts = _import_register(runtime, directory)
     town = settings.rules.desks[scenario.DESK].town
     notify(f"保証会社の署名鍵を作成し、{town}の契約台帳を登録しました(契約 {contracts} 件)")
@@ -227,6 +237,7 @@ def run_demo(directory: Path, stack: contextlib.ExitStack, *, imap_port: int = 0
         notify(f"{'受注者' if round_no == 1 else '返送を受けた受注者'}が {len(mails)} 通を窓口へ送信し、"
                f"窓口が IMAP で {taken} 通を受け付けて、返信 {replies} 通を送りました")
 
+    report.manual = demo_lookup.play_manual_case(runtime, signing_key, poll=_poll, deliver=_deliver, notify=notify)
     report.mails = _outcomes(runtime, sent)
     report.digests = _digest(runtime, directory, since=began)
     digests_sent = _deliver(runtime, expected_kind="digest")
@@ -246,9 +257,8 @@ def _now(runtime: Runtime) -> datetime:
 def _import_register(runtime: Runtime, directory: Path) -> int:
     data = scenario.contracts_csv()
     (directory / "contracts.csv").write_bytes(data)
-    departments = {desk: list(rules.departments) for desk, rules in runtime.settings.rules.desks.items()}
     with Session(runtime.engine) as session:
-        result = import_contracts(session, data, departments, datetime.now(timezone.utc))
+        result = import_contracts(session, data, runtime.settings.rules.desks, datetime.now(timezone.utc))
         if result.errors:
             raise DemoError(f"the demo register was refused: {result.errors}")
         session.commit()

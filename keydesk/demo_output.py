@@ -13,8 +13,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from keydesk.demo import DemoReport, MailOutcome, Notify
-from mailer.digest_rows import VERDICT_LABELS
-from rules.findings import CODES, Severity, Verdict
+from rules.findings import CODES, VERDICT_LABELS, Severity, Verdict
 
 _VERDICT_STYLES = {Verdict.ACCEPTED: "green", Verdict.NEEDS_REVIEW: "yellow", Verdict.RETURNED: "red"}
 
@@ -48,6 +47,7 @@ class DemoConsole:
                 console.rule(f"ダイジェスト: {escape(digest.department)}")
                 console.print(escape(digest.text), highlight=False)
         console.print(self.table(report.mails))
+        self._lookup(report)
         self._where(report)
         wrong = [(number, o) for number, o in enumerate(report.mails, start=1) if not o.as_expected]
         for number, outcome in wrong:
@@ -58,6 +58,18 @@ class DemoConsole:
         else:
             console.print(f"[bold green]{len(report.mails)} 通すべて想定どおりの判定でした。[/bold green]"
                           f"({report.elapsed:.1f} 秒)")
+
+    def _lookup(self, report: DemoReport) -> None:
+        """The look-up across the network (issue 10): the service, and the case a clerk looked up by hand."""
+        if report.lookup_url:
+            self.console.print(f"照会: 窓口は保証会社の照会サービス {escape(report.lookup_url)}/ に HTTP で照会しました"
+                               "(ブラウザでも STEP1〜3 の画面で照会できます)")
+        manual = report.manual
+        if manual is not None:
+            mark = "[green]想定どおり[/green]" if manual.as_expected else "[bold red]想定と異なります[/bold red]"
+            self.console.print(f"手入力照会モード: 受付番号 {escape(manual.receipt_no)} は {manual.first_verdict} で受け付け、"
+                               f"職員の照会結果の記録で {manual.final_verdict} になり、受注者へ {manual.replies} 通"
+                               f"(受付の連絡と結果)を返信しました — {mark}")
 
     @staticmethod
     def table(outcomes: list[MailOutcome]) -> Table:

@@ -55,6 +55,9 @@ class Guarantee:
     issued: bool = True  # False: never issued (the 契約保証予約 notice the contractor has is not in the registry)
     revoke_reason: str | None = None  # revoked by the guarantor before the contractor mails it
     department: str = "kensetsu"  # the register's department in charge of the works
+    # Added with issue 14: the register's own category label (建設工事 → 工事 by the rules' aliases) and 低入札.
+    register_category: str | None = None
+    low_bid: bool = False
 
 
 class Style(StrEnum):
@@ -107,6 +110,8 @@ CONTRACTORS = (
     Contractor("morita", "株式会社森田測量設計", "sekkei@morita-sokuryo.example", "森田 恵", "0982-00-1111"),
     Contractor("fujii", "有限会社藤井工業", "fujii@fujii-kogyo.example", "藤井 大輔", "0982-00-1112"),
     Contractor("takahashi", "株式会社髙橋建設", "tanaka@takahashi-kensetsu.example", "田中 太郎", "0982-00-1113", "㈱髙橋建設"),
+    # Added with issue 14.
+    Contractor("hamada", "浜田土建株式会社", "info@hamada-doken.example", "浜田 亮", "0982-00-1114", "浜田土建㈱"),
 )
 
 _D = date
@@ -140,15 +145,23 @@ GUARANTEES = (
     Guarantee("noguchi_ppap", "noguchi", "前払金保証", "R8-土木-108", "町道美郷北線舗装補修工事",
               16_500_000, 6_600_000, 52_700, _D(2026, 8, 3), _D(2027, 1, 22), _D(2026, 8, 3), _D(2027, 2, 5)),
     Guarantee("morita_forward", "morita", "前払金保証", "R8-委託-109", "美郷町橋梁長寿命化修繕計画策定業務",
-              7_700_000, 3_080_000, 24_600, _D(2026, 8, 17), _D(2027, 3, 19), _D(2026, 8, 17), _D(2027, 3, 31),
+              7_700_000, 2_310_000, 24_600, _D(2026, 8, 17), _D(2027, 3, 19), _D(2026, 8, 17), _D(2027, 3, 31),
               work_category="建設コンサルタント業務"),
     Guarantee("fujii_winmail", "fujii", "契約保証", "R8-設備-110", "美郷町浄水場送水ポンプ設備更新工事",
               34_100_000, 3_410_000, 28_900, _D(2026, 9, 1), _D(2027, 3, 19), _D(2026, 9, 1), _D(2027, 3, 19)),
     Guarantee("takahashi_jis", "takahashi", "前払金保証", "R8-土木-111", "町道1号線舗装補修工事",
               25_300_000, 10_120_000, 80_800, _D(2026, 9, 14), _D(2027, 3, 12), _D(2026, 9, 14), _D(2027, 3, 31)),
+    # Added with issue 14: a 低入札 contract whose 契約保証 is 10% (30% needed); the obligee written with the
+    # prefecture and the mayor's name, the register's label 建設工事 — both accepted as they are.
+    Guarantee("hamada_low_bid", "hamada", "契約保証", "R8-土木-113", "美郷西地区排水路改修工事",
+              23_100_000, 2_310_000, 19_800, _D(2026, 9, 24), _D(2027, 3, 19), _D(2026, 9, 24), _D(2027, 3, 19),
+              obligee="島根県美郷町長 山田太郎", department="keiyaku", register_category="建設工事", low_bid=True),
+    # A 中間前払金 whose period starts before the middle of the 工期 (no 認定 yet): a person must look.
+    Guarantee("misato_intermediate_early", "misato", "中間前払金保証", "R8-土木-101", "町道美郷中央線道路改良工事",
+              30_800_000, 6_160_000, 24_900, _D(2026, 4, 15), _D(2027, 3, 15), _D(2026, 6, 1), _D(2027, 3, 31)),
 )
 
-_ACCEPTED, _RETURNED = Verdict.ACCEPTED, Verdict.RETURNED
+_ACCEPTED, _RETURNED, _REVIEW = Verdict.ACCEPTED, Verdict.RETURNED, Verdict.NEEDS_REVIEW
 _NONE: frozenset[str] = frozenset()
 
 MAILS = (
@@ -221,6 +234,17 @@ MAILS = (
                  "",
                  "ご指摘ありがとうございました。STEP4でダウンロードした「認証キー等のお知らせ」をお送りいたします。",
                  _ACCEPTED, _NONE, round=2, resend_of="step3_printout"),
+    # Added with issue 14: the careful clerk's rules.
+    ScenarioMail("low_bid", "hamada", "低入札の契約で契約金額の10%の契約保証", Style.THUNDERBIRD,
+                 ((Doc.KEY_NOTICE, "hamada_low_bid"),),
+                 "【電子保証】美郷西地区排水路改修工事 契約保証 浜田土建株式会社",
+                 "契約保証の「認証キー等のお知らせ」を添付いたします。", _RETURNED,
+                 frozenset({"amount.contract_guarantee_low"})),
+    ScenarioMail("intermediate_early", "misato", "工期の半ばより前に始まる中間前払金保証", Style.THUNDERBIRD,
+                 ((Doc.KEY_NOTICE, "misato_intermediate_early"),),
+                 "【電子保証】町道美郷中央線道路改良工事 中間前払金 株式会社美郷建設",
+                 "中間前払金保証の「認証キー等のお知らせ」を添付いたします。", _REVIEW,
+                 frozenset({"period.intermediate_too_early"})),
 )
 
 
@@ -309,9 +333,15 @@ def contracts_csv() -> bytes:
             "advance_amount": _amount_or_blank(advances.get("前払金保証")),
             "intermediate_advance_amount": _amount_or_blank(advances.get("中間前払金保証")),
             "department": g.department,
+            "low_bid": "○" if g.low_bid else "",
         }
-        rows.append([values[column] for column in CONTRACT_COLUMNS])
-    return _csv(CONTRACT_COLUMNS, rows)
+        if g.register_category:
+            values["work_category"] = g.register_category
+        rows.append([values[column] for column in _REGISTER_COLUMNS])
+    return _csv(_REGISTER_COLUMNS, rows)
+
+
+_REGISTER_COLUMNS = (*CONTRACT_COLUMNS, "low_bid")  # 低入札 is an optional column of the register
 
 
 def _amount_or_blank(amount: int | None) -> str:

@@ -10,6 +10,7 @@ from sqlalchemy.engine import Engine
 
 from keydesk.database import make_engine, require_current
 from keydesk.settings import Settings, find_config_dir, load_settings, read_secret
+from store.audit import use_chain_key
 from store.key_vault import KeyVault
 
 
@@ -31,8 +32,15 @@ class Runtime:
 
     @cached_property
     def raw_engine(self) -> Engine:
-        """The engine without the schema check (for `db upgrade`)."""
-        return make_engine(self.settings.database_url())
+        """The engine without the schema check (for `db upgrade`); its audit events are keyed."""
+        engine = make_engine(self.settings.database_url())
+        use_chain_key(engine, self.audit_key)
+        return engine
+
+    @property
+    def audit_key(self) -> str:
+        secrets = self.settings.secrets
+        return read_secret(secrets.audit_key_env, secrets.audit_key_file, "audit key (keydesk db upgrade creates it)")
 
     @cached_property
     def engine(self) -> Engine:

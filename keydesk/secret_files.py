@@ -38,3 +38,9 @@ def ensure_key_encryption_key(env_name: str, path: Path) -> bool:
 
 def new_password() -> str:
     return secrets.token_urlsafe(18)
+
+
+def ensure_audit_key(env_name: str, path: Path) -> bool:
+    if os.environ.get(env_name):
+        return False
+    return ensure_secret_file(path, lambda: secrets.token_urlsafe(32), "audit key")

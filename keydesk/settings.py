@@ -15,6 +15,7 @@ from typing import Any, Literal
 from pydantic import Field, ValidationError, field_validator
 
 from guarantor.settings import GuarantorSettings
+from intake.lookup_settings import LookupSettings
 from intake.settings import Limits, MailboxSettings, PollSettings
 from mailer.settings import DigestSettings, OutboxSettings, SmtpSettings
 from rules.config_base import ConfigError, HomePath, StrictModel, TimeZoneName, describe_errors
@@ -44,6 +45,9 @@ class SecretsSettings(StrictModel):
     # The Fernet key that encrypts 認証キー values at rest: from the environment, else the file.
     key_encryption_key_env: str = "KEYDESK_KEY_ENCRYPTION_KEY"
     key_encryption_key_file: HomePath = "var/secrets/key-encryption.key"
+    # The key of the audit trail's HMAC chain, kept outside the database (see store/audit.py).
+    audit_key_env: str = "KEYDESK_AUDIT_KEY"
+    audit_key_file: HomePath = "var/secrets/audit.key"
 
 
 class LoggingSettings(StrictModel):
@@ -67,6 +71,25 @@ class EmbeddedSettings(StrictModel):
     users: list[EmbeddedUser] = Field(default_factory=list)
 
 
+class MetricsSettings(StrictModel):
+    """A Prometheus text endpoint (/metrics) served by `keydesk run`: the figures of `keydesk status`."""
+
+    enabled: bool = False
+    host: str = "127.0.0.1"
+    port: int = Field(default=9108, ge=0, le=65535)
+    # Off loopback the endpoint speaks HTTPS only (web/server.py's rule).
+    tls_cert_file: HomePath | None = None
+    tls_key_file: HomePath | None = None
+    # A scrape reuses the figures (and server logins) of the last this many seconds.
+    cache_seconds: int = Field(default=60, ge=0)
+
+
+class RetentionSettings(StrictModel):
+    # Raw mails and documents are kept this many years after they arrived; `keydesk purge` removes
+    # older ones. Five years is what typical 文書管理規程 give 契約 records (set your town's period).
+    years: int = Field(default=5, ge=1, le=100)
+
+
 class DeskSettings(StrictModel):
     name: str = Field(min_length=1)  # shown in replies, e.g. 「美郷町 契約窓口」
     address: str = Field(min_length=3)  # the desk's own address: replies come from here
@@ -76,7 +99,14 @@ class DeskSettings(StrictModel):
     authserv_id: str | None = None
     reply_charset: Literal["utf-8", "iso-2022-jp"] = "utf-8"
     receipt_prefix: str = Field(default="K", pattern=r"^[A-Z]{1,4}$")
+    # Who gets a reply (mailer/reply_policy.py): "authenticated" senders only; "submissions" (also
+    # a short reply, quoting nothing, to an unauthenticated mail that plausibly is a submission);
+    # or "all" (every mail that is not automatic). Unauthenticated means: no DMARC pass or aligned
+    # SPF/DKIM pass in our own server's Authentication-Results (see authserv_id).
+    reply_to: Literal["authenticated", "submissions", "all"] = "submissions"
     mailbox: MailboxSettings
+    # How certificates are looked up: embedded (default), http (a guarantor's service) or manual.
+    lookup: LookupSettings = LookupSettings()
 
 
 class Settings(StrictModel):
@@ -95,6 +125,8 @@ class Settings(StrictModel):
     limits: Limits = Limits()
     embedded: EmbeddedSettings = EmbeddedSettings()
     guarantor: GuarantorSettings = GuarantorSettings()
+    metrics: MetricsSettings = MetricsSettings()
+    retention: RetentionSettings = RetentionSettings()
     desks: dict[str, DeskSettings] = Field(min_length=1)
     rules: RuleSet
 
@@ -200,6 +232,11 @@ def read_secret(env_name: str | None, file_path: Path | None, what: str) -> str:
         return os.environ[env_name]
     if file_path is not None:
         try:
+            mode = file_path.stat().st_mode
+            if mode & 0o077:
+                # A secret others can read is no longer a secret: refuse it rather than use it.
+                raise ConfigError([f"{what}: {file_path} is readable by others (mode {mode & 0o777:04o}); "
+                                   f"run: chmod 600 {file_path}"])
             value = file_path.read_text(encoding="utf-8").strip()
         except FileNotFoundError:
             value = ""

@@ -30,7 +30,7 @@ import jinja2
 from sqlalchemy import func
 from sqlmodel import Session, select
 
-from mailer.digest_rows import SECTIONS, DigestLine, collect_lines
+from mailer.digest_rows import ALWAYS_SHOWN, SECTIONS, DigestLine, collect_lines
 from mailer.message import Mailbox, build_message, clean_header_text
 from mailer.outbox import enqueue
 from mailer.reply import local_time_text, render_template
@@ -44,15 +44,17 @@ TEXT_TEMPLATE = "digest.txt.j2"
 HTML_TEMPLATE = "digest.html.j2"
 DIGEST_KIND = "digest"
 SECTION_TITLES = {
+    "revoked": "受付後に失効した保証(至急ご確認ください)",
     "needs_review": "要確認(担当者の確認が必要なもの)",
     "accepted": "受付済",
     "returned": "返送(再送をお願いしたもの)",
     "failure": "送信・処理の失敗",
 }
-SECTION_SHORT = {"needs_review": "要確認", "accepted": "受付", "returned": "返送", "failure": "失敗"}
+SECTION_SHORT = {"revoked": "受付後の失効", "needs_review": "要確認", "accepted": "受付", "returned": "返送", "failure": "失敗"}
 CSV_COLUMNS = [
     "区分", "受付番号", "受付日時", "受注者", "工事・業務名", "保証の種類", "保証契約番号",
     "認証キー(一部伏字)", "判定", "理由", "再送元の受付番号", "再送後の受付番号", "送信元",
+    "契約番号", "請負代金額", "保証金額", "保証期間",
 ]
 # Excel runs a cell that starts with one of these as a formula (CSV injection).
 _FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
@@ -66,6 +68,7 @@ class DigestTarget:
     desk_name: str
     desk_address: str
     rules: DeskRules
+    lookup_site_url: str | None = None  # the guarantor's site, for look-ups a clerk must do
 
 
 @dataclass(frozen=True)
@@ -86,7 +89,9 @@ class Digest:
         return list(self.target.rules.departments[self.department].digest_recipients)
 
     def counts(self) -> dict[str, int]:
-        return {s: sum(1 for line in self.lines if line.section == s) for s in SECTIONS}
+        """Lines per section; "revoked" only when there is one (an alert, not a routine zero)."""
+        counts = {s: sum(1 for line in self.lines if line.section == s) for s in SECTIONS}
+        return {s: n for s, n in counts.items() if s in ALWAYS_SHOWN or n}
 
     def local_date(self) -> str:
         return self.until.astimezone(ZoneInfo(self.zone)).date().isoformat()
@@ -128,7 +133,8 @@ def collect(
     for department in departments or list(target.rules.departments):
         start = since or default_since(session, target, department, now, zone)
         lines = [
-            line for line in collect_lines(session, desk=target.desk, rules=target.rules, since=start, until=now)
+            line for line in collect_lines(session, desk=target.desk, rules=target.rules, since=start, until=now,
+                                           lookup_site_url=target.lookup_site_url)
             if line.department == department
         ]
         digests.append(Digest(target, department, start, now, zone, tuple(lines)))
@@ -140,6 +146,8 @@ def _context(digest: Digest) -> dict[str, Any]:
     sections = []
     for key in SECTIONS:
         rows = [_line_view(line, digest.zone) for line in digest.lines if line.section == key]
+        if key not in ALWAYS_SHOWN and not rows:
+            continue
         sections.append({"key": key, "title": SECTION_TITLES[key], "short": SECTION_SHORT[key], "lines": rows})
     return {
         "town": digest.target.rules.town,
@@ -173,13 +181,17 @@ def _line_view(line: DigestLine, zone: str) -> dict[str, Any]:
         "sender": one(line.sender, 320),
         "resend_of": one(line.resend_of, 32),
         "resent_as": one(line.resent_as, 32),
+        "contract_no": one(line.contract_no, 64),
+        "contract_amount": one(line.contract_amount, 32),
+        "guarantee_amount": one(line.guarantee_amount, 32),
+        "period": one(line.period, 64),
     }
 
 
 def subject(digest: Digest) -> str:
     counts = digest.counts()
     local = digest.until.astimezone(ZoneInfo(digest.zone))
-    tally = "・".join(f"{SECTION_SHORT[s]}{counts[s]}件" for s in SECTIONS)
+    tally = "・".join(f"{SECTION_SHORT[s]}{counts[s]}件" for s in SECTIONS if s in counts)
     return (
         f"【{digest.target.desk_name}】電子保証 受付状況 {local.month}月{local.day}日"
         f"({'月火水木金土日'[local.weekday()]}) {digest.department_name}({tally})"
@@ -211,6 +223,7 @@ def render_csv(digest: Digest) -> bytes:
                 SECTION_SHORT[key], line.receipt_no, f"{line.at.astimezone(zone):%Y-%m-%d %H:%M}", line.contractor,
                 line.work_name, line.guarantee_type, line.guarantee_no, line.masked_key, line.verdict_label,
                 " / ".join(line.reasons), line.resend_of, line.resent_as, line.sender,
+                line.contract_no, line.contract_amount, line.guarantee_amount, line.period,
             )])
     return b"\xef\xbb\xbf" + buffer.getvalue().encode("utf-8")
 

@@ -17,16 +17,20 @@ from sqlalchemy.orm import aliased
 from sqlmodel import Session, select
 
 from mailer.reply import ensure_masked
-from rules.domain import GuaranteeType
-from rules.findings import CODES, Verdict
+from rules.domain import Certificate, GuaranteeType
+from rules.findings import VERDICT_LABELS as _VERDICTS, Verdict, label_of
 from rules.schema import DeskRules
+from rules.wording import japanese_date, yen
 from store.tables import AuditEvent, Document, InboundMessage, OutboxMessage, Submission
+from verifier.certificate_signature import SignedCertificate
 
-SECTIONS = ("needs_review", "accepted", "returned", "failure")
-VERDICT_LABELS = {
-    Verdict.ACCEPTED: "受付済",
-    Verdict.NEEDS_REVIEW: "要確認",
-    Verdict.RETURNED: "返送",
+# "revoked" (a guarantee the guarantor revoked after the desk accepted it) comes first and only when
+# there is one: it is the alert staff must not miss. The others are always shown.
+SECTIONS = ("revoked", "needs_review", "accepted", "returned", "failure")
+ALWAYS_SHOWN = SECTIONS[1:]
+VERDICT_LABELS: dict[str, str] = {
+    **_VERDICTS,
+    "revoked": "受付後に失効",
     "reply_failed": "返信不達",
     "quarantined": "処理失敗(隔離)",
 }
@@ -53,6 +57,11 @@ class DigestLine:
     sender: str = ""
     resend_of: str = ""  # receipt number of the returned mail this one answers
     resent_as: str = ""  # receipt number of the resend that answered this returned one
+    # From the verified certificate and the register match (issue 14).
+    contract_no: str = ""
+    contract_amount: str = ""  # 請負代金額, in yen
+    guarantee_amount: str = ""  # 保証金額, in yen
+    period: str = ""  # 保証期間, 和暦
 
 
 def finding_labels(findings_json: str | None) -> tuple[str, ...]:
@@ -66,10 +75,29 @@ def finding_labels(findings_json: str | None) -> tuple[str, ...]:
         code = item.get("code") if isinstance(item, dict) else item
         if not isinstance(code, str):
             continue
-        label = CODES[code].label if code in CODES else code
+        label = label_of(code)
         if label not in labels:
             labels.append(label)
     return tuple(labels)
+
+
+def certificate_facts(submission: Submission | None) -> dict[str, str]:
+    """契約番号, 請負代金額, 保証金額, 保証期間 of the certificate recorded with a submission (blank when none)."""
+    certificate: Certificate | None = None
+    if submission is not None and submission.certificate_json:
+        try:
+            certificate = SignedCertificate.from_json(submission.certificate_json).certificate()
+        except (ValueError, KeyError, TypeError):
+            certificate = None
+    contract_no = (submission.contract_no if submission else None) or ""
+    if certificate is None:
+        return {"contract_no": contract_no}
+    return {
+        "contract_no": contract_no or certificate.contract_no,
+        "contract_amount": yen(certificate.contract_amount),
+        "guarantee_amount": yen(certificate.guarantee_amount),
+        "period": f"{japanese_date(certificate.period_start)}〜{japanese_date(certificate.period_end)}",
+    }
 
 
 def _masked_key(session: Session, submission: Submission | None) -> str:
@@ -98,7 +126,25 @@ def _department(rules: DeskRules, stored: str | None, guarantee_type: str | None
     return routed or next(iter(rules.departments))
 
 
-def _submission_lines(session: Session, desk: str, rules: DeskRules, since: datetime, until: datetime):
+def lookup_notes(submission: Submission, inbound: InboundMessage, site: str | None) -> tuple[str, ...]:
+    """What a clerk needs for a look-up still to do: the site, and the commands with the receipt number."""
+    receipt = inbound.receipt_no or ""
+    where = f"{site} で" if site else "保証会社の照会サイトで"
+    steps = (f"{where}照会し、結果を記録してください"
+             f"(認証キーの表示: keydesk manual reveal {receipt} --staff 氏名、記録: keydesk manual record {receipt})")
+    if submission.lookup_state == "manual":
+        return ("手入力照会: " + steps,)
+    if submission.lookup_state == "held":
+        when = submission.next_lookup_at
+        return (f"照会サービスの復旧を待って自動で再照会します(次回 {when:%m/%d %H:%M} UTC)" if when
+                else "照会サービスの復旧を待って自動で再照会します",)
+    if submission.lookup_state == "staff":
+        return ("照会サービスに接続できないまま再試行を終えました。" + steps,)
+    return ()
+
+
+def _submission_lines(session: Session, desk: str, rules: DeskRules, since: datetime, until: datetime,
+                      lookup_site_url: str | None = None):
     previous = aliased(Submission)
     previous_inbound = aliased(InboundMessage)
     rows = session.exec(
@@ -126,10 +172,11 @@ def _submission_lines(session: Session, desk: str, rules: DeskRules, since: date
             masked_key=ensure_masked(masked) or "",
             verdict=str(verdict),
             verdict_label=VERDICT_LABELS[verdict],
-            reasons=finding_labels(submission.findings_json),
+            reasons=finding_labels(submission.findings_json) + lookup_notes(submission, inbound, lookup_site_url),
             sender=inbound.sender or "",
             resend_of=resend_of or "",
             resent_as=resent.get(submission.id, ""),
+            **certificate_facts(submission),
         )
 
 
@@ -213,6 +260,7 @@ def _failure_lines(session: Session, desk: str, rules: DeskRules, since: datetim
                 guarantee_type=(first.guarantee_type or "") if first else "",
                 guarantee_no=(first.guarantee_no or "") if first else "",
                 masked_key=_masked_key(session, first),
+                **certificate_facts(first),
                 verdict="reply_failed",
                 verdict_label=VERDICT_LABELS["reply_failed"],
                 reasons=reasons,
@@ -220,10 +268,41 @@ def _failure_lines(session: Session, desk: str, rules: DeskRules, since: datetim
             )
 
 
-def collect_lines(session: Session, *, desk: str, rules: DeskRules, since: datetime, until: datetime) -> list[DigestLine]:
+def _revoked_lines(session: Session, desk: str, rules: DeskRules, since: datetime, until: datetime):
+    """Accepted guarantees the guarantor revoked afterwards, noticed in [since, until)."""
+    rows = session.exec(
+        select(Submission, InboundMessage)
+        .join(InboundMessage, Submission.inbound_id == InboundMessage.id)
+        .where(Submission.desk == desk, Submission.revoked_at.is_not(None),
+               Submission.revoked_at >= since, Submission.revoked_at < until)
+    ).all()
+    for submission, inbound in rows:
+        reason = f"保証会社が受付後にこの保証を失効させました(理由: {submission.revoked_reason or '記載なし'})。" \
+                 "契約担当で保証の差し替え等をご確認ください"
+        yield DigestLine(
+            section="revoked",
+            department=_department(rules, submission.department, submission.guarantee_type),
+            at=inbound.received_at,
+            receipt_no=inbound.receipt_no or "",
+            contractor=submission.contractor_name or "",
+            work_name=submission.work_name or "",
+            guarantee_type=submission.guarantee_type or "",
+            guarantee_no=submission.guarantee_no or "",
+            masked_key=_masked_key(session, submission),
+            verdict="revoked",
+            verdict_label=VERDICT_LABELS["revoked"],
+            reasons=(reason,),
+            sender=inbound.sender or "",
+            **certificate_facts(submission),
+        )
+
+
+def collect_lines(session: Session, *, desk: str, rules: DeskRules, since: datetime, until: datetime,
+                  lookup_site_url: str | None = None) -> list[DigestLine]:
     """Every line of the desk's digests for [since, until), in digest order (all departments)."""
     lines = [
-        *_submission_lines(session, desk, rules, since, until),
+        *_revoked_lines(session, desk, rules, since, until),
+        *_submission_lines(session, desk, rules, since, until, lookup_site_url),
         *_mail_lines(session, desk, rules, since, until),
         *_failure_lines(session, desk, rules, since, until),
     ]

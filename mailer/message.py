@@ -301,6 +301,9 @@ def build_message(
             msg["References"] = _ids_header("References", thread.references)
     if auto_submitted:
         msg["Auto-Submitted"] = auto_submitted
+        if auto_submitted == "auto-replied":
+            # Older and Japanese auto-responders know only this header, not RFC 3834's.
+            msg["Precedence"] = "auto_reply"
     if suppress_auto_responses:
         msg["X-Auto-Response-Suppress"] = "All"
     _set_text(msg, prepare(body), "plain", used)

@@ -25,20 +25,20 @@ import jinja2
 
 from mailer.message import Mailbox, build_message, clean_header_text, thread_headers
 from mailer.reply_policy import REPLY_KIND, mark
-from rules.findings import Finding, Severity, Verdict
+from rules.findings import RESULT_FOLLOWS, SENDER_STATES, Finding, Request, Severity, Verdict, request_of
 from verifier.access_key import mask
 
 SUBJECT_TEMPLATE = "reply_subject.txt.j2"
 BODY_TEMPLATE = "reply_body.txt.j2"
+# The short reply to an unauthenticated sender (mailer/reply_policy.py): it quotes nothing the
+# sender wrote, so a forged From cannot make the town's domain carry a stranger's text.
+SHORT_SUBJECT_TEMPLATE = "reply_short_subject.txt.j2"
+SHORT_BODY_TEMPLATE = "reply_short_body.txt.j2"
 _WEEKDAYS = "月火水木金土日"
-_MASKED = re.compile(r"^[0-9A-Z]{4}-\*{4}-\*{4}-[0-9A-Z]{4}$|^\*{4}-\*{4}-\*{4}-\*{4}$")
+_MASKED = re.compile(r"^\*{4}-\*{4}-\*{4}-(?:[0-9A-Z]{4}|\*{4})$")
+# Rows written before only the last 4 symbols were shown (``7K3M-****-****-R4NC``).
+_OLD_MASKED = re.compile(r"^[0-9A-Z]{4}-(\*{4}-\*{4}-[0-9A-Z]{4})$")
 
-# How the reply names the state of one guarantee (the sender's view, not staff shorthand).
-GUARANTEE_STATE = {
-    Verdict.ACCEPTED: "受付済み",
-    Verdict.NEEDS_REVIEW: "担当者が確認します",
-    Verdict.RETURNED: "再送をお願いします",
-}
 
 
 class TemplateProblem(ValueError):
@@ -83,8 +83,10 @@ class ReplyFacts:
     findings: Sequence[Finding] = ()
     resend: bool = False  # this mail answers one of our "please resend" replies
     resend_of_receipt_no: str | None = None
+    contractor_name: str | None = None  # the firm named on the verified certificate, for the greeting
     charset: Literal["utf-8", "iso-2022-jp"] = "utf-8"
     timezone: str = "Asia/Tokyo"
+    short: bool = False  # the short reply: no subject, no file names, no findings, no threading
     extra: dict[str, Any] = field(default_factory=dict)  # more values for customised templates
 
 
@@ -124,7 +126,10 @@ def ensure_masked(value: str | None) -> str | None:
     """A key that is already masked stays as it is; anything else is masked here."""
     if value is None or value == "":
         return None
-    return value if _MASKED.match(value) else mask(value)
+    if _MASKED.match(value):
+        return value
+    old = _OLD_MASKED.match(value)
+    return f"****-{old.group(1)}" if old else mask(value)
 
 
 def finding_sentence(finding: Finding) -> str:
@@ -148,10 +153,20 @@ def _sentences(findings: Sequence[Finding], severities: set[Severity]) -> list[s
     return out
 
 
+def guarantee_state(verdict: Verdict, findings: Sequence[Finding]) -> str:
+    """How the reply names one guarantee's state: a returned one says what is asked (paper, PDF …)."""
+    if verdict is not Verdict.RETURNED:
+        return SENDER_STATES.get(verdict, "")
+    return SENDER_STATES[request_of(findings) or Request.PDF]
+
+
 def reply_context(facts: ReplyFacts) -> dict[str, Any]:
     """What the reply templates see (documented in the templates' header comments)."""
     if facts.verdict == Verdict.IGNORED:
         raise ValueError("automatic mail is never answered (verdict ignored)")
+    request = request_of(facts.findings) if facts.verdict is Verdict.RETURNED else Request.NONE
+    if facts.verdict is Verdict.RETURNED and request is Request.NONE:
+        request = Request.PDF
     return {
         **facts.extra,
         "desk_name": clean_header_text(facts.desk_name),
@@ -175,13 +190,16 @@ def reply_context(facts: ReplyFacts) -> dict[str, Any]:
                 "guarantee_no": clean_header_text(g.guarantee_no, 64),
                 "guarantee_type": clean_header_text(g.guarantee_type or "", 32),
                 "work_name": clean_header_text(g.work_name or "", 200),
-                "state": GUARANTEE_STATE.get(g.verdict, ""),
+                "state": guarantee_state(g.verdict, [f for f in facts.findings if f.guarantee_no == g.guarantee_no]),
                 "verdict": str(g.verdict),
             }
             for g in facts.guarantees
         ],
         "problems": _sentences(facts.findings, {Severity.ERROR, Severity.WARNING}),
         "notes": _sentences(facts.findings, {Severity.INFO}),
+        "request": str(request),
+        "contractor_name": clean_header_text(facts.contractor_name or "", 100),
+        "results_follow": facts.verdict is Verdict.NEEDS_REVIEW and any(f.code in RESULT_FOLLOWS for f in facts.findings),
         "resend": facts.resend,
         "resend_of_receipt_no": clean_header_text(facts.resend_of_receipt_no or "", 32),
     }
@@ -193,11 +211,30 @@ def _tidy(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"
 
 
+def short_reply_context(facts: ReplyFacts) -> dict[str, Any]:
+    """What the short reply's templates see: only what the desk itself wrote, nothing of the sender's."""
+    if facts.verdict == Verdict.IGNORED:
+        raise ValueError("automatic mail is never answered (verdict ignored)")
+    return {
+        "desk_name": clean_header_text(facts.desk_name),
+        "desk_address": facts.desk_address,
+        "contact": [clean_header_text(line) for line in facts.contact],
+        "receipt_no": clean_header_text(facts.receipt_no, 32),
+        "received_at": local_time_text(facts.received_at, facts.timezone),
+        "unreadable": any(f.code == "mail.unreadable" for f in facts.findings),
+    }
+
+
 def render_reply(facts: ReplyFacts, env: jinja2.Environment) -> tuple[str, str]:
     """(subject, body) as the contractor will read them."""
-    context = reply_context(facts)
-    subject = clean_header_text(render_template(env, SUBJECT_TEMPLATE, context))
-    body = _tidy(render_template(env, BODY_TEMPLATE, context))
+    if facts.short:
+        context = short_reply_context(facts)
+        templates = (SHORT_SUBJECT_TEMPLATE, SHORT_BODY_TEMPLATE)
+    else:
+        context = reply_context(facts)
+        templates = (SUBJECT_TEMPLATE, BODY_TEMPLATE)
+    subject = clean_header_text(render_template(env, templates[0], context))
+    body = _tidy(render_template(env, templates[1], context))
     return subject, body
 
 
@@ -213,7 +250,7 @@ def build_reply(facts: ReplyFacts, env: jinja2.Environment, *, now: datetime) ->
         charset=facts.charset,
         auto_submitted="auto-replied",
         suppress_auto_responses=True,
-        thread=thread_headers(facts.original_message_id, facts.original_references),
+        thread=None if facts.short else thread_headers(facts.original_message_id, facts.original_references),
     )
     mark(message, kind=REPLY_KIND, desk=facts.desk)
     return message

@@ -1,13 +1,24 @@
-"""Whether keydesk answers a mail at all, and to which address.
+"""Whether keydesk answers a mail at all, to which address, and in full or in short.
 
-Three things stop a reply: the mail is automatic (the intake decides that from RFC 3834 headers,
-delivery reports and the like, and passes its flag and reason), the mail is keydesk's own (a
-reply answering a reply would loop between two robots), or the sender already received
-``Limits.replies_per_sender_per_hour`` replies in the last hour (someone, or a broken
-auto-responder that the intake did not recognise, mailing the desk in a tight loop).
+Nothing is answered that is automatic (the intake decides that from RFC 3834 headers, delivery
+reports and the like, and passes its flag and reason) or keydesk's own (a reply answering a reply
+would loop between two robots). The rest depends on the desk's ``reply_to`` policy:
 
-``decide`` is pure; ``recent_reply_count`` is the one database query it needs; ``should_reply``
-puts them together for the intake.
+- ``authenticated``: only a sender whose From domain our own server authenticated (DMARC pass, or
+  an aligned SPF/DKIM pass: ``intake.authentication_results.authenticated_for``);
+- ``submissions`` (default): also an unauthenticated mail that plausibly is a submission (a PDF by
+  content, in an archive or winmail.dat too, or the words of the trade) gets a *short* reply that
+  quotes nothing the sender wrote, sent only to the From address. Anything else gets no reply, so
+  the town's domain never carries a forger's text to a third party (backscatter);
+- ``all``: every sender, in full.
+
+A Reply-To in another domain than From is used only for authenticated mail. Two limits hold a
+reply back (it stays in the outbox as ``suppressed``, visible to staff, never silently dropped):
+``replies_per_sender_per_hour`` counts only replies to mails that carried no new guarantee (an
+ordinary submission is always answered), ``replies_per_desk_per_hour`` counts every reply.
+
+``decide`` is pure; ``recent_reply_count`` and ``recent_desk_reply_count`` are the database
+queries it needs; ``should_reply`` puts them together for the intake.
 """
 
 from __future__ import annotations
@@ -23,12 +34,17 @@ from email_validator import EmailNotValidError, validate_email
 from sqlmodel import Session, select
 
 from mailer.message import MessageError, check_address
-from store.tables import OutboxMessage
+from store.tables import OutboxMessage, Submission
 
 # Every mail keydesk sends carries this header (value: "<kind>; desk=<desk id>"), so a copy that
 # comes back to a desk mailbox, forwarded with its headers or bounced by a relay, is recognised.
 MARKER_HEADER = "X-Keydesk-Mail"
 REPLY_KIND = "reply"
+# The outbox state of a reply a limit held back: kept and listed, never sent by the delivery loop.
+SUPPRESSED = "suppressed"
+REPLY_POLICIES = ("authenticated", "submissions", "all")
+# Words of the trade that make an unauthenticated mail a plausible submission (subject or body).
+TRADE_WORDS = ("電子保証", "認証キー", "保証契約番号", "電子証書", "保証証書", "前払金保証", "契約保証")
 _WINDOW = timedelta(hours=1)
 _MSG_ID_DOMAIN = re.compile(r"@([^<>@\s]+)>\s*$")
 
@@ -44,8 +60,15 @@ def mark(message: Message, *, kind: str, desk: str) -> None:
 @dataclass(frozen=True)
 class ReplyDecision:
     reply: bool
-    address: str | None  # where the reply goes (set when reply is True)
-    reason: str  # for logs and the audit trail, in English: why (not)
+    address: str | None  # where the reply goes (set when reply is True, or when it is suppressed)
+    reason: str  # for logs, the audit trail and `keydesk verify --json`, in English: why (not)
+    short: bool = False  # the short reply that quotes nothing the sender wrote
+    suppressed: bool = False  # a limit held it back: it is built and kept in the outbox, not sent
+
+    def to_json(self) -> dict:
+        """The ``"reply"`` object of `keydesk verify --json`."""
+        return {"send": self.reply, "to": self.address if self.reply else None, "reason": self.reason,
+                **({"short": True} if self.reply and self.short else {})}
 
 
 def _header_text(message: Message, name: str) -> str:
@@ -104,14 +127,38 @@ def header_addresses(message: Message, name: str) -> list[str]:
     return found
 
 
-def reply_address(message: Message) -> str | None:
-    """The address a reply goes to: the first valid Reply-To address, else the first valid From."""
-    for header in ("Reply-To", "From"):
-        for candidate in header_addresses(message, header):
-            checked = valid_address(candidate)
-            if checked:
-                return checked
+def _first_valid(message: Message, header: str) -> str | None:
+    for candidate in header_addresses(message, header):
+        checked = valid_address(candidate)
+        if checked:
+            return checked
     return None
+
+
+def from_address(message: Message) -> str | None:
+    """The first valid From address (where a short reply to an unauthenticated sender goes)."""
+    return _first_valid(message, "From")
+
+
+def reply_address(message: Message, *, authenticated: bool = True) -> str | None:
+    """The address a reply goes to: the first valid Reply-To address, else the first valid From.
+
+    Unauthenticated mail keeps a Reply-To only in the From address's own domain: anyone can write
+    a From and a Reply-To pointing at a third party."""
+    sender = from_address(message)
+    reply_to = _first_valid(message, "Reply-To")
+    if reply_to and (authenticated or (sender and _domain(reply_to) == _domain(sender))):
+        return reply_to
+    return sender
+
+
+def plausible_submission(*, has_pdf: bool, subject: str, body: str = "") -> bool:
+    """Whether an unauthenticated mail plausibly is a submission: a PDF by content (also inside an
+    archive or winmail.dat), or a word of the trade in its subject or body."""
+    if has_pdf:
+        return True
+    text = f"{subject}\n{body[:20000]}"
+    return any(word in text for word in TRADE_WORDS)
 
 
 def own_mail_reason(message: Message, *, own_addresses: list[str]) -> str | None:
@@ -144,42 +191,87 @@ def decide(
     own_addresses: list[str],
     recent_replies: int,
     limit: int,
+    policy: str = "all",
+    authenticated: bool = True,
+    submission: bool = True,
+    sender_address: str | None = None,
+    new_guarantee: bool = False,
+    desk_recent_replies: int = 0,
+    desk_limit: int | None = None,
 ) -> ReplyDecision:
-    """Pure: the decision from what the intake and the database know."""
+    """Pure: the decision from what the intake and the database know.
+
+    ``address`` is ``reply_address(message, authenticated=…)``; ``sender_address`` the From
+    address (for the short reply); ``submission`` whether the mail plausibly is a submission;
+    ``new_guarantee`` whether it carried a guarantee not submitted before (the sender limit then
+    does not apply); ``recent_replies`` counts only replies to mails without one."""
+    if policy not in REPLY_POLICIES:
+        raise ValueError(f"reply policy is one of {REPLY_POLICIES}, got {policy!r}")
     if automatic:
         return ReplyDecision(False, None, f"automatic mail: {automatic_reason or 'no reason given'}")
     if own_reason:
         return ReplyDecision(False, None, f"keydesk's own mail: {own_reason}")
+    short = False
+    if not authenticated and policy != "all":
+        if policy == "authenticated":
+            return ReplyDecision(False, None, "sender not authenticated (reply_to = authenticated)")
+        if not submission:
+            return ReplyDecision(False, None, "sender not authenticated and the mail is no submission")
+        short, address = True, sender_address if sender_address is not None else address
     if address is None:
         return ReplyDecision(False, None, "no valid address to reply to (Reply-To and From)")
     if address.casefold() in {a.casefold() for a in own_addresses}:
         return ReplyDecision(False, None, "the reply address is the desk's own address")
-    if recent_replies >= limit:
+    if desk_limit is not None and desk_recent_replies >= desk_limit:
+        return ReplyDecision(False, address, f"desk rate limit: {desk_recent_replies} replies in the last hour "
+                                             f"(limit {desk_limit})", short, suppressed=True)
+    if not new_guarantee and recent_replies >= limit:
         return ReplyDecision(
-            False, None, f"rate limit: {recent_replies} replies to {address} in the last hour (limit {limit})"
+            False, address, f"rate limit: {recent_replies} replies to {address} in the last hour (limit {limit})",
+            short, suppressed=True,
         )
-    return ReplyDecision(True, address, "reply")
+    reason = "short reply: sender not authenticated, plausibly a submission" if short else "reply"
+    return ReplyDecision(True, address, reason, short)
+
+
+def _recent_replies(session: Session, desk: str, now: datetime):
+    return select(OutboxMessage.recipients_json, OutboxMessage.inbound_id).where(
+        OutboxMessage.desk == desk,
+        OutboxMessage.kind == REPLY_KIND,
+        OutboxMessage.state != SUPPRESSED,
+        OutboxMessage.created_at > now - _WINDOW,
+    )
+
+
+def recent_desk_reply_count(session: Session, *, desk: str, now: datetime) -> int:
+    """Replies this desk enqueued (held ones not counted) within the hour before ``now``."""
+    return len(session.exec(_recent_replies(session, desk, now)).all())
+
+
+def _with_new_guarantee(session: Session, inbound_ids: set[int]) -> set[int]:
+    """The mails among ``inbound_ids`` that carried a guarantee not submitted before."""
+    if not inbound_ids:
+        return set()
+    rows = session.exec(select(Submission.inbound_id, Submission.findings_json).where(
+        Submission.inbound_id.in_(inbound_ids), Submission.guarantee_no.is_not(None))).all()
+    return {inbound_id for inbound_id, findings in rows if '"submission.duplicate"' not in (findings or "")}
 
 
 def recent_reply_count(session: Session, *, desk: str, address: str, now: datetime) -> int:
-    """Replies enqueued for ``address`` by this desk within the hour before ``now``."""
-    rows = session.exec(
-        select(OutboxMessage.recipients_json).where(
-            OutboxMessage.desk == desk,
-            OutboxMessage.kind == REPLY_KIND,
-            OutboxMessage.created_at > now - _WINDOW,
-        )
-    ).all()
+    """Replies enqueued for ``address`` by this desk within the hour before ``now``, counting only
+    those that answered a mail without a new guarantee (questions, empty or repeated mails)."""
+    rows = session.exec(_recent_replies(session, desk, now)).all()
     wanted = address.casefold()
-    count = 0
-    for recipients_json in rows:
+    matching: list[int | None] = []
+    for recipients_json, inbound_id in rows:
         try:
             recipients = json.loads(recipients_json)
         except ValueError:
             continue
-        if any(isinstance(r, str) and r.casefold() == wanted for r in recipients):
-            count += 1
-    return count
+        if isinstance(recipients, list) and any(isinstance(r, str) and r.casefold() == wanted for r in recipients):
+            matching.append(inbound_id)
+    exempt = _with_new_guarantee(session, {i for i in matching if i is not None})
+    return sum(1 for inbound_id in matching if inbound_id is None or inbound_id not in exempt)
 
 
 def should_reply(
@@ -193,12 +285,20 @@ def should_reply(
     automatic: bool,
     automatic_reason: str | None = None,
     other_own_addresses: list[str] | None = None,
+    policy: str = "all",
+    authenticated: bool = True,
+    submission: bool = True,
+    new_guarantee: bool = False,
+    desk_limit: int | None = None,
 ) -> ReplyDecision:
     """The intake's one call: the reply decision for ``message`` (headers of the original mail)."""
     own_addresses = [desk_address, *(other_own_addresses or [])]
-    address = reply_address(message)
+    sender = from_address(message)
+    address = reply_address(message, authenticated=authenticated)
+    target = address if authenticated or policy == "all" else sender
     own_reason = own_mail_reason(message, own_addresses=own_addresses)
-    recent = recent_reply_count(session, desk=desk, address=address, now=now) if address else 0
+    recent = recent_reply_count(session, desk=desk, address=target, now=now) if target else 0
+    desk_recent = recent_desk_reply_count(session, desk=desk, now=now) if desk_limit is not None else 0
     return decide(
         automatic=automatic,
         automatic_reason=automatic_reason,
@@ -207,4 +307,11 @@ def should_reply(
         own_addresses=own_addresses,
         recent_replies=recent,
         limit=limit,
+        policy=policy,
+        authenticated=authenticated,
+        submission=submission,
+        sender_address=sender,
+        new_guarantee=new_guarantee,
+        desk_recent_replies=desk_recent,
+        desk_limit=desk_limit,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Literal
 from pydantic import Field, field_validator, model_validator
 
+from foundation.net import is_loopback
 from rules.config_base import HomePath, StrictModel, TimeZoneName
 
 
@@ -24,6 +25,11 @@ class SmtpSettings(StrictModel):
 
     @model_validator(mode="after")
     def _credentials(self) -> "SmtpSettings":
+        if self.security == "plain" and not is_loopback(self.host):
+            raise ValueError(
+                f"security = \"plain\" sends mail and the password in clear text and is allowed only to "
+                f"loopback (127.0.0.0/8, ::1, localhost), got host {self.host!r}: use \"tls\" or \"starttls\""
+            )
         if self.auth == "xoauth2":
             if not (self.username and self.token_command):
                 raise ValueError('auth = "xoauth2" needs username and token_command (a command that prints an access token)')

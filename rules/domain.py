@@ -8,7 +8,7 @@ because both the verifier (which reads them from documents and the look-up) and 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import date
+from datetime import date, timedelta
 from enum import StrEnum
 
 
@@ -58,3 +58,13 @@ class Contract:
     advance_amount: int | None
     intermediate_advance_amount: int | None
     department: str
+    low_bid: bool = False  # 低入札: won below the investigation price; stricter ratios apply
+    # 中間前払金: the date of the town's 認定 (None: not recorded), or just that it was given.
+    intermediate_certified_on: date | None = None
+    intermediate_certified: bool = False
+
+    @property
+    def middle_of_term(self) -> date:
+        """The day half the 工期 has passed (rounded up): the usual earliest 中間前払金."""
+        days = (self.completion_date - self.contract_date).days
+        return self.contract_date + timedelta(days=(days + 1) // 2)

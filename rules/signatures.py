@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 import unicodedata
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import AfterValidator, Field, model_validator
 
@@ -81,6 +81,34 @@ class Patterns(StrictModel):
     access_key: Regex
 
 
+# This project's 認証キー: Crockford Base32 without I, L, O, U (see verifier/access_key.py).
+PROJECT_KEY_ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+PROJECT_KEY_LENGTH = 16
+
+
+class AccessKeyFormat(StrictModel):
+    """What a 認証キー looks like. The real format is not public: with ``check = "none"`` a key that
+    fits length and alphabet goes to the look-up as it is, and nothing is ever returned as a typo
+    on a check symbol the real format may not have."""
+
+    length: int = Field(default=PROJECT_KEY_LENGTH, ge=4, le=128)
+    alphabet: str = Field(default=PROJECT_KEY_ALPHABET, min_length=2)
+    # Symbols per group when a key is shown (7K3M-Q9TX-…); 0 shows it ungrouped.
+    group_size: int = Field(default=4, ge=0)
+    # "keydesk": this project's check symbol (the last one); "none": no check is known.
+    check: Literal["keydesk", "none"] = "keydesk"
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "AccessKeyFormat":
+        if len(set(self.alphabet)) != len(self.alphabet) or not self.alphabet.isascii() \
+                or not self.alphabet.isalnum() or self.alphabet != self.alphabet.upper():
+            raise ValueError("alphabet: distinct upper-case ASCII letters and digits, e.g. \"0123456789ABCDEF\"")
+        if self.check == "keydesk" and (self.length, self.alphabet) != (PROJECT_KEY_LENGTH, PROJECT_KEY_ALPHABET):
+            raise ValueError(f'check = "keydesk" needs length = {PROJECT_KEY_LENGTH} and this project\'s alphabet; '
+                             'use check = "none" for another format')
+        return self
+
+
 class KindSignature(StrictModel):
     titles: list[Phrase]
     markers: list[Phrase]
@@ -118,6 +146,8 @@ class DocumentSignatures(StrictModel):
     patterns: Patterns
     kinds: dict[DocumentKind, KindSignature]
     key_notice_labels: KeyNoticeLabels
+    # The one section with a default: this project's own key format.
+    access_key: AccessKeyFormat = AccessKeyFormat()
 
     @model_validator(mode="after")
     def _every_kind_configured(self) -> "DocumentSignatures":

@@ -84,7 +84,13 @@ class _PostgresOwner(ClaimOwner):
     def close(self) -> None:
         holder, self._holder = self._holder, None
         if holder is not None:
-            # Closed for real, not returned to the pool: the session ends and the lock with it.
+            # Unlocked first: the server ends a closed session a moment later, and until then the
+            # lock would still say "alive". Then closed for real, not returned to the pool.
+            try:
+                holder.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": advisory_key("owner", self.id)})
+                holder.commit()
+            except Exception:  # noqa: BLE001 - a broken connection: closing it ends the lock anyway
+                log.debug("claim owner %s: unlock before close failed", self.id, exc_info=True)
             holder.invalidate()
             holder.close()
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from datetime import date, datetime, timezone
 
-from sqlalchemy import BigInteger, Column, LargeBinary, Text, UniqueConstraint
+from sqlalchemy import BigInteger, Column, Index, LargeBinary, Text, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
 
@@ -29,7 +29,7 @@ class InboundMessage(SQLModel, table=True):
     desk: str = Field(index=True, max_length=64)
     account: str = Field(max_length=320)
     mailbox: str = Field(max_length=255)
-    # IMAP's UIDVALIDITY and UID are unsigned 32-bit numbers: beyond a signed INTEGER on PostgreSQL.
+    # IMAP gives both as unsigned 32-bit numbers (up to 4294967295): a PostgreSQL integer is too small.
     uidvalidity: int = Field(sa_column=Column(BigInteger, nullable=False))
     uid: int = Field(sa_column=Column(BigInteger, nullable=False))
     sha256: str = Field(max_length=64)
@@ -56,6 +56,8 @@ class InboundMessage(SQLModel, table=True):
     interrupted: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     # The claim owner (store/claim_owner.py) processing it now: another worker leaves it alone while that owner lives.
     processing_by: str | None = Field(default=None, max_length=32)
+    # Set when `keydesk purge` removed the raw mail and its documents after the retention period.
+    purged_at: datetime | None = None
 
 
 class Document(SQLModel, table=True):
@@ -102,6 +104,20 @@ class Submission(SQLModel, table=True):
     # A resend that answers a returned mail points at the submission it replaces.
     resend_of_id: int | None = Field(default=None, foreign_key="submission.id")
     created_at: datetime = Field(default_factory=utcnow, index=True)
+    # Added with issue 14: the guarantor revoked this guarantee after the desk accepted it. Staff are
+    # told in the digest (and the console flags it); the audit event submission.revoked_after_acceptance
+    # records when keydesk noticed.
+    revoked_at: datetime | None = Field(default=None, index=True)
+    revoked_reason: str | None = Field(default=None, sa_column=Column(Text))
+    # The look-up still to do (issue 10): "held" (the service was unreachable: looked up again at
+    # next_lookup_at), "manual" (a clerk looks it up), "staff" (held too long: a person decides),
+    # "done" (answered later; the result mail went out). None: decided when the mail came in.
+    lookup_state: str | None = Field(default=None, index=True, max_length=16)
+    lookup_attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    next_lookup_at: datetime | None = Field(default=None)
+    # What a clerk read on the guarantor's site (manual mode): {"status", "staff", "at", "certificate":
+    # canonical certificate JSON or null}.
+    lookup_facts_json: str | None = Field(default=None, sa_column=Column(Text))
 
 
 class Contract(SQLModel, table=True):
@@ -123,6 +139,10 @@ class Contract(SQLModel, table=True):
     intermediate_advance_amount: int | None = None
     department: str = Field(max_length=64)
     updated_at: datetime = Field(default_factory=utcnow)
+    # Added with issue 14: 低入札, and the town's 認定 for 中間前払金 (a date, or only that it was given).
+    low_bid: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
+    intermediate_certified_on: date | None = None
+    intermediate_certified: bool = Field(default=False, sa_column_kwargs={"server_default": "0"})
 
 
 class CertificateRecord(SQLModel, table=True):
@@ -155,6 +175,22 @@ class LookupFailure(SQLModel, table=True):
     desk: str = Field(index=True, max_length=64)
     guarantee_no: str = Field(index=True, max_length=64)
     at: datetime = Field(default_factory=utcnow, index=True)
+    # Who tried the key (a desk's token name, or web:<address>): the guard counts per (number,
+    # requester) and per requester, so one party's wrong keys do not lock a number for everyone.
+    requester: str | None = Field(default=None, index=True, max_length=128)
+
+
+class LookupToken(SQLModel, table=True):
+    """A desk's bearer token for the guarantor's look-up API; only its SHA-256 is kept."""
+
+    __tablename__ = "lookup_token"
+
+    id: int | None = Field(default=None, primary_key=True)
+    desk: str = Field(index=True, max_length=64)  # the desk (town) the token was issued to
+    token_hash: str = Field(unique=True, max_length=64)
+    hint: str = Field(max_length=16)  # the first characters, to tell tokens apart in listings
+    created_at: datetime = Field(default_factory=utcnow)
+    revoked_at: datetime | None = None
 
 
 class OutboxMessage(SQLModel, table=True):
@@ -185,9 +221,11 @@ class OutboxMessage(SQLModel, table=True):
 
 
 class AuditEvent(SQLModel, table=True):
-    """Append-only and hash-chained: each row's hash covers the previous row's hash."""
+    """Append-only and hash-chained (one chain per desk): each row's hash covers the previous row's hash."""
 
     __tablename__ = "audit_event"
+    # Every append reads its desk's newest event: (desk, id) finds it without scanning the trail.
+    __table_args__ = (Index("ix_audit_event_desk_id", "desk", "id"),)
 
     id: int | None = Field(default=None, primary_key=True)
     desk: str = Field(index=True, max_length=64)
@@ -219,3 +257,13 @@ class Counter(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=128)
     value: int = 0
+
+
+class DeskStatus(SQLModel, table=True):
+    """What `keydesk status` and the metrics report about a desk's intake: its last good pass."""
+
+    __tablename__ = "desk_status"
+
+    desk: str = Field(primary_key=True, max_length=64)
+    last_poll_at: datetime | None = None
+    last_poll_mails: int = 0

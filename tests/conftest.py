@@ -83,7 +83,7 @@ def invoke(config: Path, *args: str):
 
 GUARANTEES = """guarantee_type,contractor_name,contractor_email,obligee,desk,contract_no,work_name,work_category,contract_amount,guarantee_amount,fee,contract_date,completion_date,period_start,period_end,bulk_fee_payment
 前払金保証,株式会社美郷建設,info@misato-kensetsu.example,美郷町長,misato,R8-土木-001,町道美郷中央線道路改良工事,工事,30862500,12345000,98760,2026-04-01,2027-03-15,2026-04-01,2027-03-31,false
-中間前払金保証,株式会社美郷建設,info@misato-kensetsu.example,美郷町長,misato,R8-土木-001,町道美郷中央線道路改良工事,工事,30862500,6172500,41500,2026-04-01,2027-03-15,2026-09-01,2027-03-31,false
+中間前払金保証,株式会社美郷建設,info@misato-kensetsu.example,美郷町長,misato,R8-土木-001,町道美郷中央線道路改良工事,工事,30862500,6172500,41500,2026-04-01,2027-03-15,2026-10-01,2027-03-31,false
 契約保証,有限会社山田土木,keiri@yamada-doboku.example,美郷町長,misato,R8-土木-002,美郷川護岸補修工事,工事,15400000,1540000,12300,2026-04-10,2026-12-25,2026-04-10,2026-12-25,true
 """
 # The register as the town keeps it: other spellings of the firms, amounts with commas, CP932.

@@ -506,6 +506,7 @@ def deployment_for(tmp_path: Path, server=None, *, imap_port: int | None = None,
         secret = tmp_path / "var" / "secrets" / "desk-mailbox.password"
         secret.parent.mkdir(parents=True, exist_ok=True)
         secret.write_text(server.password + "\n")
+        secret.chmod(0o600)  # keydesk refuses a secret file others can read
     path.write_text(text, encoding="utf-8")
     upgrade(make_engine(f"sqlite:///{tmp_path}/var/keydesk.db"))
     return config

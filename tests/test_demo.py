@@ -110,12 +110,18 @@ def test_every_contractor_got_exactly_one_reply_per_mail(run):
 
 def test_the_replies_say_what_the_verdict_is(run):
     report, mailboxes = run
-    titles = {Verdict.ACCEPTED: "受け付けました", Verdict.RETURNED: "再送をお願いします"}
+    # A returned mail's subject says the one thing asked (issue 14): paper, the addressee, the guarantee, or the PDF.
+    titles = {Verdict.ACCEPTED: "受け付けました", Verdict.RETURNED: "再送をお願いします",
+              Verdict.NEEDS_REVIEW: "担当者が確認します"}
+    asks = {"reservation": "書面の保証証書でのご提出をお願いします", "before_start": "書面の保証証書でのご提出をお願いします",
+            "other_town": "電子証書の提出先をご確認ください", "revoked": "保証内容のご確認をお願いします",
+            "low_contract_guarantee": "保証内容のご確認をお願いします", "low_bid": "保証内容のご確認をお願いします"}
     for got in report.mails:
         [reply] = [m for m in mailboxes[got.sender.address]
                    if kind(m) == "reply" and bare(m["In-Reply-To"]) == bare(got.message_id)]
         assert got.receipt_no in str(reply["Subject"])
-        assert titles[Verdict(got.verdict)] in str(reply["Subject"]), (got.mail.key, str(reply["Subject"]))
+        title = asks.get(got.mail.key, titles[Verdict(got.verdict)])
+        assert title in str(reply["Subject"]), (got.mail.key, str(reply["Subject"]))
 
 
 def test_the_guarantor_notices_reached_the_contractors(run):
@@ -207,3 +213,35 @@ def test_scenario_data_is_consistent():
     assert all(code in CODES for mail in scenario.MAILS for code in mail.expected_codes)
     # The register holds 美郷町's contracts only: an import of another town's rows would be refused.
     assert scenario.OTHER_TOWN_DESK.encode() not in scenario.contracts_csv()
+
+
+# -- the look-up across the network (issue 10) ---------------------------------------------------------
+
+
+def test_the_desk_looked_up_over_http_against_the_guarantors_service(run):
+    from keydesk.runtime import Runtime
+
+    report, _ = run
+    lookup = Runtime(report.config_dir).settings.desks[scenario.DESK].lookup
+    assert report.lookup_url.startswith("http://127.0.0.1:") and lookup.mode == "http"
+    assert lookup.url == report.lookup_url
+    # The key notices were accepted, so the look-ups crossed the boundary and their signatures verified.
+    assert outcome(report, "correct").verdict == "accepted"
+
+
+def test_a_clerk_looked_one_case_up_by_hand_and_the_contractor_got_two_mails(run):
+    from sqlmodel import Session, select
+
+    from keydesk import demo_lookup
+    from keydesk.runtime import Runtime
+    from store.tables import AuditEvent
+
+    report, mailboxes = run
+    manual = report.manual
+    assert manual is not None and manual.as_expected, manual
+    replies = [m for m in mailboxes[demo_lookup.FIRM.address] if kind(m) == "reply"]
+    assert len(replies) == 2 and all(manual.receipt_no in m["Subject"] for m in replies)
+    assert "お預かりしました" in replies[0]["Subject"] and "受け付けました" in replies[1]["Subject"]
+    with Session(Runtime(report.config_dir).engine) as session:
+        revealed = session.exec(select(AuditEvent).where(AuditEvent.action == "lookup.key_revealed")).all()
+    assert [e.actor for e in revealed] == [f"staff:{demo_lookup.STAFF}"]

@@ -16,8 +16,12 @@ from __future__ import annotations
 import secrets
 import unicodedata
 
-ALPHABET = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
-KEY_LENGTH = 16
+from rules.signatures import PROJECT_KEY_ALPHABET, PROJECT_KEY_LENGTH, AccessKeyFormat
+
+ALPHABET = PROJECT_KEY_ALPHABET
+KEY_LENGTH = PROJECT_KEY_LENGTH
+PROJECT_FORMAT = AccessKeyFormat()
+_SEPARATORS = " -‐‑‒–—―ー−"
 GROUP = 4
 _VALUE = {symbol: value for value, symbol in enumerate(ALPHABET)}
 # Crockford decoding is forgiving about letters people confuse with digits.
@@ -91,7 +95,7 @@ def canonical(text: str) -> str:
     Does not verify the check symbol: see ``parse``.
     """
     folded = unicodedata.normalize("NFKC", text).upper()
-    symbols = [c for c in folded if c not in " -‐‑‒–—―ー−"]
+    symbols = [c for c in folded if c not in _SEPARATORS]
     if len(symbols) != KEY_LENGTH:
         raise AccessKeyError(f"an access key has {KEY_LENGTH} characters, got {len(symbols)}")
     out = []
@@ -118,19 +122,55 @@ def parse(text: str) -> str:
     return key
 
 
+def read(text: str, key_format: AccessKeyFormat = PROJECT_FORMAT) -> tuple[str, bool]:
+    """(the canonical key, whether its check passes) in the configured format; raises AccessKeyError
+    when the text does not fit the format at all. With ``check = "none"`` every fitting key passes."""
+    if key_format.check == "keydesk":
+        key = canonical(text)
+        return key, _weighted_sum([_VALUE[c] for c in key]) == 0
+    folded = unicodedata.normalize("NFKC", text).upper()
+    symbols = [c for c in folded if c not in _SEPARATORS]
+    if len(symbols) != key_format.length:
+        raise AccessKeyError(f"an access key has {key_format.length} characters, got {len(symbols)}")
+    for c in symbols:
+        if c not in key_format.alphabet:
+            raise AccessKeyError(f"{c!r} is not a character used in access keys")
+    return "".join(symbols), True
+
+
+def display(key: str, key_format: AccessKeyFormat = PROJECT_FORMAT) -> str:
+    """A canonical key in the configured grouping (``group_size`` 0: as one run of symbols)."""
+    size = key_format.group_size
+    return "-".join(key[i : i + size] for i in range(0, len(key), size)) if size else key
+
+
 def format_key(key: str) -> str:
     """``7K3MQ9TX2HVBR4NC`` → ``7K3M-Q9TX-2HVB-R4NC``."""
     key = canonical(key)
     return "-".join(key[i : i + GROUP] for i in range(0, KEY_LENGTH, GROUP))
 
 
-def mask(text: str) -> str:
-    """The form shown everywhere but an explicit staff reveal: ``7K3M-****-****-R4NC``.
+def mask(text: str, key_format: AccessKeyFormat | None = None) -> str:
+    """The form shown everywhere but an explicit staff reveal: ``****-****-****-R4NC``.
+
+    Only the last 4 symbols: enough to tell two keys apart, too few to help guess one.
 
     Anything that is not a well-formed key is masked whole, so a garbled value never leaks.
     """
     try:
         key = canonical(text)
     except AccessKeyError:
-        return "****-****-****-****"
-    return f"{key[:GROUP]}-****-****-{key[-GROUP:]}"
+        key = _other_format_key(text, key_format)
+        if key is None:
+            return "****-****-****-****"
+    return f"****-****-****-{key[-GROUP:]}"
+
+
+def _other_format_key(text: str, key_format: AccessKeyFormat | None) -> str | None:
+    """A key that fits a configured format other than this project's, long enough to show its ends."""
+    if key_format is None or key_format.check == "keydesk" or key_format.length < 12:
+        return None
+    try:
+        return read(text, key_format)[0]
+    except AccessKeyError:
+        return None

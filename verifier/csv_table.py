@@ -11,7 +11,7 @@ from __future__ import annotations
 import csv
 import io
 import unicodedata
-from typing import Iterator, Sequence
+from typing import Iterator, Mapping, Sequence
 
 
 class CsvTableError(ValueError):
@@ -33,17 +33,22 @@ def decode(data: bytes) -> str:
                         "(どちらかで保存してください)")
 
 
-def open_table(data: bytes, columns: Sequence[str]) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
+def open_table(
+    data: bytes, columns: Sequence[str], optional: Sequence[str] = (), aliases: Mapping[str, str] | None = None,
+) -> tuple[list[str], Iterator[tuple[int, list[str]]]]:
     """(the header's column names, the records as (first line number, values)); blank rows skipped.
 
-    The header must hold exactly ``columns`` in any order. The records iterator raises
-    CsvTableError naming the line when the CSV syntax breaks.
+    The header must hold every one of ``columns`` and may hold ``optional`` ones, in any order;
+    ``aliases`` maps other header names (a town's own, e.g. 契約番号) to those names, and the
+    returned names are the canonical ones. The records iterator raises CsvTableError naming the
+    line when the CSV syntax breaks.
     """
     reader = csv.reader(io.StringIO(decode(data), newline=""))
-    return _header(reader, columns), _records(reader)
+    return _header(reader, columns, optional, aliases or {}), _records(reader)
 
 
-def _header(reader, columns: Sequence[str]) -> list[str]:
+def _header(reader, columns: Sequence[str], optional: Sequence[str] = (),
+            aliases: Mapping[str, str] | None = None) -> list[str]:
     try:
         header = next(reader)
     except StopIteration:
@@ -53,8 +58,10 @@ def _header(reader, columns: Sequence[str]) -> list[str]:
     names = [unicodedata.normalize("NFKC", name).strip() for name in header]
     while names and not names[-1]:
         names.pop()  # Excel may leave empty columns at the end
+    folded = {"".join(key.split()): value for key, value in (aliases or {}).items()}
+    names = [folded.get("".join(name.split()), name) for name in names]
     missing = [c for c in columns if c not in names]
-    unknown = [n for n in names if n not in columns]
+    unknown = [n for n in names if n not in columns and n not in optional]
     repeated = sorted({n for n in names if names.count(n) > 1})
     problems = []
     if missing:

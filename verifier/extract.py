@@ -184,7 +184,7 @@ def extract_fields(text: str, signatures: DocumentSignatures, pages: tuple[int, 
     )
     raw_key = _pattern_field("access_key", signatures.patterns.access_key, labels, flowing, note, show=False)
     if raw_key is not None:
-        values["access_key"], values["access_key_valid"] = _check_key(raw_key, note)
+        values["access_key"], values["access_key_valid"] = _check_key(raw_key, note, signatures.access_key)
 
     found, text_value = labels.value("guarantee_type")
     if found:
@@ -257,14 +257,14 @@ def _pattern_field(field, pattern, labels: _Labels, flowing: str, note, *, show:
     return None
 
 
-def _check_key(raw: str, note) -> tuple[str | None, bool]:
+def _check_key(raw: str, note, key_format) -> tuple[str | None, bool]:
+    """The key in the configured format, and whether its check (if the format has one) passes."""
     try:
-        return access_key.parse(raw), True
+        key, valid = access_key.read(raw, key_format)
     except access_key.AccessKeyError as error:
-        try:
-            key = access_key.canonical(raw)
-        except access_key.AccessKeyError:
-            note("access_key", ProblemKind.UNREADABLE, f"not an access key: {error.reason}")
-            return None, False
-        note("access_key", ProblemKind.CHECKSUM, f"{access_key.mask(key)}: {error.reason}")
-        return key, False
+        note("access_key", ProblemKind.UNREADABLE, f"not an access key: {error.reason}")
+        return None, False
+    if not valid:
+        note("access_key", ProblemKind.CHECKSUM,
+             f"{access_key.mask(key)}: the check character does not match: the key was probably mistyped")
+    return key, valid

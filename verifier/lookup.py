@@ -1,7 +1,9 @@
 """The certificate look-up port (D-Sure's role): (保証契約番号, 認証キー) → certificate.
 
 D-Sure has no public API, so the verifier depends only on this protocol. The embedded adapter
-in ``guarantor/`` answers from the project's own registry; a remote adapter can follow.
+in ``guarantor/`` answers from the project's own registry; ``intake/lookup_client.py`` asks a
+guarantor's service over HTTPS; ``intake/lookup_client.ManualLookup`` leaves the look-up to a clerk.
+Whatever the adapter, the desk checks the certificate's signature itself (``verifier.verify``).
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ class LookupStatus(StrEnum):
     REVOKED = "revoked"
     REFUSED = "refused"  # too many wrong keys for this number: the brute-force guard holds
     UNAVAILABLE = "unavailable"  # the service could not be reached; try later
+    MANUAL = "manual"  # no API: a clerk looks it up on the guarantor's site and records what it says
 
 
 @dataclass(frozen=True)
@@ -31,5 +34,7 @@ class LookupResult:
 
 class CertificateLookup(Protocol):
     def lookup(self, guarantee_no: str, access_key: str, now: datetime) -> LookupResult:
-        """``access_key`` is canonical (16 symbols, check symbol verified)."""
+        """``access_key`` is canonical in the configured format (for this project's format: 16 symbols,
+        check symbol verified). An adapter that cannot reach its service answers UNAVAILABLE, never
+        raises for it."""
         ...

@@ -255,7 +255,7 @@ class PdfTextWorker:
 
     def _start(self) -> None:
         root = str(Path(__file__).resolve().parents[1])
-        env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))}
+        env = worker_environment(root)
         self._process = subprocess.Popen(
             [sys.executable, "-m", "verifier.pdf_text"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
@@ -316,6 +316,19 @@ class PdfTextWorker:
         code = process.poll()
         self._stop(kill=True)
         return _broken(_death_reason(code, limits))
+
+
+# What the worker inherits from the parent's environment: nothing that could carry a secret
+# (passwords, tokens and key-encryption keys come from the environment: *_env settings).
+_WORKER_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT", "VIRTUAL_ENV")
+
+
+def worker_environment(root: str) -> dict[str, str]:
+    """A minimal environment for the PDF worker: the import path, locale and little else."""
+    env = {name: os.environ[name] for name in _WORKER_ENV_KEEP if name in os.environ}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
+    env["PYTHONDONTWRITEBYTECODE"] = "1"
+    return env
 
 
 class _Deadline(Exception):

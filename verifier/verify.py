@@ -17,8 +17,8 @@ from typing import Mapping, Protocol, Sequence
 
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 
-from rules.domain import Certificate, GuaranteeType
-from rules.evaluate import company_key, evaluate, obligee_key, plain_key
+from rules.domain import Certificate, Contract, GuaranteeType
+from rules.evaluate import company_key, obligee_key, plain_key
 from rules.findings import Finding, Severity, Verdict, strongest
 from rules.schema import DeskRules
 from rules.signatures import DocumentKind, DocumentSignatures
@@ -28,8 +28,9 @@ from verifier.certificate_signature import SignatureStatus, SignedCertificate, c
 from verifier.classify import classify
 from verifier.extract import KeyNoticeFields, extract_key_notices
 from verifier.lookup import CertificateLookup, LookupStatus
+from verifier.judge import department_for, judge_certificate
 from verifier.pdf_text import TextResult
-from verifier.register import AcceptedIndex, ContractRegister
+from verifier.register import AcceptedIndex, ContractRegister, find_contract
 
 BODY = "メール本文"  # where a typed key came from, in place of a document name
 
@@ -50,6 +51,7 @@ _LOOKUP_CODES = {
     LookupStatus.REVOKED: "lookup.revoked",
     LookupStatus.REFUSED: "lookup.refused",
     LookupStatus.UNAVAILABLE: "lookup.unavailable",
+    LookupStatus.MANUAL: "lookup.manual",
 }
 _ADVANCES = (GuaranteeType.ADVANCE, GuaranteeType.INTERMEDIATE_ADVANCE)
 
@@ -156,6 +158,14 @@ class _Candidate:
     findings: list[Finding] = field(default_factory=list)
     signed: SignedCertificate | None = None
     certificate: Certificate | None = None
+    contract: Contract | None = None  # the register entry, by number or by work name and contractor
+
+    @property
+    def contract_no(self) -> str:
+        """The register's number when the certificate was matched, else the certificate's own."""
+        if self.contract is not None:
+            return self.contract.contract_no
+        return self.certificate.contract_no if self.certificate else ""
 
 
 def verify_mail(
@@ -188,10 +198,10 @@ def verify_mail(
         mail_findings += findings
         results.append(DocumentResult(
             document.name, kind, tuple(findings),
-            tuple(n.guarantee_no for n in notices), tuple(_masked(n.access_key) for n in notices), evidence,
+            tuple(n.guarantee_no for n in notices), tuple(_masked(n.access_key, signatures) for n in notices), evidence,
         ))
 
-    mail_findings += _typed_keys(context, rules, candidates)
+    mail_findings += _typed_keys(context, rules, candidates, signatures)
     explained = any(f.severity is not Severity.INFO for f in mail_findings)
     if not candidates and not explained:
         mail_findings.append(Finding("key.missing", detail="no key notice among the documents"))
@@ -200,7 +210,7 @@ def verify_mail(
             "sender.not_authenticated", detail=f"SPF/DKIM/DMARC: {context.authentication.value}"
         ))
 
-    guarantees = _judge(candidates, context.desk, rules, ports, now)
+    guarantees = _judge(candidates, context.desk, rules, ports, now, signatures)
     verdict = strongest([f.verdict for f in mail_findings] + [g.verdict for g in guarantees])
     return MailVerdict(verdict, tuple(mail_findings), tuple(guarantees), tuple(results))
 
@@ -225,8 +235,8 @@ def _document_findings(name: str, kind: DocumentKind, has_notice: bool) -> list[
     return [Finding(code, detail=f"{name}: {kind.value}", params={"document": name}, document=name)]
 
 
-def _masked(key: str | None) -> str | None:
-    return keys.mask(key) if key else None
+def _masked(key: str | None, signatures: DocumentSignatures | None = None) -> str | None:
+    return keys.mask(key, signatures.access_key if signatures else None) if key else None
 
 
 def _from_notice(name: str, notice: KeyNoticeFields) -> _Candidate:
@@ -234,7 +244,8 @@ def _from_notice(name: str, notice: KeyNoticeFields) -> _Candidate:
     return _Candidate(name, number, notice.access_key, notice.access_key_valid, notice)
 
 
-def _typed_keys(context: MailContext, rules: DeskRules, candidates: list[_Candidate]) -> list[Finding]:
+def _typed_keys(context: MailContext, rules: DeskRules, candidates: list[_Candidate],
+                signatures: DocumentSignatures) -> list[Finding]:
     """Keys typed into the body: verified like a notice, or answered with a request for the PDF."""
     in_notices = {c.guarantee_no for c in candidates if c.guarantee_no}
     findings: list[Finding] = []
@@ -245,18 +256,19 @@ def _typed_keys(context: MailContext, rules: DeskRules, candidates: list[_Candid
         if number in in_notices:
             continue  # the PDF is there; the typed copy adds nothing
         if rules.sender.key_in_body == "accept" and number:
-            candidates.append(_Candidate(BODY, number, _canonical(typed.access_key), keys.is_valid(typed.access_key)))
+            key, valid = _read_key(typed.access_key, signatures)
+            candidates.append(_Candidate(BODY, number, key, valid))
             in_notices.add(number)
         elif not any(f.code == "key.in_body" for f in findings):
             findings.append(Finding("key.in_body", detail=f"typed key {keys.mask(typed.access_key)} for {number or '?'}"))
     return findings
 
 
-def _canonical(text: str) -> str | None:
+def _read_key(text: str, signatures: DocumentSignatures) -> tuple[str | None, bool]:
     try:
-        return keys.canonical(text)
+        return keys.read(text, signatures.access_key)
     except keys.AccessKeyError:
-        return None
+        return None, False
 
 
 # ------------------------------------------------------------------------------------------
@@ -264,7 +276,8 @@ def _canonical(text: str) -> str | None:
 # ------------------------------------------------------------------------------------------
 
 
-def _judge(candidates: list[_Candidate], desk: str, rules: DeskRules, ports: Ports, now: datetime) -> list[GuaranteeVerdict]:
+def _judge(candidates: list[_Candidate], desk: str, rules: DeskRules, ports: Ports, now: datetime,
+           signatures: DocumentSignatures) -> list[GuaranteeVerdict]:
     judged: dict[str, _Candidate] = {}
     order: list[_Candidate] = []
     for candidate in candidates:
@@ -275,28 +288,44 @@ def _judge(candidates: list[_Candidate], desk: str, rules: DeskRules, ports: Por
         order.append(candidate)
         if not _printed_type_refused(candidate, rules):
             _check(candidate, ports, now)
+            _already_accepted_without_lookup(candidate, desk, ports)
+
+    for candidate in order:
+        if candidate.certificate is not None:
+            candidate.contract = find_contract(ports.register, desk, candidate.certificate)
 
     # Advances in this mail count towards the 前払金 + 中間前払金 total of the same contract.
     in_mail: dict[str, dict[GuaranteeType, int]] = {}
     for candidate in order:
         cert = candidate.certificate
         if cert is not None and cert.guarantee_type in _ADVANCES:
-            in_mail.setdefault(cert.contract_no, {})[cert.guarantee_type] = cert.guarantee_amount
+            in_mail.setdefault(candidate.contract_no, {})[cert.guarantee_type] = cert.guarantee_amount
 
     verdicts = []
     for candidate in order:
         cert = candidate.certificate
-        contract = None
+        contract = candidate.contract
         if cert is not None:
-            contract = ports.register.get(desk, cert.contract_no)
-            others = dict(ports.accepted.advance_amounts(desk, cert.contract_no))
-            others.update({k: v for k, v in in_mail.get(cert.contract_no, {}).items() if k is not cert.guarantee_type})
-            candidate.findings += evaluate(
-                cert, rules, contract=contract,
-                previous_receipt=ports.accepted.receipt_for(desk, cert.guarantee_no), other_advances=others,
-            )
-        verdicts.append(_verdict(candidate, rules, contract))
+            findings, contract = judge_certificate(cert, desk, rules, ports.register, ports.accepted,
+                                                   in_mail.get(candidate.contract_no, {}))
+            candidate.findings += findings
+        verdicts.append(_verdict(candidate, rules, contract, signatures))
     return verdicts
+
+
+def _already_accepted_without_lookup(candidate: _Candidate, desk: str, ports: Ports) -> None:
+    """Manual mode: a number the town already accepted needs no clerk; the sender hears it at once,
+    as a looked-up duplicate would be answered."""
+    manual = [f for f in candidate.findings if f.code == "lookup.manual"]
+    previous = ports.accepted.receipt_for(desk, candidate.guarantee_no) if manual and candidate.guarantee_no else None
+    if previous is None:
+        return
+    candidate.findings.remove(manual[0])
+    candidate.findings.append(Finding(
+        "submission.duplicate", detail=f"already accepted as {previous} (manual mode: not looked up again)",
+        params={"guarantee_no": candidate.guarantee_no or "", "previous_receipt": previous},
+        guarantee_no=candidate.guarantee_no, document=candidate.document,
+    ))
 
 
 def _printed_type_refused(candidate: _Candidate, rules: DeskRules) -> bool:
@@ -391,21 +420,20 @@ def _same_work(shown: str, actual: str) -> bool:
     return bool(shown_key) and (shown_key == actual_key or actual_key.startswith(shown_key) and len(shown_key) >= 8)
 
 
-def _verdict(candidate: _Candidate, rules: DeskRules, contract) -> GuaranteeVerdict:
+def _verdict(candidate: _Candidate, rules: DeskRules, contract: Contract | None,
+             signatures: DocumentSignatures) -> GuaranteeVerdict:
     cert = candidate.certificate
     guarantee_type = cert.guarantee_type if cert else (candidate.notice.guarantee_type if candidate.notice else None)
-    department = rules.department_for(guarantee_type) if guarantee_type else None
-    if department is None and contract is not None:
-        department = contract.department
+    department = department_for(rules, guarantee_type, contract)
     findings = tuple(candidate.findings)
     return GuaranteeVerdict(
         guarantee_no=candidate.guarantee_no,
-        access_key_masked=_masked(candidate.access_key),
+        access_key_masked=_masked(candidate.access_key, signatures),
         access_key=candidate.access_key,
         certificate=cert,
         signed=candidate.signed,
         guarantee_type=guarantee_type,
-        contract_no=cert.contract_no if cert else None,
+        contract_no=candidate.contract_no or None,
         department=department,
         verdict=strongest(f.verdict for f in findings),
         findings=findings,

@@ -26,6 +26,9 @@ def run(deployment):
     runner = CliRunner()
 
     def invoke(*args: str):
+        if args[:1] == ("lookup",) and len(args) == 3:
+            # The key is typed (stdin), never put on the command line.
+            return runner.invoke(app, ["--config", str(deployment), *args[:2]], input=args[2] + "\n")
         return runner.invoke(app, ["--config", str(deployment), *args])
 
     return invoke
@@ -173,3 +176,14 @@ def test_a_tampered_registry_row_shows_an_invalid_signature(run, ready, fixtures
     assert "保証金額：9,140,000円" in shown.output
     assert "電子署名：無効です" in shown.output
     assert shown.exit_code == 1
+
+
+def test_the_key_is_never_taken_from_the_command_line(ready, deployment):
+    runner = CliRunner()
+    result = runner.invoke(app, ["--config", str(deployment), "lookup", "26-000123-4", "7K3M-Q9TX-2HVB-R4NC"])
+    assert result.exit_code != 0 and "コマンドラインに書かないでください" in str(result.exception or result.output)
+    from verifier.guarantee_no import luhn_digit
+
+    number = f"26-000123-{luhn_digit('26000123')}"
+    empty = runner.invoke(app, ["--config", str(deployment), "lookup", number], input="")
+    assert empty.exit_code != 0 and "標準入力" in str(empty.exception or empty.output)

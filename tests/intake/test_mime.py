@@ -294,9 +294,13 @@ def test_deeply_nested_multiparts_do_not_crash_and_keep_the_headers():
     raw = b"From: a@example.jp\r\nSubject: deep\r\nContent-Type: multipart/mixed; boundary=\"b0\"\r\n\r\n"
     for level in range(1500):
         raw += b"--b%d\r\nContent-Type: multipart/mixed; boundary=\"b%d\"\r\n\r\n" % (level, level + 1)
-    walked = walk_mail(raw)
+    walked = walk_mail(raw, limits=MailLimits(mime_parts_max=2000))  # the nesting limit, not the part count
     assert walked.subject == "deep" and walked.sender.valid
     assert codes(walked) == ["mail.malformed"]
+    # With the default part limit the mail is refused before parsing: kept, answered "please resend".
+    walked = walk_mail(raw)
+    assert walked.subject == "deep" and walked.sender.valid
+    assert codes(walked) == ["mail.unreadable"]
 
 
 def test_moderately_nested_multiparts_stop_at_the_mime_depth_limit():

@@ -64,6 +64,7 @@ def test_a_certificate_view_is_returned_and_the_resend_is_linked(issued: dict) -
     reply = reply_of(runtime, first.id)
     assert "再送" in reply["Subject"]
     assert "STEP4" in reply.get_body(("plain",)).get_content()
+    _mark_reply_sent(runtime, first.id, NOW)  # the resend answers a reply that went out before it arrived
 
     second, outcome = take(runtime, mail([("お知らせ.pdf", files(issued, 2)["key_notice"])], subject="Re: 再送します"), uid=2)
     assert outcome.verdict is Verdict.ACCEPTED
@@ -73,6 +74,31 @@ def test_a_certificate_view_is_returned_and_the_resend_is_linked(issued: dict) -
     assert returned.guarantee_no is None and returned.verdict == "returned"
     assert resend.resend_of_id == returned.id
     assert first.receipt_no in reply_of(runtime, second.id).get_body(("plain",)).get_content()
+
+
+def _mark_reply_sent(runtime: Runtime, inbound_id: int, at: datetime) -> None:
+    with Session(runtime.engine) as session:
+        row = session.exec(select(OutboxMessage).where(OutboxMessage.inbound_id == inbound_id)).one()
+        row.state, row.sent_at = "sent", at
+        session.add(row)
+        session.commit()
+
+
+def test_a_mail_is_not_the_resend_of_one_whose_reply_had_not_gone_out(issued: dict) -> None:
+    """Two mails from one sender at the same moment: the one without a key notice is returned, but the
+    other is not its resend (the sender never saw the return), neither while the reply waits in the
+    outbox nor when it went out only after the second mail arrived."""
+    from datetime import timedelta
+
+    runtime = Runtime(issued["config"])
+    first, outcome = take(runtime, mail([]), uid=1)
+    assert outcome.verdict is Verdict.RETURNED
+    second, _ = take(runtime, mail([("お知らせ.pdf", files(issued, 2)["key_notice"])]), uid=2)
+    _mark_reply_sent(runtime, first.id, NOW + timedelta(seconds=5))
+    third, _ = take(runtime, mail([("お知らせ.pdf", files(issued, 1)["key_notice"])]), uid=3)
+    with Session(runtime.engine) as session:
+        links = session.exec(select(Submission.resend_of_id).where(Submission.inbound_id.in_([second.id, third.id]))).all()
+    assert links == [None, None]
 
 
 def test_automatic_mail_is_recorded_but_not_answered(issued: dict) -> None:
@@ -115,6 +141,8 @@ def test_a_bounce_of_our_reply_is_recorded_and_listed_among_the_digests_failures
     row, _ = take(runtime, mail([("お知らせ.pdf", files(issued, 0)["key_notice"])]), uid=1)
     reply = reply_of(runtime, row.id)
     bounce = (
+        # Only a report our server authenticated (or that our relay wrote) may mark a reply lost.
+        "Authentication-Results: mx.town.misato.example; dkim=pass header.d=misato-kensetsu.example\r\n"
         "From: MAILER-DAEMON@mx.misato-kensetsu.example\r\n"
         "To: keiyaku@town.misato.example\r\n"
         "Subject: Undelivered Mail Returned to Sender\r\n"

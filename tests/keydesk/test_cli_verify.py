@@ -40,7 +40,7 @@ def test_done_when_accepted_certificate_view_returned_half_notice_broken(issued:
     assert accepted["findings"] == []
     key = advance["access_key"]
     assert accepted["documents"] == [{"kind": "key_notice", "guarantee_no": advance["guarantee_no"],
-                                      "access_key_masked": f"{key[:4]}-****-****-{key[-4:]}"}]
+                                      "access_key_masked": f"****-****-****-{key[-4:]}"}]
 
     assert returned["verdict"] == "returned"
     assert [f["code"] for f in returned["findings"]] == ["doc.certificate_view"]
@@ -155,3 +155,43 @@ def test_rules_check_and_replay(issued: dict) -> None:
     assert "判定が変わるもの 1 件" in result.output
     assert f"K-2026-000001 {advance['guarantee_no']}: accepted → needs_review" in result.output
     assert "追加: amount.advance_high" in result.output
+
+
+def test_contracts_import_dry_run_shows_changes_and_writes_nothing(issued: dict) -> None:
+    config, tmp = issued["config"], issued["tmp"]
+    town = tmp / "town.csv"
+    town.write_text(
+        "契約番号,工事名,業務区分,受注者,請負代金額,契約日,工期末,前払金額,中間前払金額,担当課,低入札\n"
+        "R8-土木-002,美郷川護岸補修工事,建設工事,山田土木 有限会社,\"16,000,000\",2026/4/10,2026/12/25,,,契約係,○\n",
+        encoding="cp932",
+    )
+    result = invoke(config, "contracts", "import", "--dry-run", str(town))
+    assert result.exit_code == 0, result.output
+    assert "まだ書き込んでいません" in result.output and "更新 1 件" in result.output
+    assert "15,400,000円 → 16,000,000円" in result.output and "low_bid - → ○" in result.output
+    with Session(Runtime(config).engine) as session:
+        row = session.exec(select(ContractRow).where(ContractRow.contract_no == "R8-土木-002")).one()
+        assert row.contract_amount == 15_400_000 and row.low_bid is False
+    result = invoke(config, "contracts", "import", str(town))
+    assert result.exit_code == 0 and "更新 1 件" in result.output
+    with Session(Runtime(config).engine) as session:
+        row = session.exec(select(ContractRow).where(ContractRow.contract_no == "R8-土木-002")).one()
+        assert row.contract_amount == 16_000_000 and row.low_bid is True
+
+
+def test_rules_check_replay_names_the_effect_of_a_category_rule(issued: dict) -> None:
+    config = issued["config"]
+    runtime = Runtime(config)
+    contract = issued["rows"][2]  # 契約保証 of 10% on a 工事 contract
+    inbound, outcome = take(runtime, mail([("お知らせ.pdf", Path(contract["files"]["key_notice"]).read_bytes())]), uid=1)
+    assert outcome.verdict.value == "accepted", outcome.findings
+    rules_file = config / "rules.toml"
+    rules_file.write_text(rules_file.read_text(encoding="utf-8").replace(
+        '[desks.misato.categories."建設コンサルタント業務"]',
+        '[desks.misato.categories."工事"]\ncontract_guarantee_min_ratio = 0.20\n\n'
+        '[desks.misato.categories."建設コンサルタント業務"]', 1), encoding="utf-8")
+    result = invoke(config, "rules", "check", "--replay", "5")
+    assert result.exit_code == 0, result.output
+    assert "判定が変わるもの 1 件" in result.output
+    assert (f"K-2026-000001 {contract['guarantee_no']}: accepted → returned(受付済 → 返送)"
+            "  追加: amount.contract_guarantee_low(契約保証の保証金額が不足)") in result.output

@@ -195,14 +195,14 @@ def test_each_line_carries_what_staff_need(world: World) -> None:
     assert quarantined.reasons[1] == "エラー: PdfReadError: EOF marker not found"
     failure = by["kensetsu"].lines[-1]
     assert failure.verdict_label == "返信不達" and failure.guarantee_no == "26-000107-4"
-    assert failure.masked_key == f"{KEY[:4]}-****-****-{KEY[-4:]}"
+    assert failure.masked_key == f"****-****-****-{KEY[-4:]}"
     assert failure.reasons == ("返信メールを届けられませんでした(宛先: tanaka@misato-kensetsu.example)",
                                "エラー: 550 5.1.1 user unknown")
 
 
 def test_keys_are_masked_even_when_stored_unmasked(world: World) -> None:
     line = digests(world)["kensetsu"].lines[0]
-    assert line.masked_key == f"{KEY[:4]}-****-****-{KEY[-4:]}"
+    assert line.masked_key == f"****-****-****-{KEY[-4:]}"
     text = render_text(digests(world)["kensetsu"], world.env)
     assert KEY not in text and KEY.replace("-", "") not in text
 
@@ -241,7 +241,7 @@ def test_csv_reads_back_for_excel(world: World) -> None:
     assert first["区分"] == "受付" and first["受付番号"] == "K-2026-000001"
     assert first["受付日時"] == "2026-04-09 09:05"
     assert first["工事・業務名"] == HOSTILE_WORK  # data stays data in CSV
-    assert first["認証キー(一部伏字)"] == f"{KEY[:4]}-****-****-{KEY[-4:]}"
+    assert first["認証キー(一部伏字)"] == f"****-****-****-{KEY[-4:]}"
     assert first["理由"] == "保証料領収書"
     resend = dict(zip(rows[0], rows[2]))
     assert resend["受注者"] == "'=HYPERLINK(\"http://evil.example\")"  # no formula for Excel to run

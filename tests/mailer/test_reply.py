@@ -81,7 +81,9 @@ def test_accepted_body_has_receipt_time_documents_next_step_and_contact(env) -> 
     assert "認証キー等のお知らせ_26-000123-4.pdf" in body and "種類:認証キー等のお知らせ" in body
     assert "保証契約番号 26-000123-4(前払金保証):受付済み" in body
     assert "保証料領収書が添付されていましたが、ご提出は不要です。" in body  # the finding's sentence
-    assert "到達確認のお電話はいただかなくて結構です" in body
+    # Issue 14: wording as a town official writes it, and nothing that overstates what happened.
+    assert "保証証書の提出として受け付けました" in body
+    assert "お電話をいただく必要はございません" in body and "以上で完了です" not in body
     assert body.rstrip().endswith("電話 0000-00-0000(平日 8:30〜17:15)\nkeiyaku@town.misato.example")
     assert "\n\n\n" not in body and not any(line != line.rstrip() for line in body.splitlines())
 
@@ -138,12 +140,14 @@ def test_the_key_is_always_masked(env) -> None:
     raw_key = KEY.replace("-", "")
     message = build_reply(facts(), env, now=NOW)
     body = parsed(message).get_content()
-    assert f"認証キー:{KEY[:4]}-****-****-{KEY[-4:]}" in body
+    assert f"認証キー:****-****-****-{KEY[-4:]}" in body
     assert KEY not in body and raw_key not in body
     assert raw_key[4:12] not in body.replace("-", "")
     # A garbled value is masked whole rather than partly shown.
     assert ensure_masked("not-a-key-at-all") == "****-****-****-****"
-    assert ensure_masked(f"{KEY[:4]}-****-****-{KEY[-4:]}") == f"{KEY[:4]}-****-****-{KEY[-4:]}"
+    assert ensure_masked(f"****-****-****-{KEY[-4:]}") == f"****-****-****-{KEY[-4:]}"
+    # A row masked the old way (first and last 4) is shown with the last 4 only.
+    assert ensure_masked(f"{KEY[:4]}-****-****-{KEY[-4:]}") == f"****-****-****-{KEY[-4:]}"
 
 
 def test_iso_2022_jp_when_the_desk_asks_for_it(env) -> None:
@@ -185,7 +189,9 @@ def test_header_injection_in_the_original_subject_and_display_name_stays_text(en
     assert sorted(again.keys()) == sorted([
         "From", "To", "Subject", "Date", "Message-ID", "In-Reply-To", "References", "Auto-Submitted",
         "X-Auto-Response-Suppress", "Content-Type", "Content-Transfer-Encoding", "MIME-Version", MARKER_HEADER,
+        "Precedence",
     ])
+    assert again["Precedence"] == "auto_reply"
     assert again["In-Reply-To"] == "<x@evil.example>"
     assert again["References"] == "<a@b.example> <c@d.example> <x@evil.example>"
     assert [a.addr_spec for a in again["To"].addresses] == ["tanaka@misato-kensetsu.example"]
@@ -233,3 +239,57 @@ def test_a_broken_or_missing_template_is_named(tmp_path: Path) -> None:
     (tmp_path / "reply_subject.txt.j2").write_text("{% if %}", encoding="utf-8")
     with pytest.raises(TemplateProblem, match=r"reply_subject.txt.j2:1: "):
         render_reply(facts(), env)
+
+
+# -- issue 14: one coherent message per verdict --------------------------------------------------
+
+PAPER = [Finding("cert.before_start_date", params={"guarantee_no": "26-000123-4", "contract_date": "令和8年3月31日",
+                                                   "start_date": "令和8年4月1日"}, guarantee_no="26-000123-4")]
+OTHER_TOWN = [Finding("cert.other_obligee", params={"guarantee_no": "26-000123-4", "obligee": "秋田県美郷町長"},
+                      guarantee_no="26-000123-4")]
+SHORT = [Finding("amount.contract_guarantee_low", guarantee_no="26-000123-4", params={
+    "guarantee_amount": "999,999円", "contract_amount": "10,000,000円", "ratio": "10%", "required": "1,000,000円",
+    "basis": ""})]
+
+
+@pytest.mark.parametrize("findings, subject_end, wanted, unwanted", [
+    (PAPER, "書面の保証証書でのご提出をお願いします", ["書面の保証証書を、美郷町 契約窓口へご提出ください", "■お受けできない理由",
+                                           "書面の保証証書でのご提出をお願いします"],
+     ["このメールに返信する形でお送りください", "再送をお願いする理由", "お知らせの再送"]),
+    (OTHER_TOWN, "電子証書の提出先をご確認ください", ["提出先をご確認ください", "「秋田県美郷町長」"],
+     ["このメールに返信する形でお送りください", "書面の保証証書", "お知らせの再送"]),
+    (SHORT, "保証内容のご確認をお願いします", ["保証会社に保証内容をご相談ください", "1,000,000円", "999,999円"],
+     ["書面の保証証書", "再送をお願いする理由"]),
+    (PAPER + [Finding("doc.certificate_view", document="閲覧画面.pdf")], "書面の保証証書でのご提出をお願いします",
+     ["書面の保証証書を"], ["このメールに返信する形でお送りください"]),
+])
+def test_a_returned_reply_asks_one_thing_in_subject_and_body(env, findings, subject_end, wanted, unwanted) -> None:
+    returned = [GuaranteeLine("26-000123-4", Verdict.RETURNED, "契約保証", "美郷橋補修工事")]
+    subject, body = render_reply(facts(verdict=Verdict.RETURNED, findings=findings, guarantees=returned), env)
+    assert subject == "【美郷町 契約窓口】受付番号 K-2026-000123 " + subject_end
+    for text in wanted:
+        assert text in body, text
+    for text in unwanted:
+        assert text not in body, text
+
+
+def test_the_greeting_names_the_company_when_the_certificate_does(env) -> None:
+    _, body = render_reply(facts(contractor_name="株式会社美郷建設"), env)
+    assert body.startswith("株式会社美郷建設\nご担当者様\n")
+    _, anonymous = render_reply(facts(), env)
+    assert anonymous.startswith("ご担当者様\n")
+
+
+@pytest.mark.parametrize("code", ["lookup.unavailable", "lookup.manual"])
+def test_a_held_look_up_promises_the_result_instead_of_a_call(env, code) -> None:
+    """The first reply of a submission whose look-up is still to be done says a second mail follows;
+    it does not also say staff may phone, which would leave the contractor unsure what comes next."""
+    held = facts(verdict=Verdict.NEEDS_REVIEW, findings=[Finding(code, guarantee_no="26-000123-4")])
+    _, body = render_reply(held, env)
+    assert "■照会中の事項" in body and "■担当者が確認する事項" not in body
+    assert "結果をこのメールアドレスあてにお送りいたします" in body
+    assert "必要な場合はこちらからご連絡いたします" not in body
+    # Any other needs_review reason keeps the words about staff.
+    _, other = render_reply(facts(verdict=Verdict.NEEDS_REVIEW, findings=[Finding("lookup.refused", guarantee_no="26-000123-4")]), env)
+    assert "■担当者が確認する事項" in other and "必要な場合はこちらからご連絡いたします" in other
+    assert "結果をこのメールアドレスあてにお送りいたします" not in other

@@ -299,5 +299,10 @@ def test_rule_codes_lists_exactly_what_evaluate_produces() -> None:
                                       contract=row)}
     seen |= {f.code for f in evaluate(certificate(INTERMEDIATE, guarantee_amount=10**9), RULES, contract=row)}
     seen |= {f.code for f in evaluate(certificate(RESERVATION), RULES, contract=CONTRACT_ROW)}
+    # Added with issue 14: 中間前払金 conditions, the register's advance, matching by work name.
+    consulting = replace(CONTRACT_ROW, work_category="建設コンサルタント業務", advance_amount=1)
+    seen |= {f.code for f in evaluate(certificate(INTERMEDIATE, contract_no=""), RULES, contract=consulting)}
+    seen |= {f.code for f in evaluate(certificate(INTERMEDIATE), RULES, contract=CONTRACT_ROW)}
+    seen |= {f.code for f in evaluate(certificate(ADVANCE), RULES, contract=consulting)}
     assert seen == RULE_CODES
     assert RULE_CODES <= set(CODES)

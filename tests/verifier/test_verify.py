@@ -40,7 +40,8 @@ ADVANCE_CERT = Certificate(
 )
 CONTRACT_CERT = replace(ADVANCE_CERT, guarantee_no="26-000124-2", guarantee_type=GuaranteeType.CONTRACT,
                         guarantee_amount=1_234_500)
-INTERMEDIATE_CERT = replace(ADVANCE_CERT, guarantee_no="26-000125-9",
+# A 中間前払金 starts after the middle of the 工期 (2026-09-27), as the town's 認定 requires.
+INTERMEDIATE_CERT = replace(ADVANCE_CERT, guarantee_no="26-000125-9", period_start=date(2026, 10, 1),
                             guarantee_type=GuaranteeType.INTERMEDIATE_ADVANCE, guarantee_amount=2_469_001)
 REGISTER_ROW = Contract(
     contract_no="R8-001", desk="misato", work_name="町道美郷線 道路改良工事", work_category="工事",
@@ -77,6 +78,14 @@ class FakeRegister:
 
     def get(self, desk: str, contract_no: str) -> Contract | None:
         return self.rows.get((desk, contract_no))
+
+    def find_by_work(self, desk: str, work_name: str, contractor_name: str) -> Contract | None:
+        from rules.names import company_key, plain_key
+
+        found = [row for (row_desk, _), row in self.rows.items() if row_desk == desk
+                 and plain_key(row.work_name) == plain_key(work_name)
+                 and company_key(row.contractor_name) == company_key(contractor_name)]
+        return found[0] if len(found) == 1 else None
 
 
 class FakeAccepted:
@@ -480,3 +489,15 @@ def test_a_reservation_notice_is_refused_by_its_printed_type_without_a_lookup(de
     assert "契約保証予約" in guarantee.findings[0].message
     assert result.verdict is Verdict.RETURNED
     assert desk.lookup.calls == []
+
+
+def test_a_certificate_without_contract_number_is_matched_by_work_name_and_contractor(desk: Desk) -> None:
+    unnumbered = replace(ADVANCE_CERT, contract_no="", work_name="町道美郷線　道路改良工事", contractor_name="美郷建設(株)")
+    key = desk.lookup.issue(unnumbered)
+    result = desk.verify(notice(unnumbered, key))
+    [guarantee] = result.guarantees
+    assert codes(guarantee.findings) == ["register.matched_by_work"]
+    assert guarantee.verdict is Verdict.ACCEPTED and guarantee.contract_no == "R8-001"
+    other = replace(unnumbered, guarantee_no="26-000126-7", contractor_name="別建設株式会社")
+    key = desk.lookup.issue(other)
+    assert "register.no_contract" in codes(desk.verify(notice(other, key)).guarantees[0].findings)
