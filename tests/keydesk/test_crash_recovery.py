@@ -28,6 +28,15 @@ KILLS = 4
 LEASE_SECONDS = 300  # mailer.delivery.default_lease: what a restart must not wait for
 
 
+def _contractor_mail(n: int) -> bytes:
+    """A mail from a distinct sender (the per-sender hourly limit is not what these tests are
+    about), authenticated by the town's server: an unauthenticated sender gets the short reply
+    without In-Reply-To (issue 12), and these tests match replies to mails by In-Reply-To."""
+    domain = f"kensetsu{n}.example"
+    return (f"Authentication-Results: mx.town.misato.example; dmarc=pass (p=none) header.from={domain}\r\n".encode()
+            + make_mail(n, sender=f"contractor{n}@{domain}"))
+
+
 def _answers(handler: Recorder) -> dict[str, list[str]]:
     """Original Message-ID → the Message-IDs of every reply copy received for it."""
     found: dict[str, list[str]] = defaultdict(list)
@@ -45,8 +54,7 @@ def test_sigkill_during_a_burst_then_restart_answers_every_mail_once(pymap_serve
         config = deployment_for(tmp_path, pymap_server)
         _set(config, "port = 1025", f"port = {smtp_port}")
         daemon = Daemon(config, tmp_path / "daemon.log")
-        # Distinct senders: the reply policy's per-sender hourly limit is not what this test is about.
-        mails = [make_mail(n, sender=f"contractor{n}@kensetsu{n}.example") for n in range(MAILS)]
+        mails = [_contractor_mail(n) for n in range(MAILS)]
         chunks = [mails[i::KILLS + 1] for i in range(KILLS + 1)]
         try:
             for kill in range(KILLS):
@@ -129,7 +137,7 @@ def test_workers_on_postgresql_killed_at_random_lose_nothing_and_process_nothing
         engine = make_engine(postgres_url)
         upgrade(engine)
         workers = [Daemon(config, tmp_path / f"worker{n}.log") for n in range(WORKERS)]
-        mails = [make_mail(n, sender=f"contractor{n}@kensetsu{n}.example") for n in range(MAILS)]
+        mails = [_contractor_mail(n) for n in range(MAILS)]
         chunks = [mails[i::KILLS + 1] for i in range(KILLS + 1)]
         try:
             for worker in workers:
