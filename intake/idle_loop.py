@@ -25,8 +25,10 @@ FIRST_BACKOFF_SECONDS = 1.0
 
 
 def run_idle_loop(service: IntakeService, connect: Callable[[], MailboxConnection], poll: PollSettings,
-                  stop: threading.Event, on_pass: Callable[[PassReport], None] | None = None) -> None:
-    """Run passes until ``stop`` is set. ``connect`` returns an unopened MailboxConnection."""
+                  stop: threading.Event, on_pass: Callable[[PassReport], None] | None = None,
+                  wake: threading.Event | None = None) -> None:
+    """Run passes until ``stop`` is set. ``connect`` returns an unopened MailboxConnection; ``wake``,
+    when set, starts a pass at once (new mail known before the server announces it)."""
     backoff = FIRST_BACKOFF_SECONDS
     label = f"{service.desk}: {service.account} {service.mailbox.folder}"
     while not stop.is_set():
@@ -40,7 +42,7 @@ def run_idle_loop(service: IntakeService, connect: Callable[[], MailboxConnectio
                     if conn.supports_idle:
                         # Mail that arrived during the pass was announced then, not in IDLE: look first.
                         if not conn.new_mail_announced():
-                            conn.idle_wait(poll.idle_renew_seconds, stop)
+                            conn.idle_wait(poll.idle_renew_seconds, stop, wake=wake)
                     elif stop.wait(poll.poll_interval_seconds):
                         break
                     if stop.is_set():

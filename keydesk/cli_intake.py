@@ -15,21 +15,24 @@ import signal
 import ssl
 import threading
 from collections.abc import Callable
+from pathlib import Path
 from typing import Optional
 
 import typer
+from sqlalchemy.engine import Engine
 
 from intake.idle_loop import run_idle_loop
 from intake.intake_service import AfterCommitHook, IntakeService, PassReport, ProcessHook
-from intake.mailbox_lock import MailboxBusy, MailboxLock
+from intake.mailbox_lock import MailboxBusy, MailboxLock, PostgresMailboxLock, mailbox_lock_for
 from intake.poller import TRANSIENT_ERRORS, MailboxConnection, MailboxError
-from intake.raw_store import RawStore
+from intake.worker import run_desk_worker
 from keydesk.embedded_imap import EmbeddedImap, EmbeddedImapError
 from keydesk.errors import UserError
 from keydesk.runtime import Runtime
 from keydesk.status import record_pass
 from keydesk.settings import Settings, read_secret
 from rules.config_base import ConfigError
+from store.claim_owner import ClaimOwner, open_owner
 from store.tls import client_ssl_context
 
 log = logging.getLogger(__name__)
@@ -67,10 +70,6 @@ def register(app: typer.Typer) -> None:
 
 # -- building blocks ----------------------------------------------------------------------------
 
-def raw_store(settings: Settings) -> RawStore:
-    return RawStore(settings.storage.directory)
-
-
 def _desk_ids(settings: Settings, desk: str | None) -> list[str]:
     if desk is None:
         return list(settings.desks)
@@ -103,16 +102,24 @@ def connector(settings: Settings, desk_id: str) -> Callable[[], MailboxConnectio
     return connect
 
 
-def mailbox_lock(settings: Settings, desk_id: str) -> MailboxLock:
+def mailbox_lock(settings: Settings, desk_id: str, engine: Engine | None = None) -> MailboxLock | PostgresMailboxLock:
+    """The desk's mailbox lock: an advisory lock when ``engine`` is PostgreSQL, else a lock file."""
     mailbox = settings.desks[desk_id].mailbox
-    return MailboxLock(settings.home / "var" / "locks", desk_id, mailbox.username, mailbox.folder)
+    return mailbox_lock_for(engine, lock_directory(settings), desk_id, mailbox.username, mailbox.folder)
 
 
-def build_service(runtime: Runtime, desk_id: str, after_commit: AfterCommitHook | None = None) -> IntakeService:
+def lock_directory(settings: Settings) -> Path:
+    return settings.home / "var" / "locks"
+
+
+def build_service(runtime: Runtime, desk_id: str, after_commit: AfterCommitHook | None = None,
+                  owner: ClaimOwner | None = None) -> IntakeService:
+    from keydesk.composition import raw_store  # late, like the pipeline
+
     settings = runtime.settings
     return IntakeService(desk=desk_id, mailbox=settings.desks[desk_id].mailbox, poll=settings.poll,
-                         limits=settings.limits, engine=runtime.engine, store=raw_store(settings),
-                         process=process_factory(runtime, desk_id), after_commit=after_commit)
+                         limits=settings.limits, engine=runtime.engine, store=raw_store(runtime),
+                         process=process_factory(runtime, desk_id), after_commit=after_commit, owner=owner)
 
 
 def _mailbox_problem(settings: Settings, desk_id: str, exc: BaseException) -> UserError:
@@ -141,20 +148,23 @@ def poll(
         raise UserError("keydesk poll は --once を付けて実行してください (常時受信は keydesk run)")
     runtime: Runtime = ctx.obj
     settings = runtime.settings
-    for desk_id in _desk_ids(settings, desk):
-        service = build_service(runtime, desk_id)
-        try:
-            with mailbox_lock(settings, desk_id), connector(settings, desk_id)() as conn:
-                report = service.run_pass(conn)
-        except MailboxBusy as exc:
-            raise UserError(f"{desk_id}: 別の keydesk が受信中です ({exc})") from None
-        except (MailboxError, *TRANSIENT_ERRORS) as exc:
-            raise _mailbox_problem(settings, desk_id, exc) from None
-        record_pass(runtime.engine, desk_id, len(report.taken))
-        _print_report(settings, desk_id, report, as_json)
-        _retry_held(runtime, desk_id, as_json)
-    if not no_send:
-        _deliver_after_poll(runtime, as_json)
+    # A claim identity like the daemon's: mail a live worker has in hand is left to it, and what a
+    # killed `keydesk run` left (mail in process, replies in sending) is taken back at once.
+    with open_owner(runtime.engine, lock_directory(settings)) as owner:
+        for desk_id in _desk_ids(settings, desk):
+            service = build_service(runtime, desk_id, owner=owner)
+            try:
+                with mailbox_lock(settings, desk_id, runtime.engine), connector(settings, desk_id)() as conn:
+                    report = service.run_pass(conn)
+            except MailboxBusy as exc:
+                raise UserError(f"{desk_id}: 別の keydesk が受信中です ({exc})") from None
+            except (MailboxError, *TRANSIENT_ERRORS) as exc:
+                raise _mailbox_problem(settings, desk_id, exc) from None
+            record_pass(runtime.engine, desk_id, len(report.taken))
+            _print_report(settings, desk_id, report, as_json)
+            _retry_held(runtime, desk_id, as_json)
+        if not no_send:
+            _deliver_after_poll(runtime, owner, as_json)
 
 
 def _retry_held(runtime: Runtime, desk_id: str, as_json: bool) -> None:
@@ -166,11 +176,11 @@ def _retry_held(runtime: Runtime, desk_id: str, as_json: bool) -> None:
         typer.echo(f"  照会待ちだった {len(held.decided)} 通の結果を返信し、{len(held.given_up)} 通を職員の確認に回しました")
 
 
-def _deliver_after_poll(runtime: Runtime, as_json: bool) -> None:
+def _deliver_after_poll(runtime: Runtime, owner: ClaimOwner, as_json: bool) -> None:
     """A cron `poll --once` answers at once, like the daemon: everything due in the outbox goes out."""
     from keydesk.companions import deliver_now
 
-    report = deliver_now(runtime)
+    report = deliver_now(runtime, owner)
     if not as_json:
         typer.echo(f"送信: {report.summary()}")
     if report.connection_error:
@@ -221,16 +231,27 @@ def serve(runtime: Runtime, stop: threading.Event, ready: Callable[[], None] | N
     with contextlib.ExitStack() as stack:
         if settings.embedded.enabled:
             start_embedded(runtime, stack)
+        # This process's claim identity: another worker (or a restart) knows at once when it is gone.
+        owner = stack.enter_context(open_owner(runtime.engine, lock_directory(settings)))
         threads = []
         for desk_id in settings.desks:
-            try:
-                stack.enter_context(mailbox_lock(settings, desk_id))
-            except MailboxBusy as exc:
-                raise UserError(f"{desk_id}: 別の keydesk が受信中です ({exc})") from None
-            service = build_service(runtime, desk_id)
-            thread = threading.Thread(target=run_idle_loop, name=f"intake-{desk_id}", daemon=True,
-                                      args=(service, connector(settings, desk_id), settings.poll, stop),
-                                      kwargs={"on_pass": functools.partial(_after_pass, runtime, desk_id)})
+            service = build_service(runtime, desk_id, owner=owner)
+            lock = mailbox_lock(settings, desk_id, runtime.engine)
+            extra = {}
+            if isinstance(lock, PostgresMailboxLock):
+                # Several workers may share the database: the one without the mailbox stands by.
+                target, args = run_desk_worker, (service, lock, connector(settings, desk_id), settings.poll, stop)
+                extra = {"on_standby": _after_standby}
+            else:
+                try:
+                    stack.enter_context(lock)
+                except MailboxBusy as exc:
+                    raise UserError(f"{desk_id}: 別の keydesk が受信中です ({exc})") from None
+                target, args = run_idle_loop, (service, connector(settings, desk_id), settings.poll, stop)
+            mailbox = settings.desks[desk_id].mailbox
+            thread = threading.Thread(target=target, name=f"intake-{desk_id}", daemon=True, args=args,
+                                      kwargs={"on_pass": functools.partial(_after_pass, runtime, desk_id),
+                                              "wake": arrival_signal(mailbox.username), **extra})
             thread.start()
             threads.append(thread)
         for companion in companions():
@@ -248,6 +269,16 @@ def serve(runtime: Runtime, stop: threading.Event, ready: Callable[[], None] | N
             thread.join(JOIN_SECONDS)
 
 
+# Per mailbox user: set by the embedded SMTP server right after it appended mail for that user, so
+# the intake starts its pass at once instead of when the IMAP server announces it (pymap looks for
+# new files about once a second).
+_arrivals: dict[str, threading.Event] = {}
+
+
+def arrival_signal(address: str) -> threading.Event:
+    return _arrivals.setdefault(address.lower(), threading.Event())
+
+
 def _after_pass(runtime: Runtime, desk_id: str, report: PassReport) -> None:
     """Replies enqueued by a pass go out at once (the outbox companion wakes up); the pass is noted
     for `keydesk status`."""
@@ -258,6 +289,13 @@ def _after_pass(runtime: Runtime, desk_id: str, report: PassReport) -> None:
         record_pass(runtime.engine, desk_id, len(report.taken))
     except Exception:  # noqa: BLE001 - a status note must never stop the intake
         log.exception("could not note the intake pass of %s for keydesk status", desk_id)
+
+
+def _after_standby(report: PassReport) -> None:
+    """A standby worker processed mail the mailbox's holder recorded: its replies go out at once."""
+    from keydesk.companions import wake_outbox
+
+    wake_outbox(report)
 
 
 def start_metrics(runtime: Runtime, stack: contextlib.ExitStack):
@@ -294,11 +332,18 @@ def start_embedded(runtime: Runtime, stack: contextlib.ExitStack) -> EmbeddedIma
 
 def _start_embedded_smtp(runtime: Runtime, imap: EmbeddedImap, stack: contextlib.ExitStack) -> None:
     """Hook for the embedded SMTP half (keydesk/embedded_smtp.py): local mail goes into ``imap``."""
-    from keydesk.embedded_smtp import EmbeddedSmtp
+    from keydesk.embedded_smtp import EmbeddedSmtp, EmbeddedSmtpError
 
     settings = runtime.settings
     embedded = settings.embedded
-    smtp = EmbeddedSmtp(embedded.host, embedded.smtp_port, {address: imap.append for address in imap.users},
+    def deliver(address: str, raw: bytes) -> None:
+        imap.append(address, raw)
+        arrival_signal(address).set()
+
+    smtp = EmbeddedSmtp(embedded.host, embedded.smtp_port, {address: deliver for address in imap.users},
                         embedded.mail_directory, max_bytes=settings.limits.mail_max_bytes * 2)
-    smtp.start()
+    try:
+        smtp.start()
+    except EmbeddedSmtpError as exc:
+        raise UserError(f"内蔵 SMTP サーバーを起動できませんでした: {exc}") from None
     stack.callback(smtp.stop)

@@ -139,7 +139,8 @@ def purge(
     dry_run: bool = typer.Option(False, "--dry-run", help="Only count what would go."),
 ) -> None:
     """Remove raw mails and documents past the retention period; rows and the audit trail stay (audited)."""
-    from keydesk.cli_intake import _desk_ids, raw_store
+    from keydesk.cli_intake import _desk_ids
+    from keydesk.composition import raw_store
     from keydesk.retention import check_before, purge as purge_desk
 
     runtime: Runtime = ctx.obj
@@ -154,7 +155,7 @@ def purge(
     except KeydeskError as exc:
         raise _fail(exc) from None
     for desk_id in _desk_ids(settings, desk):
-        report = purge_desk(runtime.engine, raw_store(settings), desk_id, day, zone, dry_run=dry_run)
+        report = purge_desk(runtime.engine, raw_store(runtime), desk_id, day, zone, dry_run=dry_run)
         verb = "削除できます" if dry_run else "削除しました"
         typer.echo(f"{settings.desks[desk_id].name}: {day.isoformat()} より前のメール {report.mails} 通の"
                    f"保存ファイル {report.files_removed} 件を{verb} (新しいメールと共有の {report.files_kept} 件は残します)")

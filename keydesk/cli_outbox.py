@@ -14,6 +14,7 @@ from keydesk.settings import Settings, read_secret
 from mailer import delivery
 from mailer.reply_policy import SUPPRESSED
 from mailer.smtp_client import SmtpConnectError, SmtpConnector, SmtpSession
+from store.claim_owner import open_owner
 from store.tables import OutboxMessage
 from store.tls import client_ssl_context
 
@@ -47,7 +48,8 @@ def _now() -> datetime:
 
 def connector_for(settings: Settings) -> SmtpConnector:
     smtp = settings.smtp
-    password = read_secret(smtp.password_env, smtp.password_file, "SMTP password") if smtp.username else None
+    needs_password = smtp.username and smtp.auth == "password"
+    password = read_secret(smtp.password_env, smtp.password_file, "SMTP password") if needs_password else None
     context = client_ssl_context(smtp.ca_file, "smtp.ca_file")
     try:
         return SmtpConnector(smtp, password, ssl_context=context)
@@ -116,7 +118,8 @@ def outbox_send(ctx: typer.Context) -> None:
     settings = runtime.settings
     engine = runtime.engine
     session = SmtpSession(connector_for(settings))
-    report = delivery.deliver_due(engine, session, settings.outbox, now=_now())
+    with open_owner(engine, settings.home / "var" / "locks") as owner:
+        report = delivery.deliver_due(engine, session, settings.outbox, now=_now(), owner=owner)
     typer.echo(
         f"送信済 {report.sent} 件、再試行待ち {report.retry_later} 件、失敗 {report.failed} 件、"
         f"未確認 {report.unconfirmed} 件"

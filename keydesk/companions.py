@@ -21,15 +21,20 @@ from mailer.delivery import DeliveryReport, deliver_due
 from mailer.reply import template_environment
 from mailer.scheduler import digest_job, start_digest_scheduler
 from mailer.smtp_client import SmtpSession
+from store.claim_owner import ClaimOwner, open_owner
 
 log = logging.getLogger(__name__)
 Stopper = Callable[[], None]
 
 
-def deliver_now(runtime: Runtime) -> DeliveryReport:
-    """One delivery round of everything due (the daemon loop, `poll --once` and the demo)."""
+def deliver_now(runtime: Runtime, owner: ClaimOwner | None = None) -> DeliveryReport:
+    """One delivery round of everything due (the daemon loop, `poll --once` and the demo).
+
+    With ``owner``, the claims of deliverers that died (a killed earlier ``keydesk run``, another
+    worker) are taken back at once rather than when their lease ends.
+    """
     report = deliver_due(runtime.engine, SmtpSession(connector_for(runtime.settings)), runtime.settings.outbox,
-                         now=datetime.now(timezone.utc))
+                         now=datetime.now(timezone.utc), owner=owner)
     if report.ids or report.connection_error:
         log.info("outbox: %s%s", report.summary(),
                  f" (server unreachable: {report.connection_error})" if report.connection_error else "")
@@ -48,12 +53,13 @@ def wake_outbox(report: PassReport | None = None) -> None:
 
 def outbox_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
     interval = runtime.settings.outbox.deliver_interval_seconds
+    owner = open_owner(runtime.engine, runtime.settings.home / "var" / "locks")
 
     def loop() -> None:
         while not stop.is_set():
             _outbox_wake.clear()
             try:
-                deliver_now(runtime)
+                deliver_now(runtime, owner)
             except Exception:  # noqa: BLE001 - one bad round must not end delivery for good
                 log.exception("outbox delivery round failed; trying again in %d s", interval)
             _outbox_wake.wait(interval)  # the schedule's pause, cut short by new replies or shutdown
@@ -62,6 +68,7 @@ def outbox_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
         stop.set()
         _outbox_wake.set()
         thread.join(timeout=60)
+        owner.close()
 
     thread = threading.Thread(target=loop, name="outbox", daemon=True)
     thread.start()

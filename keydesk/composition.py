@@ -13,7 +13,7 @@ from intake.held_lookups import HeldReport, due_mails, retry_held
 from intake.lookup_client import HttpLookup, ManualLookup
 from intake.manual_lookup import DeskContext
 from intake.pipeline import DeskProfile, Pipeline
-from intake.raw_store import RawStore
+from intake.raw_store import RawStore, open_raw_store
 from keydesk.runtime import Runtime
 from keydesk.settings import read_secret
 from mailer.reply import template_environment
@@ -50,7 +50,8 @@ def lookup_service(runtime: Runtime, desk_id: str, *, record: bool = True) -> Ce
 
 
 def raw_store(runtime: Runtime) -> RawStore:
-    return RawStore(runtime.settings.storage.directory)
+    storage = runtime.settings.storage
+    return open_raw_store(storage.backend, storage.directory, runtime.engine)
 
 
 def build_pipeline(runtime: Runtime, desk_id: str,

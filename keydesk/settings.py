@@ -37,6 +37,9 @@ class DatabaseSettings(StrictModel):
 class StorageSettings(StrictModel):
     # Raw mails and extracted files, stored by content hash.
     directory: HomePath = "var/store"
+    # "files" under the directory above, or "database" (the stored_blob table): choose "database"
+    # when several keydesk workers on different machines share one PostgreSQL database.
+    backend: Literal["files", "database"] = "files"
 
 
 class SecretsSettings(StrictModel):

@@ -302,6 +302,13 @@ _TABLE += [
           "先にお預かりした書類について、電子証書の照会と確認が済みましたので、結果をお知らせします。"),
 ]
 
+# Added with the quarantine acknowledgement (issue 13): a mail the desk could not check by itself.
+_TABLE += [
+    _code("mail.processing_failed", W, N, "自動で確認できなかったメール",
+          "お送りいただいたメールは受け付けましたが、自動での確認ができませんでした。"
+          "担当者が内容を確認のうえ、必要に応じてご連絡いたします。"),
+]
+
 CODES: dict[str, FindingCode] = {spec.code: spec for spec in _TABLE}
 if len(CODES) != len(_TABLE):
     raise RuntimeError("duplicate finding code in rules/findings.py")

@@ -51,6 +51,11 @@ class InboundMessage(SQLModel, table=True):
     # Set after the mailbox action (move/flag) succeeded; a crash before it only repeats the action.
     mailbox_action_done: bool = False
     processed_at: datetime | None = None
+    # Processing runs begun and never finished (the process died meanwhile); not the mail's fault,
+    # so not counted in ``attempts``, but bounded so a mail that kills the daemon cannot loop forever.
+    interrupted: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # The claim owner (store/claim_owner.py) processing it now: another worker leaves it alone while that owner lives.
+    processing_by: str | None = Field(default=None, max_length=32)
     # Set when `keydesk purge` removed the raw mail and its documents after the retention period.
     purged_at: datetime | None = None
 
@@ -212,6 +217,8 @@ class OutboxMessage(SQLModel, table=True):
     inbound_id: int | None = Field(default=None, foreign_key="inbound_message.id")
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+    # The claim owner (store/claim_owner.py) of a row in sending/data_sent: a dead owner's rows are recovered at once.
+    claimed_by: str | None = Field(default=None, max_length=32)
 
 
 class AuditEvent(SQLModel, table=True):
@@ -231,6 +238,17 @@ class AuditEvent(SQLModel, table=True):
     # Unique, so two writers racing to extend the chain cannot fork it: one of them retries.
     prev_hash: str = Field(unique=True, max_length=64)
     hash: str = Field(unique=True, max_length=64)
+
+
+class StoredBlob(SQLModel, table=True):
+    """A raw mail or document kept in the database, so every worker reaches it (intake/raw_store.py)."""
+
+    __tablename__ = "stored_blob"
+
+    # The same content-addressed name the file store uses (mail/ab/<sha256>.eml).
+    name: str = Field(primary_key=True, max_length=255)
+    size: int
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
 
 
 class Counter(SQLModel, table=True):

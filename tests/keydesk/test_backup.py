@@ -14,6 +14,7 @@ from sqlalchemy import text
 from sqlmodel import Session, select
 
 from keydesk import cli_intake
+from keydesk.composition import raw_store
 from keydesk.runtime import Runtime
 from store.tables import AuditEvent, Document, InboundMessage, Submission
 from tests.conftest import invoke, wait_until
@@ -45,7 +46,7 @@ def _views(config: Path) -> dict[str, str]:
 
 def _stored_files_all_present(config: Path) -> int:
     runtime = Runtime(config)
-    store = cli_intake.raw_store(runtime.settings)
+    store = raw_store(runtime)
     with Session(runtime.engine) as session:
         rows = session.exec(select(InboundMessage)).all()
         for row in rows:
@@ -142,7 +143,7 @@ def test_purge_removes_old_files_keeps_rows_and_the_audit_trail_green(desk, pyma
     pymap_server.append_many([make_mail(n) for n in range(4)])
     assert invoke(config, "poll", "--once", "--no-send").exit_code == 0
     runtime = Runtime(config)
-    store = cli_intake.raw_store(runtime.settings)
+    store = raw_store(runtime)
     six_years_ago = datetime.now(timezone.utc) - timedelta(days=6 * 366)
     with Session(runtime.engine) as session:
         rows = session.exec(select(InboundMessage).order_by(InboundMessage.id)).all()

@@ -1,9 +1,9 @@
 """operations: desk_status (last good intake pass), inbound_message.purged_at (retention purge),
-inbound_message.uidvalidity/uid as BIGINT (IMAP's unsigned 32-bit values overflow a PostgreSQL integer),
-and an index on audit_event (desk, id) for the per-desk audit chains
+and an index on audit_event (desk, id) for the per-desk audit chains (inbound_message.uidvalidity/uid
+became BIGINT in 0005, which runs first)
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0005
 """
 from alembic import op
 import sqlalchemy as sa
@@ -11,7 +11,7 @@ import sqlmodel
 
 
 revision = '0007'
-down_revision = '0004'
+down_revision = '0005'
 branch_labels = None
 depends_on = None
 
@@ -25,8 +25,6 @@ def upgrade() -> None:
     )
     with op.batch_alter_table('inbound_message', schema=None) as batch_op:
         batch_op.add_column(sa.Column('purged_at', sqlmodel.sql.sqltypes.UTCDateTime(), nullable=True))
-        batch_op.alter_column('uidvalidity', type_=sa.BigInteger(), existing_nullable=False)
-        batch_op.alter_column('uid', type_=sa.BigInteger(), existing_nullable=False)
     op.create_index('ix_audit_event_desk_id', 'audit_event', ['desk', 'id'], unique=False)
 
 
@@ -34,6 +32,4 @@ def downgrade() -> None:
     op.drop_index('ix_audit_event_desk_id', table_name='audit_event')
     with op.batch_alter_table('inbound_message', schema=None) as batch_op:
         batch_op.drop_column('purged_at')
-        batch_op.alter_column('uid', type_=sa.Integer(), existing_nullable=False)
-        batch_op.alter_column('uidvalidity', type_=sa.Integer(), existing_nullable=False)
     op.drop_table('desk_status')
