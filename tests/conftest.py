@@ -127,11 +127,32 @@ def postgres_url():
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
     try:
         yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        drop_database(admin_url, name)
+
+
+def drop_database(admin_url: str, name: str, deadline_seconds: float = 30.0) -> None:
+    """Drop a test database. FORCE ends our own sessions, but not a session we may not signal (an
+    autovacuum worker that just started on it): that one ends by itself, so try again until a deadline."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import DBAPIError
+
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    deadline = time.monotonic() + deadline_seconds
+    try:
+        while True:
+            try:
+                with admin.connect() as connection:
+                    connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                return
+            except DBAPIError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)  # polling an external server's state, bounded by the deadline
+    finally:
         admin.dispose()
 
 

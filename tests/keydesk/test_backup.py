@@ -232,10 +232,8 @@ def _second_database() -> str:
 
 
 def _drop_database(url: str) -> None:
-    from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 
-    admin = create_engine(os.environ["KEYDESK_TEST_POSTGRES_URL"], isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-    admin.dispose()
+    from tests.conftest import drop_database
+
+    drop_database(os.environ["KEYDESK_TEST_POSTGRES_URL"], make_url(url).database or "")
