@@ -35,7 +35,7 @@ mutate: install
 	$(BIN)/mutmut results
 
 bench: install
-	$(BIN)/python -m benchmarks
+	$(BIN)/python -m benchmarks $(BENCH_ARGS)
 
 clean:
 	rm -rf $(VENV) var/demo .pytest_cache

@@ -72,7 +72,9 @@ def retry_held(pipeline: Pipeline, engine: Engine, now: datetime) -> HeldReport:
 
 def _retry_mail(pipeline: Pipeline, engine: Engine, inbound_id: int, now: datetime, report: HeldReport) -> None:
     with Session(engine) as session:
-        row = session.get(InboundMessage, inbound_id)
+        # Locked (PostgreSQL) before the held rows are read: of several workers, the second waits
+        # and then finds nothing held, instead of looking the guarantee up a second time.
+        row = session.get(InboundMessage, inbound_id, with_for_update=True)
         held = list(
             session.exec(select(Submission).where(Submission.inbound_id == inbound_id, Submission.lookup_state == HELD))
         )

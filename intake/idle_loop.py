@@ -30,8 +30,10 @@ def run_idle_loop(
     poll: PollSettings,
     stop: threading.Event,
     on_pass: Callable[[PassReport], None] | None = None,
+    wake: threading.Event | None = None,
 ) -> None:
-    """Run passes until ``stop`` is set. ``connect`` returns an unopened MailboxConnection."""
+    """Run passes until ``stop`` is set. ``connect`` returns an unopened MailboxConnection; ``wake``,
+    when set, starts a pass at once (new mail known before the server announces it)."""
     backoff = FIRST_BACKOFF_SECONDS
     label = f"{service.desk}: {service.account} {service.mailbox.folder}"
     while not stop.is_set():
@@ -45,7 +47,7 @@ def run_idle_loop(
                     if conn.supports_idle:
                         # Mail that arrived during the pass was announced then, not in IDLE: look first.
                         if not conn.new_mail_announced():
-                            conn.idle_wait(poll.idle_renew_seconds, stop)
+                            conn.idle_wait(poll.idle_renew_seconds, stop, wake=wake)
                     elif stop.wait(poll.poll_interval_seconds):
                         break
                     if stop.is_set():

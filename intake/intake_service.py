@@ -8,8 +8,11 @@ A pass has three stages, each safe to repeat after a crash at any point:
    becomes a second row: the existing row follows it to its new place.
 2. **Process.** Each unprocessed row goes through the ``process`` hook (the pipeline) inside ONE
    transaction that also marks the row processed: submissions, documents and the reply in the
-   outbox commit together or not at all. The attempt is counted before processing, so a mail
-   that keeps failing (or crashing the process) is quarantined after ``max_attempts``.
+   outbox commit together or not at all. An attempt counts against a mail only when processing
+   it failed (an exception); a run the process did not finish because it was killed from outside
+   is counted apart (``interrupted``, bounded by ``MAX_INTERRUPTIONS`` so a mail that kills the
+   daemon itself cannot stop the desk forever). A quarantined mail is still acknowledged (the
+   ``acknowledge`` hook, where the reply policy allows) and listed for staff in the digest.
 3. **Act.** Only after that commit is the mail moved to its verdict's folder (or flagged seen);
    then ``mailbox_action_done`` is set. A crash in between only repeats the move.
 """
@@ -23,9 +26,12 @@ from dataclasses import dataclass, field
 from email.parser import BytesHeaderParser
 from email.policy import compat32
 
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, or_, select
 
+from intake.decision_filing import file_decided_mails
+from foundation.errors import OperationalError
 from intake.mime_headers import raw_value
 from intake.poller import MailboxConnection
 from intake.raw_store import RawStore
@@ -34,6 +40,7 @@ from intake.text_decoding import decode_header
 from rules.findings import Verdict
 from store import stored_findings
 from store.audit import record as audit
+from store.claim_owner import ClaimOwner
 from store.retry import retry_on_conflict
 from store.states import InboundState
 from store.tables import InboundMessage, OutboxMessage, utcnow
@@ -44,6 +51,7 @@ ACTOR = "intake"
 _HEADER_TEXT_MAX = 998
 _HEADER_BLOCK_MAX = 256 * 1024
 _BATCH_MAILS = 100
+_UIDS_PER_COMMAND = 500
 
 
 @dataclass(frozen=True)
@@ -59,6 +67,11 @@ class Outcome:
 ProcessHook = Callable[[Session, InboundMessage, bytes], Outcome]
 # Called after a mail's processing committed and before its mailbox action (tests crash here).
 AfterCommitHook = Callable[[InboundMessage], None]
+# acknowledge(session, inbound_row, raw_bytes): answer a mail being quarantined ("we have it, a person
+# will look"), inside the transaction that quarantines it; must not commit.
+QuarantineHook = Callable[[Session, InboundMessage, bytes], None]
+# Processing runs a mail may see interrupted by the death of the process before it is quarantined.
+MAX_INTERRUPTIONS = 10
 
 
 @dataclass(frozen=True)
@@ -109,6 +122,18 @@ class _Copy:
     original_id: int
 
 
+class MailTakenElsewhere(OperationalError):
+    """Another worker processed the mail first (it took our claim for a dead one's)."""
+
+
+_INBOUND = InboundMessage.__table__
+
+
+def _same_holder(holder: str | None):
+    column = _INBOUND.c.processing_by
+    return column.is_(None) if holder is None else column == holder
+
+
 class IntakeService:
     def __init__(
         self,
@@ -121,7 +146,11 @@ class IntakeService:
         store: RawStore,
         process: ProcessHook,
         after_commit: AfterCommitHook | None = None,
+        acknowledge: QuarantineHook | None = None,
+        owner: ClaimOwner | None = None,
     ) -> None:
+        """``owner``: this process's claim identity, so several workers can process the same desk's
+        mail (each mail by one of them); without it the caller must be the only one processing."""
         self.desk = desk
         self.mailbox = mailbox
         self.poll = poll
@@ -130,6 +159,9 @@ class IntakeService:
         self.store = store
         self.process = process
         self.after_commit = after_commit
+        # The pipeline answers quarantined mail too; a bare process hook may not.
+        self.acknowledge = acknowledge or getattr(process, "acknowledge_quarantined", None)
+        self.owner = owner
 
     @property
     def account(self) -> str:
@@ -151,6 +183,8 @@ class IntakeService:
         copies = self._record_new(conn, selected.uidvalidity, present, report)
         self._process_pending(report)
         self._act(conn, selected.uidvalidity, set(present), copies, report)
+        # Mails staff decided on in the console go on from the review folder to their outcome's folder.
+        report.actions += file_decided_mails(conn, self.engine, self.desk, self.mailbox)
         return report
 
     # -- stage 1: record -----------------------------------------------------------------------
@@ -166,7 +200,9 @@ class IntakeService:
         copies: list[_Copy] = []
         if not new:
             return copies
-        sizes = conn.sizes(new)
+        sizes: dict[int, int] = {}
+        for chunk in _chunks(new):  # bounded commands: a mailbox of 10,000 mails is not one FETCH
+            sizes.update(conn.sizes(chunk))
         limit = self.limits.mail_max_bytes
         fitting = {uid: size for uid, size in sizes.items() if size <= limit}
         oversize = [uid for uid, size in sizes.items() if size > limit]
@@ -306,6 +342,13 @@ class IntakeService:
 
     # -- stage 2: process ----------------------------------------------------------------------
 
+    def process_pending(self) -> PassReport:
+        """Stage 2 alone, without the mailbox: what a worker that does not hold the mailbox lock does
+        with mail the lock holder recorded (the holder moves it at its next pass)."""
+        report = PassReport()
+        self._process_pending(report)
+        return report
+
     def _process_pending(self, report: PassReport) -> None:
         with Session(self.engine) as session:
             pending = list(
@@ -326,15 +369,36 @@ class IntakeService:
         max_attempts = self.poll.max_attempts
         with Session(self.engine) as session:
             row = session.get(InboundMessage, inbound_id)
-            if row.attempts >= max_attempts:  # it failed, or crashed the process, every time
+            if row.processed_at is not None or row.state not in (InboundState.NEW, InboundState.TOO_LARGE):
+                return  # another worker finished it since the list was read
+            holder = row.processing_by
+            if holder is not None and self.owner is not None and self.owner.alive(holder):
+                return  # another live worker has it in hand
+            if row.attempts >= max_attempts:  # it failed every time
                 self._quarantine(inbound_id, "gave up after repeated failures", report)
                 return
-            # Counted before processing, so a mail that kills the process is counted too.
-            row.attempts += 1
-            session.add(row)
+            if row.interrupted >= MAX_INTERRUPTIONS:  # the process died with it in hand every time
+                self._quarantine(inbound_id, f"processing was interrupted {row.interrupted} times", report)
+                return
+            # In flight: undone in the transaction that records the outcome, so only a run the
+            # process never finished (it was killed) stays counted, and not as the mail's failure.
+            # The claim is guarded by the holder we saw: of two workers, one gets the mail.
+            claimed = (
+                session.connection()
+                .execute(
+                    update(_INBOUND)
+                    .where(_INBOUND.c.id == inbound_id, _INBOUND.c.processed_at.is_(None), _same_holder(holder))
+                    .values(interrupted=_INBOUND.c.interrupted + 1, processing_by=self.owner.id if self.owner else None)
+                )
+                .rowcount
+            )
             session.commit()
+            if claimed != 1:
+                return
         try:
             taken = self._process_transaction(inbound_id)
+        except MailTakenElsewhere:
+            return  # a worker that thought us dead took it over and finished it: nothing to undo
         except Exception as exc:  # noqa: BLE001 - one bad mail must not stop the others
             report.failures += 1
             error = f"{type(exc).__name__}: {exc}"[:2000]
@@ -342,6 +406,9 @@ class IntakeService:
             with Session(self.engine) as session:
                 row = session.get(InboundMessage, inbound_id)
                 row.last_error = error
+                row.attempts += 1
+                row.interrupted = max(row.interrupted - 1, 0)
+                row.processing_by = None
                 session.add(row)
                 session.commit()
                 give_up = row.attempts >= max_attempts
@@ -356,7 +423,9 @@ class IntakeService:
     def _process_transaction(self, inbound_id: int) -> TakenMail:
         def attempt() -> TakenMail:
             with Session(self.engine) as session:
-                row = session.get(InboundMessage, inbound_id)
+                row = session.get(InboundMessage, inbound_id, with_for_update=True)
+                if row.processed_at is not None:
+                    raise MailTakenElsewhere(inbound_id)
                 raw = self.store.read(row.raw_path)
                 outcome = self.process(session, row, raw)
                 verdict = Verdict(outcome.verdict)
@@ -367,6 +436,8 @@ class IntakeService:
                     row.state = InboundState.PROCESSED
                 row.processed_at = utcnow()
                 row.last_error = None
+                row.interrupted = max(row.interrupted - 1, 0)
+                row.processing_by = None
                 session.add(row)
                 # The verdict and the reply it queued (if any), in the same transaction as both.
                 replies = session.exec(
@@ -392,14 +463,15 @@ class IntakeService:
                     row.id, row.uid, row.sender, row.subject, row.state, row.verdict, tuple(outcome.findings)
                 )
 
-        # Losing a race on the audit chain with another writer runs the whole transaction again.
+        # Losing a race (the audit chain, a receipt counter) runs the whole mail again.
         return retry_on_conflict(attempt, what=f"processing inbound mail {inbound_id}")
 
     def _quarantine(self, inbound_id: int, reason: str, report: PassReport) -> None:
-        def attempt() -> TakenMail:
+        def attempt() -> InboundMessage:
             with Session(self.engine) as session:
                 row = session.get(InboundMessage, inbound_id)
                 row.state = InboundState.QUARANTINED
+                row.processing_by = None
                 session.add(row)
                 audit(
                     session,
@@ -407,18 +479,40 @@ class IntakeService:
                     ACTOR,
                     "intake.quarantined",
                     f"inbound:{inbound_id}",
-                    {"attempts": row.attempts, "error": (row.last_error or reason)[:500]},
+                    {
+                        "attempts": row.attempts,
+                        "interrupted": row.interrupted,
+                        "error": (row.last_error or reason)[:500],
+                    },
                 )
+                self._acknowledge(session, row)
                 session.commit()
-                log.error("inbound mail %s quarantined after %d attempts", inbound_id, row.attempts)
-                return TakenMail(row.id, row.uid, row.sender, row.subject, row.state, None, ())
+                session.refresh(row)
+                return row
 
-        report.taken.append(retry_on_conflict(attempt, what=f"quarantining inbound mail {inbound_id}"))
+        row = retry_on_conflict(attempt, what=f"quarantining inbound mail {inbound_id}")
+        log.error(
+            "inbound mail %s quarantined (%d failed attempts, %d interrupted runs)",
+            inbound_id,
+            row.attempts,
+            row.interrupted,
+        )
+        report.taken.append(TakenMail(row.id, row.uid, row.sender, row.subject, row.state, None, ()))
+
+    def _acknowledge(self, session: Session, row: InboundMessage) -> None:
+        """The sender still hears that the mail arrived; a failure here never blocks the quarantine."""
+        if self.acknowledge is None:
+            return
+        try:
+            with session.begin_nested():
+                self.acknowledge(session, row, self.store.read(row.raw_path) if row.raw_path else b"")
+        except Exception as exc:  # noqa: BLE001 - the mail is quarantined with or without an answer
+            log.warning("inbound mail %s: no acknowledgement for the quarantined mail: %s", row.id, type(exc).__name__)
 
     # -- stage 3: mailbox actions --------------------------------------------------------------
 
-    def _destination(self, row: InboundMessage) -> str | None:
-        """The folder to move to, or None to flag as seen."""
+    def _destination(self, row) -> str | None:
+        """The folder to move to, or None to flag as seen (``row``: a row, or its state and verdict columns)."""
         folders = self.mailbox.folders
         if row.state == InboundState.QUARANTINED:
             return folders.quarantine
@@ -430,9 +524,11 @@ class IntakeService:
         self, conn: MailboxConnection, uidvalidity: int, present: set[int], copies: list[_Copy], report: PassReport
     ) -> None:
         with Session(self.engine) as session:
+            # Only the columns the folder choice needs: a pass over 10,000 mails must not hold
+            # 10,000 full rows (peak memory, benchmarks/scale.py).
             rows = list(
                 session.exec(
-                    select(InboundMessage).where(
+                    select(InboundMessage.id, InboundMessage.uid, InboundMessage.state, InboundMessage.verdict).where(
                         *self._mine(),
                         InboundMessage.uidvalidity == uidvalidity,
                         InboundMessage.mailbox_action_done.is_(False),
@@ -452,17 +548,23 @@ class IntakeService:
             if original.processed_at is not None or original.state == InboundState.QUARANTINED:
                 groups[self._destination(original)].append(copy.uid)
         for folder, uids in groups.items():
-            if folder is None:
-                conn.flag_seen(uids)
-            else:
-                conn.move(uids, folder)
+            for chunk in _chunks(uids):  # each command bounded, so none outlasts the socket timeout
+                if folder is None:
+                    conn.flag_seen(chunk)
+                else:
+                    conn.move(chunk, folder)
             report.actions += len(uids)
         if done_ids:
             with Session(self.engine) as session:
-                for row in session.exec(select(InboundMessage).where(InboundMessage.id.in_(done_ids))):
-                    row.mailbox_action_done = True
-                    session.add(row)
+                for chunk in _chunks(done_ids):
+                    session.connection().execute(
+                        update(_INBOUND).where(_INBOUND.c.id.in_(chunk)).values(mailbox_action_done=True)
+                    )
                 session.commit()
+
+
+def _chunks(uids: list[int], size: int = _UIDS_PER_COMMAND) -> list[list[int]]:
+    return [uids[start : start + size] for start in range(0, len(uids), size)]
 
 
 def header_summary(data: bytes) -> tuple[str | None, str | None, str | None]:

@@ -27,7 +27,7 @@ from sqlmodel import Session, select
 from foundation.errors import UserFacingError
 from intake.pipeline import KIND_LABELS, DeskProfile
 from intake.register_store import DbAcceptedIndex, DbContractRegister
-from intake.result_reply import enqueue_result_reply
+from intake.result_reply import enqueue_result_reply, result_key
 from mailer.reply import FoundDocument, GuaranteeLine
 from foundation.config import StrictModel
 from rules.domain import Certificate, GuaranteeType
@@ -39,7 +39,7 @@ from store import stored_findings
 from store.audit import record as audit
 from store.key_vault import KeyVault
 from store.states import LookupState
-from store.tables import Document, InboundMessage, Submission
+from store.tables import Document, InboundMessage, OutboxMessage, StaffDecision, Submission
 from formats import access_key as keys
 from verifier.certificate_signature import canonical_json
 from verifier.judge import department_for, judge_certificate
@@ -48,7 +48,14 @@ WAITING = (LookupState.MANUAL, LookupState.STAFF, LookupState.HELD)  # states a 
 
 
 class ManualLookupError(UserFacingError):
-    """A manual look-up that cannot be recorded as asked (unknown receipt, nothing waiting, bad facts)."""
+    """A manual look-up that cannot be recorded as asked (unknown receipt, nothing waiting, bad facts).
+
+    ``fields``: for bad facts, the names of the facts at fault, so a form (the staff console) can name
+    them in its own words without reading this message."""
+
+    def __init__(self, message: str, fields: tuple[str, ...] = ()) -> None:
+        super().__init__(message)
+        self.fields = fields
 
 
 @dataclass(frozen=True)
@@ -59,6 +66,8 @@ class DeskContext:
     rules: DeskRules
     templates: jinja2.Environment
     lookup_site_url: str | None = None
+    # False when the desk's mailbox action only flags mails: a recorded look-up then moves nothing.
+    mailbox_moves: bool = True
 
 
 @dataclass(frozen=True)
@@ -143,7 +152,10 @@ def parse_facts(data: object) -> ManualFacts:
         return ManualFacts.model_validate(data)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'facts'}: {e['msg']}" for e in exc.errors())
-        raise ManualLookupError(f"照会結果の内容に誤りがあります: {problems}") from None
+        fields = [str(e["loc"][0]) for e in exc.errors() if e["loc"]]
+        if any(not e["loc"] for e in exc.errors()) and isinstance(data, dict):  # _complete: facts left out
+            fields += [name for name in _CERTIFICATE_FACTS if data.get(name) in (None, "")]
+        raise ManualLookupError(f"照会結果の内容に誤りがあります: {problems}", tuple(dict.fromkeys(fields))) from None
 
 
 @dataclass(frozen=True)
@@ -153,6 +165,7 @@ class ManualOutcome:
     verdict: Verdict  # of this guarantee
     codes: tuple[str, ...]
     result_mail_queued: bool  # False while another guarantee of the same mail still waits
+    decision: StaffDecision | None = None  # None while the rules still leave the guarantee to a person
 
 
 def pending_lookups(session: Session, desk: str) -> list[PendingLookup]:
@@ -233,7 +246,14 @@ def record_manual_lookup(
     staff: str,
     now: datetime,
     guarantee_no: str | None = None,
+    staff_login: str = "cli",
+    request_key: str | None = None,
 ) -> ManualOutcome:
+    """Record what the guarantor's site shows for one waiting guarantee; the town's rules run on it.
+
+    ``staff`` is the person's name (audit trail, digest); ``staff_login`` their console login, or
+    ``cli`` for `keydesk manual record`; ``request_key`` makes a retried console request a replay.
+    """
     staff = _staff(staff)
     desk_id = desk.profile.desk_id
     row, submission = _waiting(session, desk_id, receipt_no, guarantee_no)
@@ -298,9 +318,60 @@ def record_manual_lookup(
         at=now,
     )
     queued = _result_mail_if_settled(session, desk, row, findings, now)
-    return ManualOutcome(
-        row.receipt_no or "", submission.guarantee_no, verdict, tuple(f.code for f in findings), queued
+    decision = _file_as_decision(
+        session,
+        desk,
+        row,
+        submission,
+        verdict,
+        findings,
+        staff=staff,
+        staff_login=staff_login,
+        request_key=request_key,
+        now=now,
     )
+    return ManualOutcome(
+        row.receipt_no or "", submission.guarantee_no, verdict, tuple(f.code for f in findings), queued, decision
+    )
+
+
+def _file_as_decision(
+    session: Session,
+    desk: DeskContext,
+    row: InboundMessage,
+    submission: Submission,
+    verdict: Verdict,
+    findings: Sequence[Finding],
+    *,
+    staff: str,
+    staff_login: str,
+    request_key: str | None,
+    now: datetime,
+) -> StaffDecision | None:
+    """A settled look-up is a staff decision like 受理 or 返送, from the console or the CLI alike: the mail
+    leaves the review folder at the next intake pass (``intake.decision_filing``) and a retried request
+    is answered from the row. One the rules still leave to a person writes none: the item stays open."""
+    if verdict is Verdict.NEEDS_REVIEW:
+        return None
+    reply = session.exec(select(OutboxMessage).where(OutboxMessage.idempotency_key == result_key(row.id))).first()
+    decision = StaffDecision(
+        desk=submission.desk,
+        submission_id=submission.id,
+        inbound_id=row.id,
+        decision="lookup",
+        verdict=verdict.value,
+        reasons_json=json.dumps([f.code for f in findings]),
+        note="",
+        staff_login=staff_login[:64],
+        staff_name=staff,
+        request_key=request_key,
+        decided_at=now,
+        outbox_id=reply.id if reply else None,
+        mailbox_action_done=not desk.mailbox_moves,
+    )
+    session.add(decision)
+    session.flush()
+    return decision
 
 
 def _result_mail_if_settled(

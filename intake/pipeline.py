@@ -14,6 +14,7 @@ import logging
 import re
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
+from email import message_from_bytes
 from email.message import Message
 from collections.abc import Callable, Mapping, Sequence
 from zoneinfo import ZoneInfo
@@ -21,12 +22,13 @@ from zoneinfo import ZoneInfo
 import jinja2
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlmodel import Session, or_, select
 
 from intake.intake_service import Outcome
 from intake.answering import CappedLookup, add_finding, carries_new_guarantee, threaded_ids, via_our_relay
 from intake.authentication_results import authenticated_for
 from intake.mime import MailLimits, WalkedMail, parse_headers, walk_headers
+from intake.mime_headers import TOLERANT_POLICY
 from intake.walk_worker import walk_bounded
 from intake.lookup_settings import LookupSettings
 from intake.raw_store import RawStore
@@ -43,7 +45,7 @@ from store.key_vault import KeyVault
 from store.audit import record as audit
 from store import stored_findings
 from store.states import InboundState, LookupState, RecipientState
-from store.tables import Counter, Document, InboundMessage, OutboxMessage, Submission
+from store.tables import Counter, Document, InboundMessage, OutboxMessage, StaffDecision, Submission
 from verifier.lookup import CertificateLookup
 from verifier.routing_hint import RoutingHint, routing_hint
 from verifier.pdf_text import PdfLimits, TextResult, extract_text
@@ -376,7 +378,13 @@ class Pipeline:
             .join(InboundMessage, Submission.inbound_id == InboundMessage.id)
             .where(
                 Submission.desk == row.desk,
-                Submission.verdict == Verdict.RETURNED.value,
+                # returned by the robot, or by a person in the staff console
+                or_(
+                    Submission.verdict == Verdict.RETURNED.value,
+                    Submission.id.in_(
+                        select(StaffDecision.submission_id).where(StaffDecision.verdict == Verdict.RETURNED.value)
+                    ),
+                ),
                 InboundMessage.sender == row.sender,
                 InboundMessage.id != row.id,
                 Submission.created_at >= now - RESEND_WINDOW,
@@ -535,7 +543,10 @@ class Pipeline:
             timezone=self.profile.timezone,
             short=decision.short,
         )
-        message = build_reply(facts, self.templates, now=now)
+        return self._enqueue_reply(session, row, decision, build_reply(facts, self.templates, now=now))
+
+    def _enqueue_reply(self, session: Session, row: InboundMessage, decision, message) -> Finding | None:
+        """Into the outbox; a reply held by the sending limits is kept there, marked, never sent."""
         outbox, created = enqueue(
             session,
             desk=row.desk,
@@ -557,6 +568,90 @@ class Pipeline:
             session.add(outbox)
             session.flush()
         return Finding("reply.suppressed", detail=decision.reason)
+
+    # -- a mail that could not be processed -------------------------------------------------
+
+    def acknowledge_quarantined(self, session: Session, row: InboundMessage, raw: bytes) -> None:
+        """The intake's quarantine hook: "it arrived, a person will look", where the reply policy allows.
+
+        Nothing of the mail is trusted beyond its header block (read as the pipeline reads it) and
+        its attachment names; it gets a receipt number so the sender and staff can refer to it, and
+        the digest lists it.
+        """
+        now = self.clock()
+        headers = parse_headers(raw)
+        walked = walk_headers(raw, authserv_id=self.profile.authserv_id)
+        authenticated = authenticated_for(walked.authentication, from_domain(walked))
+        names = _attachment_names(raw)
+        decision = should_reply(
+            session,
+            headers,
+            desk=row.desk,
+            desk_address=self.profile.address,
+            limit=self.limits.replies_per_sender_per_hour,
+            now=now,
+            automatic=walked.automatic,
+            automatic_reason="; ".join(walked.automatic_reasons) or None,
+            policy=self.profile.reply_to,
+            authenticated=authenticated,
+            submission=plausible_submission(
+                has_pdf=any(n.lower().endswith(".pdf") for n in names), subject=walked.subject or ""
+            ),
+            desk_limit=self.limits.replies_per_desk_per_hour,
+        )
+        row.receipt_no = row.receipt_no or self._next_receipt_no(session, now)
+        finding = Finding("mail.processing_failed", detail=(row.last_error or "")[:500])
+        row.findings_json = stored_findings.dump([finding])
+        if not decision.reply and not decision.suppressed:
+            log.info("quarantined mail %s: no acknowledgement (%s)", row.receipt_no, decision.reason)
+            return
+        facts = ReplyFacts(
+            desk=row.desk,
+            desk_name=self.profile.name,
+            desk_address=self.profile.address,
+            contact=self.profile.contact,
+            receipt_no=row.receipt_no,
+            received_at=_aware(row.received_at),
+            recipient=decision.address,
+            verdict=Verdict.NEEDS_REVIEW,
+            original_message_id=_angle(walked.message_id or row.message_id),
+            original_references=headers.get("References"),
+            original_subject=walked.subject or row.subject,
+            documents=[FoundDocument(name, "未確認") for name in names],
+            findings=[finding],
+            charset=self.profile.reply_charset,
+            timezone=self.profile.timezone,
+            short=decision.short,
+        )
+        held = self._enqueue_reply(session, row, decision, build_reply(facts, self.templates, now=now))
+        log.info(
+            "quarantined mail %s: acknowledgement to %s%s",
+            row.receipt_no,
+            decision.address,
+            " held by the sending limits" if held else " queued",
+        )
+
+
+# The whole mail is parsed here, in this process (not the bounded walk worker): only a mail small
+# enough to parse quickly whatever its structure; a larger one is acknowledged without the names.
+_NAMES_PARSE_MAX = 8 * 1024 * 1024
+
+
+def _attachment_names(raw: bytes, limit: int = 20) -> list[str]:
+    """File names of the attachments, best effort (a mail that broke the walker may break this)."""
+    if len(raw) > _NAMES_PARSE_MAX:
+        return []
+    names: list[str] = []
+    try:
+        for part in message_from_bytes(raw, policy=TOLERANT_POLICY).walk():
+            name = part.get_filename()
+            if name:
+                names.append(str(name))
+            if len(names) >= limit:
+                break
+    except Exception:  # noqa: BLE001 - hostile structure: list nothing rather than fail the answer
+        return []
+    return names
 
 
 def _found(result) -> FoundDocument:

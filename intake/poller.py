@@ -13,7 +13,6 @@ import logging
 import re
 import select
 import ssl
-import subprocess
 import threading
 import time
 from collections.abc import Iterable, Iterator
@@ -25,6 +24,7 @@ from imapclient.exceptions import LoginError
 from foundation.errors import OperationalError
 from foundation.net import is_loopback
 from intake.settings import MailboxSettings
+from store.token_command import TOKEN_COMMAND_TIMEOUT, TokenCommandError, run_token_command
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,6 @@ log = logging.getLogger(__name__)
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, imaplib.IMAP4.error)
 # Headers of a mail too large to download are read up to this many bytes.
 HEADER_CAP_BYTES = 256 * 1024
-TOKEN_COMMAND_TIMEOUT = 30
 
 
 class MailboxError(OperationalError):
@@ -50,22 +49,11 @@ class Selected:
 
 
 def fetch_oauth_token(command: list[str], timeout: float = TOKEN_COMMAND_TIMEOUT) -> str:
-    """Run the configured token command (no shell) and return the token it printed.
-
-    Neither the token nor the command's output is ever logged or put into an error message.
-    """
+    """Run the configured token command (store/token_command.py, shared with SMTP); a failure is a MailboxError."""
     try:
-        result = subprocess.run(command, stdin=subprocess.DEVNULL, capture_output=True, timeout=timeout, check=False)
-    except FileNotFoundError:
-        raise MailboxError(f"token command not found: {command[0]}") from None
-    except subprocess.TimeoutExpired:
-        raise MailboxError(f"token command {command[0]} did not finish within {timeout:.0f} s") from None
-    if result.returncode != 0:
-        raise MailboxError(f"token command {command[0]} failed with exit code {result.returncode}")
-    token = result.stdout.strip()
-    if not token or not all(33 <= byte < 127 for byte in token):
-        raise MailboxError(f"token command {command[0]} did not print a single-line access token")
-    return token.decode("ascii")
+        return run_token_command(command, timeout)
+    except TokenCommandError as exc:
+        raise MailboxError(str(exc)) from None
 
 
 class MailboxConnection:
@@ -298,12 +286,17 @@ class MailboxConnection:
     def noop(self) -> None:
         self.client.noop()
 
-    def idle_wait(self, seconds: float, stop: threading.Event, step: float = 0.5) -> bool:
-        """IDLE for up to ``seconds``; True as soon as the server reports new mail.
+    def idle_wait(
+        self, seconds: float, stop: threading.Event, step: float = 0.5, wake: threading.Event | None = None
+    ) -> bool:
+        """IDLE for up to ``seconds``; True as soon as the server reports new mail, or ``wake`` is set
+        (by someone who knows of new mail before the server says so: the embedded SMTP server).
 
         Returns False when the time is up or ``stop`` is set (the caller then renews IDLE).
         Raises ConnectionLost when the server closes the connection meanwhile.
         """
+        if wake is not None:
+            step = min(step, 0.02)
         client = self.client
         try:
             client.idle()
@@ -313,6 +306,9 @@ class MailboxConnection:
         try:
             deadline = time.monotonic() + seconds
             while not stop.is_set():
+                if wake is not None and wake.is_set():
+                    wake.clear()
+                    return True
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False

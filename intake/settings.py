@@ -18,6 +18,8 @@ class MailboxFolders(StrictModel):
     returned: str = "keydesk/返送"
     ignored: str = "keydesk/自動送信"
     quarantine: str = "keydesk/隔離"
+    # A needs_review mail staff marked 対応済み in the console (handled outside keydesk).
+    handled: str = "keydesk/対応済"
 
 
 class MailboxSettings(StrictModel):

@@ -14,7 +14,17 @@ from pathlib import Path
 import typer
 
 from foundation.errors import EXIT_FAILURE, KeydeskError
-from keydesk import cli_admin, cli_demo, cli_digest, cli_guarantor, cli_intake, cli_ops, cli_outbox, cli_verify
+from keydesk import (
+    cli_admin,
+    cli_console,
+    cli_demo,
+    cli_digest,
+    cli_guarantor,
+    cli_intake,
+    cli_ops,
+    cli_outbox,
+    cli_verify,
+)
 from keydesk.runtime import Runtime
 
 app = typer.Typer(
@@ -32,6 +42,7 @@ cli_verify.register(app)
 cli_digest.register(app)
 cli_outbox.register(app)
 cli_intake.register(app)
+cli_console.register(app)
 cli_ops.register(app)
 cli_demo.register(app)
 

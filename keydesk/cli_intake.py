@@ -21,6 +21,7 @@ from keydesk import composition, daemon
 from keydesk.runtime import Runtime
 from keydesk.settings import Settings
 from keydesk.status import record_pass
+from store.claim_owner import ClaimOwner, open_owner
 
 log = logging.getLogger(__name__)
 
@@ -63,18 +64,24 @@ def poll(
         raise UserFacingError("keydesk poll は --once を付けて実行してください (常時受信は keydesk run)")
     runtime: Runtime = ctx.obj
     settings = runtime.settings
-    for desk_id in composition.desk_ids(settings, desk):
-        service = composition.build_service(runtime, desk_id)
-        try:
-            with composition.mailbox_lock(settings, desk_id), composition.connector(settings, desk_id)() as conn:
-                report = service.run_pass(conn)
-        except (MailboxError, *TRANSIENT_ERRORS) as exc:
-            raise _mailbox_problem(settings, desk_id, exc) from None
-        record_pass(runtime.engine, desk_id, len(report.taken))
-        _print_report(settings, desk_id, report, as_json)
-        _retry_held(runtime, desk_id, as_json)
-    if not no_send:
-        _deliver_after_poll(runtime, as_json)
+    # A claim identity like the daemon's: mail a live worker has in hand is left to it, and what a
+    # killed `keydesk run` left (mail in process, replies in sending) is taken back at once.
+    with open_owner(runtime.engine, composition.lock_directory(settings)) as owner:
+        for desk_id in composition.desk_ids(settings, desk):
+            service = composition.build_service(runtime, desk_id, owner=owner)
+            try:
+                with (
+                    composition.mailbox_lock(settings, desk_id, runtime.engine),
+                    composition.connector(settings, desk_id)() as conn,
+                ):
+                    report = service.run_pass(conn)
+            except (MailboxError, *TRANSIENT_ERRORS) as exc:
+                raise _mailbox_problem(settings, desk_id, exc) from None
+            record_pass(runtime.engine, desk_id, len(report.taken))
+            _print_report(settings, desk_id, report, as_json)
+            _retry_held(runtime, desk_id, as_json)
+        if not no_send:
+            _deliver_after_poll(runtime, owner, as_json)
 
 
 def _retry_held(runtime: Runtime, desk_id: str, as_json: bool) -> None:
@@ -86,11 +93,11 @@ def _retry_held(runtime: Runtime, desk_id: str, as_json: bool) -> None:
         )
 
 
-def _deliver_after_poll(runtime: Runtime, as_json: bool) -> None:
+def _deliver_after_poll(runtime: Runtime, owner: ClaimOwner, as_json: bool) -> None:
     """A cron `poll --once` answers at once, like the daemon: everything due in the outbox goes out."""
     from keydesk.companions import deliver_now
 
-    report = deliver_now(runtime)
+    report = deliver_now(runtime, owner)
     if not as_json:
         typer.echo(f"送信: {report.summary()}")
     if report.connection_error:

@@ -162,7 +162,7 @@ def purge(
         raise UsageProblem(f"--before: {before!r} is not a date such as 2020-04-01") from None
     check_before(day, datetime.now(zone).date(), settings.retention.years)
     for desk_id in desk_ids(settings, desk):
-        report = purge_desk(runtime.engine, raw_store(settings), desk_id, day, zone, dry_run=dry_run)
+        report = purge_desk(runtime.engine, raw_store(runtime), desk_id, day, zone, dry_run=dry_run)
         verb = "削除できます" if dry_run else "削除しました"
         typer.echo(
             f"{settings.desks[desk_id].name}: {day.isoformat()} より前のメール {report.mails} 通の"

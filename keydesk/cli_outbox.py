@@ -14,6 +14,7 @@ from keydesk.runtime import Runtime
 from keydesk.settings import Settings
 from mailer import delivery
 from mailer.smtp_client import SmtpSession
+from store.claim_owner import open_owner
 from store.states import OutboxState, RecipientState
 from store.tables import OutboxMessage
 
@@ -106,7 +107,8 @@ def outbox_send(ctx: typer.Context) -> None:
     settings = runtime.settings
     engine = runtime.engine
     session = SmtpSession(connector_for(settings))
-    report = delivery.deliver_due(engine, session, settings.outbox, now=_now())
+    with open_owner(engine, settings.home / "var" / "locks") as owner:
+        report = delivery.deliver_due(engine, session, settings.outbox, now=_now(), owner=owner)
     typer.echo(
         f"送信済 {report.sent} 件、再試行待ち {report.retry_later} 件、失敗 {report.failed} 件、"
         f"未確認 {report.unconfirmed} 件"

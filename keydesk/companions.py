@@ -19,18 +19,24 @@ from mailer.delivery import DeliveryReport, deliver_due
 from mailer.reply import template_environment
 from mailer.scheduler import digest_job, start_digest_scheduler
 from mailer.smtp_client import SmtpSession
+from store.claim_owner import ClaimOwner, open_owner
 
 log = logging.getLogger(__name__)
 Stopper = Callable[[], None]
 
 
-def deliver_now(runtime: Runtime) -> DeliveryReport:
-    """One delivery round of everything due (the daemon loop, `poll --once` and the demo)."""
+def deliver_now(runtime: Runtime, owner: ClaimOwner | None = None) -> DeliveryReport:
+    """One delivery round of everything due (the daemon loop, `poll --once` and the demo).
+
+    With ``owner``, the claims of deliverers that died (a killed earlier ``keydesk run``, another
+    worker) are taken back at once rather than when their lease ends.
+    """
     report = deliver_due(
         runtime.engine,
         SmtpSession(connector_for(runtime.settings)),
         runtime.settings.outbox,
         now=datetime.now(timezone.utc),
+        owner=owner,
     )
     if report.ids or report.connection_error:
         log.info(
@@ -53,13 +59,14 @@ def wake_outbox(report: PassReport | None = None) -> None:
 
 def outbox_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
     interval = runtime.settings.outbox.deliver_interval_seconds
+    owner = open_owner(runtime.engine, runtime.settings.home / "var" / "locks")
 
     def loop() -> None:
         while not stop.is_set():
             _outbox_wake.clear()
             try:
-                deliver_now(runtime)
-            except Exception:  # one bad round must not end delivery for good
+                deliver_now(runtime, owner)
+            except Exception:
                 log.exception("outbox delivery round failed; trying again in %d s", interval)
             _outbox_wake.wait(interval)  # the schedule's pause, cut short by new replies or shutdown
 
@@ -67,6 +74,7 @@ def outbox_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
         stop.set()
         _outbox_wake.set()
         thread.join(timeout=60)
+        owner.close()
 
     thread = threading.Thread(target=loop, name="outbox", daemon=True)
     thread.start()
@@ -85,6 +93,17 @@ def digest_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
     scheduler = start_digest_scheduler(settings.digest, job)
     log.info("staff digest scheduled: %s (%s)", settings.digest.schedule, settings.digest.timezone)
     return lambda: scheduler.shutdown(wait=True)
+
+
+def console_companion(runtime: Runtime, stop: threading.Event) -> Stopper:
+    """The staff console beside the daemon when [console] enabled = true; its decisions wake the outbox."""
+    if not runtime.settings.console.enabled:
+        return lambda: None
+    from keydesk.composition import start_console
+
+    served = start_console(runtime, on_decision=wake_outbox)
+    log.info("staff console at %s", served.url)
+    return served.stop
 
 
 def recheck_now(runtime: Runtime) -> RecheckReport:
@@ -167,4 +186,5 @@ COMPANIONS = (
     digest_companion,
     revocation_companion,
     held_lookup_companion,
+    console_companion,
 )

@@ -6,11 +6,16 @@ logic here, and nothing printed: the CLI modules parse and print, this module bu
 
 from __future__ import annotations
 
+import os
+import secrets
 from datetime import datetime, timezone
 from collections.abc import Callable
+from pathlib import Path
 
+from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
+from console.context import ConsoleContext, DeskView
 from foundation.config import ConfigError
 from foundation.errors import UserFacingError
 from guarantor.keys import load_trusted_keys
@@ -18,17 +23,21 @@ from guarantor.lookup_service import RegistryLookup
 from intake.held_lookups import HeldReport, due_mails, retry_held
 from intake.intake_service import AfterCommitHook, IntakeService, ProcessHook
 from intake.lookup_client import HttpLookup, ManualLookup
-from intake.mailbox_lock import MailboxLock
+from intake.mailbox_lock import MailboxLock, PostgresMailboxLock, mailbox_lock_for
 from intake.manual_lookup import DeskContext
 from intake.pipeline import DeskProfile, Pipeline
 from intake.poller import MailboxConnection, MailboxError
-from intake.raw_store import RawStore
+from intake.raw_store import RawStore, open_raw_store
+from intake.verify_inputs import key_patterns
 from keydesk.runtime import Runtime
+from keydesk.secret_files import ensure_secret_file
 from keydesk.settings import Settings, read_secret
 from mailer.digest import DigestTarget
 from mailer.reply import template_environment
 from mailer.smtp_client import SmtpConnectError, SmtpConnector
+from store.claim_owner import ClaimOwner
 from store.tls import client_ssl_context
+from web.server import Listen, ServedApp
 from verifier.lookup import CertificateLookup
 
 
@@ -73,8 +82,9 @@ def lookup_service(runtime: Runtime, desk_id: str, *, record: bool = True) -> Ce
     )
 
 
-def raw_store(settings: Settings) -> RawStore:
-    return RawStore(settings.storage.directory)
+def raw_store(runtime: Runtime) -> RawStore:
+    storage = runtime.settings.storage
+    return open_raw_store(storage.backend, storage.directory, runtime.engine)
 
 
 def build_pipeline(
@@ -89,7 +99,7 @@ def build_pipeline(
         lookup=lookup_service(runtime, desk_id),
         trusted_keys=load_trusted_keys(settings.guarantor.trust_directory),
         key_vault=runtime.key_vault,
-        store=raw_store(settings),
+        store=raw_store(runtime),
         templates=template_environment(settings.config_dir / "templates"),
         clock=clock,
         relay_hosts=(settings.smtp.host,),
@@ -105,6 +115,7 @@ def desk_context(runtime: Runtime, desk_id: str) -> DeskContext:
         rules=settings.rules.desks[desk_id],
         templates=template_environment(settings.config_dir / "templates"),
         lookup_site_url=settings.desks[desk_id].lookup.lookup_site_url,
+        mailbox_moves=settings.desks[desk_id].mailbox.action != "flag",
     )
 
 
@@ -172,9 +183,14 @@ def connector(settings: Settings, desk_id: str) -> Callable[[], MailboxConnectio
     return connect
 
 
-def mailbox_lock(settings: Settings, desk_id: str) -> MailboxLock:
+def mailbox_lock(settings: Settings, desk_id: str, engine: Engine | None = None) -> MailboxLock | PostgresMailboxLock:
+    """The desk's mailbox lock: an advisory lock when ``engine`` is PostgreSQL, else a lock file."""
     mailbox = settings.desks[desk_id].mailbox
-    return MailboxLock(settings.home / "var" / "locks", desk_id, mailbox.username, mailbox.folder)
+    return mailbox_lock_for(engine, lock_directory(settings), desk_id, mailbox.username, mailbox.folder)
+
+
+def lock_directory(settings: Settings) -> Path:
+    return settings.home / "var" / "locks"
 
 
 ProcessFactory = Callable[[Runtime, str], ProcessHook]
@@ -188,7 +204,9 @@ def _pipeline_process(runtime: Runtime, desk_id: str) -> ProcessHook:
 process_factory: ProcessFactory = _pipeline_process
 
 
-def build_service(runtime: Runtime, desk_id: str, after_commit: AfterCommitHook | None = None) -> IntakeService:
+def build_service(
+    runtime: Runtime, desk_id: str, after_commit: AfterCommitHook | None = None, owner: ClaimOwner | None = None
+) -> IntakeService:
     settings = runtime.settings
     return IntakeService(
         desk=desk_id,
@@ -196,9 +214,10 @@ def build_service(runtime: Runtime, desk_id: str, after_commit: AfterCommitHook 
         poll=settings.poll,
         limits=settings.limits,
         engine=runtime.engine,
-        store=raw_store(settings),
+        store=raw_store(runtime),
         process=process_factory(runtime, desk_id),
         after_commit=after_commit,
+        owner=owner,
     )
 
 
@@ -208,7 +227,8 @@ def build_service(runtime: Runtime, desk_id: str, after_commit: AfterCommitHook 
 def connector_for(settings: Settings) -> SmtpConnector:
     """The SMTP connector of the outbox (password read now: a missing secret stops the command)."""
     smtp = settings.smtp
-    password = read_secret(smtp.password_env, smtp.password_file, "SMTP password") if smtp.username else None
+    needs_password = smtp.username and smtp.auth == "password"
+    password = read_secret(smtp.password_env, smtp.password_file, "SMTP password") if needs_password else None
     context = client_ssl_context(smtp.ca_file, "smtp.ca_file")
     try:
         return SmtpConnector(smtp, password, ssl_context=context)
@@ -226,7 +246,72 @@ def targets_for(settings: Settings, desk: str | None) -> list[DigestTarget]:
             settings.desks[desk_id].name,
             settings.desks[desk_id].address,
             settings.rules.desks[desk_id],
+            console_url=settings.console.public_url,
             lookup_site_url=settings.desks[desk_id].lookup.lookup_site_url,
         )
         for desk_id in ([desk] if desk else list(settings.desks))
     ]
+
+
+# -- the staff console ---------------------------------------------------------------------------
+
+
+def build_context(runtime: Runtime, on_decision=lambda: None) -> ConsoleContext:
+    settings = runtime.settings
+    patterns = key_patterns(settings.rules.documents.patterns)
+    desks = {
+        desk_id: DeskView(
+            profile=desk_profile(runtime, desk_id),
+            rules=settings.rules.desks[desk_id],
+            mailbox=desk.mailbox,
+            key_pattern=patterns[1],
+            key_format=settings.rules.documents.access_key,
+            lookup_site_url=desk.lookup.lookup_site_url,
+        )
+        for desk_id, desk in settings.desks.items()
+    }
+    metrics = None
+    if settings.metrics.enabled:  # issue 16: /metrics wherever a web service runs, the console included
+        from keydesk.status import gather
+        from web.metrics import cached_metrics
+
+        metrics = cached_metrics(lambda: gather(settings, runtime.engine), settings.metrics.cache_seconds)
+    return ConsoleContext(
+        engine=runtime.engine,
+        settings=settings.console,
+        desks=desks,
+        store=raw_store(runtime),
+        key_vault=runtime.key_vault,
+        templates=template_environment(settings.config_dir / "templates"),
+        lookup_url=settings.guarantor.lookup_url,
+        timezone=settings.timezone,
+        on_decision=on_decision,
+        metrics=metrics,
+    )
+
+
+def session_secret(runtime: Runtime) -> str:
+    console_settings = runtime.settings.console
+    if not os.environ.get(console_settings.session_secret_env):
+        ensure_secret_file(
+            console_settings.session_secret_file, lambda: secrets.token_urlsafe(32), "console session secret"
+        )
+    return read_secret(
+        console_settings.session_secret_env, console_settings.session_secret_file, "console session secret"
+    )
+
+
+def listen_for(runtime: Runtime, host: str | None = None, port: int | None = None) -> Listen:
+    s = runtime.settings.console
+    return Listen(host or s.host, s.port if port is None else port, s.tls_cert_file, s.tls_key_file, what="console")
+
+
+def build_app(runtime: Runtime, on_decision=lambda: None):
+    from console.web.app import create_app  # late: FastAPI only for the commands that serve
+
+    return create_app(build_context(runtime, on_decision), session_secret(runtime))
+
+
+def start_console(runtime: Runtime, on_decision=lambda: None) -> ServedApp:
+    """The console in a thread beside the daemon (`keydesk run` with [console] enabled = true)."""
+    return ServedApp(build_app(runtime, on_decision), listen_for(runtime)).start()

@@ -14,12 +14,15 @@ import threading
 from collections.abc import Callable
 
 from intake.idle_loop import run_idle_loop
+from intake.mailbox_lock import PostgresMailboxLock
+from intake.worker import run_desk_worker
 from intake.intake_service import PassReport
 from keydesk import composition
 from keydesk.embedded_imap import EmbeddedImap
 from keydesk.runtime import Runtime
 from keydesk.settings import read_secret
 from keydesk.status import record_pass
+from store.claim_owner import open_owner
 
 log = logging.getLogger(__name__)
 
@@ -39,21 +42,37 @@ companions: Callable[[], tuple[Companion, ...]] = _companions
 
 
 def serve(runtime: Runtime, stop: threading.Event, ready: Callable[[], None] | None = None) -> None:
-    """Everything `keydesk run` does, until ``stop`` is set (``keydesk run``, the tests and the demo)."""
+    """Everything `keydesk run` does, until ``stop`` is set (callable from tests and the demo)."""
     settings = runtime.settings
     with contextlib.ExitStack() as stack:
         if settings.embedded.enabled:
             start_embedded(runtime, stack)
+        # This process's claim identity: another worker (or a restart) knows at once when it is gone.
+        owner = stack.enter_context(open_owner(runtime.engine, composition.lock_directory(settings)))
         threads = []
         for desk_id in settings.desks:
-            stack.enter_context(composition.mailbox_lock(settings, desk_id))
-            service = composition.build_service(runtime, desk_id)
+            service = composition.build_service(runtime, desk_id, owner=owner)
+            lock = composition.mailbox_lock(settings, desk_id, runtime.engine)
+            extra = {}
+            if isinstance(lock, PostgresMailboxLock):
+                # Several workers may share the database: the one without the mailbox stands by.
+                connect = composition.connector(settings, desk_id)
+                target, args = run_desk_worker, (service, lock, connect, settings.poll, stop)
+                extra = {"on_standby": _after_standby}
+            else:
+                stack.enter_context(lock)  # MailboxBusy names the desk; keydesk.cli.main prints it
+                target, args = run_idle_loop, (service, composition.connector(settings, desk_id), settings.poll, stop)
+            mailbox = settings.desks[desk_id].mailbox
             thread = threading.Thread(
-                target=run_idle_loop,
+                target=target,
                 name=f"intake-{desk_id}",
                 daemon=True,
-                args=(service, composition.connector(settings, desk_id), settings.poll, stop),
-                kwargs={"on_pass": functools.partial(_after_pass, runtime, desk_id)},
+                args=args,
+                kwargs={
+                    "on_pass": functools.partial(_after_pass, runtime, desk_id),
+                    "wake": arrival_signal(mailbox.username),
+                    **extra,
+                },
             )
             thread.start()
             threads.append(thread)
@@ -72,6 +91,16 @@ def serve(runtime: Runtime, stop: threading.Event, ready: Callable[[], None] | N
             thread.join(JOIN_SECONDS)
 
 
+# Per mailbox user: set by the embedded SMTP server right after it appended mail for that user, so
+# the intake starts its pass at once instead of when the IMAP server announces it (pymap looks for
+# new files about once a second).
+_arrivals: dict[str, threading.Event] = {}
+
+
+def arrival_signal(address: str) -> threading.Event:
+    return _arrivals.setdefault(address.lower(), threading.Event())
+
+
 def _after_pass(runtime: Runtime, desk_id: str, report: PassReport) -> None:
     """Replies enqueued by a pass go out at once (the outbox companion wakes up); the pass is noted
     for `keydesk status`."""
@@ -82,6 +111,13 @@ def _after_pass(runtime: Runtime, desk_id: str, report: PassReport) -> None:
         record_pass(runtime.engine, desk_id, len(report.taken))
     except Exception:
         log.exception("could not note the intake pass of %s for keydesk status", desk_id)
+
+
+def _after_standby(report: PassReport) -> None:
+    """A standby worker processed mail the mailbox's holder recorded: its replies go out at once."""
+    from keydesk.companions import wake_outbox
+
+    wake_outbox(report)
 
 
 def start_metrics(runtime: Runtime, stack: contextlib.ExitStack):
@@ -109,7 +145,7 @@ def start_embedded(runtime: Runtime, stack: contextlib.ExitStack) -> EmbeddedIma
         for user in embedded.users
     }
     imap = EmbeddedImap(embedded.mail_directory, users, host=embedded.host, port=embedded.imap_port)
-    imap.start()
+    imap.start()  # an EmbeddedImapError says what failed; keydesk.cli.main prints it
     stack.callback(imap.stop)
     _start_embedded_smtp(runtime, imap, stack)
     return imap
@@ -121,12 +157,17 @@ def _start_embedded_smtp(runtime: Runtime, imap: EmbeddedImap, stack: contextlib
 
     settings = runtime.settings
     embedded = settings.embedded
+
+    def deliver(address: str, raw: bytes) -> None:
+        imap.append(address, raw)
+        arrival_signal(address).set()
+
     smtp = EmbeddedSmtp(
         embedded.host,
         embedded.smtp_port,
-        dict.fromkeys(imap.users, imap.append),
+        dict.fromkeys(imap.users, deliver),
         embedded.mail_directory,
         max_bytes=settings.limits.mail_max_bytes * 2,
     )
-    smtp.start()
+    smtp.start()  # an EmbeddedSmtpError says what failed; keydesk.cli.main prints it
     stack.callback(smtp.stop)

@@ -4,12 +4,19 @@ A child process (rather than pymap's asyncio server inside keydesk) can be kille
 like a real server, which is what the demo, ``keydesk run`` and the intake tests need. Ready means
 a TCP connection gets an IMAP ``* OK`` greeting, waited for with a deadline.
 
+The child dies with keydesk: on Linux it asks the kernel for SIGKILL when its parent goes
+(``PR_SET_PDEATHSIG``), so a keydesk killed with SIGKILL leaves no server holding the port. Its
+pid is also kept in ``pymap.pid``, so a start finds and ends a server an earlier keydesk left
+behind (another OS, or a keydesk from before this rule). A port still held for a moment (the
+old server exiting) is waited for with backoff, then reported in one line.
+
 Layout under the mail directory: pymap's own user files (``pymap-etc-passwd``, ``-shadow``,
 ``-group``) and one Maildir++ folder per user, named after the address.
 """
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import os
 import re
@@ -34,6 +41,38 @@ log = logging.getLogger(__name__)
 _HASH = BuiltinHash(rounds=50_000)
 _SAFE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,200}$")
 _PYMAP_MAIN = "import sys; from pymap.main import main; sys.exit(main())"
+_PR_SET_PDEATHSIG = 1  # <linux/prctl.h>
+# How long a start waits for a port that is still held (an old server exiting).
+PORT_WAIT_SECONDS = 10.0
+
+
+def die_with_parent(parent_pid: int):
+    """A ``preexec_fn``: the child gets SIGKILL when ``parent_pid`` (its parent thread) ends (Linux only).
+
+    The kernel ties this to the thread that forked the child, so the server is started from a
+    thread that lives as long as keydesk serves (the main thread for ``keydesk run``).
+    """
+
+    def prepare() -> None:
+        if sys.platform.startswith("linux"):
+            libc = ctypes.CDLL(None, use_errno=True)
+            libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+        if os.getppid() != parent_pid:  # the parent died before the request took effect
+            os._exit(1)
+
+    return prepare
+
+
+def wait_for_port(host: str, port: int, seconds: float = PORT_WAIT_SECONDS) -> bool:
+    """True once nothing listens on host:port, polling with backoff for up to ``seconds``."""
+    deadline = time.monotonic() + seconds
+    pause = 0.05
+    while not port_closed(host, port):
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(min(pause, max(deadline - time.monotonic(), 0)))
+        pause = min(pause * 2, 1.0)
+    return True
 
 
 class EmbeddedImapError(OperationalError):
@@ -130,12 +169,33 @@ class EmbeddedImap:
     def pid(self) -> int | None:
         return self._process.pid if self._process else None
 
+    @property
+    def pid_file(self) -> Path:
+        return self.directory / "pymap.pid"
+
+    def _end_left_behind(self) -> None:
+        """End a server an earlier keydesk started for this same mail directory and left running."""
+        try:
+            pid = int(self.pid_file.read_text().strip())
+            command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except (OSError, ValueError):
+            return
+        if b"maildir" in command and str(self.directory).encode() in command:
+            log.warning("ending the embedded IMAP server (pid %d) an earlier keydesk left running", pid)
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+
     def start(self, timeout: float = 20.0) -> None:
         if self.running:
             return
-        if not port_closed(self.host, self.port):
+        self.directory.mkdir(parents=True, exist_ok=True)
+        self._end_left_behind()
+        if not wait_for_port(self.host, self.port):
             raise EmbeddedImapError(
-                f"port {self.host}:{self.port} is already in use; set embedded.imap_port to a free port"
+                f"port {self.host}:{self.port} is still in use after {PORT_WAIT_SECONDS:.0f} s "
+                f"(another program?); set embedded.imap_port to a free port"
             )
         write_users(self.directory, self.users)
         tls = ["--cert", str(self.tls[0]), "--key", str(self.tls[1])] if self.tls else ["--no-tls"]
@@ -166,7 +226,9 @@ class EmbeddedImap:
                 stderr=subprocess.STDOUT,
                 env=env,
                 start_new_session=True,
+                preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 - only prctl, async-signal-safe
             )
+        self.pid_file.write_text(f"{self._process.pid}\n")
         deadline = time.monotonic() + timeout
         while not greeting_ok(self.host, self.port):
             if self._process.poll() is not None:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import date, datetime, time, timezone
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 from sqlalchemy.engine import Engine
@@ -129,5 +128,5 @@ def purge(
 
     retry_on_conflict(mark, what="marking purged mails")
     for relative in removable:
-        Path(store.path(relative)).unlink(missing_ok=True)
+        store.remove(relative)
     return report

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from pydantic import Field, ValidationError, field_validator
 
+from console.settings import ConsoleSettings
 from guarantor.settings import GuarantorSettings
 from intake.lookup_settings import LookupSettings
 from intake.settings import Limits, MailboxSettings, PollSettings
@@ -36,6 +37,9 @@ class DatabaseSettings(StrictModel):
 class StorageSettings(StrictModel):
     # Raw mails and extracted files, stored by content hash.
     directory: HomePath = "var/store"
+    # "files" under the directory above, or "database" (the stored_blob table): choose "database"
+    # when several keydesk workers on different machines share one PostgreSQL database.
+    backend: Literal["files", "database"] = "files"
 
 
 class SecretsSettings(StrictModel):
@@ -122,6 +126,7 @@ class Settings(StrictModel):
     limits: Limits = Limits()
     embedded: EmbeddedSettings = EmbeddedSettings()
     guarantor: GuarantorSettings = GuarantorSettings()
+    console: ConsoleSettings = ConsoleSettings()
     metrics: MetricsSettings = MetricsSettings()
     retention: RetentionSettings = RetentionSettings()
     desks: dict[str, DeskSettings] = Field(min_length=1)

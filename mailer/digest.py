@@ -23,8 +23,9 @@ import logging
 from dataclasses import dataclass, field
 from datetime import datetime, time, timedelta
 from email.message import EmailMessage
-from typing import Any
 from collections.abc import Sequence
+from typing import Any
+from urllib.parse import quote
 from zoneinfo import ZoneInfo
 
 import jinja2
@@ -79,6 +80,8 @@ class DigestTarget:
     desk_name: str
     desk_address: str
     rules: DeskRules
+    # The staff console's address ([console] public_url): each row links to its page there.
+    console_url: str | None = None
     lookup_site_url: str | None = None  # the guarantor's site, for look-ups a clerk must do
 
 
@@ -168,7 +171,9 @@ def _context(digest: Digest) -> dict[str, Any]:
     counts = digest.counts()
     sections = []
     for key in SECTIONS:
-        rows = [_line_view(line, digest.zone) for line in digest.lines if line.section == key]
+        rows = [
+            _line_view(line, digest.zone, digest.target.console_url) for line in digest.lines if line.section == key
+        ]
         if key not in ALWAYS_SHOWN and not rows:
             continue
         sections.append({"key": key, "title": SECTION_TITLES[key], "short": SECTION_SHORT[key], "lines": rows})
@@ -184,7 +189,14 @@ def _context(digest: Digest) -> dict[str, Any]:
     }
 
 
-def _line_view(line: DigestLine, zone: str) -> dict[str, Any]:
+def console_link(console_url: str | None, receipt_no: str) -> str:
+    """The console page of a mail, or "" without [console] public_url."""
+    if not console_url or not receipt_no:
+        return ""
+    return f"{console_url.rstrip('/')}/submissions/{quote(receipt_no, safe='')}"
+
+
+def _line_view(line: DigestLine, zone: str, console_url: str | None = None) -> dict[str, Any]:
     # Values from senders and documents become one displayable line each (the HTML template
     # escapes them as well).
     def one(value: str, limit: int = 200) -> str:
@@ -204,6 +216,7 @@ def _line_view(line: DigestLine, zone: str) -> dict[str, Any]:
         "sender": one(line.sender, 320),
         "resend_of": one(line.resend_of, 32),
         "resent_as": one(line.resent_as, 32),
+        "url": console_link(console_url, line.receipt_no),
         "contract_no": one(line.contract_no, 64),
         "contract_amount": one(line.contract_amount, 32),
         "guarantee_amount": one(line.guarantee_amount, 32),

@@ -23,7 +23,7 @@ from rules.schema import DeskRules
 from rules.wording import japanese_date, yen
 from store import stored_findings
 from store.states import InboundState, LookupState
-from store.tables import AuditEvent, Document, InboundMessage, OutboxMessage, Submission
+from store.tables import AuditEvent, Document, InboundMessage, OutboxMessage, StaffDecision, Submission
 from verifier.certificate_signature import SignedCertificate
 
 # "revoked" (a guarantee the guarantor revoked after the desk accepted it) comes first and only when
@@ -286,6 +286,52 @@ def _failure_lines(session: Session, desk: str, rules: DeskRules, since: datetim
             )
 
 
+# What a staff decision in the console shows as (its section and label); a look-up a clerk recorded
+# ("lookup") shows in the section of the verdict the rules gave.
+DECISION_LINES = {
+    "accept": ("accepted", "受理(職員判断)"),
+    "return": ("returned", "返送(職員判断)"),
+    "handled": ("accepted", "対応済み(職員判断)"),
+}
+LOOKUP_LABELS = {"accepted": "受付済(職員が照会)", "returned": "返送(職員が照会)"}
+
+
+def _decision_lines(session: Session, desk: str, rules: DeskRules, since: datetime, until: datetime):
+    """Decisions staff made in the console during the period, with who made them."""
+    rows = session.exec(
+        select(StaffDecision, Submission, InboundMessage)
+        .join(Submission, StaffDecision.submission_id == Submission.id)
+        .join(InboundMessage, StaffDecision.inbound_id == InboundMessage.id)
+        .where(StaffDecision.desk == desk, StaffDecision.decided_at >= since, StaffDecision.decided_at < until)
+    ).all()
+    for decision, submission, inbound in rows:
+        if decision.decision == "lookup":
+            section, label = decision.verdict, LOOKUP_LABELS.get(decision.verdict, decision.verdict)
+        else:
+            section, label = DECISION_LINES[decision.decision]
+        reasons = [label_of(code) for code in json.loads(decision.reasons_json or "[]")]
+        yield DigestLine(
+            section=section,
+            department=_department(rules, submission.department, submission.guarantee_type),
+            at=inbound.received_at,
+            receipt_no=inbound.receipt_no or "",
+            contractor=submission.contractor_name or "",
+            work_name=submission.work_name or "",
+            guarantee_type=submission.guarantee_type or "",
+            guarantee_no=submission.guarantee_no or "",
+            masked_key=_masked_key(session, submission),
+            verdict=decision.verdict,
+            verdict_label=label,
+            reasons=(
+                f"判断者: {decision.staff_name}",
+                *reasons,
+                *((f"メモ: {decision.note}",) if decision.note else ()),
+            ),
+            sender=inbound.sender or "",
+            **certificate_facts(submission),
+        )
+
+
 def _revoked_lines(session: Session, desk: str, rules: DeskRules, since: datetime, until: datetime):
     """Accepted guarantees the guarantor revoked afterwards, noticed in [since, until)."""
     rows = session.exec(
@@ -334,6 +380,7 @@ def collect_lines(
     lines = [
         *_revoked_lines(session, desk, rules, since, until),
         *_submission_lines(session, desk, rules, since, until, lookup_site_url),
+        *_decision_lines(session, desk, rules, since, until),
         *_mail_lines(session, desk, rules, since, until),
         *_failure_lines(session, desk, rules, since, until),
     ]

@@ -16,8 +16,11 @@ class SmtpSettings(StrictModel):
     # A PEM bundle of CAs to trust in addition to the system's (for a server with a private CA).
     ca_file: HomePath | None = None
     username: str | None = None
+    auth: Literal["password", "xoauth2"] = "password"
     password_env: str | None = None
     password_file: HomePath | None = None
+    # XOAUTH2: the same kind of command as the mailbox's, printing a fresh access token.
+    token_command: list[str] | None = None
     timeout_seconds: int = Field(default=60, ge=1)
 
     @model_validator(mode="after")
@@ -27,7 +30,12 @@ class SmtpSettings(StrictModel):
                 f'security = "plain" sends mail and the password in clear text and is allowed only to '
                 f'loopback (127.0.0.0/8, ::1, localhost), got host {self.host!r}: use "tls" or "starttls"'
             )
-        if self.username and not (self.password_env or self.password_file):
+        if self.auth == "xoauth2":
+            if not (self.username and self.token_command):
+                raise ValueError(
+                    'auth = "xoauth2" needs username and token_command (a command that prints an access token)'
+                )
+        elif self.username and not (self.password_env or self.password_file):
             raise ValueError("username is set, so password_env or password_file is needed")
         return self
 
@@ -40,6 +48,16 @@ class OutboxSettings(StrictModel):
     batch_size: int = Field(default=100, ge=1)
     # How often `keydesk run` looks for mail that is due (replies are also sent right after intake).
     deliver_interval_seconds: int = Field(default=15, ge=1)
+    # Per kind of mail: what to do when a crash leaves its outcome unknown (the final dot may have
+    # reached the server, its answer was never recorded). "again": send it again with the same
+    # Message-ID (at least once; a duplicate is possible). "never": mark it delivered-unconfirmed
+    # (at most once; it may be lost). Kinds not listed are sent again.
+    unknown_outcome: dict[str, Literal["again", "never"]] = Field(
+        default_factory=lambda: {"reply": "again", "digest": "again", "notice": "again"}
+    )
+
+    def sends_again(self, kind: str) -> bool:
+        return self.unknown_outcome.get(kind, "again") == "again"
 
 
 class DigestSettings(StrictModel):

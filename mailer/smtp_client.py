@@ -19,6 +19,7 @@ from collections.abc import Callable
 from foundation.net import is_loopback
 from mailer.settings import SmtpSettings
 from foundation.errors import OperationalError
+from store.token_command import TokenCommandError, run_token_command
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +59,18 @@ class SmtpConnector:
         password: str | None = None,
         ssl_context: ssl.SSLContext | None = None,
         local_hostname: str | None = None,
+        token: Callable[[], str] | None = None,
     ) -> None:
+        """``token`` gives a fresh XOAUTH2 access token (default: run ``settings.token_command``)."""
         if settings.security == "plain" and not is_loopback(settings.host):
             raise SmtpConnectError(
                 f'smtp.security = "plain" is allowed only to a loopback address, not {settings.host}: use tls or starttls'
             )
-        if settings.username and not password:
+        if settings.auth == "password" and settings.username and not password:
             raise SmtpConnectError("smtp.username is set but no password was given")
         self.settings = settings
         self._password = password
+        self._token = token or (lambda: run_token_command(list(settings.token_command or [])))
         self._context = ssl_context or ssl.create_default_context()
         self._local_hostname = local_hostname
         self.connections_opened = 0
@@ -97,10 +101,14 @@ class SmtpConnector:
                     raise SmtpConnectError(f"{self.describe()} does not offer STARTTLS; refusing to send in the clear")
                 client.starttls(context=self._context)
                 client.ehlo()
-            if s.username:
+            if s.auth == "xoauth2":
+                self._xoauth2(client)
+            elif s.username:
                 client.login(s.username, self._password or "")
         except SmtpConnectError:
             raise
+        except TokenCommandError as exc:
+            raise SmtpConnectError(f"{self.describe()}: {exc}") from None
         except smtplib.SMTPAuthenticationError as exc:
             raise SmtpConnectError(
                 f"{self.describe()} refused the login for {s.username}: {_text(exc.smtp_error)}"
@@ -112,6 +120,17 @@ class SmtpConnector:
         self.connections_opened += 1
         log.debug("smtp connected to %s", self.describe())
         return client
+
+    def _xoauth2(self, client: smtplib.SMTP) -> None:
+        """SASL XOAUTH2 (as Microsoft 365 and Gmail take it): the token goes in the initial response.
+
+        A refusing server first answers 334 with a JSON error; the empty line we send back ends
+        the exchange with its 535, which smtplib raises as SMTPAuthenticationError.
+        """
+        if "xoauth2" not in client.esmtp_features.get("auth", "").lower().split():
+            raise SmtpConnectError(f"{self.describe()} does not offer AUTH XOAUTH2")
+        initial = f"user={self.settings.username}\x01auth=Bearer {self._token()}\x01\x01"
+        client.auth("XOAUTH2", lambda challenge=None: initial if challenge is None else "", initial_response_ok=True)
 
 
 def _text(raw: bytes | str) -> str:

@@ -187,6 +187,14 @@ _TABLE = [
     ),
     _code("mail.automatic", I, X, "自動送信メール", ""),
     _code(
+        "mail.processing_failed",
+        W,
+        N,
+        "自動で確認できなかったメール",
+        "お送りいただいたメールは受け付けましたが、自動での確認ができませんでした。"
+        "担当者が内容を確認のうえ、必要に応じてご連絡いたします。",
+    ),
+    _code(
         "mail.unreadable",
         E,
         R,
@@ -577,6 +585,7 @@ _TABLE = [
         "reply.withheld", I, A, "返信なし(送信元を確認できず)", "送信元を確認できなかったため、返信を控えております。"
     ),
 ]
+
 
 CODES: dict[str, FindingCode] = {spec.code: spec for spec in _TABLE}
 if len(CODES) != len(_TABLE):

@@ -9,8 +9,12 @@ SHA-256 chain, which still shows accidents but not a forger.
 
 One chain per desk, not one for the whole database: two desks' writers never wait for each other.
 Within a desk, ``prev_hash`` is unique, so two writers cannot both extend the same tail; the loser's
-transaction runs again (:func:`store.retry.retry_on_conflict`). Each desk's chain starts from its
-own genesis value, derived from the desk id (and the key).
+transaction runs again (:func:`store.retry.retry_on_conflict`). On PostgreSQL, where several
+workers process one desk's mail at once, an append first takes a transaction-scoped advisory lock
+on the desk's chain: a second appender then waits for the first one's commit and reads the new
+tail, instead of losing at the unique index and running its whole transaction (a mail's
+processing) again. The intake appends last, just before it commits, so the wait is one commit.
+Each desk's chain starts from its own genesis value, derived from the desk id (and the key).
 
 ``verify_chain`` recomputes every desk's chain. The trail's *last* events could still be removed
 without a trace inside the database; the count and tail printed by ``keydesk audit verify`` (and
@@ -27,9 +31,11 @@ from dataclasses import dataclass
 from typing import Any
 from datetime import datetime, timezone
 
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from store.claim_owner import advisory_key
 from store.retry import retry_on_conflict
 from store.tables import AuditEvent
 
@@ -107,6 +113,11 @@ def record(
     at = at or datetime.now(timezone.utc)
     key = _key_of(session)
     detail_json = json.dumps(detail or {}, ensure_ascii=False, sort_keys=True, default=str)
+    if session.get_bind().dialect.name == "postgresql":
+        # Held until this transaction ends: appenders of one desk queue here (see the module doc).
+        session.connection().execute(
+            text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key("audit-chain", desk)}
+        )
     prev_hash = _tail_hash(session, desk, key)
     event = AuditEvent(
         desk=desk,

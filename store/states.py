@@ -8,7 +8,8 @@
   A reply a rate limit held back is ``suppressed``: kept and listed, never sent.
 - :class:`RecipientState` (per recipient, in ``OutboxMessage.recipient_states_json``).
 - :class:`LookupState` (``Submission.lookup_state``): a look-up still to do after the mail came in
-  (``None`` when it was decided at once): ``held`` → ``done`` | ``staff``; ``manual`` → ``done``.
+  (``None`` when it was decided at once): ``held`` → ``done`` | ``staff``; ``manual`` → ``done``; any of them → ``decided``
+  (a person decided in the staff console).
 
 They are ``StrEnum`` members, so a member equals its stored string and can be written as is.
 """
@@ -48,3 +49,4 @@ class LookupState(StrEnum):
     MANUAL = "manual"  # a clerk looks it up on the guarantor's site and records what it shows
     STAFF = "staff"  # held too long: a person decides (listed in the digest)
     DONE = "done"  # answered later; the result mail went out
+    DECIDED = "decided"  # a person decided in the staff console without the look-up

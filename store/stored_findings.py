@@ -7,7 +7,7 @@ A JSON list with one object per finding::
 
 Every writer goes through :func:`dump` (:func:`append` and :func:`without` to change stored findings,
 :func:`dump_codes` when only the codes are known) and
-every reader through :func:`codes`; migration 0002 rewrote rows of the older code-only shape.
+every reader through :func:`codes` (or :func:`items` for the whole objects); migration 0002 rewrote rows of the older code-only shape.
 """
 
 from __future__ import annotations
@@ -72,6 +72,11 @@ def codes(findings_json: str | None) -> list[str]:
     return [
         item["code"] for item in _items(findings_json) if isinstance(item, dict) and isinstance(item.get("code"), str)
     ]
+
+
+def items(findings_json: str | None) -> list[dict[str, Any]]:
+    """The stored findings as objects of the one shape, in order (anything else is skipped)."""
+    return [item for item in _items(findings_json) if isinstance(item, dict) and isinstance(item.get("code"), str)]
 
 
 def _items(findings_json: str | None) -> list[Any]:

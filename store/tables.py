@@ -58,6 +58,11 @@ class InboundMessage(SQLModel, table=True):
     # Set after the mailbox action (move/flag) succeeded; a crash before it only repeats the action.
     mailbox_action_done: bool = False
     processed_at: datetime | None = None
+    # Processing runs begun and never finished (the process died meanwhile); not the mail's fault,
+    # so not counted in ``attempts``, but bounded so a mail that kills the daemon cannot loop forever.
+    interrupted: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
+    # The claim owner (store/claim_owner.py) processing it now: another worker leaves it alone while that owner lives.
+    processing_by: str | None = Field(default=None, max_length=32)
     # Set when `keydesk purge` removed the raw mail and its documents after the retention period.
     purged_at: datetime | None = None
 
@@ -113,7 +118,8 @@ class Submission(SQLModel, table=True):
     revoked_reason: str | None = Field(default=None, sa_column=Column(Text))
     # The look-up still to do (issue 10): "held" (the service was unreachable: looked up again at
     # next_lookup_at), "manual" (a clerk looks it up), "staff" (held too long: a person decides),
-    # "done" (answered later; the result mail went out). None: decided when the mail came in.
+    # "done" (answered later; the result mail went out), "decided" (a person decided in the staff
+    # console without the look-up). None: decided when the mail came in.
     lookup_state: str | None = Field(default=None, index=True, max_length=16)
     lookup_attempts: int = Field(default=0, sa_column_kwargs={"server_default": "0"})
     next_lookup_at: datetime | None = Field(default=None)
@@ -218,6 +224,8 @@ class OutboxMessage(SQLModel, table=True):
     inbound_id: int | None = Field(default=None, foreign_key="inbound_message.id")
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
+    # The claim owner (store/claim_owner.py) of a row in sending/data_sent: a dead owner's rows are recovered at once.
+    claimed_by: str | None = Field(default=None, max_length=32)
 
 
 class AuditEvent(SQLModel, table=True):
@@ -239,6 +247,17 @@ class AuditEvent(SQLModel, table=True):
     hash: str = Field(unique=True, max_length=64)
 
 
+class StoredBlob(SQLModel, table=True):
+    """A raw mail or document kept in the database, so every worker reaches it (intake/raw_store.py)."""
+
+    __tablename__ = "stored_blob"
+
+    # The same content-addressed name the file store uses (mail/ab/<sha256>.eml).
+    name: str = Field(primary_key=True, max_length=255)
+    size: int
+    data: bytes = Field(sa_column=Column(LargeBinary, nullable=False))
+
+
 class Counter(SQLModel, table=True):
     """Named sequences, e.g. receipt numbers per desk and year (receipt:misato:2026)."""
 
@@ -246,6 +265,55 @@ class Counter(SQLModel, table=True):
 
     name: str = Field(primary_key=True, max_length=128)
     value: int = 0
+
+
+class StaffAccount(SQLModel, table=True):
+    """A person who signs in to the staff console. Passwords and API tokens are kept as argon2 hashes."""
+
+    __tablename__ = "staff_account"
+
+    id: int | None = Field(default=None, primary_key=True)
+    login: str = Field(unique=True, max_length=64)
+    name: str = Field(sa_column=Column(Text, nullable=False))
+    role: str = Field(max_length=16)  # clerk | admin
+    # Department ids (rules.toml) a clerk may see; an admin sees every department.
+    departments_json: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    password_hash: str | None = Field(default=None, sa_column=Column(Text))
+    api_token_hash: str | None = Field(default=None, sa_column=Column(Text))
+    disabled: bool = False
+    failed_logins: int = 0
+    locked_until: datetime | None = None
+    created_at: datetime = Field(default_factory=utcnow)
+    last_login_at: datetime | None = None
+
+
+class StaffDecision(SQLModel, table=True):
+    """What a person decided for a submission that waited for people: one per submission, ever.
+
+    The unique submission id is what makes a double click or a retried request harmless: the second
+    insert fails, and the request is answered from the row that won.
+    """
+
+    __tablename__ = "staff_decision"
+
+    id: int | None = Field(default=None, primary_key=True)
+    desk: str = Field(index=True, max_length=64)
+    submission_id: int = Field(foreign_key="submission.id", unique=True)
+    inbound_id: int = Field(foreign_key="inbound_message.id", index=True)
+    # accept | return | handled, or lookup: a clerk recorded what the guarantor's site shows and the
+    # rules gave the verdict (console/manual.py)
+    decision: str = Field(max_length=16)
+    verdict: str = Field(max_length=32)  # the verdict it gives: accepted | returned | handled
+    reasons_json: str = Field(default="[]", sa_column=Column(Text, nullable=False))
+    note: str = Field(default="", sa_column=Column(Text, nullable=False))
+    staff_login: str = Field(max_length=64)
+    staff_name: str = Field(sa_column=Column(Text, nullable=False))
+    # The form's or client's request key: the same key again is a replay, answered, not refused.
+    request_key: str | None = Field(default=None, max_length=64)
+    decided_at: datetime = Field(default_factory=utcnow, index=True)
+    outbox_id: int | None = Field(default=None, foreign_key="outbox_message.id")
+    # Set once the mail was moved from the review folder to the decision's folder.
+    mailbox_action_done: bool = False
 
 
 class DeskStatus(SQLModel, table=True):

@@ -16,7 +16,7 @@ import pytest
 # Fixtures and hooks that live in tests/support/, registered here for the whole suite.
 from tests.support.browser import browser_page
 from tests.support.ci_skips import pytest_runtest_makereport
-from tests.support.deployment import issue_guarantees
+from tests.support.deployment import POSTGRES_ENV, drop_database, issue_guarantees
 from tests.support.servers import (
     dovecot_server,
     dovecot_tls_server,
@@ -25,8 +25,6 @@ from tests.support.servers import (
     pymap_tls_server,
     tls_imap_server,
 )
-
-POSTGRES_ENV = "KEYDESK_TEST_POSTGRES_URL"
 
 
 @pytest.fixture
@@ -58,12 +56,11 @@ def postgres_url():
     admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
     with admin.connect() as connection:
         connection.execute(text(f'CREATE DATABASE "{name}"'))
+    admin.dispose()
     try:
         yield make_url(admin_url).set(database=name).render_as_string(hide_password=False)
     finally:
-        with admin.connect() as connection:
-            connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
+        drop_database(admin_url, name)
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])

@@ -233,6 +233,14 @@ def test_scenario_data_is_consistent():
     assert scenario.OTHER_TOWN_DESK.encode() not in scenario.contracts_csv()
 
 
+def test_the_demo_leaves_a_needs_review_item_and_a_console_login(run):
+    """Added with the staff console (issue 11)."""
+    report, _ = run
+    assert any(o.verdict == "needs_review" for o in report.mails)
+    assert report.console_url.startswith("http://127.0.0.1:") and report.console_login == "demo"
+    assert len(report.console_password) >= 10
+
+
 # -- the look-up across the network (issue 10) ---------------------------------------------------------
 
 

@@ -1,8 +1,9 @@
 """The Prometheus text endpoint: the figures of `keydesk status`, rendered with prometheus-client.
 
 ``render_metrics(report)`` is the one renderer; ``metrics_app(provider)`` serves it at
-``/metrics`` (for `keydesk run` with ``[metrics] enabled``). The staff console can mount the same
-app, or call ``render_metrics`` from its own route, with a provider built by the composition root.
+``/metrics`` (for `keydesk run` with ``[metrics] enabled``); the staff console serves the same text
+from its own route through ``cached_metrics`` (only to its configured scrapers), with a provider
+built by the composition root.
 A provider may log in to the mail servers, so its result is cached for ``cache_seconds``: a
 scrape every 15 s does not become a login every 15 s.
 """
@@ -67,13 +68,18 @@ class _Cached:
             return self._value[1]
 
 
+def cached_metrics(provider: StatusProvider, cache_seconds: float = 60.0) -> Callable[[], bytes]:
+    """``render_metrics`` of the provider's report, reused for ``cache_seconds`` (for the console's route)."""
+    return _Cached(provider, cache_seconds)
+
+
 def metrics_app(provider: StatusProvider, cache_seconds: float = 60.0):
     """An ASGI app serving ``GET /metrics``."""
     from fastapi import FastAPI
     from fastapi.concurrency import run_in_threadpool
     from fastapi.responses import Response
 
-    cached = _Cached(provider, cache_seconds)
+    cached = cached_metrics(provider, cache_seconds)
     app = FastAPI(title="keydesk metrics", docs_url=None, redoc_url=None, openapi_url=None)
 
     @app.get("/metrics")

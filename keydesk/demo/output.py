@@ -64,6 +64,20 @@ class DemoConsole:
                 f"[bold green]{len(report.mails)} 通すべて想定どおりの判定でした。[/bold green]"
                 f"({report.elapsed:.1f} 秒)"
             )
+        self._console_login(report)
+
+    def _console_login(self, report: DemoReport) -> None:
+        """Last: where staff decide what the demo left for them (added with the console, issue 11)."""
+        if not report.console_url:
+            return
+        self.console.print(
+            f"[bold]職員画面[/bold]: KEYDESK_CONFIG={escape(_shown(report.config_dir))} keydesk run "
+            f"を実行し、{escape(report.console_url)} を開いてください(「要確認」の申請を判断できます)。"
+        )
+        self.console.print(
+            f"  デモ用ログイン: ログイン名 {escape(report.console_login)} / "
+            f"パスワード {escape(report.console_password)}"
+        )
 
     def _lookup(self, report: DemoReport) -> None:
         """The look-up across the network (issue 10): the service, and the case a clerk looked up by hand."""

@@ -64,6 +64,9 @@ class DemoReport:
     audit_events: int = 0
     audit_intact: bool = False
     elapsed: float = 0.0
+    console_url: str = ""  # the staff console of the demo deployment (`keydesk run` starts it)
+    console_login: str = ""
+    console_password: str = ""
     lookup_url: str = ""  # the guarantor's look-up service the desk asked over HTTP
     manual: ManualCase | None = None  # the case a clerk looked up by hand
 

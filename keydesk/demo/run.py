@@ -1,6 +1,6 @@
 """`keydesk demo`: the whole story on the embedded default, in a fresh ``var/demo/``.
 
-The guarantor issues the guarantees of ``keydesk.demo_scenario``; its notices reach the
+The guarantor issues the guarantees of ``keydesk.demo.scenario``; its notices reach the
 contractors' mailboxes over SMTP; the contractors mail the desk, right and wrong; the desk takes
 the mail over IMAP, verifies, replies through the outbox; the staff digest goes out and is written
 as HTML. Composition only: every step calls the same code as the real commands.
@@ -38,6 +38,7 @@ from keydesk.demo.report import DemoReport, DigestFile, MailOutcome, Notify
 from keydesk.deployment import create_config, create_missing_secrets
 from foundation.errors import UserFacingError
 from keydesk.runtime import Runtime
+from keydesk.secret_files import new_password
 from keydesk.settings import load_settings
 from mailer import delivery
 from mailer.digest import collect, enqueue_digests, render_csv, render_html, render_text
@@ -114,6 +115,7 @@ def write_config(directory: Path, imap_port: int, smtp_port: int) -> Path:
     text = set_toml_value(text, "embedded", "imap_port", str(imap_port))
     text = set_toml_value(text, "embedded", "smtp_port", str(smtp_port))
     text = set_toml_value(text, f"desks.{scenario.DESK}.mailbox", "port", str(imap_port))
+    text = set_toml_value(text, "console", "enabled", "true")  # `keydesk run` on the demo starts the console
     # The embedded SMTP server checks no SPF/DKIM/DMARC, so no demo mail is authenticated: the demo
     # answers every sender in full, as a desk behind an authenticating relay would.
     text = set_toml_value(text, f"desks.{scenario.DESK}", "reply_to", '"all"')
@@ -201,11 +203,38 @@ def run_demo(
     digests_sent = _deliver(runtime, expected_kind="digest")
     notify(f"職員あての受付状況(ダイジェスト)を {digests_sent} 通送信し、HTML を保存しました")
 
+    report.console_url, report.console_login, report.console_password = _demo_staff(runtime)
+
     with Session(runtime.engine) as session:
         chain = verify_chain(session)
     report.audit_events, report.audit_intact = chain.events, chain.intact
     report.elapsed = time.monotonic() - started
     return report
+
+
+DEMO_STAFF_LOGIN = "demo"
+
+
+def _demo_staff(runtime: Runtime) -> tuple[str, str, str]:
+    """An administrator for the staff console, so the demo's needs_review mail can be decided."""
+    from console.accounts import add_staff
+
+    password = new_password()
+    departments = {d for rules in runtime.settings.rules.desks.values() for d in rules.departments}
+    with Session(runtime.engine) as session:
+        add_staff(
+            session,
+            login=DEMO_STAFF_LOGIN,
+            name="デモ 職員",
+            role="admin",
+            departments=[],
+            password=password,
+            known_departments=departments,
+            desk=scenario.DESK,
+        )
+        session.commit()
+    console = runtime.settings.console
+    return f"http://{console.host}:{console.port}/", DEMO_STAFF_LOGIN, password
 
 
 def _now(runtime: Runtime) -> datetime:

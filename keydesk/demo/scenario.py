@@ -356,7 +356,8 @@ GUARANTEES = (
         register_category="建設工事",
         low_bid=True,
     ),
-    # A 中間前払金 whose period starts before the middle of the 工期 (no 認定 yet): a person must look.
+    # A 中間前払金 whose period starts before the middle of the 工期 (no 認定 yet): a person must look
+    # (it is the 要確認 item the demo leaves for staff to decide in the console).
     Guarantee(
         "misato_intermediate_early",
         "misato",

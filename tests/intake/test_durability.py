@@ -169,7 +169,11 @@ def test_server_dying_before_the_mailbox_actions_only_delays_them(imap_server, t
     assert harness.count(Submission) == 5 and harness.count(OutboxMessage) == 5
 
 
-def test_a_mail_that_kills_its_processing_is_counted_and_quarantined(pymap_server, tmp_path):
+def test_a_run_killed_from_outside_is_not_the_mails_failure_but_is_bounded(pymap_server, tmp_path, monkeypatch):
+    # Behaviour changed with issue 13: a process that dies with a mail in hand no longer counts an
+    # attempt against it (a SIGKILL is not the mail's fault); the interruptions are counted apart
+    # and only a mail that was in hand at every one of MAX_INTERRUPTIONS deaths is quarantined.
+    monkeypatch.setattr("intake.intake_service.MAX_INTERRUPTIONS", 3)
     pymap_server.append(make_mail(1, body="[poison]\r\n"))
     calls = []
 
@@ -178,15 +182,66 @@ def test_a_mail_that_kills_its_processing_is_counted_and_quarantined(pymap_serve
         raise SystemExit("the worker died")  # not an Exception: like a crash, nothing is caught
 
     harness = IntakeHarness(tmp_path, pymap_server, process=process, poll=PollSettings(max_attempts=2))
-    for _ in range(2):
+    for _ in range(3):
         with pytest.raises(SystemExit):
             harness.poll_once()
+    (row,) = harness.rows()
+    assert (row.attempts, row.interrupted, row.state) == (0, 3, "new")  # max_attempts=2 did not apply
 
     report = harness.poll_once()
 
-    assert len(calls) == 2  # the third pass gives up without calling the pipeline again
+    assert len(calls) == 3  # the fourth pass gives up without calling the pipeline again
     assert [t.state for t in report.taken] == ["quarantined"]
     assert pymap_server.folder_count("keydesk/隔離") == 1
+
+
+def test_a_mail_processed_after_an_interruption_has_no_failed_attempt(pymap_server, tmp_path):
+    pymap_server.append(make_mail(1))
+    deaths = []
+
+    def process(session, inbound, raw):
+        if not deaths:
+            deaths.append(inbound.id)
+            raise SystemExit("killed")
+        return sample_process(session, inbound, raw)
+
+    harness = IntakeHarness(tmp_path, pymap_server, process=process, poll=PollSettings(max_attempts=1))
+    with pytest.raises(SystemExit):
+        harness.poll_once()
+    report = harness.poll_once()
+
+    (row,) = harness.rows()
+    assert [t.state for t in report.taken] == ["processed"]
+    assert (row.attempts, row.interrupted) == (0, 1)  # max_attempts=1 did not apply; the death is on record
+
+
+class _FailingWithAcknowledgement:
+    """A process hook that always fails, and answers the quarantined mail like the pipeline does."""
+
+    def __init__(self) -> None:
+        self.acknowledged: list[int] = []
+
+    def __call__(self, session, inbound, raw):
+        raise RuntimeError("cannot read this mail")
+
+    def acknowledge_quarantined(self, session, inbound, raw):
+        self.acknowledged.append(inbound.id)
+        inbound.receipt_no = f"K-TEST-{inbound.id}"
+        session.add(inbound)
+
+
+def test_a_quarantined_mail_is_still_acknowledged_in_the_same_transaction(pymap_server, tmp_path):
+    pymap_server.append(make_mail(1))
+    process = _FailingWithAcknowledgement()
+    harness = IntakeHarness(tmp_path, pymap_server, process=process, poll=PollSettings(max_attempts=2))
+
+    harness.poll_once()
+    report = harness.poll_once()
+
+    (row,) = harness.rows()
+    assert [t.state for t in report.taken] == ["quarantined"] and process.acknowledged == [row.id]
+    assert row.state == "quarantined" and row.receipt_no == f"K-TEST-{row.id}" and row.attempts == 2
+    assert "intake.quarantined" in harness.audit_actions()
 
 
 def test_a_processing_failure_rolls_back_everything_it_wrote(pymap_server, tmp_path):

@@ -192,3 +192,55 @@ def test_a_bounce_of_our_reply_is_recorded_and_listed_among_the_digests_failures
         )
     failures = [line for digest in digests for line in digest.lines if line.section == "failure"]
     assert [line.receipt_no for line in failures] == [row.receipt_no]
+
+
+def test_a_quarantined_mail_is_acknowledged_with_a_receipt_number(issued: dict) -> None:
+    runtime = Runtime(issued["config"])
+    pipeline = build_pipeline(runtime, "misato", clock=lambda: NOW)
+    raw = mail([("認証キー等のお知らせ.pdf", b"%PDF-1.7 broken")])
+    with Session(runtime.engine) as session:
+        row = InboundMessage(
+            desk="misato",
+            account="keiyaku",
+            mailbox="INBOX",
+            uidvalidity=1,
+            uid=1,
+            sha256="0" * 64,
+            size=len(raw),
+            received_at=NOW,
+            subject="【電子保証】認証キー等の提出",
+        )
+        session.add(row)
+        session.flush()
+        pipeline.acknowledge_quarantined(session, row, raw)
+        session.commit()
+        session.refresh(row)
+
+    reply = reply_of(runtime, row.id)
+    assert row.receipt_no == "K-2026-000001" and reply["To"].addresses[0].addr_spec == SENDER
+    assert [f["code"] for f in json.loads(row.findings_json)] == ["mail.processing_failed"]
+    body = reply.get_body(("plain",)).get_content()
+    assert "自動での確認ができませんでした" in body and "認証キー等のお知らせ.pdf" in body and "K-2026-000001" in body
+
+
+def test_a_quarantined_automatic_mail_is_not_acknowledged(issued: dict) -> None:
+    runtime = Runtime(issued["config"])
+    pipeline = build_pipeline(runtime, "misato", clock=lambda: NOW)
+    raw = mail([], headers={"Auto-Submitted": "auto-replied"})
+    with Session(runtime.engine) as session:
+        row = InboundMessage(
+            desk="misato",
+            account="keiyaku",
+            mailbox="INBOX",
+            uidvalidity=1,
+            uid=1,
+            sha256="1" * 64,
+            size=len(raw),
+            received_at=NOW,
+        )
+        session.add(row)
+        session.flush()
+        pipeline.acknowledge_quarantined(session, row, raw)
+        session.commit()
+        session.refresh(row)
+    assert reply_of(runtime, row.id) is None and row.receipt_no  # staff can still refer to it

@@ -44,7 +44,7 @@ def _views(config: Path) -> dict[str, str]:
 
 def _stored_files_all_present(config: Path) -> int:
     runtime = Runtime(config)
-    store = composition.raw_store(runtime.settings)
+    store = composition.raw_store(runtime)
     with Session(runtime.engine) as session:
         rows = session.exec(select(InboundMessage)).all()
         for row in rows:
@@ -142,7 +142,7 @@ def test_purge_removes_old_files_keeps_rows_and_the_audit_trail_green(desk, pyma
     pymap_server.append_many([make_mail(n) for n in range(4)])
     assert invoke(config, "poll", "--once", "--no-send").exit_code == 0
     runtime = Runtime(config)
-    store = composition.raw_store(runtime.settings)
+    store = composition.raw_store(runtime)
     six_years_ago = datetime.now(timezone.utc) - timedelta(days=6 * 366)
     with Session(runtime.engine) as session:
         rows = session.exec(select(InboundMessage).order_by(InboundMessage.id)).all()
@@ -243,10 +243,8 @@ def _second_database() -> str:
 
 
 def _drop_database(url: str) -> None:
-    from sqlalchemy import create_engine
     from sqlalchemy.engine import make_url
 
-    admin = create_engine(os.environ["KEYDESK_TEST_POSTGRES_URL"], isolation_level="AUTOCOMMIT")
-    with admin.connect() as connection:
-        connection.execute(text(f'DROP DATABASE IF EXISTS "{make_url(url).database}" WITH (FORCE)'))
-    admin.dispose()
+    from tests.support.deployment import drop_database
+
+    drop_database(os.environ["KEYDESK_TEST_POSTGRES_URL"], make_url(url).database or "")

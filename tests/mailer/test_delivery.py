@@ -22,6 +22,7 @@ from mailer.outbox import enqueue
 from mailer.settings import OutboxSettings, SmtpSettings
 from mailer.smtp_client import SmtpConnectError, SmtpConnector, SmtpSession
 from store.audit import verify_chain
+from store.claim_owner import open_owner
 from store.tables import AuditEvent, OutboxMessage
 from tests.support.smtp_servers import (
     CloseAfterEachMessage,
@@ -31,6 +32,7 @@ from tests.support.smtp_servers import (
     RefusingSender,
     Scripted,
     password_authenticator,
+    XOAuth2Recorder,
     running,
     self_signed,
 )
@@ -233,21 +235,27 @@ def test_the_backoff_is_capped():
 CRASHING_DELIVERER = """
 import os, sys
 from datetime import datetime
+from pathlib import Path
 from keydesk.database import make_engine
 from mailer import delivery
 from mailer.settings import OutboxSettings, SmtpSettings
 from mailer.smtp_client import SmtpConnector, SmtpSession
+from store.claim_owner import open_owner
 
-url, port, now, point = sys.argv[1], int(sys.argv[2]), datetime.fromisoformat(sys.argv[3]), sys.argv[4]
+url, port, now, point, locks, policy = sys.argv[1:7]
 die = lambda *args: os._exit(70)
 hooks = delivery.FaultHooks(**{point: die})
-session = SmtpSession(SmtpConnector(SmtpSettings(host="127.0.0.1", port=port, security="plain", timeout_seconds=10)))
-delivery.deliver_due(make_engine(url), session, OutboxSettings(), now=now, hooks=hooks)
+engine = make_engine(url)
+session = SmtpSession(SmtpConnector(SmtpSettings(host="127.0.0.1", port=int(port), security="plain", timeout_seconds=10)))
+owner = open_owner(engine, Path(locks)) if locks != "-" else None
+delivery.deliver_due(engine, session, OutboxSettings(unknown_outcome={"notice": policy}),
+                     now=datetime.fromisoformat(now), hooks=hooks, owner=owner)
 os._exit(0)
 """
 
 
-def crash_deliverer(engine, port: int, point: str) -> None:
+def crash_deliverer(engine, port: int, point: str, locks: Path | None = None, policy: str = "again") -> None:
+    """Run a deliverer in a process of its own that dies (os._exit) at ``point``."""
     done = subprocess.run(
         [
             sys.executable,
@@ -257,6 +265,8 @@ def crash_deliverer(engine, port: int, point: str) -> None:
             str(port),
             T0.isoformat(),
             point,
+            str(locks) if locks else "-",
+            policy,
         ],
         cwd=PROJECT,
         capture_output=True,
@@ -267,17 +277,20 @@ def crash_deliverer(engine, port: int, point: str) -> None:
     assert done.returncode == 70, done.stderr
 
 
-def test_a_crash_after_the_server_accepted_and_before_the_commit_never_sends_twice(db):
+AT_MOST_ONCE = OUTBOX.model_copy(update={"unknown_outcome": {"notice": "never"}})
+
+
+def test_at_most_once_a_crash_after_the_server_accepted_and_before_the_commit_never_sends_twice(db):
     handler = Recorder()
     [row_id] = add(db)
     with running(handler) as port:
-        crash_deliverer(db, port, "after_final_answer")
+        crash_deliverer(db, port, "after_final_answer", policy="never")
         assert len(handler.wait_for_messages(1)) == 1
         assert row(db, row_id).state == "data_sent"
-        # While the dead deliverer's lease runs, nobody touches the row…
-        assert delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(minutes=1)).ids == []
+        # Without an owner to ask, while the dead deliverer's lease runs, nobody touches the row…
+        assert delivery.deliver_due(db, smtp(port), AT_MOST_ONCE, now=T0 + timedelta(minutes=1)).ids == []
         # …then it is recognised as delivered-unconfirmed, not sent again.
-        report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(hours=1))
+        report = delivery.deliver_due(db, smtp(port), AT_MOST_ONCE, now=T0 + timedelta(hours=1))
     final = row(db, row_id)
     assert report.recovered == 1 and len(handler.messages) == 1
     assert final.state == "sent" and final.last_error.startswith("delivered-unconfirmed")
@@ -285,27 +298,89 @@ def test_a_crash_after_the_server_accepted_and_before_the_commit_never_sends_twi
     assert audit_actions(db) == ["outbox.unconfirmed"]
 
 
-def test_a_crash_before_the_final_dot_is_sent_again_exactly_once(db):
+def test_a_crash_after_the_server_accepted_sends_again_at_once_with_the_same_message_id(db, tmp_path):
     handler = Recorder()
     [row_id] = add(db)
     with running(handler) as port:
-        crash_deliverer(db, port, "after_claim")
+        crash_deliverer(db, port, "after_final_answer", locks=tmp_path / "locks")
+        assert len(handler.wait_for_messages(1)) == 1 and row(db, row_id).state == "sending"
+        # The restarted deliverer sees the owner is gone: no lease to wait for (same "now").
+        with open_owner(db, tmp_path / "locks") as owner:
+            report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0, owner=owner)
+        received = handler.wait_for_messages(2)
+    final = row(db, row_id)
+    assert report.recovered == 1 and report.sent == 1
+    assert message_ids(received) == [final.message_id, final.message_id]
+    # The crash was not an attempt of the server's: one attempt counted, for the delivery that was recorded.
+    assert final.state == "sent" and final.attempts == 1 and final.claimed_by is None
+
+
+def test_a_crash_before_the_final_dot_is_sent_again_exactly_once_at_once(db, tmp_path):
+    handler = Recorder()
+    [row_id] = add(db)
+    with running(handler) as port:
+        crash_deliverer(db, port, "before_final_dot", locks=tmp_path / "locks")
         assert row(db, row_id).state == "sending" and handler.messages == []
-        report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(hours=1))
+        with open_owner(db, tmp_path / "locks") as owner:
+            report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0, owner=owner)
         received = handler.wait_for_messages(1)
     assert report.recovered == 1 and report.sent == 1 and len(received) == 1
     assert row(db, row_id).state == "sent" and message_ids(received) == [row(db, row_id).message_id]
 
 
-def test_a_server_that_drops_the_connection_after_data_gets_one_copy(db):
+def test_the_claims_of_a_living_owner_are_left_alone(db, tmp_path):
+    handler = Recorder()
+    [row_id] = add(db)
+    with (
+        running(handler) as port,
+        open_owner(db, tmp_path / "locks") as first,
+        open_owner(db, tmp_path / "locks") as second,
+    ):
+        seen = []
+
+        def other_deliverer_runs(_claimed_id):
+            # A second live deliverer (another process in real life) must not take the row.
+            seen.append(delivery.deliver_due(db, smtp(port), OUTBOX, now=T0, owner=second))
+
+        delivery.deliver_due(
+            db, smtp(port), OUTBOX, now=T0, owner=first, hooks=delivery.FaultHooks(after_claim=other_deliverer_runs)
+        )
+        received = handler.wait_for_messages(1)
+    assert seen[0].recovered == 0 and seen[0].ids == []
+    assert len(received) == 1 and row(db, row_id).state == "sent"
+
+
+def test_an_owner_is_alive_while_its_process_lives(db, tmp_path):
+    with open_owner(db, tmp_path / "locks") as watcher:
+        other = open_owner(db, tmp_path / "locks")
+        assert watcher.alive(other.id) and other.alive(watcher.id)
+        other.close()
+        assert not watcher.alive(other.id)
+        assert not watcher.alive("0" * 32)
+
+
+def test_at_most_once_a_server_that_drops_the_connection_after_data_gets_one_copy(db):
+    handler = DropAfterData()
+    [row_id] = add(db)
+    with running(handler) as port:
+        first = delivery.deliver_due(db, smtp(port), AT_MOST_ONCE, now=T0)
+        later = delivery.deliver_due(db, smtp(port), AT_MOST_ONCE, now=T0 + timedelta(days=1))
+    assert first.unconfirmed == 1 and later.ids == [] and len(handler.messages) == 1
+    final = row(db, row_id)
+    assert final.state == "sent" and final.last_error.startswith("delivered-unconfirmed")
+
+
+def test_a_server_that_drops_the_connection_after_data_is_tried_again_with_the_same_message_id(db):
     handler = DropAfterData()
     [row_id] = add(db)
     with running(handler) as port:
         first = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
-        later = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(days=1))
-    assert first.unconfirmed == 1 and later.ids == [] and len(handler.messages) == 1
-    final = row(db, row_id)
-    assert final.state == "sent" and final.last_error.startswith("delivered-unconfirmed")
+        kept = row(db, row_id)
+        later = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(minutes=1))
+        received = handler.wait_for_messages(2)
+    assert first.retry_later == 1 and first.unconfirmed == 0 and later.retry_later == 1
+    assert kept.state == "pending" and kept.next_attempt_at == T0 + timedelta(minutes=1)
+    assert message_ids(received) == [kept.message_id, kept.message_id]
 
 
 def test_a_dropped_idle_connection_is_reopened_without_losing_or_doubling_mail(db):
@@ -357,8 +432,14 @@ def test_a_deliverer_whose_lease_ran_out_cannot_finish_a_second_copy(db):
             # Another deliverer takes the row over while this one is stalled after its claim.
             other.append(delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(hours=1)))
 
+        # The stall outlasts the stalled deliverer's lease on its own clock too (a 1 ms lease).
         stalled = delivery.deliver_due(
-            db, smtp(port), OUTBOX, now=T0, hooks=delivery.FaultHooks(after_claim=lease_runs_out)
+            db,
+            smtp(port),
+            OUTBOX,
+            now=T0,
+            lease=timedelta(milliseconds=1),
+            hooks=delivery.FaultHooks(after_claim=lease_runs_out),
         )
         received = handler.wait_for_messages(1)
     assert other[0].recovered == 1 and other[0].sent == 1 and stalled.sent == 0
@@ -424,6 +505,53 @@ def test_plain_smtp_is_only_for_loopback():
     unchecked = SmtpSettings.model_construct(host="smtp.town.example", port=25, security="plain")
     with pytest.raises(SmtpConnectError, match="only to a loopback"):
         SmtpConnector(unchecked)
+
+
+def _token_command(token: str) -> list[str]:
+    return [sys.executable, "-c", f"print({token!r})"]
+
+
+def test_xoauth2_over_smtp_sends_the_token_from_the_token_command(db):
+    handler = XOAuth2Recorder({"keiyaku@town.misato.example": "ya29.good-token"})
+    [row_id] = add(db)
+    with running(handler, auth_require_tls=False) as port:
+        settings = SmtpSettings(
+            host="127.0.0.1",
+            port=port,
+            security="plain",
+            auth="xoauth2",
+            username="keiyaku@town.misato.example",
+            token_command=_token_command("ya29.good-token"),
+            timeout_seconds=10,
+        )
+        report = delivery.deliver_due(db, SmtpSession(SmtpConnector(settings)), OUTBOX, now=T0)
+        received = handler.wait_for_messages(1)
+    assert report.sent == 1 and handler.logins == ["keiyaku@town.misato.example"] and handler.exchanges == ["ok"]
+    assert message_ids(received) == [row(db, row_id).message_id]
+
+
+def test_xoauth2_over_smtp_a_refused_token_is_one_clear_error_without_the_token(db):
+    handler = XOAuth2Recorder({"keiyaku@town.misato.example": "ya29.good-token"})
+    [row_id] = add(db)
+    with running(handler, auth_require_tls=False) as port:
+        settings = SmtpSettings(
+            host="127.0.0.1",
+            port=port,
+            security="plain",
+            auth="xoauth2",
+            username="keiyaku@town.misato.example",
+            token_command=_token_command("ya29.stale-token"),
+            timeout_seconds=10,
+        )
+        report = delivery.deliver_due(db, SmtpSession(SmtpConnector(settings)), OUTBOX, now=T0)
+    assert handler.exchanges == ["ok"] and handler.logins == [] and handler.messages == []
+    assert "refused the login" in report.connection_error and "ya29" not in report.connection_error
+    assert row(db, row_id).state == "pending"
+
+
+def test_xoauth2_needs_a_token_command():
+    with pytest.raises(ValueError, match="token_command"):
+        SmtpSettings(host="smtp.office365.com", auth="xoauth2", username="keiyaku@town.misato.example")
 
 
 def test_retry_brings_back_failed_recipients_only(db):

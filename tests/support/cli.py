@@ -24,7 +24,11 @@ def wait_until(condition, timeout: float = 10.0, interval: float = 0.02, what: s
 
 
 def run_keydesk(
-    *args: str, config: Path | None = None, env: dict[str, str] | None = None, timeout: float = 120
+    *args: str,
+    config: Path | None = None,
+    env: dict[str, str] | None = None,
+    timeout: float = 120,
+    input_text: str | None = None,
 ) -> subprocess.CompletedProcess[str]:
     """Run the real CLI in a subprocess, as a person would, and capture what it printed."""
     environment = {**os.environ, **(env or {})}
@@ -36,6 +40,7 @@ def run_keydesk(
         text=True,
         env=environment,
         timeout=timeout,
+        input=input_text,
         check=False,
     )
 

@@ -5,11 +5,14 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from datetime import date
 from pathlib import Path
 
 from rules.domain import Certificate, GuaranteeType
 from tests.support.cli import invoke
+
+POSTGRES_ENV = "KEYDESK_TEST_POSTGRES_URL"  # an empty server to make test databases in (.ci/run sets it)
 
 # One certificate's content, as the guarantor side and the verifier's tests both use it.
 ADVANCE_CERTIFICATE = Certificate(
@@ -82,3 +85,25 @@ def edit_section(config: Path, header: str, **values) -> None:
 
 def use_smtp(config: Path, port: int, security: str = "plain", **extra) -> None:
     edit_section(config, "[smtp]", port=str(port), security=f'"{security}"', **extra)
+
+
+def drop_database(admin_url: str, name: str, deadline_seconds: float = 30.0) -> None:
+    """Drop a test database. FORCE ends our own sessions, but not a session we may not signal (an
+    autovacuum worker that just started on it): that one ends by itself, so try again until a deadline."""
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.exc import DBAPIError
+
+    admin = create_engine(admin_url, isolation_level="AUTOCOMMIT")
+    deadline = time.monotonic() + deadline_seconds
+    try:
+        while True:
+            try:
+                with admin.connect() as connection:
+                    connection.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+                return
+            except DBAPIError:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.2)  # polling an external server's state, bounded by the deadline
+    finally:
+        admin.dispose()

@@ -168,3 +168,39 @@ def password_authenticator(users: dict[str, str], handler: Recorder):
         return AuthResult(success=False, handled=False)
 
     return authenticate
+
+
+class XOAuth2Recorder(Recorder):
+    """Takes SASL XOAUTH2 as Microsoft 365 and Gmail do: the initial response must be
+    ``user=<address>^Aauth=Bearer <token>^A^A`` for a known (user, token); a refusal first sends the
+    JSON error as a 334 challenge, waits for the client's empty line, then answers 535."""
+
+    def __init__(self, tokens: dict[str, str]) -> None:
+        super().__init__()
+        self.tokens = tokens
+        self.exchanges: list[str] = []
+
+    async def auth_XOAUTH2(self, server, args) -> AuthResult:
+        import base64
+        import json
+
+        blob = args[1].encode() if len(args) > 1 else await server.challenge_auth("", encode_to_b64=False)
+        try:
+            decoded = base64.b64decode(blob, validate=True).decode()
+        except ValueError:
+            return AuthResult(success=False, handled=False, message="501 5.5.2 Cannot decode the response")
+        fields = decoded.split("\x01")
+        user = fields[0].removeprefix("user=") if fields and fields[0].startswith("user=") else None
+        bearer = (
+            fields[1].removeprefix("auth=Bearer ")
+            if len(fields) == 4 and fields[1].startswith("auth=Bearer ")
+            else None
+        )
+        well_formed = user is not None and bearer is not None and fields[2:] == ["", ""]
+        self.exchanges.append("ok" if well_formed else "malformed")
+        if well_formed and self.tokens.get(user) == bearer:
+            self.logins.append(user)
+            return AuthResult(success=True)
+        error = json.dumps({"status": "401", "schemes": "bearer", "scope": "https://mail.google.com/"})
+        await server.challenge_auth(error)  # the client answers with an empty line
+        return AuthResult(success=False, handled=False, message="535 5.7.8 Username and Password not accepted")

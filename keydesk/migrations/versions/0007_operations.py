@@ -3,7 +3,7 @@ and an index on audit_event (desk, id) for the per-desk audit chains (inbound_me
 became BIGINT in 0002)
 
 Revision ID: 0007
-Revises: 0004
+Revises: 0005
 """
 
 from alembic import op
@@ -12,7 +12,7 @@ import sqlmodel
 
 
 revision = "0007"
-down_revision = "0004"
+down_revision = "0005"
 branch_labels = None
 depends_on = None
 
