@@ -33,7 +33,7 @@ from imapclient import IMAPClient  # noqa: E402
 from keydesk.embedded_imap import EmbeddedImap, port_closed  # noqa: E402
 from keydesk.embedded_smtp import EmbeddedSmtp  # noqa: E402
 from tests.support.cli import wait_until  # noqa: E402
-from tests.daemon import Daemon, set_toml  # noqa: E402
+from tests.support.daemon import Daemon, set_toml  # noqa: E402
 from tests.support.smtp_servers import Recorder, running  # noqa: E402
 from tests.support.servers import deployment_for, free_port, make_mail  # noqa: E402
 

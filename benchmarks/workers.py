@@ -31,7 +31,7 @@ from sqlalchemy.engine import make_url  # noqa: E402
 from keydesk.database import make_engine, upgrade  # noqa: E402
 from tests.support.cli import wait_until  # noqa: E402
 from tests.support.deployment import POSTGRES_ENV  # noqa: E402
-from tests.daemon import Daemon, set_toml  # noqa: E402
+from tests.support.daemon import Daemon, set_toml  # noqa: E402
 from tests.support.smtp_servers import Recorder, running  # noqa: E402
 from tests.support.servers import PymapServer, deployment_for, free_port, make_mail  # noqa: E402
 

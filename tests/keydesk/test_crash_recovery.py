@@ -19,7 +19,7 @@ from keydesk.database import make_engine
 from keydesk.embedded_imap import port_closed
 from store.tables import InboundMessage, OutboxMessage
 from tests.support.cli import wait_until
-from tests.daemon import Daemon, set_toml as _set
+from tests.support.daemon import Daemon, set_toml as _set
 from tests.support.smtp_servers import Recorder, running
 from tests.support.servers import deployment_for, free_port, make_mail, pymap_server  # noqa: F401 - fixture
 
