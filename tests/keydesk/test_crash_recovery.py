@@ -173,7 +173,8 @@ def test_workers_on_postgresql_killed_at_random_lose_nothing_and_process_nothing
                 timeout=60,
                 what=f"every mail answered by the workers (seed {seed})",
             )
-            assert all(worker.stop() == 0 for worker in workers)
+            codes = [worker.stop() for worker in workers]
+            assert codes == [0] * WORKERS, [(c, w.log.read_text(errors="replace")[-1500:]) for c, w in zip(codes, workers)]
         finally:
             for worker in workers:
                 if worker.alive:
