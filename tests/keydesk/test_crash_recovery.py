@@ -174,7 +174,9 @@ def test_workers_on_postgresql_killed_at_random_lose_nothing_and_process_nothing
                 what=f"every mail answered by the workers (seed {seed})",
             )
             codes = [worker.stop() for worker in workers]
-            assert codes == [0] * WORKERS, [(c, w.log.read_text(errors="replace")[-1500:]) for c, w in zip(codes, workers)]
+            assert codes == [0] * WORKERS, [
+                (c, w.log.read_text(errors="replace")[-1500:]) for c, w in zip(codes, workers)
+            ]
         finally:
             for worker in workers:
                 if worker.alive:
