@@ -40,6 +40,23 @@ def register(app: FastAPI, console: Console) -> None:
             message="画面の有効期限が切れたか、正しくない送信です。画面を開き直してから、もう一度操作してください。",
         )
 
+    async def posted(request: Request):
+        """A state-changing form: its fields and the signed-in member, or the response refusing it
+        (sign in first, or 403 without a valid CSRF token)."""
+        form = await request.form()
+        member, redirect = signed_in(request)
+        if redirect:
+            return form, None, redirect
+        if not console.csrf_valid(request, form.get("csrf_token")):
+            return form, None, forbidden(request)
+        return form, member, None
+
+    def already_done(request: Request, receipt_no: str, title: str, exc: Exception) -> Response:
+        """409: someone decided or recorded this first; the message names who and when."""
+        return console.render(
+            request, "message.html", status=409, title=title, message=str(exc), back=f"/submissions/{receipt_no}"
+        )
+
     def not_found(request: Request, text: str = "お探しのページは見つかりません。") -> Response:
         return console.render(request, "message.html", status=404, title="見つかりません", message=text)
 
@@ -203,12 +220,9 @@ def register(app: FastAPI, console: Console) -> None:
 
     @app.post("/submissions/{receipt_no}/reveal", response_class=HTMLResponse)
     async def reveal(request: Request, receipt_no: str) -> Response:
-        form = await request.form()
-        member, redirect = signed_in(request)
-        if redirect:
-            return redirect
-        if not console.csrf_valid(request, form.get("csrf_token")):
-            return forbidden(request)
+        form, member, refusal = await posted(request)
+        if refusal:
+            return refusal
         try:
             submission_id = int(str(form.get("submission_id") or ""))
             key = reveal_key(context, member, receipt_no, submission_id)
@@ -220,12 +234,9 @@ def register(app: FastAPI, console: Console) -> None:
 
     @app.post("/submissions/{receipt_no}/decision", response_class=HTMLResponse)
     async def decision(request: Request, receipt_no: str) -> Response:
-        form = await request.form()
-        member, redirect = signed_in(request)
-        if redirect:
-            return redirect
-        if not console.csrf_valid(request, form.get("csrf_token")):
-            return forbidden(request)
+        form, member, refusal = await posted(request)
+        if refusal:
+            return refusal
         values = {
             "decision": str(form.get("decision") or ""),
             "reasons": [str(r) for r in form.getlist("reasons")],
@@ -248,14 +259,7 @@ def register(app: FastAPI, console: Console) -> None:
                 request, receipt_no, status=400, error=str(exc), form={**values, "submission_id": submission_id}
             )
         except AlreadyDecided as exc:
-            return console.render(
-                request,
-                "message.html",
-                status=409,
-                title="判断済みです",
-                message=str(exc),
-                back=f"/submissions/{receipt_no}",
-            )
+            return already_done(request, receipt_no, "判断済みです", exc)
         except ValueError:
             return show(request, receipt_no, status=400, error="判断する保証を指定してください。")
         return RedirectResponse(f"/submissions/{urllib.parse.quote(receipt_no)}?decided=1", status_code=303)
@@ -263,12 +267,9 @@ def register(app: FastAPI, console: Console) -> None:
     @app.post("/submissions/{receipt_no}/lookup", response_class=HTMLResponse)
     async def lookup(request: Request, receipt_no: str) -> Response:
         """What a clerk read on the guarantor's site: the rules run, the contractor gets the result."""
-        form = await request.form()
-        member, redirect = signed_in(request)
-        if redirect:
-            return redirect
-        if not console.csrf_valid(request, form.get("csrf_token")):
-            return forbidden(request)
+        form, member, refusal = await posted(request)
+        if refusal:
+            return refusal
         values = {name: str(form.get(name) or "") for name in FACT_LABELS}
         try:
             submission_id = int(str(form.get("submission_id") or ""))
@@ -290,24 +291,14 @@ def register(app: FastAPI, console: Console) -> None:
                 request, receipt_no, status=400, error=str(exc), lookup_form={**values, "submission_id": submission_id}
             )
         except AlreadyDecided as exc:
-            return console.render(
-                request,
-                "message.html",
-                status=409,
-                title="記録済みです",
-                message=str(exc),
-                back=f"/submissions/{receipt_no}",
-            )
+            return already_done(request, receipt_no, "記録済みです", exc)
         return RedirectResponse(f"/submissions/{urllib.parse.quote(receipt_no)}?recorded=1", status_code=303)
 
     @app.post("/submissions/{receipt_no}/revocation", response_class=HTMLResponse)
     async def revocation_seen(request: Request, receipt_no: str) -> Response:
-        form = await request.form()
-        member, redirect = signed_in(request)
-        if redirect:
-            return redirect
-        if not console.csrf_valid(request, form.get("csrf_token")):
-            return forbidden(request)
+        form, member, refusal = await posted(request)
+        if refusal:
+            return refusal
         try:
             acknowledge_revocation(context, member, receipt_no, int(str(form.get("submission_id") or "")))
         except ValueError:
