@@ -165,18 +165,12 @@ def guarantee_state(verdict: Verdict, findings: Sequence[Finding]) -> str:
 
 def reply_context(facts: ReplyFacts) -> dict[str, Any]:
     """What the reply templates see (documented in the templates' header comments)."""
-    if facts.verdict == Verdict.IGNORED:
-        raise ValueError("automatic mail is never answered (verdict ignored)")
     request = request_of(facts.findings) if facts.verdict is Verdict.RETURNED else Request.NONE
     if facts.verdict is Verdict.RETURNED and request is Request.NONE:
         request = Request.PDF
     return {
         **facts.extra,
-        "desk_name": clean_header_text(facts.desk_name),
-        "desk_address": facts.desk_address,
-        "contact": [clean_header_text(line) for line in facts.contact],
-        "receipt_no": clean_header_text(facts.receipt_no, 32),
-        "received_at": local_time_text(facts.received_at, facts.timezone),
+        **_desk_context(facts),
         "verdict": str(facts.verdict),
         "original_subject": clean_header_text(facts.original_subject or "", 200),
         "documents": [
@@ -215,8 +209,8 @@ def _tidy(text: str) -> str:
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip("\n") + "\n"
 
 
-def short_reply_context(facts: ReplyFacts) -> dict[str, Any]:
-    """What the short reply's templates see: only what the desk itself wrote, nothing of the sender's."""
+def _desk_context(facts: ReplyFacts) -> dict[str, Any]:
+    """What both replies say of the desk and the receipt: written by the desk, never by the sender."""
     if facts.verdict == Verdict.IGNORED:
         raise ValueError("automatic mail is never answered (verdict ignored)")
     return {
@@ -225,6 +219,13 @@ def short_reply_context(facts: ReplyFacts) -> dict[str, Any]:
         "contact": [clean_header_text(line) for line in facts.contact],
         "receipt_no": clean_header_text(facts.receipt_no, 32),
         "received_at": local_time_text(facts.received_at, facts.timezone),
+    }
+
+
+def short_reply_context(facts: ReplyFacts) -> dict[str, Any]:
+    """What the short reply's templates see: only what the desk itself wrote, nothing of the sender's."""
+    return {
+        **_desk_context(facts),
         "unreadable": any(f.code == "mail.unreadable" for f in facts.findings),
     }
 
