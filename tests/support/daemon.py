@@ -8,6 +8,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+from tests.support.cli import wait_until
+
+
+READY_LINE = "keydesk を起動しました"
+
 
 class Daemon:
     """`python -m keydesk run` as a separate process, its output in a log file."""
@@ -16,9 +21,11 @@ class Daemon:
         self.config = config
         self.log = log
         self.process: subprocess.Popen | None = None
+        self._log_start = 0
 
     def start(self) -> None:
         env = {**os.environ, "KEYDESK_CONFIG": str(self.config)}
+        self._log_start = self.log.stat().st_size if self.log.exists() else 0
         with open(self.log, "ab") as handle:
             self.process = subprocess.Popen(
                 [sys.executable, "-m", "keydesk", "run"],
@@ -33,8 +40,18 @@ class Daemon:
         self.process.wait(10)
 
     def stop(self) -> int:
+        """SIGTERM once the daemon is up: a process still starting (restarted a moment ago) has no
+        handler yet, and Python's default would end it with -15 instead of a clean stop."""
+        wait_until(lambda: self.ready or not self.alive, timeout=60, what="keydesk run to be up before stopping it")
         self.process.send_signal(signal.SIGTERM)
         return self.process.wait(60)
+
+    @property
+    def ready(self) -> bool:
+        """This start printed its ready line (earlier starts' lines in the same log do not count)."""
+        with open(self.log, "rb") as handle:
+            handle.seek(self._log_start)
+            return READY_LINE in handle.read().decode("utf-8", errors="replace")
 
     @property
     def alive(self) -> bool:
