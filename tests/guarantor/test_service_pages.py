@@ -14,6 +14,10 @@ from web.server import Listen, ServedApp
 pytestmark = pytest.mark.chromium
 
 
+# The pages do not depend on the database: one browser run, on SQLite, is enough.
+ONE_DATABASE = pytest.mark.parametrize("database_url", ["sqlite"], indirect=True)
+
+
 @pytest.fixture
 def site(engine, settings, signing_key, now, fixtures_dir, tmp_path):
     request = next(
@@ -36,9 +40,8 @@ def step_to_key(page, url: str, number: str) -> None:
     assert "STEP2 認証キーの入力" in page.content()
 
 
-def test_step1_to_step3_shows_the_signed_certificate_and_its_pdf(site, browser_page, database_url) -> None:
-    if "postgresql" in database_url:
-        pytest.skip("the pages do not depend on the database: one browser run is enough")
+@ONE_DATABASE
+def test_step1_to_step3_shows_the_signed_certificate_and_its_pdf(site, browser_page) -> None:
     url, issued = site
     page = browser_page
     step_to_key(page, url, issued.guarantee_no)
@@ -55,9 +58,8 @@ def test_step1_to_step3_shows_the_signed_certificate_and_its_pdf(site, browser_p
     assert path.read_bytes()[:5] == b"%PDF-"
 
 
-def test_wrong_keys_and_unknown_numbers_look_the_same(site, browser_page, database_url) -> None:
-    if "postgresql" in database_url:
-        pytest.skip("the pages do not depend on the database: one browser run is enough")
+@ONE_DATABASE
+def test_wrong_keys_and_unknown_numbers_look_the_same(site, browser_page) -> None:
     url, issued = site
     page = browser_page
     answers = []

@@ -70,11 +70,11 @@ def test_the_retention_purge_removes_raw_mail_kept_in_the_database(engine):
         store.read(purged.relative_path)
 
 
+# The queueing lock is PostgreSQL's; SQLite has one writer at a time anyway.
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
 def test_audit_appends_of_one_desk_queue_instead_of_conflicting(engine):
     """Several workers append to one desk's chain at once: each append waits for the one before
     (PostgreSQL: an advisory lock), so no transaction loses at the unique prev_hash and runs again."""
-    if engine.dialect.name != "postgresql":
-        pytest.skip("the queueing lock is PostgreSQL's; SQLite has one writer at a time anyway")
     first_in = threading.Event()
     errors: list[BaseException] = []
 
