@@ -221,7 +221,7 @@ class OutboxMessage(SQLModel, table=True):
     attempts: int = 0
     next_attempt_at: datetime = Field(default_factory=utcnow, index=True)
     last_error: str | None = Field(default=None, sa_column=Column(Text))
-    inbound_id: int | None = Field(default=None, foreign_key="inbound_message.id")
+    inbound_id: int | None = Field(default=None, foreign_key="inbound_message.id", index=True)
     created_at: datetime = Field(default_factory=utcnow)
     sent_at: datetime | None = None
     # The claim owner (store/claim_owner.py) of a row in sending/data_sent: a dead owner's rows are recovered at once.
