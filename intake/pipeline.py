@@ -192,6 +192,12 @@ class Pipeline:
 
     # -- recording -------------------------------------------------------------------------
 
+    def reserve_receipt_no(self, session: Session, row: InboundMessage) -> None:
+        """The intake's claim hook: the receipt number is drawn in the short claim transaction, so
+        the counter's row lock is not held while a batch of mails is processed (workers queue there)."""
+        row.receipt_no = row.receipt_no or self._next_receipt_no(session, self.clock())
+        session.add(row)
+
     def _next_receipt_no(self, session: Session, now: datetime) -> str:
         year = now.astimezone(ZoneInfo(self.profile.timezone)).year
         name = f"receipt:{self.profile.desk_id}:{year}"
