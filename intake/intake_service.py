@@ -48,7 +48,7 @@ from intake.recording import ACTOR, header_summary as header_summary, record_new
 from intake.settings import Limits, MailboxSettings, PollSettings
 from rules.findings import Verdict
 from store import stored_findings
-from store.audit import record as audit
+from store.audit import record as audit, record_many
 from store.claim_owner import ClaimOwner, is_postgres
 from store.retry import is_conflict, retry_on_conflict
 from store.states import InboundState
@@ -74,7 +74,7 @@ class Outcome:
 
 # process(session, inbound_row, raw_bytes) -> Outcome. Runs inside the transaction that marks the
 # row processed (in a SAVEPOINT of its own); it must not commit. For a too-large mail ``raw_bytes``
-# are the headers only. The hook may also offer ``reserve_receipt_no(session, row)``: called in the
+# are the headers only. The hook may also offer ``reserve_receipt_nos(session, rows)``: called in the
 # short claim transaction, so the receipt counter's lock is not held through a whole batch.
 ProcessHook = Callable[[Session, InboundMessage, bytes], Outcome]
 # Called after a mail's processing committed and before its mailbox action (tests crash here).
@@ -241,10 +241,16 @@ class IntakeService:
                     .where(_INBOUND.c.id.in_(claim.process))
                     .values(interrupted=_INBOUND.c.interrupted + 1, processing_by=holder)
                 )
-                reserve = getattr(self.process, "reserve_receipt_no", None)
+                reserve = getattr(self.process, "reserve_receipt_nos", None)
                 if reserve is not None:
-                    for inbound_id in claim.process:
-                        reserve(session, session.get(InboundMessage, inbound_id))
+                    reserve(
+                        session,
+                        session.exec(
+                            select(InboundMessage)
+                            .where(InboundMessage.id.in_(claim.process))
+                            .order_by(InboundMessage.id)
+                        ).all(),
+                    )
             session.commit()
         return claim
 
@@ -307,8 +313,8 @@ class IntakeService:
                     continue
                 result.taken.append(taken)
                 verdicts.append((inbound_id, detail))
-            for inbound_id, detail in verdicts:
-                audit(session, self.desk, ACTOR, "intake.verdict", f"inbound:{inbound_id}", detail)
+            if verdicts:
+                self._audit_verdicts(session, verdicts)
             session.commit()
         return result
 
@@ -326,21 +332,25 @@ class IntakeService:
         row.interrupted = max(row.interrupted - 1, 0)
         row.processing_by = None
         session.add(row)
-        session.flush()
-        # The verdict and the reply it queued (if any), audited in the same transaction as both.
-        replies = session.exec(
-            select(OutboxMessage.id, OutboxMessage.message_id).where(
-                OutboxMessage.inbound_id == row.id, OutboxMessage.kind == "reply"
-            )
-        ).all()
-        detail = {
-            "verdict": row.verdict,
-            "findings": list(outcome.findings),
-            "receipt_no": row.receipt_no,
-            "replies": [{"outbox": outbox_id, "message_id": mid} for outbox_id, mid in replies],
-        }
+        detail = {"verdict": row.verdict, "findings": list(outcome.findings), "receipt_no": row.receipt_no}
         taken = TakenMail(row.id, row.uid, row.sender, row.subject, row.state, row.verdict, tuple(outcome.findings))
         return taken, detail
+
+    def _audit_verdicts(self, session: Session, verdicts: list[tuple[int, dict]]) -> None:
+        """Each verdict and the reply it queued (if any), audited in the transaction that commits both."""
+        replies: dict[int, list[dict]] = {inbound_id: [] for inbound_id, _ in verdicts}
+        rows = session.exec(
+            select(OutboxMessage.inbound_id, OutboxMessage.id, OutboxMessage.message_id)
+            .where(OutboxMessage.inbound_id.in_(list(replies)), OutboxMessage.kind == "reply")
+            .order_by(OutboxMessage.id)
+        ).all()
+        for inbound_id, outbox_id, message_id in rows:
+            replies[inbound_id].append({"outbox": outbox_id, "message_id": message_id})
+        events = [
+            ("intake.verdict", f"inbound:{inbound_id}", {**detail, "replies": replies[inbound_id]})
+            for inbound_id, detail in verdicts
+        ]
+        record_many(session, self.desk, ACTOR, events)
 
     def _note_failure(self, session: Session, row: InboundMessage, exc: Exception) -> bool:
         """Count a failed attempt against this mail (not an interruption); True when none are left."""
