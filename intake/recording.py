@@ -15,6 +15,7 @@ from email.parser import BytesHeaderParser
 from email.policy import compat32
 from typing import TYPE_CHECKING
 
+from sqlalchemy import text
 from sqlmodel import Session, select
 
 from intake.mime_headers import raw_value
@@ -22,6 +23,7 @@ from intake.pass_report import PassReport, TakenMail
 from intake.poller import MailboxConnection
 from intake.text_decoding import decode_header
 from store.audit import record as audit
+from store.claim_owner import is_postgres
 from store.retry import retry_on_conflict
 from store.states import InboundState
 from store.tables import InboundMessage
@@ -34,6 +36,8 @@ _HEADER_TEXT_MAX = 998
 _HEADER_BLOCK_MAX = 256 * 1024
 _BATCH_MAILS = 100
 _UIDS_PER_COMMAND = 500
+# PostgreSQL NOTIFY channel (payload: the desk) of "new mail recorded", for standby workers.
+RECORDED_CHANNEL = "keydesk_intake_recorded"
 
 
 @dataclass(frozen=True)
@@ -171,6 +175,11 @@ def _record(
                         ],
                     },
                 )
+                if is_postgres(service.engine):
+                    # Delivered at the commit: standby workers start on these mails at once.
+                    session.connection().execute(
+                        text("SELECT pg_notify(:channel, :desk)"), {"channel": RECORDED_CHANNEL, "desk": service.desk}
+                    )
             session.commit()
         return recorded, recognised, found, touched
 

@@ -9,12 +9,17 @@ import pytest
 from sqlalchemy import event
 from sqlmodel import Session, SQLModel, func, select
 
-from intake.intake_service import IntakeService
+from intake.intake_service import IntakeService, PassReport
+from intake.mailbox_lock import PostgresMailboxLock
+from intake.poller import MailboxConnection
 from intake.raw_store import DatabaseRawStore
+from intake.recording import record_new
 from intake.settings import Limits, PollSettings
+from intake.worker import run_desk_worker
 from keydesk.database import make_engine
 from store.claim_owner import open_owner
 from store.tables import InboundMessage, OutboxMessage, Submission
+from tests.support.cli import wait_until
 from tests.support.servers import DESK, IntakeHarness, make_mail, sample_process
 
 
@@ -154,3 +159,72 @@ def test_two_workers_claim_different_mails_at_the_same_time(database_url, tmp_pa
         assert sorted(_submissions(engine).values()) == [1] * 50
     finally:
         engine.dispose()
+
+
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_a_standby_worker_starts_on_new_mail_when_the_holder_records_it(database_url, tmp_path, pymap_server):
+    """The standby pause is two minutes here: only the holder's NOTIFY (sent with its recording
+    commit) can make the standby worker take the mails within the deadline."""
+    engine = make_engine(database_url)
+    SQLModel.metadata.create_all(engine)
+    store = DatabaseRawStore(engine)
+    mailbox = pymap_server.mailbox_settings()
+    owners = [open_owner(engine, tmp_path / "locks") for _ in range(2)]
+
+    def service(owner, process):
+        return IntakeService(
+            desk=DESK,
+            mailbox=mailbox,
+            poll=PollSettings(),
+            limits=Limits(),
+            engine=engine,
+            store=store,
+            process=process,
+            owner=owner,
+        )
+
+    def refuse(session, inbound, raw):
+        raise AssertionError("the holder only records in this test")
+
+    holder, standby = service(owners[0], refuse), service(owners[1], sample_process)
+    rounds = []
+    first_round = threading.Event()
+    plain_round = standby.process_pending
+
+    def counted_round():
+        report = plain_round()
+        rounds.append(len(report.taken))
+        first_round.set()
+        return report
+
+    standby.process_pending = counted_round
+    held = PostgresMailboxLock(engine, DESK, mailbox.username, mailbox.folder)
+    held.acquire()  # the holder's mailbox: the standby worker cannot take it over
+    stop = threading.Event()
+    lock = PostgresMailboxLock(engine, DESK, mailbox.username, mailbox.folder)
+    worker = threading.Thread(
+        target=run_desk_worker,
+        args=(standby, lock, lambda: MailboxConnection(mailbox, password=pymap_server.password), PollSettings(), stop),
+        kwargs={"standby_seconds": 120},
+    )
+    worker.start()
+    try:
+        assert first_round.wait(30) and rounds == [0]  # nothing recorded yet: it waits
+        pymap_server.append_many([make_mail(n) for n in range(3)])
+        with MailboxConnection(mailbox, password=pymap_server.password) as conn:
+            selected = conn.select()
+            report = PassReport(uidvalidity=selected.uidvalidity)
+            record_new(holder, conn, selected.uidvalidity, conn.search_uids(), report)
+        assert report.recorded == 3
+
+        wait_until(lambda: sum(rounds) == 3, timeout=20, what="the standby worker to take the recorded mails")
+        assert len(rounds) == 2  # one round woken by the NOTIFY, not by the two-minute pause
+    finally:
+        stop.set()
+        worker.join(30)
+        held.release()
+        for owner in owners:
+            owner.close()
+        engine.dispose()
+    assert not worker.is_alive()
+    assert sorted(_submissions(engine).values()) == [1, 1, 1]
