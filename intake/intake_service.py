@@ -62,6 +62,9 @@ log = logging.getLogger(__name__)
 # rest of the batch goes on in the next one). Small enough that two workers share a burst.
 _PROCESS_BATCH = 20
 _COMMIT_SECONDS = 0.25
+# How long a pass waits for other workers' batches before it moves what is done, and how often it looks.
+_AWAIT_OTHERS_SECONDS = 15.0
+_AWAIT_OTHERS_STEP = 0.05
 
 
 @dataclass(frozen=True)
@@ -151,6 +154,7 @@ class IntakeService:
         present = conn.search_uids()
         copies = record_new(self, conn, selected.uidvalidity, present, report)
         self._process_pending(report)
+        self._await_other_workers(report)
         act(self, conn, selected.uidvalidity, set(present), copies, report)
         # Mails staff decided on in the console go on from the review folder to their outcome's folder.
         report.actions += file_decided_mails(conn, self.engine, self.desk, self.mailbox)
@@ -176,6 +180,28 @@ class IntakeService:
             for inbound_id, reason in claim.exhausted:
                 self._quarantine(inbound_id, reason, report)
             self._process_claimed(claim.process, report)
+
+    def _await_other_workers(self, report: PassReport) -> None:
+        """Wait (bounded) for the batches other live workers still have in hand, so this pass moves
+        their mails too instead of leaving them in the folder until the next one. A worker that
+        died meanwhile leaves its mails claimable: they are processed here."""
+        if self.owner is None:
+            return
+        deadline = time.monotonic() + _AWAIT_OTHERS_SECONDS
+        while time.monotonic() < deadline:
+            with Session(self.engine) as session:
+                holders = session.exec(
+                    select(InboundMessage.processing_by)
+                    .where(*self._pending(0), InboundMessage.processing_by.is_not(None))
+                    .distinct()
+                ).all()
+            if not holders:
+                return
+            others = [holder for holder in holders if holder != self.owner.id]
+            if len(others) < len(holders) or not all(self.owner.alive(holder) for holder in others):
+                self._process_pending(report)  # ours left over, or a dead worker's: take them
+                continue
+            time.sleep(_AWAIT_OTHERS_STEP)
 
     def _claimable_holders(self, session: Session, after: int) -> list[str] | None:
         """The claim holders of pending rows that may be taken over: owners that are gone, and this

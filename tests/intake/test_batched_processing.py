@@ -9,6 +9,7 @@ import pytest
 from sqlalchemy import event
 from sqlmodel import Session, SQLModel, func, select
 
+from intake import intake_service
 from intake.intake_service import IntakeService, PassReport
 from intake.mailbox_lock import PostgresMailboxLock
 from intake.poller import MailboxConnection
@@ -228,3 +229,63 @@ def test_a_standby_worker_starts_on_new_mail_when_the_holder_records_it(database
         engine.dispose()
     assert not worker.is_alive()
     assert sorted(_submissions(engine).values()) == [1, 1, 1]
+
+
+def test_the_holders_pass_waits_for_another_workers_batch_and_moves_its_mails_too(
+    database_url, tmp_path, pymap_server, monkeypatch
+):
+    engine = make_engine(database_url)
+    SQLModel.metadata.create_all(engine)
+    store = DatabaseRawStore(engine)
+    mailbox = pymap_server.mailbox_settings()
+    owners = [open_owner(engine, tmp_path / "locks") for _ in range(2)]
+    holder_waits = threading.Event()
+    real_sleep = intake_service.time.sleep
+
+    def noticed_sleep(seconds):
+        holder_waits.set()
+        real_sleep(seconds)
+
+    monkeypatch.setattr(intake_service.time, "sleep", noticed_sleep)
+    standby_in_hand = threading.Event()
+
+    def slow_standby(session, inbound, raw):
+        standby_in_hand.set()
+        assert holder_waits.wait(30), "the holder's pass did not wait for this worker's batch"
+        return sample_process(session, inbound, raw)
+
+    def service(owner, process):
+        return IntakeService(
+            desk=DESK,
+            mailbox=mailbox,
+            poll=PollSettings(),
+            limits=Limits(),
+            engine=engine,
+            store=store,
+            process=process,
+            owner=owner,
+        )
+
+    holder, standby = service(owners[0], sample_process), service(owners[1], slow_standby)
+    pymap_server.append_many([make_mail(n) for n in range(2)])
+    try:
+        with MailboxConnection(mailbox, password=pymap_server.password) as conn:
+            selected = conn.select()
+            recorded = PassReport(uidvalidity=selected.uidvalidity)
+            record_new(holder, conn, selected.uidvalidity, conn.search_uids(), recorded)
+            standby_reports = []
+            worker = threading.Thread(target=lambda: standby_reports.append(standby.process_pending()))
+            worker.start()
+            assert standby_in_hand.wait(30)
+
+            report = holder.run_pass(conn)
+
+            worker.join(30)
+        assert [len(r.taken) for r in standby_reports] == [2] and report.taken == []
+        assert report.actions == 2 and pymap_server.uids("INBOX") == []
+        with Session(engine) as session:
+            assert all(row.mailbox_action_done for row in session.exec(select(InboundMessage)))
+    finally:
+        for owner in owners:
+            owner.close()
+        engine.dispose()
