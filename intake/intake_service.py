@@ -34,12 +34,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from sqlalchemy import or_, update
+from sqlalchemy import update
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from foundation.errors import ContentionError
 from intake.decision_filing import file_decided_mails
+from intake.claims import claim_batch, holders_in_hand
 from intake.mailbox_actions import act
 from intake.pass_report import PassReport, TakenMail
 from intake.poller import MailboxConnection
@@ -49,7 +50,7 @@ from intake.settings import Limits, MailboxSettings, PollSettings
 from rules.findings import Verdict
 from store import stored_findings
 from store.audit import record as audit, record_many
-from store.claim_owner import ClaimOwner, is_postgres
+from store.claim_owner import ClaimOwner
 from store.retry import is_conflict, retry_on_conflict
 from store.states import InboundState
 from store.tables import InboundMessage, OutboxMessage, utcnow
@@ -89,14 +90,6 @@ QuarantineHook = Callable[[Session, InboundMessage, bytes], None]
 MAX_INTERRUPTIONS = 10
 
 _INBOUND = InboundMessage.__table__
-_PENDING_STATES = (InboundState.NEW, InboundState.TOO_LARGE)
-
-
-@dataclass
-class _Claim:
-    process: list[int] = field(default_factory=list)  # claimed for processing (an interruption counted)
-    exhausted: list[tuple[int, str]] = field(default_factory=list)  # claimed to be quarantined, and why
-    last_id: int = 0
 
 
 @dataclass
@@ -173,7 +166,10 @@ class IntakeService:
         # Each pending mail is tried at most once per pass: the claims walk up the ids.
         after = 0
         while True:
-            claim = retry_on_conflict(functools.partial(self._claim, after), what="claiming inbound mail")
+            claim = retry_on_conflict(
+                functools.partial(claim_batch, self, after, MAX_INTERRUPTIONS, _PROCESS_BATCH),
+                what="claiming inbound mail",
+            )
             if not claim.process and not claim.exhausted:
                 return
             after = claim.last_id
@@ -190,11 +186,7 @@ class IntakeService:
         deadline = time.monotonic() + _AWAIT_OTHERS_SECONDS
         while time.monotonic() < deadline:
             with Session(self.engine) as session:
-                holders = session.exec(
-                    select(InboundMessage.processing_by)
-                    .where(*self._pending(0), InboundMessage.processing_by.is_not(None))
-                    .distinct()
-                ).all()
+                holders = holders_in_hand(self, session, 0)
             if not holders:
                 return
             others = [holder for holder in holders if holder != self.owner.id]
@@ -202,83 +194,6 @@ class IntakeService:
                 self._process_pending(report)  # ours left over, or a dead worker's: take them
                 continue
             time.sleep(_AWAIT_OTHERS_STEP)
-
-    def _claimable_holders(self, session: Session, after: int) -> list[str] | None:
-        """The claim holders of pending rows that may be taken over: owners that are gone, and this
-        process itself (a claim of ours left by a pass that failed). None: every holder (without an
-        owner the caller is the only one processing)."""
-        if self.owner is None:
-            return None
-        holders = session.exec(
-            select(InboundMessage.processing_by)
-            .where(*self._pending(after), InboundMessage.processing_by.is_not(None))
-            .distinct()
-        ).all()
-        return [h for h in holders if h == self.owner.id or not self.owner.alive(h)]
-
-    def _pending(self, after: int) -> tuple:
-        return (
-            *self.mine(),
-            InboundMessage.id > after,
-            InboundMessage.processed_at.is_(None),
-            InboundMessage.state.in_(_PENDING_STATES),
-        )
-
-    def _claim(self, after: int) -> _Claim:
-        """Claim the next batch of pending mails above id ``after``, in one committed transaction."""
-        max_attempts = self.poll.max_attempts
-        claim = _Claim(last_id=after)
-        with Session(self.engine) as session:
-            takeable = self._claimable_holders(session, after)
-            query = select(InboundMessage.id, InboundMessage.attempts, InboundMessage.interrupted).where(
-                *self._pending(after)
-            )
-            if takeable is not None:
-                column = InboundMessage.processing_by
-                query = query.where(or_(column.is_(None), column.in_(takeable)) if takeable else column.is_(None))
-            query = query.order_by(InboundMessage.id).limit(_PROCESS_BATCH)
-            if is_postgres(self.engine):
-                # Rows another worker is claiming at this moment are skipped, not waited for.
-                query = query.with_for_update(skip_locked=True)
-            for inbound_id, attempts, interrupted in session.exec(query).all():
-                if attempts >= max_attempts:  # it failed every time
-                    claim.exhausted.append((inbound_id, "gave up after repeated failures"))
-                elif interrupted >= MAX_INTERRUPTIONS:  # the process died with it in hand every time
-                    claim.exhausted.append((inbound_id, f"processing was interrupted {interrupted} times"))
-                elif interrupted and claim.process:
-                    break  # interrupted before: processed alone, in a batch of its own
-                else:
-                    claim.process.append(inbound_id)
-                    if interrupted:
-                        claim.last_id = inbound_id
-                        break
-                claim.last_id = inbound_id
-            holder = self.owner.id if self.owner else None
-            if claim.exhausted:
-                ids = [inbound_id for inbound_id, _ in claim.exhausted]
-                session.connection().execute(
-                    update(_INBOUND).where(_INBOUND.c.id.in_(ids)).values(processing_by=holder)
-                )
-            if claim.process:
-                # In flight: undone in the transaction that records the outcome, so only a run the
-                # process never finished (it was killed) stays counted, and not as the mail's failure.
-                session.connection().execute(
-                    update(_INBOUND)
-                    .where(_INBOUND.c.id.in_(claim.process))
-                    .values(interrupted=_INBOUND.c.interrupted + 1, processing_by=holder)
-                )
-                reserve = getattr(self.process, "reserve_receipt_nos", None)
-                if reserve is not None:
-                    reserve(
-                        session,
-                        session.exec(
-                            select(InboundMessage)
-                            .where(InboundMessage.id.in_(claim.process))
-                            .order_by(InboundMessage.id)
-                        ).all(),
-                    )
-            session.commit()
-        return claim
 
     def _process_claimed(self, ids: list[int], report: PassReport) -> None:
         pending = list(ids)

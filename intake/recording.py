@@ -116,14 +116,23 @@ def _record(
         touched: list[TakenMail] = []
         new_rows: list[InboundMessage] = []
         with Session(service.engine) as session:
-            for item, file in zip(batch, stored):
-                # The query autoflushes, so a copy earlier in this same batch is found too.
-                existing = session.exec(
+            # The batch's known mails in one query; a copy of a mail earlier in this same batch is
+            # found in the dictionary, which each new row joins.
+            # (One row per desk and hash: a unique constraint.)
+            known: dict[str, InboundMessage] = {
+                row.sha256: row
+                for row in session.exec(
                     select(InboundMessage).where(
-                        InboundMessage.desk == service.desk, InboundMessage.sha256 == file.sha256
+                        InboundMessage.desk == service.desk,
+                        InboundMessage.sha256.in_(sorted({f.sha256 for f in stored})),
                     )
-                ).first()
+                )
+            }
+            for item, file in zip(batch, stored):
+                existing = known.get(file.sha256)
                 if existing is not None:
+                    if existing.id is None:
+                        session.flush()  # a copy of a mail of this batch: its row needs its id
                     recognised += 1
                     copy = _recognise(service, session, existing, uidvalidity, item.uid, present)
                     found += [copy] if copy else []
@@ -155,6 +164,7 @@ def _record(
                     state=InboundState.TOO_LARGE if item.too_large else InboundState.NEW,
                 )
                 session.add(inbound)
+                known[file.sha256] = inbound
                 new_rows.append(inbound)
                 recorded += 1
             if new_rows:
