@@ -157,7 +157,7 @@ class IntakeService:
 
     def process_pending(self) -> PassReport:
         """Stage 2 alone, without the mailbox: what a worker that does not hold the mailbox lock does
-        with mail the lock holder recorded (the holder moves it at its next pass)."""
+        with mail the lock holder recorded (the holder's pass waits for these batches and moves them)."""
         report = PassReport()
         self._process_pending(report)
         return report
