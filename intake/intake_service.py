@@ -83,6 +83,8 @@ class Outcome:
 ProcessHook = Callable[[Session, InboundMessage, bytes], Outcome]
 # Called after a mail's processing committed and before its mailbox action (tests crash here).
 AfterCommitHook = Callable[[InboundMessage], None]
+# Called once per committed batch with the mails it took (the daemon wakes the outbox here).
+BatchCommittedHook = Callable[[list[TakenMail]], None]
 # acknowledge(session, inbound_row, raw_bytes): answer a mail being quarantined ("we have it, a person
 # will look"), inside the transaction that quarantines it; must not commit.
 QuarantineHook = Callable[[Session, InboundMessage, bytes], None]
@@ -111,6 +113,7 @@ class IntakeService:
         store: RawStore,
         process: ProcessHook,
         after_commit: AfterCommitHook | None = None,
+        on_batch: BatchCommittedHook | None = None,
         acknowledge: QuarantineHook | None = None,
         owner: ClaimOwner | None = None,
     ) -> None:
@@ -124,6 +127,7 @@ class IntakeService:
         self.store = store
         self.process = process
         self.after_commit = after_commit
+        self.on_batch = on_batch
         # The pipeline answers quarantined mail too; a bare process hook may not.
         self.acknowledge = acknowledge or getattr(process, "acknowledge_quarantined", None)
         self.owner = owner
@@ -308,6 +312,8 @@ class IntakeService:
         """After a batch committed: the report, the after-commit hook, and quarantine for mails out of attempts."""
         report.taken.extend(result.taken)
         report.failures += len(result.failed)
+        if self.on_batch is not None and result.taken:
+            self.on_batch(result.taken)
         if self.after_commit is not None and result.taken:
             with Session(self.engine) as session:
                 for taken in result.taken:

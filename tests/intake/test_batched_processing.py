@@ -289,3 +289,24 @@ def test_the_holders_pass_waits_for_another_workers_batch_and_moves_its_mails_to
         for owner in owners:
             owner.close()
         engine.dispose()
+
+
+def test_each_committed_batch_is_announced_with_its_mails(pymap_server, tmp_path):
+    """The daemon wakes the outbox on this hook: replies go out while the pass goes on."""
+    pymap_server.append_many([make_mail(n) for n in range(25)])
+    harness = IntakeHarness(tmp_path, pymap_server)
+    announced: list[list[int]] = []
+    committed_then: list[int] = []
+
+    def on_batch(taken):
+        announced.append([t.inbound_id for t in taken])
+        committed_then.append(sum(1 for row in harness.rows() if row.processed_at is not None))
+
+    harness.service.on_batch = on_batch
+
+    report = harness.poll_once()
+
+    assert len(announced) >= 2  # claims of at most 20 mails: at least two batches
+    assert sorted(i for batch in announced for i in batch) == sorted(t.inbound_id for t in report.taken)
+    # Each announcement comes after its batch's commit: those mails are processed in the database.
+    assert committed_then == [sum(len(b) for b in announced[: n + 1]) for n in range(len(announced))]
