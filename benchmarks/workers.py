@@ -9,6 +9,19 @@ with two cores (shared), four workers cannot be more than about twice one.
 Needs PostgreSQL: the admin URL in ``KEYDESK_TEST_POSTGRES_URL`` (a database is created and
 dropped per worker count).
 
+How the workers share a burst (docs/delivery.md): the mailbox's holder records it and NOTIFYs;
+every worker claims batches of 20 with ``FOR UPDATE SKIP LOCKED`` and processes them side by side;
+receipt numbers are drawn at the claim and verdicts audited at the batch's end, so no lock is held
+through a batch. Measured (issue 13, mails/s for 1 / 2 / 4 workers, three runs each, the old and
+new code interleaved while other test suites kept the two cores busy, load average 5-9):
+before 12.3/15.0/10.4, 12.5/16.3/12.5, 16.0/14.7/14.0; after 12.4/13.0/19.5, 12.0/11.3/11.9,
+18.6/14.8/11.8. Run to run the noise (±30%) is larger than any difference between worker counts.
+Sampling ``pg_locks`` during a two-worker burst found no waiting lock but two (the receipt
+counter, at a claim) in 470 samples, and PostgreSQL busy in under one sample in ten: the workers
+do not wait for each other, they wait for CPU. Each mail costs about 30 ms of CPU in the worker
+(the pipeline) plus pymap's, the SMTP sink's and the outbox's, so on two shared cores a second
+worker can only help as far as cores are idle.
+
     .venv/bin/python benchmarks/workers.py [--mails 120] [--workers 1 2 4]
 """
 

@@ -192,16 +192,30 @@ class Pipeline:
 
     # -- recording -------------------------------------------------------------------------
 
+    def reserve_receipt_nos(self, session: Session, rows: Sequence[InboundMessage]) -> None:
+        """The intake's claim hook: receipt numbers are drawn in the short claim transaction, so
+        the counter's row lock is not held while a batch of mails is processed (workers queue there)."""
+        missing = [row for row in rows if not row.receipt_no]
+        for row, number in zip(missing, self._next_receipt_nos(session, self.clock(), len(missing))):
+            row.receipt_no = number
+            session.add(row)
+
     def _next_receipt_no(self, session: Session, now: datetime) -> str:
+        return self._next_receipt_nos(session, now, 1)[0]
+
+    def _next_receipt_nos(self, session: Session, now: datetime, count: int) -> list[str]:
+        if count == 0:
+            return []
         year = now.astimezone(ZoneInfo(self.profile.timezone)).year
         name = f"receipt:{self.profile.desk_id}:{year}"
         counter = session.get(Counter, name, with_for_update=True)
         if counter is None:
             counter = Counter(name=name, value=0)
             session.add(counter)
-        counter.value += 1
+        first = counter.value + 1
+        counter.value += count
         session.flush()
-        return f"{self.profile.receipt_prefix}-{year}-{counter.value:06d}"
+        return [f"{self.profile.receipt_prefix}-{year}-{value:06d}" for value in range(first, first + count)]
 
     def _store_documents(
         self, session: Session, row: InboundMessage, walked: WalkedMail, verdict: MailVerdict, now: datetime

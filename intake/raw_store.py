@@ -17,6 +17,7 @@ import hashlib
 import os
 import re
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,10 @@ _BLOB = StoredBlob.__table__
 _SUFFIX = re.compile(r"^\.[a-z0-9]{1,8}$")
 _RELATIVE = re.compile(r"^[a-z]+/[0-9a-f]{2}/[0-9a-f]{64}\.[a-z0-9]{1,8}$")
 KINDS = ("mail", "documents")
+# fsyncs of one batch run side by side: the filesystem folds concurrent fsyncs into one journal
+# commit (ext4's jbd2, XFS's log), about four times faster than one after the other, and every file
+# is still fsync'ed before ``put_many`` returns. The threads only wait on the kernel.
+_SYNC_THREADS = 8
 
 
 class RawStoreError(OperationalError):
@@ -63,7 +68,7 @@ class RawStore:
             raise RawStoreError(f"unknown kind {kind!r}")
         if not _SUFFIX.match(suffix):
             raise RawStoreError(f"a stored file's suffix is a short lower-case extension, not {suffix!r}")
-        stored, touched = [], set()
+        stored, touched, pending = [], set(), {}
         for data in items:
             digest = sha256_hex(data)
             relative = f"{kind}/{digest[:2]}/{digest}{suffix}"
@@ -71,15 +76,17 @@ class RawStore:
             stored.append(StoredFile(digest, relative, len(data)))
             # Content-addressed: a file of the right size under this name already holds these
             # bytes (only fully written files are ever renamed into place).
-            if target.is_file() and target.stat().st_size == len(data):
+            if target in pending or (target.is_file() and target.stat().st_size == len(data)):
                 continue
             if not target.parent.is_dir():
                 target.parent.mkdir(parents=True, exist_ok=True)
                 touched.add(target.parent.parent)  # the new folder's own entry must survive too
-            _write_synced(target, data)
+            pending[target] = data
             touched.add(target.parent)
-        for directory in sorted(touched, key=lambda d: len(d.parts), reverse=True):
-            _fsync_directory(directory)
+        # Every file is durable under its final name before any folder holding it is fsync'ed.
+        _in_parallel(lambda item: _write_synced(*item), list(pending.items()))
+        for depth in sorted({len(d.parts) for d in touched}, reverse=True):
+            _in_parallel(_fsync_directory, [d for d in touched if len(d.parts) == depth])
         return stored
 
     def path(self, relative_path: str) -> Path:
@@ -160,6 +167,18 @@ class DatabaseRawStore(RawStore):
 def open_raw_store(backend: str, directory: Path, engine: Engine) -> RawStore:
     """The store ``[storage] backend`` names: "files" under ``directory``, or "database"."""
     return DatabaseRawStore(engine) if backend == "database" else RawStore(directory)
+
+
+def _in_parallel(action, items: list) -> None:
+    """Run ``action`` on every item, side by side when there are several; the first error is raised
+    (after all have ended)."""
+    if len(items) <= 1:
+        for item in items:
+            action(item)
+        return
+    with ThreadPoolExecutor(max_workers=min(_SYNC_THREADS, len(items))) as pool:
+        for _ in pool.map(action, items):
+            pass
 
 
 def _write_synced(target: Path, data: bytes) -> None:

@@ -21,7 +21,7 @@ from foundation.errors import UserFacingError
 from guarantor.keys import load_trusted_keys
 from guarantor.lookup_service import RegistryLookup
 from intake.held_lookups import HeldReport, due_mails, retry_held
-from intake.intake_service import AfterCommitHook, IntakeService, ProcessHook
+from intake.intake_service import AfterCommitHook, BatchCommittedHook, IntakeService, ProcessHook
 from intake.lookup_client import HttpLookup, ManualLookup
 from intake.mailbox_lock import MailboxLock, PostgresMailboxLock, mailbox_lock_for
 from intake.manual_lookup import DeskContext
@@ -205,7 +205,11 @@ process_factory: ProcessFactory = _pipeline_process
 
 
 def build_service(
-    runtime: Runtime, desk_id: str, after_commit: AfterCommitHook | None = None, owner: ClaimOwner | None = None
+    runtime: Runtime,
+    desk_id: str,
+    after_commit: AfterCommitHook | None = None,
+    owner: ClaimOwner | None = None,
+    on_batch: BatchCommittedHook | None = None,
 ) -> IntakeService:
     settings = runtime.settings
     return IntakeService(
@@ -217,6 +221,7 @@ def build_service(
         store=raw_store(runtime),
         process=process_factory(runtime, desk_id),
         after_commit=after_commit,
+        on_batch=on_batch,
         owner=owner,
     )
 

@@ -51,7 +51,7 @@ def serve(runtime: Runtime, stop: threading.Event, ready: Callable[[], None] | N
         owner = stack.enter_context(open_owner(runtime.engine, composition.lock_directory(settings)))
         threads = []
         for desk_id in settings.desks:
-            service = composition.build_service(runtime, desk_id, owner=owner)
+            service = composition.build_service(runtime, desk_id, owner=owner, on_batch=_after_batch)
             lock = composition.mailbox_lock(settings, desk_id, runtime.engine)
             extra = {}
             if isinstance(lock, PostgresMailboxLock):
@@ -111,6 +111,13 @@ def _after_pass(runtime: Runtime, desk_id: str, report: PassReport) -> None:
         record_pass(runtime.engine, desk_id, len(report.taken))
     except Exception:
         log.exception("could not note the intake pass of %s for keydesk status", desk_id)
+
+
+def _after_batch(_taken: list) -> None:
+    """A batch of mails committed: their replies can go out while the pass goes on with the rest."""
+    from keydesk.companions import wake_outbox
+
+    wake_outbox()
 
 
 def _after_standby(report: PassReport) -> None:

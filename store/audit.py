@@ -110,28 +110,44 @@ def record(
     at: datetime | None = None,
 ) -> AuditEvent:
     """Add an event to the session (committed with the caller's transaction)."""
+    return record_many(session, desk, actor, [(action, subject, detail)], at=at)[0]
+
+
+def record_many(
+    session: Session,
+    desk: str,
+    actor: str,
+    events: list[tuple[str, str, dict[str, Any] | None]],
+    at: datetime | None = None,
+) -> list[AuditEvent]:
+    """Add several events ``(action, subject, detail)`` to the session, chained in this order: one
+    lock, one read of the tail and one flush for all of them (the intake's batch of verdicts)."""
     at = at or datetime.now(timezone.utc)
     key = _key_of(session)
-    detail_json = json.dumps(detail or {}, ensure_ascii=False, sort_keys=True, default=str)
     if session.get_bind().dialect.name == "postgresql":
         # Held until this transaction ends: appenders of one desk queue here (see the module doc).
         session.connection().execute(
             text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key("audit-chain", desk)}
         )
     prev_hash = _tail_hash(session, desk, key)
-    event = AuditEvent(
-        desk=desk,
-        at=at,
-        actor=actor,
-        action=action,
-        subject=subject,
-        detail_json=detail_json,
-        prev_hash=prev_hash,
-        hash=_digest(key, prev_hash, desk, at, actor, action, subject, detail_json),
-    )
-    session.add(event)
+    added = []
+    for action, subject, detail in events:
+        detail_json = json.dumps(detail or {}, ensure_ascii=False, sort_keys=True, default=str)
+        event = AuditEvent(
+            desk=desk,
+            at=at,
+            actor=actor,
+            action=action,
+            subject=subject,
+            detail_json=detail_json,
+            prev_hash=prev_hash,
+            hash=_digest(key, prev_hash, desk, at, actor, action, subject, detail_json),
+        )
+        session.add(event)
+        added.append(event)
+        prev_hash = event.hash
     session.flush()
-    return event
+    return added
 
 
 def record_now(

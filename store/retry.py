@@ -25,7 +25,7 @@ T = TypeVar("T")
 DEFAULT_ATTEMPTS = 8
 
 
-def _is_conflict(exc: BaseException) -> bool:
+def is_conflict(exc: BaseException) -> bool:
     if isinstance(exc, IntegrityError):
         return True
     # SQLite answers a concurrent writer with "database is locked"; PostgreSQL a serialization
@@ -55,8 +55,8 @@ def retry_on_conflict(
     for number in range(1, attempts + 1):
         try:
             return attempt()
-        except Exception as exc:  # filtered by _is_conflict, re-raised otherwise
-            if not _is_conflict(exc):
+        except Exception as exc:  # filtered by is_conflict, re-raised otherwise
+            if not is_conflict(exc):
                 raise
             if number == attempts:
                 raise ContentionError(f"{what}: still conflicting after {attempts} attempts") from exc

@@ -21,12 +21,16 @@ ROOT = Path(__file__).resolve().parents[2]
 ACCEPTED = "keydesk/受付済"
 
 # Runs one pass in a child process; with CRASH set it dies (os._exit) right after the first
-# mail's processing committed, before any mailbox action: the worst moment for exactly-once.
+# processing commit (of a batch of BATCH mails), before any mailbox action: the worst moment for
+# exactly-once.
 _PASS_SCRIPT = textwrap.dedent("""
     import os, sys
     from pathlib import Path
     sys.path.insert(0, {root!r})
+    import intake.intake_service
     from tests.support.servers import IntakeHarness, _ServerBase
+    if os.environ.get("BATCH"):
+        intake.intake_service._PROCESS_BATCH = int(os.environ["BATCH"])
 
     def crash(_row):
         os._exit(17)
@@ -38,11 +42,13 @@ _PASS_SCRIPT = textwrap.dedent("""
 """)
 
 
-def _run_pass_in_child(tmp_path: Path, port: int, crash: bool) -> subprocess.CompletedProcess:
+def _run_pass_in_child(tmp_path: Path, port: int, crash: bool, batch: int | None = None) -> subprocess.CompletedProcess:
     script = _PASS_SCRIPT.format(root=str(ROOT), port=port, tmp=str(tmp_path))
-    env = {key: value for key, value in os.environ.items() if key != "CRASH"}
+    env = {key: value for key, value in os.environ.items() if key not in ("CRASH", "BATCH")}
     if crash:
         env["CRASH"] = "1"
+    if batch is not None:
+        env["BATCH"] = str(batch)
     return subprocess.run(
         [sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=120, check=False
     )
@@ -54,9 +60,11 @@ def _submissions_per_inbound(harness: IntakeHarness) -> dict[int, int]:
 
 
 def test_killed_between_commit_and_mailbox_action_then_restarted(imap_server, tmp_path):
+    # Batches of one mail (issue 13 batches the processing commits): the crash falls between the
+    # first mail's commit and the others' processing.
     imap_server.append_many([make_mail(n) for n in range(3)])
 
-    crashed = _run_pass_in_child(tmp_path, imap_server.port, crash=True)
+    crashed = _run_pass_in_child(tmp_path, imap_server.port, crash=True, batch=1)
 
     assert crashed.returncode == 17, crashed.stderr
     harness = IntakeHarness(tmp_path, imap_server)
@@ -68,7 +76,7 @@ def test_killed_between_commit_and_mailbox_action_then_restarted(imap_server, tm
     assert harness.count(Submission) == 1 and harness.count(OutboxMessage) == 1
     assert len(imap_server.uids("INBOX")) == 3  # the move never happened
 
-    again = _run_pass_in_child(tmp_path, imap_server.port, crash=False)
+    again = _run_pass_in_child(tmp_path, imap_server.port, crash=False, batch=1)
 
     assert again.returncode == 0, again.stderr
     assert again.stdout.strip() == "2"  # only the two unprocessed mails were taken
@@ -77,6 +85,30 @@ def test_killed_between_commit_and_mailbox_action_then_restarted(imap_server, tm
         keys = sorted(session.exec(select(OutboxMessage.idempotency_key)).all())
     assert keys == sorted(f"reply:{row.id}" for row in rows)
     assert all(row.mailbox_action_done for row in harness.rows())
+    assert imap_server.uids("INBOX") == [] and imap_server.folder_count(ACCEPTED) == 3
+
+
+def test_killed_after_a_batch_commit_processes_nothing_twice(imap_server, tmp_path):
+    """One transaction for the whole batch: a crash after its commit leaves every mail processed
+    (each with its verdict in the audit trail) and none moved; the restart only moves them."""
+    imap_server.append_many([make_mail(n) for n in range(3)])
+
+    crashed = _run_pass_in_child(tmp_path, imap_server.port, crash=True)
+
+    assert crashed.returncode == 17, crashed.stderr
+    harness = IntakeHarness(tmp_path, imap_server)
+    rows = harness.rows()
+    assert [(r.state, r.interrupted, r.processing_by, r.mailbox_action_done) for r in rows] == [
+        ("processed", 0, None, False)
+    ] * 3
+    assert harness.audit_actions().count("intake.verdict") == 3
+    assert len(imap_server.uids("INBOX")) == 3
+
+    again = _run_pass_in_child(tmp_path, imap_server.port, crash=False)
+
+    assert again.returncode == 0, again.stderr
+    assert again.stdout.strip() == "0"
+    assert _submissions_per_inbound(harness) == {row.id: 1 for row in rows}
     assert imap_server.uids("INBOX") == [] and imap_server.folder_count(ACCEPTED) == 3
 
 
