@@ -25,7 +25,7 @@ from console.inbox import department_of
 from foundation.errors import UserFacingError
 from intake.manual_lookup import WAITING
 from intake.mime_headers import TOLERANT_POLICY
-from intake.pipeline import KIND_LABELS
+from intake.reply_builder import KIND_LABELS, angle, aware
 from mailer.message import clean_header_text
 from mailer.outbox import enqueue
 from mailer.reply import FoundDocument, GuaranteeLine, ReplyFacts, build_reply
@@ -296,10 +296,10 @@ def _reply(
         desk_address=profile.address,
         contact=profile.contact,
         receipt_no=inbound.receipt_no or "",
-        received_at=_aware(inbound.received_at),
+        received_at=aware(inbound.received_at),
         recipient=recipient,
         verdict=verdict,
-        original_message_id=_angle(inbound.message_id),
+        original_message_id=angle(inbound.message_id),
         original_references=headers.get("References"),
         original_subject=inbound.subject,
         documents=documents,
@@ -363,16 +363,6 @@ def reason_params(session: Session, submission: Submission, document: Document |
             completion_date=japanese_date(contract.completion_date),
         )
     return params
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def _angle(message_id: str | None) -> str | None:
-    if not message_id:
-        return None
-    return message_id if message_id.startswith("<") else f"<{message_id}>"
 
 
 def reveal_key(context: ConsoleContext, member: StaffMember, receipt_no: str, submission_id: int) -> str:

@@ -27,7 +27,7 @@ from console.inbox import (
 )
 from console.manual import FACT_LABELS, GUARANTEE_TYPES, STATUS_LABELS, awaits_lookup
 from intake.mime import walk_mail
-from intake.pipeline import KIND_LABELS
+from intake.reply_builder import KIND_LABELS
 from mailer.reply import ensure_masked
 from rules.domain import GuaranteeType
 from rules.evaluate import company_key, japanese_date, plain_key, yen

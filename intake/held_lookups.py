@@ -19,7 +19,8 @@ from functools import partial
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from intake.pipeline import Pipeline, found_document
+from intake.pipeline import Pipeline
+from intake.reply_builder import found_document
 from intake.result_reply import enqueue_result_reply
 from mailer.reply import GuaranteeLine
 from rules.findings import Verdict, strongest
