@@ -10,7 +10,6 @@ who decided and when. The mail is moved to its new folder afterwards (``intake.d
 
 from __future__ import annotations
 
-import json
 import string
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -32,6 +31,7 @@ from mailer.reply import FoundDocument, GuaranteeLine, ReplyFacts, build_reply
 from mailer.reply_policy import REPLY_KIND, reply_address
 from rules.findings import CODES, Finding, Severity, Verdict
 from rules.signatures import DocumentKind
+from store import stored_findings
 from store.audit import record as audit
 from store.retry import retry_on_conflict
 from rules.evaluate import japanese_date, yen
@@ -178,7 +178,7 @@ def decide(
                 inbound_id=inbound.id,
                 decision=decision,
                 verdict=DECISIONS[decision],
-                reasons_json=json.dumps(reasons),
+                reasons_json=stored_findings.dump_codes(reasons),
                 note=note,
                 staff_login=member.login,
                 staff_name=member.name,
@@ -276,7 +276,7 @@ def _reply(
             params=params,
             guarantee_no=submission.guarantee_no,
         )
-        for code in json.loads(decision.reasons_json)
+        for code in stored_findings.codes(decision.reasons_json)
     ]
     documents = (
         [

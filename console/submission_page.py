@@ -294,7 +294,7 @@ def _submission_view(
         comparison=_comparison(session, submission),
         decision=decision,
         decision_label=DECISION_LABELS.get(decision.decision, "") if decision else "",
-        decision_reasons=[label_of(c) for c in json.loads(decision.reasons_json)] if decision else [],
+        decision_reasons=[label_of(c) for c in stored_findings.codes(decision.reasons_json)] if decision else [],
         decided_at=local_time(context, decision.decided_at) if decision else "",
         resend_of=resend_of,
         resent_as=[r for r in resent if r],

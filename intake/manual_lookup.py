@@ -361,7 +361,7 @@ def _file_as_decision(
         inbound_id=row.id,
         decision="lookup",
         verdict=verdict.value,
-        reasons_json=json.dumps([f.code for f in findings]),
+        reasons_json=stored_findings.dump(findings),
         note="",
         staff_login=staff_login[:64],
         staff_name=staff,
