@@ -150,11 +150,7 @@ class Pipeline:
         if walked is None:  # over the size limit: answered from the headers alone
             documents, context = [], too_large_context(self.profile.desk_id, self.limits.mail_max_bytes)
         else:
-            pdf_limits = PdfLimits(
-                max_bytes=self.limits.pdf_max_bytes,
-                cpu_seconds=self.limits.pdf_cpu_seconds,
-                memory_bytes=self.limits.pdf_memory_mb * 1024 * 1024,
-            )
+            pdf_limits = self.limits.pdf_limits()
             documents, context = verify_inputs(
                 walked, self.profile.desk_id, lambda content: self.read_pdf(content, pdf_limits)
             )
