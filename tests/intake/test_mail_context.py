@@ -150,6 +150,34 @@ def test_automatic_headers(header, expected):
     assert automatic(parse(raw), "text/plain", "hi", has_documents=False).automatic is expected
 
 
+@pytest.mark.parametrize(
+    ("header", "top_type", "reason"),
+    [
+        (b"Precedence: auto_reply", "text/plain", "Precedence: auto_reply"),
+        (b"Precedence: auto-reply", "text/plain", "Precedence: auto-reply"),
+        (b"X-Precedence: bulk", "text/plain", "X-Precedence: bulk"),
+        (b"Return-Path:", "text/plain", "null Return-Path"),
+        (b"List-Id: <news.example.jp>", "text/plain", "mailing-list header list-id"),
+        (b"X-Mailer: x", "message/delivery-status", "message/delivery-status (a report)"),
+        (b"X-Mailer: x", "message/feedback-report", "message/feedback-report (a report)"),
+        (b"X-Mailer: x", "message/disposition-notification", "message/disposition-notification (a report)"),
+        (b"Sender: MAILER-DAEMON@mx.example.jp", "text/plain", "sent by MAILER-DAEMON"),
+        (b"X-Failed-Recipients: a@b.example.jp", "text/plain", "x-failed-recipients"),
+    ],
+)
+def test_each_automatic_reason_is_named(header, top_type, reason):
+    """The reason is what staff read in the digest: each rule names itself, and only itself."""
+    raw = header + b"\r\nFrom: tanaka@kensetsu-sato.example.jp\r\nSubject: hi\r\n\r\nbody\r\n"
+    verdict = automatic(parse(raw), top_type, "hi", has_documents=False)
+    assert verdict.automatic and verdict.reasons == (reason,)
+
+
+def test_an_auto_reply_subject_on_a_mail_with_references_only_is_automatic():
+    raw = b"From: a@b.example.jp\r\nSubject: Out of Office\r\nReferences: <r1@town.example.jp>\r\n\r\nx"
+    verdict = automatic(parse(raw), "text/plain", "Out of Office", has_documents=False)
+    assert verdict.automatic and verdict.reasons == ("auto-reply subject on a reply without documents",)
+
+
 def test_contractor_mail_is_not_automatic():
     assert not walk("outlook2010_iso2022jp.eml").automatic
     assert not walk("thunderbird_forward_nested.eml").automatic
