@@ -11,6 +11,7 @@ import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 from datetime import datetime, timezone
 from email import message_from_bytes
 from email.message import EmailMessage, Message
@@ -73,22 +74,18 @@ class Replies:
         authenticated: bool,
     ) -> Finding | None:
         """Enqueue the reply (or hold it); returns a finding when none goes out to a person."""
-        decision = should_reply(
+        decision = self._decide(
             session,
+            row,
             headers,
-            desk=row.desk,
-            desk_address=self.profile.address,
-            limit=self.limits.replies_per_sender_per_hour,
-            now=now,
+            now,
             automatic=verdict.verdict is Verdict.IGNORED,
             automatic_reason="; ".join(walked.automatic_reasons),
-            policy=self.profile.reply_to,
             authenticated=authenticated,
             submission=plausible_submission(
                 has_pdf=any(d.is_pdf for d in walked.documents), subject=walked.subject, body=walked.body_text
             ),
             new_guarantee=carries_new_guarantee(verdict),
-            desk_limit=self.limits.replies_per_desk_per_hour,
         )
         if not decision.reply and not decision.suppressed:
             log.info("mail %s: no reply (%s)", row.receipt_no, decision.reason)
@@ -98,7 +95,25 @@ class Replies:
         previous_receipt = None
         if resend_of is not None:
             previous_receipt = session.get(InboundMessage, resend_of.inbound_id).receipt_no
-        facts = ReplyFacts(
+        facts = self._facts(
+            row,
+            decision,
+            verdict=verdict.verdict,
+            original_message_id=angle(walked.message_id if walked else row.message_id),
+            original_references=headers.get("References"),
+            original_subject=walked.subject if walked else row.subject,
+            documents=[found_document(result) for result in verdict.documents],
+            guarantees=guarantee_lines(verdict),
+            findings=verdict.all_findings,
+            resend=resend_of is not None,
+            resend_of_receipt_no=previous_receipt,
+            contractor_name=next((g.certificate.contractor_name for g in verdict.guarantees if g.certificate), None),
+        )
+        return self.enqueue(session, row, decision, build_reply(facts, self.templates, now=now))
+
+    def _facts(self, row: InboundMessage, decision: ReplyDecision, **fields: Any) -> ReplyFacts:
+        """The reply's facts: this desk's own fields and the mail's receipt, then ``fields``."""
+        return ReplyFacts(
             desk=row.desk,
             desk_name=self.profile.name,
             desk_address=self.profile.address,
@@ -106,30 +121,41 @@ class Replies:
             receipt_no=row.receipt_no,
             received_at=aware(row.received_at),
             recipient=decision.address,
-            verdict=verdict.verdict,
-            original_message_id=angle(walked.message_id if walked else row.message_id),
-            original_references=headers.get("References"),
-            original_subject=walked.subject if walked else row.subject,
-            documents=[found_document(result) for result in verdict.documents],
-            guarantees=[
-                GuaranteeLine(
-                    g.guarantee_no,
-                    g.verdict,
-                    g.guarantee_type.value if g.guarantee_type else None,
-                    g.certificate.work_name if g.certificate else None,
-                )
-                for g in verdict.guarantees
-                if g.guarantee_no
-            ],
-            findings=verdict.all_findings,
-            resend=resend_of is not None,
-            resend_of_receipt_no=previous_receipt,
-            contractor_name=next((g.certificate.contractor_name for g in verdict.guarantees if g.certificate), None),
             charset=self.profile.reply_charset,
             timezone=self.profile.timezone,
             short=decision.short,
+            **fields,
         )
-        return self.enqueue(session, row, decision, build_reply(facts, self.templates, now=now))
+
+    def _decide(
+        self,
+        session: Session,
+        row: InboundMessage,
+        headers: Message,
+        now: datetime,
+        *,
+        automatic: bool,
+        automatic_reason: str | None,
+        authenticated: bool,
+        submission: bool,
+        new_guarantee: bool = False,
+    ) -> ReplyDecision:
+        """The reply policy for this desk, with its sending limits."""
+        return should_reply(
+            session,
+            headers,
+            desk=row.desk,
+            desk_address=self.profile.address,
+            limit=self.limits.replies_per_sender_per_hour,
+            now=now,
+            automatic=automatic,
+            automatic_reason=automatic_reason,
+            policy=self.profile.reply_to,
+            authenticated=authenticated,
+            submission=submission,
+            new_guarantee=new_guarantee,
+            desk_limit=self.limits.replies_per_desk_per_hour,
+        )
 
     def enqueue(
         self, session: Session, row: InboundMessage, decision: ReplyDecision, message: EmailMessage
@@ -170,21 +196,17 @@ class Replies:
         walked = walk_headers(raw, authserv_id=self.profile.authserv_id)
         authenticated = authenticated_for(walked.authentication, from_domain(walked))
         names = attachment_names(raw)
-        decision = should_reply(
+        decision = self._decide(
             session,
+            row,
             headers,
-            desk=row.desk,
-            desk_address=self.profile.address,
-            limit=self.limits.replies_per_sender_per_hour,
-            now=now,
+            now,
             automatic=walked.automatic,
             automatic_reason="; ".join(walked.automatic_reasons) or None,
-            policy=self.profile.reply_to,
             authenticated=authenticated,
             submission=plausible_submission(
                 has_pdf=any(n.lower().endswith(".pdf") for n in names), subject=walked.subject or ""
             ),
-            desk_limit=self.limits.replies_per_desk_per_hour,
         )
         row.receipt_no = row.receipt_no or receipt_no()
         finding = Finding("mail.processing_failed", detail=(row.last_error or "")[:500])
@@ -192,23 +214,15 @@ class Replies:
         if not decision.reply and not decision.suppressed:
             log.info("quarantined mail %s: no acknowledgement (%s)", row.receipt_no, decision.reason)
             return
-        facts = ReplyFacts(
-            desk=row.desk,
-            desk_name=self.profile.name,
-            desk_address=self.profile.address,
-            contact=self.profile.contact,
-            receipt_no=row.receipt_no,
-            received_at=aware(row.received_at),
-            recipient=decision.address,
+        facts = self._facts(
+            row,
+            decision,
             verdict=Verdict.NEEDS_REVIEW,
             original_message_id=angle(walked.message_id or row.message_id),
             original_references=headers.get("References"),
             original_subject=walked.subject or row.subject,
             documents=[FoundDocument(name, "未確認") for name in names],
             findings=[finding],
-            charset=self.profile.reply_charset,
-            timezone=self.profile.timezone,
-            short=decision.short,
         )
         held = self.enqueue(session, row, decision, build_reply(facts, self.templates, now=now))
         log.info(
@@ -251,6 +265,20 @@ def found_document(result: DocumentResult) -> FoundDocument:
         ", ".join(numbers) or None,
         keys[0] if len(keys) == 1 else None,
     )
+
+
+def guarantee_lines(verdict: MailVerdict) -> list[GuaranteeLine]:
+    """The guarantees a reply lists: those read with a number (also for the result mail)."""
+    return [
+        GuaranteeLine(
+            g.guarantee_no,
+            g.verdict,
+            g.guarantee_type.value if g.guarantee_type else None,
+            g.certificate.work_name if g.certificate else None,
+        )
+        for g in verdict.guarantees
+        if g.guarantee_no
+    ]
 
 
 def angle(message_id: str | None) -> str | None:
