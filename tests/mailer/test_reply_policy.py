@@ -400,6 +400,116 @@ Reply-To: victim@elsewhere.example
     assert reply_address(third_party) == "victim@elsewhere.example"  # authenticated unless told otherwise
 
 
+POLICY_BASE = dict(
+    automatic=False,
+    automatic_reason=None,
+    own_reason=None,
+    address="jimu@misato-kensetsu.example",
+    own_addresses=[DESK],
+    recent_replies=0,
+    limit=5,
+    sender_address="tanaka@misato-kensetsu.example",
+)
+
+
+@pytest.mark.parametrize(
+    ("policy", "authenticated", "submission", "expected"),
+    [
+        ("all", False, False, ReplyDecision(True, "jimu@misato-kensetsu.example", "reply")),
+        ("authenticated", True, False, ReplyDecision(True, "jimu@misato-kensetsu.example", "reply")),
+        (
+            "authenticated",
+            False,
+            True,
+            ReplyDecision(False, None, "sender not authenticated (reply_to = authenticated)"),
+        ),
+        ("submissions", True, False, ReplyDecision(True, "jimu@misato-kensetsu.example", "reply")),
+        (
+            "submissions",
+            False,
+            False,
+            ReplyDecision(False, None, "sender not authenticated and the mail is no submission"),
+        ),
+        (
+            "submissions",
+            False,
+            True,
+            ReplyDecision(
+                True,
+                "tanaka@misato-kensetsu.example",
+                "short reply: sender not authenticated, plausibly a submission",
+                short=True,
+            ),
+        ),
+    ],
+)
+def test_who_gets_a_reply_under_each_reply_to_policy(policy, authenticated, submission, expected) -> None:
+    """reply_to = authenticated | submissions | all: an unauthenticated sender gets nothing, the short
+    reply at its From address (never the Reply-To), or the full reply."""
+    decision = decide(**POLICY_BASE, policy=policy, authenticated=authenticated, submission=submission)
+    assert decision == expected
+
+
+def test_an_unknown_reply_policy_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="'everyone'"):
+        decide(**POLICY_BASE, policy="everyone")
+
+
+def test_the_desk_limit_holds_replies_back_in_the_outbox(session) -> None:
+    """Past the desk's hourly limit a reply is built and kept (suppressed), not refused outright."""
+    below = decide(**POLICY_BASE, desk_recent_replies=2, desk_limit=3)
+    assert below == ReplyDecision(True, "jimu@misato-kensetsu.example", "reply")
+    at = decide(**POLICY_BASE, desk_recent_replies=3, desk_limit=3)
+    assert at == ReplyDecision(
+        False,
+        "jimu@misato-kensetsu.example",
+        "desk rate limit: 3 replies in the last hour (limit 3)",
+        suppressed=True,
+    )
+    for n in range(3):  # three replies of this desk to three senders in the last hour
+        add_reply(session, f"firm{n}@example.jp", NOW - timedelta(minutes=n + 1))
+    add_reply(session, "firm9@example.jp", NOW - timedelta(minutes=2), desk="other")
+    held = should_reply(
+        session, CONTRACTOR, desk="misato", desk_address=DESK, limit=9, now=NOW, automatic=False, desk_limit=3
+    )
+    assert (held.reply, held.suppressed, held.address) == (False, True, "tanaka@misato-kensetsu.example")
+    assert held.reason == "desk rate limit: 3 replies in the last hour (limit 3)"
+    assert should_reply(
+        session, CONTRACTOR, desk="misato", desk_address=DESK, limit=9, now=NOW, automatic=False, desk_limit=4
+    ).reply
+
+
+def test_the_short_reply_goes_to_from_and_the_sender_limit_counts_replies_to_from(session) -> None:
+    message = mail("""
+From: tanaka@misato-kensetsu.example
+Reply-To: jimu@misato-kensetsu.example
+""")
+
+    def ask():
+        return should_reply(
+            session,
+            message,
+            desk="misato",
+            desk_address=DESK,
+            limit=2,
+            now=NOW,
+            automatic=False,
+            policy="submissions",
+            authenticated=False,
+            submission=True,
+        )
+
+    first = ask()
+    assert (first.reply, first.short, first.address) == (True, True, "tanaka@misato-kensetsu.example")
+    for minutes in (1, 2):
+        add_reply(session, "jimu@misato-kensetsu.example", NOW - timedelta(minutes=minutes))  # not counted
+    assert ask().reply
+    for minutes in (3, 4):
+        add_reply(session, "tanaka@misato-kensetsu.example", NOW - timedelta(minutes=minutes))
+    refused = ask()
+    assert not refused.reply and "2 replies to tanaka@misato-kensetsu.example" in refused.reason
+
+
 def test_a_limit_of_zero_turns_replies_off(session) -> None:
     decision = should_reply(session, CONTRACTOR, desk="misato", desk_address=DESK, limit=0, now=NOW, automatic=False)
     assert not decision.reply and "limit 0" in decision.reason
