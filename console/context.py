@@ -11,7 +11,7 @@ import jinja2
 from sqlalchemy.engine import Engine
 
 from console.settings import ConsoleSettings
-from intake.pipeline import DeskProfile
+from intake.desk_profile import DeskProfile
 from intake.raw_store import RawStore
 from intake.settings import MailboxSettings
 from rules.schema import DeskRules

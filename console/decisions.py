@@ -10,7 +10,6 @@ who decided and when. The mail is moved to its new folder afterwards (``intake.d
 
 from __future__ import annotations
 
-import json
 import string
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -25,13 +24,14 @@ from console.inbox import department_of
 from foundation.errors import UserFacingError
 from intake.manual_lookup import WAITING
 from intake.mime_headers import TOLERANT_POLICY
-from intake.pipeline import KIND_LABELS
+from intake.reply_builder import KIND_LABELS, angle, aware
 from mailer.message import clean_header_text
 from mailer.outbox import enqueue
 from mailer.reply import FoundDocument, GuaranteeLine, ReplyFacts, build_reply
 from mailer.reply_policy import REPLY_KIND, reply_address
 from rules.findings import CODES, Finding, Severity, Verdict
 from rules.signatures import DocumentKind
+from store import stored_findings
 from store.audit import record as audit
 from store.retry import retry_on_conflict
 from rules.evaluate import japanese_date, yen
@@ -178,7 +178,7 @@ def decide(
                 inbound_id=inbound.id,
                 decision=decision,
                 verdict=DECISIONS[decision],
-                reasons_json=json.dumps(reasons),
+                reasons_json=stored_findings.dump_codes(reasons),
                 note=note,
                 staff_login=member.login,
                 staff_name=member.name,
@@ -276,7 +276,7 @@ def _reply(
             params=params,
             guarantee_no=submission.guarantee_no,
         )
-        for code in json.loads(decision.reasons_json)
+        for code in stored_findings.codes(decision.reasons_json)
     ]
     documents = (
         [
@@ -296,10 +296,10 @@ def _reply(
         desk_address=profile.address,
         contact=profile.contact,
         receipt_no=inbound.receipt_no or "",
-        received_at=_aware(inbound.received_at),
+        received_at=aware(inbound.received_at),
         recipient=recipient,
         verdict=verdict,
-        original_message_id=_angle(inbound.message_id),
+        original_message_id=angle(inbound.message_id),
         original_references=headers.get("References"),
         original_subject=inbound.subject,
         documents=documents,
@@ -363,16 +363,6 @@ def reason_params(session: Session, submission: Submission, document: Document |
             completion_date=japanese_date(contract.completion_date),
         )
     return params
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)
-
-
-def _angle(message_id: str | None) -> str | None:
-    if not message_id:
-        return None
-    return message_id if message_id.startswith("<") else f"<{message_id}>"
 
 
 def reveal_key(context: ConsoleContext, member: StaffMember, receipt_no: str, submission_id: int) -> str:

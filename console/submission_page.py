@@ -27,7 +27,7 @@ from console.inbox import (
 )
 from console.manual import FACT_LABELS, GUARANTEE_TYPES, STATUS_LABELS, awaits_lookup
 from intake.mime import walk_mail
-from intake.pipeline import KIND_LABELS
+from intake.reply_builder import KIND_LABELS
 from mailer.reply import ensure_masked
 from rules.domain import GuaranteeType
 from rules.evaluate import company_key, japanese_date, plain_key, yen
@@ -294,7 +294,7 @@ def _submission_view(
         comparison=_comparison(session, submission),
         decision=decision,
         decision_label=DECISION_LABELS.get(decision.decision, "") if decision else "",
-        decision_reasons=[label_of(c) for c in json.loads(decision.reasons_json)] if decision else [],
+        decision_reasons=[label_of(c) for c in stored_findings.codes(decision.reasons_json)] if decision else [],
         decided_at=local_time(context, decision.decided_at) if decision else "",
         resend_of=resend_of,
         resent_as=[r for r in resent if r],

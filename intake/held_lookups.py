@@ -19,9 +19,9 @@ from functools import partial
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
-from intake.pipeline import Pipeline, found_document
+from intake.pipeline import Pipeline
+from intake.reply_builder import found_document, guarantee_lines
 from intake.result_reply import enqueue_result_reply
-from mailer.reply import GuaranteeLine
 from rules.findings import Verdict, strongest
 from store import stored_findings
 from store.audit import record as audit
@@ -157,16 +157,7 @@ def _decide(
         templates=pipeline.templates,
         row=row,
         verdict=mail_verdict,
-        guarantees=[
-            GuaranteeLine(
-                g.guarantee_no,
-                g.verdict,
-                g.guarantee_type.value if g.guarantee_type else None,
-                g.certificate.work_name if g.certificate else None,
-            )
-            for g in verdict.guarantees
-            if g.guarantee_no
-        ],
+        guarantees=guarantee_lines(verdict),
         findings=verdict.all_findings,
         documents=[found_document(d) for d in verdict.documents],
         now=now,

@@ -25,7 +25,8 @@ from pydantic import Field, ValidationError, model_validator
 from sqlmodel import Session, select
 
 from foundation.errors import UserFacingError
-from intake.pipeline import KIND_LABELS, DeskProfile
+from intake.desk_profile import DeskProfile
+from intake.reply_builder import KIND_LABELS
 from intake.register_store import DbAcceptedIndex, DbContractRegister
 from intake.result_reply import enqueue_result_reply, result_key
 from mailer.reply import FoundDocument, GuaranteeLine
@@ -360,7 +361,7 @@ def _file_as_decision(
         inbound_id=row.id,
         decision="lookup",
         verdict=verdict.value,
-        reasons_json=json.dumps([f.code for f in findings]),
+        reasons_json=stored_findings.dump(findings),
         note="",
         staff_login=staff_login[:64],
         staff_name=staff,

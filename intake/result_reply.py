@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import datetime, timezone
+from datetime import datetime
 from collections.abc import Sequence
 
 import jinja2
 from sqlmodel import Session, select
 
-from intake.pipeline import DeskProfile
+from intake.desk_profile import DeskProfile
+from intake.reply_builder import aware
 from mailer.outbox import enqueue
 from mailer.reply import FoundDocument, GuaranteeLine, ReplyFacts, build_reply
 from mailer.reply_policy import REPLY_KIND
@@ -64,7 +65,7 @@ def enqueue_result_reply(
         desk_address=profile.address,
         contact=profile.contact,
         receipt_no=row.receipt_no or "",
-        received_at=_aware(row.received_at),
+        received_at=aware(row.received_at),
         recipient=recipient,
         verdict=verdict,
         original_message_id=message_id,
@@ -87,7 +88,3 @@ def enqueue_result_reply(
         inbound_id=row.id,
     )
     return created
-
-
-def _aware(moment: datetime) -> datetime:
-    return moment if moment.tzinfo else moment.replace(tzinfo=timezone.utc)

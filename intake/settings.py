@@ -8,6 +8,7 @@ from pydantic import Field, model_validator
 
 from foundation.net import is_loopback
 from foundation.config import HomePath, StrictModel
+from verifier.pdf_text import PdfLimits
 
 
 class MailboxFolders(StrictModel):
@@ -94,3 +95,11 @@ class Limits(StrictModel):
     # What one mail, and one sender in a day, may add to the document store (bytes).
     stored_bytes_per_mail_max: int = Field(default=50 * 1024 * 1024, ge=1024)
     stored_bytes_per_sender_per_day_max: int = Field(default=200 * 1024 * 1024, ge=1024)
+
+    def pdf_limits(self) -> PdfLimits:
+        """What the bounded PDF reader may spend on one file."""
+        return PdfLimits(
+            max_bytes=self.pdf_max_bytes,
+            cpu_seconds=self.pdf_cpu_seconds,
+            memory_bytes=self.pdf_memory_mb * 1024 * 1024,
+        )

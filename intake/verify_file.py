@@ -5,14 +5,22 @@ verifier judges, with the intake's own limits and walk (nothing is recorded).
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 from foundation.errors import UserFacingError
 from intake.mime import MailDocument, MailLimits, WalkedMail, is_pdf, walk_headers
 from intake.settings import Limits
-from intake.verify_inputs import PdfReader, input_document, key_patterns, too_large_context, verify_inputs
+from intake.verify_inputs import (
+    PdfReader,
+    input_document,
+    key_patterns,
+    preview_reply,
+    too_large_context,
+    verify_inputs,
+)
 from intake.walk_worker import walk_bounded
 from rules.signatures import Patterns
-from verifier.verify import InputDocument, MailContext
+from verifier.verify import InputDocument, MailContext, MailVerdict
 
 _HEADER_READ_BYTES = 256 * 1024
 
@@ -63,3 +71,13 @@ def file_inputs(
             )
         return (*verify_inputs(walked, desk_id, read_pdf), (raw, walked))
     raise UserFacingError(f"{path}: .pdf または .eml のファイルを指定してください")
+
+
+def reply_preview(
+    mail: tuple[bytes, WalkedMail] | None, result: MailVerdict, *, desk_address: str, policy: str
+) -> dict[str, Any]:
+    """`keydesk verify`'s ``"reply"`` object: whether the desk would answer, to whom, and why (rate limits aside)."""
+    if mail is None:
+        return {"send": False, "to": None, "reason": "a PDF file alone has no sender to answer"}
+    raw, walked = mail
+    return preview_reply(raw, walked, result, desk_address=desk_address, policy=policy).to_json()

@@ -9,7 +9,8 @@ becomes a headers-only walk with ``mail.unreadable``: kept, shown to staff, answ
 the PDF again" where the reply policy allows.
 
 The answer comes back as JSON plus one frame per document, never as a pickle a subverted worker
-could use to run code in the intake. The framing, limits and environment are the PDF worker's.
+could use to run code in the intake. The framing, limits, environment and the worker's lifecycle are
+the PDF worker's (``foundation.bounded_worker``).
 """
 
 from __future__ import annotations
@@ -19,26 +20,16 @@ import json
 import os
 import re
 import signal
-import subprocess
 import sys
 import threading
 import time
 from datetime import datetime
-from pathlib import Path
 
 from intake.authentication_results import Authentication, MethodResult
 from intake.mail_context import MailAddress, Sender, TypedKey
 from intake.mime import MailDocument, MailLimits, WalkedMail, unreadable_walk, walk_mail
 from rules.findings import Finding
-from verifier.pdf_text import (  # the PDF worker's framing and limits, shared rather than copied
-    _FRAME,
-    PdfLimits,
-    _apply_limits,
-    _Deadline,
-    _read_exact,
-    _read_until,
-    worker_environment,
-)
+from foundation.bounded_worker import FRAME, BoundedWorker, Deadline, apply_limits, read_exact, read_until
 
 # The worker's own limits; the wall-clock deadline is the walk's limit plus this margin, so the
 # walk's cooperative deadline normally answers first and the kill is the backstop.
@@ -171,18 +162,18 @@ def _serve() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     while True:
-        header = _read_exact(stdin, _FRAME.size)
+        header = read_exact(stdin, FRAME.size)
         if header is None:
             return
-        request_raw = _read_exact(stdin, _FRAME.unpack(header)[0])
-        size = _read_exact(stdin, _FRAME.size)
+        request_raw = read_exact(stdin, FRAME.unpack(header)[0])
+        size = read_exact(stdin, FRAME.size)
         if request_raw is None or size is None:
             return
-        raw = _read_exact(stdin, _FRAME.unpack(size)[0])
+        raw = read_exact(stdin, FRAME.unpack(size)[0])
         if raw is None:
             return
         request = json.loads(request_raw)
-        _apply_limits(PdfLimits(cpu_seconds=WORKER_CPU_SECONDS, memory_bytes=WORKER_MEMORY_BYTES))
+        apply_limits(WORKER_CPU_SECONDS, WORKER_MEMORY_BYTES)
         patterns = request["key_patterns"]
         walked = walk_mail(
             raw,
@@ -191,34 +182,19 @@ def _serve() -> None:
             key_patterns=(re.compile(patterns[0]), re.compile(patterns[1])) if patterns else None,
         )
         frames = walked_to_frames(walked)
-        stdout.write(_FRAME.pack(len(frames)))
+        stdout.write(FRAME.pack(len(frames)))
         for frame in frames:
-            stdout.write(_FRAME.pack(len(frame)) + frame)
+            stdout.write(FRAME.pack(len(frame)) + frame)
         stdout.flush()
 
 
-class MailWalkWorker:
-    """One reusable walk worker; thread-safe (callers take turns). Replaced after a kill or crash."""
+class MailWalkWorker(BoundedWorker):
+    """One reusable walk worker; thread-safe (callers take turns). Replaced after a kill or crash
+    (``foundation.bounded_worker`` keeps its lifecycle)."""
 
     def __init__(self, margin_seconds: float = _MARGIN_SECONDS) -> None:
+        super().__init__("intake.walk_worker")
         self.margin_seconds = margin_seconds
-        self._lock = threading.Lock()
-        self._process: subprocess.Popen | None = None
-        self._tasks = 0
-
-    def __enter__(self) -> MailWalkWorker:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        self.close()
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
-
-    def close(self) -> None:
-        with self._lock:
-            self._stop()
 
     def walk(
         self,
@@ -245,63 +221,29 @@ class MailWalkWorker:
 
     # -- inside the lock ------------------------------------------------------------------------------
 
-    def _start(self) -> None:
-        root = str(Path(__file__).resolve().parents[1])
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "intake.walk_worker"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=worker_environment(root),
-            cwd=root,
-            close_fds=True,
-        )
-        self._tasks = 0
-
-    def _stop(self, kill: bool = False) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        try:
-            process.stdin.close()
-        except OSError:
-            pass
-        if not kill:
-            try:
-                process.wait(timeout=2)
-            except subprocess.TimeoutExpired:
-                pass
-        if process.poll() is None:
-            process.kill()
-        process.wait()
-        process.stdout.close()
-
     def _run(self, request: bytes, raw: bytes, deadline: float, seconds: float) -> WalkedMail | str:
-        if self._process is None or self._process.poll() is not None or self._tasks >= _TASKS_PER_WORKER:
-            self._stop()
-            self._start()
-        self._tasks += 1
-        process = self._process
+        process = self._for_task(_TASKS_PER_WORKER)
+        assert process.stdin is not None and process.stdout is not None  # for the type checker
         try:
-            process.stdin.write(_FRAME.pack(len(request)) + request + _FRAME.pack(len(raw)))
+            process.stdin.write(FRAME.pack(len(request)) + request + FRAME.pack(len(raw)))
             process.stdin.write(raw)
             process.stdin.flush()
-            count = _read_until(process.stdout, _FRAME.size, deadline)
+            count = read_until(process.stdout, FRAME.size, deadline)
             frames: list[bytes] = []
             total = 0
-            for _ in range(_FRAME.unpack(count)[0] if count else 0):
-                size_raw = _read_until(process.stdout, _FRAME.size, deadline)
-                size = _FRAME.unpack(size_raw)[0] if size_raw else 0
+            for _ in range(FRAME.unpack(count)[0] if count else 0):
+                size_raw = read_until(process.stdout, FRAME.size, deadline)
+                size = FRAME.unpack(size_raw)[0] if size_raw else 0
                 total += size
                 if size_raw is None or total > _ANSWER_MAX:
                     raise OSError("answer too large or cut off")
-                frame = _read_until(process.stdout, size, deadline) if size else b""
+                frame = read_until(process.stdout, size, deadline) if size else b""
                 if frame is None:
                     raise OSError("answer cut off")
                 frames.append(frame)
             if count is not None and frames:
                 return walked_from_frames(frames[0], frames[1:])
-        except _Deadline:
+        except Deadline:
             self._stop(kill=True)
             return f"reading the mail took longer than {seconds:g} s (the reader was stopped)"
         except (OSError, ValueError, KeyError, TypeError):

@@ -9,9 +9,8 @@ from sqlmodel import Session
 
 from keydesk.database import upgrade
 from keydesk.deployment import create_config, create_missing_secrets
+from keydesk.config_report import check_templates, describe_settings
 from keydesk.runtime import Runtime
-from keydesk.settings import Settings
-from foundation.config import ConfigError
 from store.audit import verify_chain
 
 config_app = typer.Typer(help="Check the configuration.", no_args_is_help=True)
@@ -64,93 +63,6 @@ def config_check(
             typer.echo("# 接続できないサーバーがあります (a server could not be used; see the NG lines)", err=True)
             raise typer.Exit(1)
         typer.echo("# すべてのサーバーに接続できました (every server accepted the login)")
-
-
-def check_templates(settings: Settings) -> None:
-    """Every template the mailer uses exists and parses (a broken one would stop replies)."""
-    import jinja2
-
-    from mailer.digest import HTML_TEMPLATE, TEXT_TEMPLATE
-    from mailer.reply import (
-        BODY_TEMPLATE,
-        SHORT_BODY_TEMPLATE,
-        SHORT_SUBJECT_TEMPLATE,
-        SUBJECT_TEMPLATE,
-        template_environment,
-    )
-
-    environment = template_environment(settings.config_dir / "templates")
-    problems = []
-    for name in (
-        SUBJECT_TEMPLATE,
-        BODY_TEMPLATE,
-        SHORT_SUBJECT_TEMPLATE,
-        SHORT_BODY_TEMPLATE,
-        TEXT_TEMPLATE,
-        HTML_TEMPLATE,
-    ):
-        label = f"{settings.config_dir.name}/templates/{name}"
-        try:
-            environment.get_template(name)
-        except jinja2.TemplateNotFound:
-            problems.append(f"{label}: the template is missing (keydesk init writes the default)")
-        except jinja2.TemplateSyntaxError as exc:
-            problems.append(f"{label}:{exc.lineno}: {exc.message}")
-    if problems:
-        raise ConfigError(problems)
-
-
-def describe_settings(settings: Settings) -> list[str]:
-    data = settings.model_dump(mode="json", exclude={"home", "config_dir"})
-    lines: list[str] = []
-    _flatten("", data, lines)
-    lines += _secret_status(settings)
-    return lines
-
-
-def _flatten(prefix: str, value, lines: list[str]) -> None:
-    if isinstance(value, dict) and value:
-        for key, inner in value.items():
-            _flatten(f"{prefix}.{key}" if prefix else key, inner, lines)
-    else:
-        lines.append(f"{prefix} = {_show(prefix, value)}")
-
-
-def _show(key: str, value) -> str:
-    if key.endswith("url") and isinstance(value, str) and "@" in value and "://" in value:
-        scheme, rest = value.split("://", 1)
-        credentials, host = rest.rsplit("@", 1)
-        user = credentials.split(":", 1)[0]
-        return repr(f"{scheme}://{user}:****@{host}")
-    return repr(value) if isinstance(value, str) else str(value).lower() if isinstance(value, bool) else str(value)
-
-
-def _secret_status(settings: Settings) -> list[str]:
-    import os
-
-    def status(env: str | None, file: Path | None) -> str:
-        if env and os.environ.get(env):
-            return f"**** (from ${env})"
-        if file is not None and file.is_file():
-            return f"**** (from {file})"
-        return "not set"
-
-    lines = [
-        f"# secret key_encryption_key: {status(settings.secrets.key_encryption_key_env, settings.secrets.key_encryption_key_file)}"
-    ]
-    lines.append(f"# secret audit_key: {status(settings.secrets.audit_key_env, settings.secrets.audit_key_file)}")
-    lines.append(
-        f"# secret smtp.password: {status(settings.smtp.password_env, settings.smtp.password_file)}"
-        if settings.smtp.username
-        else "# secret smtp.password: not used"
-    )
-    for desk_id, desk in settings.desks.items():
-        box = desk.mailbox
-        if box.auth == "password":
-            lines.append(f"# secret desks.{desk_id}.mailbox.password: {status(box.password_env, box.password_file)}")
-        else:
-            lines.append(f"# secret desks.{desk_id}.mailbox.token: from command {box.token_command[0]!r}")
-    return lines
 
 
 @db_app.command("upgrade")

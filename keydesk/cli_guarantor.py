@@ -29,6 +29,7 @@ from guarantor.keys import (
 from guarantor.lookup_service import RegistryLookup
 from intake.revocations import mark_revoked
 from foundation.errors import UserFacingError
+from keydesk.command_inputs import read_csv
 from keydesk.runtime import Runtime
 from formats import access_key as keys
 from formats import guarantee_no as numbers
@@ -39,7 +40,6 @@ guarantor_app = typer.Typer(
     help="The guarantor's side: signing key, issuing guarantees (CSV), revoking, the look-up service.",
     no_args_is_help=True,
 )
-MAX_CSV_BYTES = 20 * 1024 * 1024
 
 
 def register(app: typer.Typer) -> None:
@@ -99,7 +99,7 @@ def issue(
     """
     runtime: Runtime = ctx.obj
     settings = runtime.settings
-    data = _read_csv(file)
+    data = read_csv(file)
     out_dir = (out.expanduser() if out is not None else settings.guarantor.output_directory).resolve()
     signing_key = load_signing_key(settings.guarantor.signing_key)
     rows = iter_issue(
@@ -120,17 +120,6 @@ def issue(
         _print_summary(results, out_dir)
     if any(isinstance(r, RowError) for r in results):
         raise typer.Exit(1)
-
-
-def _read_csv(file: Path) -> bytes:
-    try:
-        if file.stat().st_size > MAX_CSV_BYTES:
-            raise UserFacingError(f"{file}: CSV ファイルが大きすぎます({MAX_CSV_BYTES // (1024 * 1024)} MB まで)")
-        return file.read_bytes()
-    except IsADirectoryError:
-        raise UserFacingError(f"{file}: ファイルではなくフォルダです") from None
-    except FileNotFoundError:
-        raise UserFacingError(f"{file}: ファイルが見つかりません") from None
 
 
 def _json_line(result: IssuedGuarantee | RowError) -> dict:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import json
 import logging
 import signal
-import ssl
 import threading
 
 import typer
@@ -18,6 +17,7 @@ from foundation.errors import UserFacingError
 from intake.intake_service import PassReport
 from intake.poller import TRANSIENT_ERRORS, MailboxError
 from keydesk import composition, daemon
+from keydesk.connection_check import mailbox_problem, smtp_hint
 from keydesk.runtime import Runtime
 from keydesk.settings import Settings
 from keydesk.status import record_pass
@@ -29,19 +29,6 @@ log = logging.getLogger(__name__)
 def register(app: typer.Typer) -> None:
     app.command("poll")(poll)
     app.command("run")(run)
-
-
-def _mailbox_problem(settings: Settings, desk_id: str, exc: BaseException) -> UserFacingError:
-    mailbox = settings.desks[desk_id].mailbox
-    hint = ""
-    if isinstance(exc, ssl.SSLCertVerificationError):
-        from keydesk.connection_check import certificate_problem
-
-        # A wrong ca_file (another CA) gets another hint than a missing one.
-        hint = f" ({certificate_problem(exc, mailbox.host, mailbox.ca_file, f'desks.{desk_id}.mailbox.ca_file')})"
-    return UserFacingError(
-        f"{desk_id}: メールボックス {mailbox.host}:{mailbox.port} から受信できませんでした: {exc}{hint}"
-    )
 
 
 # -- keydesk poll --once --------------------------------------------------------------------------
@@ -76,7 +63,7 @@ def poll(
                 ):
                     report = service.run_pass(conn)
             except (MailboxError, *TRANSIENT_ERRORS) as exc:
-                raise _mailbox_problem(settings, desk_id, exc) from None
+                raise mailbox_problem(settings, desk_id, exc) from None
             record_pass(runtime.engine, desk_id, len(report.taken))
             _print_report(settings, desk_id, report, as_json)
             _retry_held(runtime, desk_id, as_json)
@@ -101,8 +88,6 @@ def _deliver_after_poll(runtime: Runtime, owner: ClaimOwner, as_json: bool) -> N
     if not as_json:
         typer.echo(f"送信: {report.summary()}")
     if report.connection_error:
-        from keydesk.cli_outbox import smtp_hint
-
         # The mails were taken and their replies are safe in the outbox: a warning (cron mails it to
         # the admin), not a failure; the next poll or `keydesk outbox send` delivers them.
         typer.echo(

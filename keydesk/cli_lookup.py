@@ -6,8 +6,6 @@ Composition only: the service is ``guarantor.service``, the manual look-up ``int
 
 from __future__ import annotations
 
-import json
-import sys
 from datetime import datetime, timezone
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -18,9 +16,8 @@ from sqlmodel import Session
 from guarantor.service.tokens import add_token, list_tokens, revoke_tokens
 from intake.manual_lookup import parse_facts, pending_lookups, record_manual_lookup, reveal_key
 from keydesk.composition import desk_context, guarantor_service_app
-from foundation.errors import UserFacingError
+from keydesk.command_inputs import desk_id_of, facts_data
 from keydesk.runtime import Runtime
-from keydesk.settings import Settings
 from store.states import LookupState
 from web.server import Listen, serve_forever
 
@@ -28,7 +25,6 @@ token_app = typer.Typer(help="Bearer tokens of the desks that call the look-up A
 manual_app = typer.Typer(
     help="Manual look-ups: the clerk looks the key up on the guarantor's site.", no_args_is_help=True
 )
-MAX_FACTS_BYTES = 64 * 1024
 
 
 def register(app: typer.Typer, guarantor_app: typer.Typer) -> None:
@@ -115,16 +111,6 @@ def token_revoke(
 # -- keydesk manual -------------------------------------------------------------------------------
 
 
-def _desk_id(settings: Settings, desk: str | None) -> str:
-    if desk is not None:
-        if desk not in settings.desks:
-            raise UserFacingError(f"窓口 {desk!r} は設定にありません(設定済み: {', '.join(sorted(settings.desks))})")
-        return desk
-    if len(settings.desks) == 1:
-        return next(iter(settings.desks))
-    raise UserFacingError(f"窓口が複数あります。--desk で指定してください({', '.join(sorted(settings.desks))})")
-
-
 _STATES = {
     LookupState.MANUAL: "手入力照会",
     LookupState.STAFF: "照会サービス不通(再試行終了)",
@@ -137,7 +123,7 @@ def manual_list(ctx: typer.Context, desk: str | None = typer.Option(None, "--des
     """What waits for a clerk's look-up: receipt number, 保証契約番号, masked key, since when."""
     runtime: Runtime = ctx.obj
     settings = runtime.settings
-    desk_id = _desk_id(settings, desk)
+    desk_id = desk_id_of(settings, desk)
     zone = ZoneInfo(settings.timezone)
     with Session(runtime.engine) as session:
         items = pending_lookups(session, desk_id)
@@ -166,7 +152,7 @@ def manual_reveal(
 ) -> None:
     """Show the full 認証キー of a waiting submission, to type on the guarantor's site (audited)."""
     runtime: Runtime = ctx.obj
-    desk_id = _desk_id(runtime.settings, desk)
+    desk_id = desk_id_of(runtime.settings, desk)
     with Session(runtime.engine) as session:
         key = reveal_key(
             session,
@@ -198,8 +184,8 @@ def manual_record(
 ) -> None:
     """Record what the guarantor's site shows; the town's rules run on it and the contractor is answered."""
     runtime: Runtime = ctx.obj
-    desk_id = _desk_id(runtime.settings, desk)
-    data = _facts_data(facts, status, reason)
+    desk_id = desk_id_of(runtime.settings, desk)
+    data = facts_data(facts, status, reason)
     with Session(runtime.engine) as session:
         outcome = record_manual_lookup(
             session,
@@ -220,31 +206,3 @@ def manual_record(
         if outcome.result_mail_queued
         else "同じメールの別の保証が照会待ちのため、結果のメールはそれがそろってから送ります"
     )
-
-
-def _facts_data(path: Path | None, status: str | None, reason: str) -> dict:
-    if status is not None:
-        if status not in ("no_match", "revoked"):
-            raise UserFacingError("--status は no_match か revoked です(見つかった場合は --facts で内容を指定します)")
-        if path is not None:
-            raise UserFacingError("--status と --facts は一緒に指定できません")
-        return {"status": status, "revoked_reason": reason}
-    if path is None:
-        raise UserFacingError("--facts FILE(- で標準入力)か --status を指定してください")
-    text = sys.stdin.read(MAX_FACTS_BYTES + 1) if str(path) == "-" else _read(path)
-    if len(text) > MAX_FACTS_BYTES:
-        raise UserFacingError("照会結果の JSON が大きすぎます")
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise UserFacingError(f"照会結果の JSON を読み取れません: {exc}") from None
-    if not isinstance(data, dict):
-        raise UserFacingError("照会結果の JSON はオブジェクト({...})で指定してください")
-    return data
-
-
-def _read(path: Path) -> str:
-    try:
-        return path.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserFacingError(f"{path}: ファイルが見つかりません") from None

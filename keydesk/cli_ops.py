@@ -13,6 +13,7 @@ import typer
 from foundation.errors import UsageProblem
 from foundation.status import StatusReport
 from rules.findings import VERDICT_LABELS, Verdict
+from keydesk.command_inputs import read_passphrase
 from keydesk.runtime import Runtime
 
 PASSPHRASE_ENV = "KEYDESK_BACKUP_PASSPHRASE"
@@ -80,12 +81,6 @@ def describe(report: StatusReport, zone: ZoneInfo) -> list[str]:
     return lines
 
 
-def _passphrase(env_name: str, file: Path | None) -> str | None:
-    if file is not None:
-        return file.read_text(encoding="utf-8").strip()
-    return os.environ.get(env_name) or None
-
-
 def backup(
     ctx: typer.Context,
     file: Path = typer.Argument(..., metavar="FILE", help="The archive to write (.tar.gz, mode 0600)."),
@@ -103,7 +98,7 @@ def backup(
     from keydesk.backup import make_backup
 
     runtime: Runtime = ctx.obj
-    passphrase = _passphrase(PASSPHRASE_ENV, passphrase_file) if with_secrets else None
+    passphrase = read_passphrase(PASSPHRASE_ENV, passphrase_file) if with_secrets else None
     if with_secrets and not passphrase:
         raise UsageProblem(f"--with-secrets needs a passphrase: set ${PASSPHRASE_ENV} or --passphrase-file")
     _ = runtime.engine  # refuses an outdated schema before anything is written
@@ -132,7 +127,7 @@ def restore(
     from keydesk.backup import restore_backup
 
     url = os.environ.get(database_url_env) if database_url_env else None
-    settings = restore_backup(file, home, passphrase=_passphrase(PASSPHRASE_ENV, passphrase_file), database_url=url)
+    settings = restore_backup(file, home, passphrase=read_passphrase(PASSPHRASE_ENV, passphrase_file), database_url=url)
     typer.echo(f"復元しました: {settings.home}")
     typer.echo(f"  next: KEYDESK_CONFIG={settings.config_dir} keydesk audit verify")
 

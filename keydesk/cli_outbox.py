@@ -10,8 +10,8 @@ from sqlmodel import Session, col, select
 
 from foundation.errors import UserFacingError
 from keydesk.composition import connector_for
+from keydesk.connection_check import smtp_hint
 from keydesk.runtime import Runtime
-from keydesk.settings import Settings
 from mailer import delivery
 from mailer.smtp_client import SmtpSession
 from store.claim_owner import open_owner
@@ -117,18 +117,3 @@ def outbox_send(ctx: typer.Context) -> None:
         raise UserFacingError(
             f"SMTP サーバーに接続できませんでした: {report.connection_error}{smtp_hint(settings, report.connection_error)}"
         )
-
-
-def smtp_hint(settings: Settings, error: str) -> str:
-    """Which setting to look at, for the failures an admin can fix (a wrong ca_file is not a missing one)."""
-    if "CERTIFICATE_VERIFY_FAILED" not in error:
-        return ""
-    if settings.smtp.ca_file is not None:
-        return (
-            f" (smtp.ca_file {settings.smtp.ca_file} に、このサーバーの証明書を発行した CA が入っていません。"
-            f"`keydesk config check --connect` で詳しく確認できます)"
-        )
-    return (
-        " (サーバー証明書を確認できません。組織内の CA で発行された証明書なら、smtp.ca_file にその CA 証明書 (PEM) を"
-        "指定してください。`keydesk config check --connect` で詳しく確認できます)"
-    )

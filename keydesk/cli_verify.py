@@ -16,29 +16,27 @@ import typer
 from sqlmodel import Session
 
 from guarantor.keys import load_trusted_keys
-from intake.verify_file import file_inputs, read_bounded
+from intake.verify_file import file_inputs, read_bounded, reply_preview
 from intake.replay import ReplayChange, replay_submissions
 from intake.register_store import (
     DbAcceptedIndex,
     DbContractRegister,
     import_contracts,
 )
-from intake.verify_inputs import preview_reply
 from keydesk.composition import lookup_service
 from foundation.errors import UserFacingError
+from keydesk.command_inputs import MAX_CSV_BYTES, desk_id_of
 from keydesk.runtime import Runtime
 from keydesk.settings import Settings
 from rules.findings import VERDICT_LABELS, Verdict, label_of
 from rules.signatures import DocumentKind
 from store.audit import record as audit
 from formats.csv_table import CsvTableError
-from verifier.pdf_text import PdfLimits, PdfTextWorker
+from verifier.pdf_text import PdfTextWorker
 from verifier.verify import MailVerdict, Ports, verify_mail
 
 contracts_app = typer.Typer(help="The town's contract register (契約台帳).", no_args_is_help=True)
 rules_app = typer.Typer(help="The town's rules (config/rules.toml).", no_args_is_help=True)
-
-MAX_CSV_BYTES = 20 * 1024 * 1024
 
 
 def register(app: typer.Typer) -> None:
@@ -48,16 +46,6 @@ def register(app: typer.Typer) -> None:
     app.command("verify")(verify)
     app.add_typer(contracts_app, name="contracts")
     app.add_typer(rules_app, name="rules")
-
-
-def _desk_id(settings: Settings, desk: str | None) -> str:
-    if desk is not None:
-        if desk not in settings.desks:
-            raise UserFacingError(f"窓口 {desk!r} は設定にありません(設定済み: {', '.join(sorted(settings.desks))})")
-        return desk
-    if len(settings.desks) == 1:
-        return next(iter(settings.desks))
-    raise UserFacingError(f"窓口が複数あります。--desk で指定してください({', '.join(sorted(settings.desks))})")
 
 
 def _now(settings: Settings) -> datetime:
@@ -78,13 +66,9 @@ def verify(
     """Say what a PDF or a mail is and whether the desk would accept it. Records nothing."""
     runtime: Runtime = ctx.obj
     settings = runtime.settings
-    desk_id = _desk_id(settings, desk)
+    desk_id = desk_id_of(settings, desk)
     limits = settings.limits
-    pdf_limits = PdfLimits(
-        max_bytes=limits.pdf_max_bytes,
-        cpu_seconds=limits.pdf_cpu_seconds,
-        memory_bytes=limits.pdf_memory_mb * 1024 * 1024,
-    )
+    pdf_limits = limits.pdf_limits()
     trusted = load_trusted_keys(settings.guarantor.trust_directory)
     lookup = lookup_service(runtime, desk_id, record=False)  # records nothing, look-up failures included
     failed = False
@@ -107,19 +91,17 @@ def verify(
             result = verify_mail(
                 documents, context, settings.rules.desks[desk_id], settings.rules.documents, ports, _now(settings)
             )
-            _print_result(path, result, as_json, _reply_preview(settings, desk_id, mail, result))
+            _print_result(
+                path,
+                result,
+                as_json,
+                reply_preview(
+                    mail, result, desk_address=settings.desks[desk_id].address, policy=settings.desks[desk_id].reply_to
+                ),
+            )
         session.rollback()  # nothing the adapters read is ever written back
     if failed:
         raise typer.Exit(1)
-
-
-def _reply_preview(settings: Settings, desk_id: str, mail, result: MailVerdict) -> dict:
-    """The ``"reply"`` object: whether the desk would answer, to whom, and why (rate limits aside)."""
-    if mail is None:
-        return {"send": False, "to": None, "reason": "a PDF file alone has no sender to answer"}
-    raw, walked = mail
-    desk = settings.desks[desk_id]
-    return preview_reply(raw, walked, result, desk_address=desk.address, policy=desk.reply_to).to_json()
 
 
 def result_json(path: Path, result: MailVerdict, reply: dict | None = None) -> dict:

@@ -25,7 +25,8 @@ from intake.intake_service import AfterCommitHook, BatchCommittedHook, IntakeSer
 from intake.lookup_client import HttpLookup, ManualLookup
 from intake.mailbox_lock import MailboxLock, PostgresMailboxLock, mailbox_lock_for
 from intake.manual_lookup import DeskContext
-from intake.pipeline import DeskProfile, Pipeline
+from intake.desk_profile import DeskProfile
+from intake.pipeline import Pipeline
 from intake.poller import MailboxConnection, MailboxError
 from intake.raw_store import RawStore, open_raw_store
 from intake.verify_inputs import key_patterns

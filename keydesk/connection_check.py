@@ -24,6 +24,7 @@ from intake.poller import MailboxConnection, MailboxError
 from keydesk.settings import Settings, read_secret
 from mailer.smtp_client import SmtpConnectError, SmtpConnector
 from foundation.config import ConfigError
+from foundation.errors import UserFacingError
 from store.tls import client_ssl_context
 
 # Each network step (connect, greeting, TLS, login) waits at most this long…
@@ -277,3 +278,30 @@ def check_all(settings: Settings, desk: str | None = None, deadline: float = DEA
         result or CheckResult(name, endpoint, False, f"no complete answer within {deadline:.0f} s")
         for result, (name, endpoint, _check) in zip(results, checks)
     ]
+
+
+def mailbox_problem(settings: Settings, desk_id: str, exc: BaseException) -> UserFacingError:
+    """The error a failed `keydesk poll` shows: the mailbox, what failed, and which setting to look at."""
+    mailbox = settings.desks[desk_id].mailbox
+    hint = ""
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        # A wrong ca_file (another CA) gets another hint than a missing one.
+        hint = f" ({certificate_problem(exc, mailbox.host, mailbox.ca_file, f'desks.{desk_id}.mailbox.ca_file')})"
+    return UserFacingError(
+        f"{desk_id}: メールボックス {mailbox.host}:{mailbox.port} から受信できませんでした: {exc}{hint}"
+    )
+
+
+def smtp_hint(settings: Settings, error: str) -> str:
+    """Which setting to look at, for the failures an admin can fix (a wrong ca_file is not a missing one)."""
+    if "CERTIFICATE_VERIFY_FAILED" not in error:
+        return ""
+    if settings.smtp.ca_file is not None:
+        return (
+            f" (smtp.ca_file {settings.smtp.ca_file} に、このサーバーの証明書を発行した CA が入っていません。"
+            f"`keydesk config check --connect` で詳しく確認できます)"
+        )
+    return (
+        " (サーバー証明書を確認できません。組織内の CA で発行された証明書なら、smtp.ca_file にその CA 証明書 (PEM) を"
+        "指定してください。`keydesk config check --connect` で詳しく確認できます)"
+    )

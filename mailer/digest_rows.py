@@ -309,7 +309,7 @@ def _decision_lines(session: Session, desk: str, rules: DeskRules, since: dateti
             section, label = decision.verdict, LOOKUP_LABELS.get(decision.verdict, decision.verdict)
         else:
             section, label = DECISION_LINES[decision.decision]
-        reasons = [label_of(code) for code in json.loads(decision.reasons_json or "[]")]
+        reasons = [label_of(code) for code in stored_findings.codes(decision.reasons_json)]
         yield DigestLine(
             section=section,
             department=_department(rules, submission.department, submission.guarantee_type),

@@ -1,4 +1,5 @@
-"""The one shape of findings stored on a row (``InboundMessage`` and ``Submission.findings_json``).
+"""The one shape of findings stored on a row (``InboundMessage`` and ``Submission.findings_json``,
+``StaffDecision.reasons_json``).
 
 A JSON list with one object per finding::
 
@@ -7,7 +8,8 @@ A JSON list with one object per finding::
 
 Every writer goes through :func:`dump` (:func:`append` and :func:`without` to change stored findings,
 :func:`dump_codes` when only the codes are known) and
-every reader through :func:`codes` (or :func:`items` for the whole objects); migration 0002 rewrote rows of the older code-only shape.
+every reader through :func:`codes` (or :func:`items` for the whole objects); migration 0002 rewrote rows of the older code-only shape,
+0009 the staff decisions' reasons.
 """
 
 from __future__ import annotations

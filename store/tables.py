@@ -304,6 +304,7 @@ class StaffDecision(SQLModel, table=True):
     # rules gave the verdict (console/manual.py)
     decision: str = Field(max_length=16)
     verdict: str = Field(max_length=32)  # the verdict it gives: accepted | returned | handled
+    # the reasons given, in the one stored-findings shape (store/stored_findings.py)
     reasons_json: str = Field(default="[]", sa_column=Column(Text, nullable=False))
     note: str = Field(default="", sa_column=Column(Text, nullable=False))
     staff_login: str = Field(max_length=64)

@@ -8,24 +8,21 @@ from __future__ import annotations
 
 import contextlib
 import io
-import zipfile
 from email.parser import BytesParser
 from email.policy import default as default_policy
 
 import pytest
 from imapclient import IMAPClient
 from rich.console import Console
-from typer.testing import CliRunner
 
-from keydesk import cli_demo
 from keydesk.demo import run as demo_module
 from keydesk.demo import scenario
 from keydesk.demo.report import DemoReport
 from keydesk.demo.run import prepare_directory, run_demo, set_toml_value
-from keydesk.demo.mail_builders import encrypted_zip
 from keydesk.demo.output import DemoConsole
 from foundation.errors import UserFacingError
 from rules.findings import CODES, Verdict
+from tests.support.cli import invoke
 
 MAILS = {mail.key: mail for mail in scenario.MAILS}
 # What the desk gets wrong today (reported, not hidden): the expected value stays the right one.
@@ -200,22 +197,8 @@ def test_set_toml_value_changes_only_the_named_table():
         set_toml_value(text, "outbox", "port", "1")
 
 
-def test_encrypted_zip_opens_only_with_its_password():
-    content = "認証キー等のお知らせ".encode() * 50
-    data = encrypted_zip([("お知らせ.pdf", content)], "Misato-2026")
-    with zipfile.ZipFile(io.BytesIO(data)) as archive:
-        [info] = archive.infolist()
-        assert info.filename == "お知らせ.pdf" and info.flag_bits & 0x1
-        assert archive.read(info, pwd=b"Misato-2026") == content
-        with pytest.raises(RuntimeError):
-            archive.read(info)
-
-
-def test_demo_command_is_registered():
-    from keydesk.cli import app
-
-    cli_demo.register(app)
-    result = CliRunner().invoke(app, ["demo", "--help"])
+def test_demo_command_is_registered(tmp_path):
+    result = invoke(tmp_path, "demo", "--help")
     assert result.exit_code == 0
     assert "--imap-port" in result.output and "var/demo" in result.output
 

@@ -17,22 +17,18 @@ import dataclasses
 import io
 import json
 import logging
-import math
 import os
-import select
 import signal
-import struct
 import subprocess
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from enum import StrEnum
-from pathlib import Path
-from typing import IO, Any, BinaryIO
+from typing import Any
 
+from foundation.bounded_worker import FRAME, BoundedWorker, Deadline, apply_limits, read_exact, read_until
 from verifier.normalise import clean_text
-from foundation.errors import OperationalError
 
 
 class TextStatus(StrEnum):
@@ -143,7 +139,6 @@ def _extract(data: bytes, limits: PdfLimits) -> TextResult:
 # Messages are framed as a 4-byte big-endian length followed by the payload.
 # --------------------------------------------------------------------------------------------
 
-_FRAME = struct.Struct(">I")
 MAX_ANSWER_BYTES = 64 * 1024 * 1024
 
 
@@ -166,29 +161,6 @@ def _result_from_json(payload: bytes) -> TextResult:
     )
 
 
-def _apply_limits(limits: PdfLimits) -> None:
-    import resource
-
-    # RLIMIT_CPU counts the whole life of the process: allow this task its share on top of what
-    # earlier tasks used. The hard limit stays where it is so the soft one can move up later.
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    soft = math.ceil(usage.ru_utime + usage.ru_stime) + limits.cpu_seconds
-    _, cpu_hard = resource.getrlimit(resource.RLIMIT_CPU)
-    if cpu_hard != resource.RLIM_INFINITY:
-        soft = min(soft, cpu_hard)
-    resource.setrlimit(resource.RLIMIT_CPU, (soft, cpu_hard))
-    _, as_hard = resource.getrlimit(resource.RLIMIT_AS)
-    memory = limits.memory_bytes if as_hard == resource.RLIM_INFINITY else min(limits.memory_bytes, as_hard)
-    resource.setrlimit(resource.RLIMIT_AS, (memory, as_hard))
-    # SIGXCPU would dump core: slow, and a dump of hostile input is of no use to anyone.
-    resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
-
-
-def _read_exact(stream: BinaryIO, size: int) -> bytes | None:
-    data = stream.read(size)
-    return data if data is not None and len(data) == size else None
-
-
 def _serve() -> None:
     """The worker's loop: read a request, answer it, until stdin closes (the parent is gone)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides when we stop
@@ -201,46 +173,33 @@ def _serve() -> None:
     os.dup2(2, 1)
     sys.stdout = sys.stderr
     while True:
-        header = _read_exact(stdin, _FRAME.size)
+        header = read_exact(stdin, FRAME.size)
         if header is None:
             return
-        limits_raw = _read_exact(stdin, _FRAME.unpack(header)[0])
-        size = _read_exact(stdin, _FRAME.size)
+        limits_raw = read_exact(stdin, FRAME.unpack(header)[0])
+        size = read_exact(stdin, FRAME.size)
         if limits_raw is None or size is None:
             return
-        data = _read_exact(stdin, _FRAME.unpack(size)[0])
+        data = read_exact(stdin, FRAME.unpack(size)[0])
         if data is None:
             return
         limits = PdfLimits(**json.loads(limits_raw))
-        _apply_limits(limits)
+        apply_limits(limits.cpu_seconds, limits.memory_bytes)
         answer = _result_to_json(extract_in_process(data, limits))
-        stdout.write(_FRAME.pack(len(answer)) + answer)
+        stdout.write(FRAME.pack(len(answer)) + answer)
         stdout.flush()
 
 
-class PdfTextWorker:
+class PdfTextWorker(BoundedWorker):
     """One reusable worker process; thread-safe (callers take turns). Use as a context manager.
 
     The worker starts on first use (about 0.1 s, paid once) and is replaced after a crash, a kill
-    or ``tasks_per_worker`` documents. ``close()`` ends it and reaps it: no zombie is left, and a
-    worker whose parent dies sees its stdin close and exits, so none is orphaned either.
+    or ``tasks_per_worker`` documents (``foundation.bounded_worker`` keeps its lifecycle).
     """
 
     def __init__(self, limits: PdfLimits = DEFAULT_LIMITS) -> None:
+        super().__init__("verifier.pdf_text")
         self.limits = limits
-        self._lock = threading.Lock()
-        self._process: subprocess.Popen[bytes] | None = None
-        self._tasks = 0
-
-    def __enter__(self) -> PdfTextWorker:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self.close()
-
-    @property
-    def pid(self) -> int | None:
-        return self._process.pid if self._process is not None else None
 
     def extract(self, data: bytes, limits: PdfLimits | None = None) -> TextResult:
         limits = limits or self.limits
@@ -250,68 +209,27 @@ class PdfTextWorker:
         with self._lock:
             return self._run(data, limits)
 
-    def close(self) -> None:
-        with self._lock:
-            self._stop()
-
-    # -- inside the lock ------------------------------------------------------------------
-
-    def _start(self) -> None:
-        root = str(Path(__file__).resolve().parents[1])
-        env = worker_environment(root)
-        self._process = subprocess.Popen(
-            [sys.executable, "-m", "verifier.pdf_text"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.DEVNULL,
-            env=env,
-            cwd=root,
-            close_fds=True,
-        )
-        self._tasks = 0
-
-    def _stop(self, kill: bool = False) -> None:
-        process, self._process = self._process, None
-        if process is None:
-            return
-        if process.stdin is not None:
-            with contextlib.suppress(OSError):
-                process.stdin.close()  # the worker's signal to leave
-        if not kill:
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                process.wait(timeout=2)
-        if process.poll() is None:
-            process.kill()
-        process.wait()  # reap: no zombie
-        if process.stdout is not None:
-            process.stdout.close()
-
     def _run(self, data: bytes, limits: PdfLimits) -> TextResult:
-        if self._process is None or self._process.poll() is not None or self._tasks >= limits.tasks_per_worker:
-            self._stop()
-            self._start()
-        self._tasks += 1
-        process = self._process
-        # _start opened both pipes; the checks are for the type checker.
-        assert process is not None and process.stdin is not None and process.stdout is not None
+        process = self._for_task(limits.tasks_per_worker)
+        assert process.stdin is not None and process.stdout is not None  # for the type checker
         deadline = time.monotonic() + limits.wall_seconds
         limits_raw = _limits_to_json(limits)
         try:
-            process.stdin.write(_FRAME.pack(len(limits_raw)) + limits_raw + _FRAME.pack(len(data)))
+            process.stdin.write(FRAME.pack(len(limits_raw)) + limits_raw + FRAME.pack(len(data)))
             process.stdin.write(data)
             process.stdin.flush()
-            header = _read_until(process.stdout, _FRAME.size, deadline)
+            header = read_until(process.stdout, FRAME.size, deadline)
             if header is not None:
-                size = _FRAME.unpack(header)[0]
+                size = FRAME.unpack(header)[0]
                 if size > MAX_ANSWER_BYTES:
                     raise OSError("answer too large")
-                payload = _read_until(process.stdout, size, deadline)
+                payload = read_until(process.stdout, size, deadline)
                 if payload is not None:
                     result = _result_from_json(payload)
                     if result.status is TextStatus.BROKEN and "memory" in (result.reason or ""):
                         self._stop(kill=True)  # a worker that hit its memory limit is not reused
                     return result
-        except _Deadline:
+        except Deadline:
             self._stop(kill=True)
             return _broken(f"took longer than {limits.wall_seconds:g} s to read")
         except (OSError, ValueError, KeyError, TypeError):
@@ -321,43 +239,6 @@ class PdfTextWorker:
         code = process.poll()
         self._stop(kill=True)
         return _broken(_death_reason(code, limits))
-
-
-# What the worker inherits from the parent's environment: nothing that could carry a secret
-# (passwords, tokens and key-encryption keys come from the environment: *_env settings).
-_WORKER_ENV_KEEP = ("PATH", "LANG", "LC_ALL", "TZ", "TMPDIR", "SYSTEMROOT", "VIRTUAL_ENV")
-
-
-def worker_environment(root: str) -> dict[str, str]:
-    """A minimal environment for the PDF worker: the import path, locale and little else."""
-    env = {name: os.environ[name] for name in _WORKER_ENV_KEEP if name in os.environ}
-    env["PYTHONPATH"] = os.pathsep.join(filter(None, [root, os.environ.get("PYTHONPATH")]))
-    env["PYTHONDONTWRITEBYTECODE"] = "1"
-    return env
-
-
-class _Deadline(OperationalError):
-    """The PDF text reader ran out of time."""
-
-
-def _read_until(stream: IO[bytes], size: int, deadline: float) -> bytes | None:
-    """``size`` bytes from the pipe, or None at end of file; raises _Deadline when time runs out."""
-    fd = stream.fileno()
-    chunks: list[bytes] = []
-    missing = size
-    while missing:
-        remaining = deadline - time.monotonic()
-        if remaining <= 0:
-            raise _Deadline
-        ready, _, _ = select.select([fd], [], [], remaining)
-        if not ready:
-            continue
-        chunk = os.read(fd, min(missing, 1 << 20))
-        if not chunk:
-            return None
-        chunks.append(chunk)
-        missing -= len(chunk)
-    return b"".join(chunks)
 
 
 def _death_reason(returncode: int | None, limits: PdfLimits) -> str:

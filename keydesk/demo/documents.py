@@ -21,6 +21,7 @@ from guarantor.issue import IssuedGuarantee
 from guarantor.notices import fee_document_names
 from guarantor.pdf import render_key_notice
 from guarantor.settings import GuarantorSettings
+from keydesk.client_encodings import encrypted_zip
 from keydesk.demo import mail_builders as build
 from keydesk.demo import scenario
 from keydesk.demo.scenario import Contractor, Doc, Guarantee, ScenarioMail, Style, contractor, guarantee
@@ -140,7 +141,7 @@ def compose_mail(
         [attachment] = attachments
         return message_id, build.outlook_winmail_mail(head, body, attachment)
     if mail.style is Style.PPAP:
-        archive = build.encrypted_zip([(a.name, a.content) for a in attachments], ZIP_PASSWORD, now)
+        archive = encrypted_zip([(a.name, a.content) for a in attachments], ZIP_PASSWORD, now)
         name = f"{now:%Y%m%d}_認証キー等のお知らせ.zip"
         return message_id, build.thunderbird_mail(
             head, body, [build.Attachment(name, archive, "application/x-zip-compressed")]

@@ -9,29 +9,22 @@ import stat
 import pytest
 from pypdf import PdfReader
 from sqlmodel import Session, select
-from typer.testing import CliRunner
 
-from keydesk import cli_guarantor
-from keydesk.cli import app
 from keydesk.database import make_engine
-from foundation.errors import UserFacingError
 from store.tables import CertificateRecord, LookupFailure
 from formats import access_key as keys
-
-cli_guarantor.register(app)  # until keydesk/cli.py registers it itself (idempotent)
+from tests.support.cli import invoke
 
 
 @pytest.fixture
 def run(deployment):
-    runner = CliRunner()
-
-    def invoke(*args: str):
+    def run_one(*args: str):
         if args[:1] == ("lookup",) and len(args) == 3:
             # The key is typed (stdin), never put on the command line.
-            return runner.invoke(app, ["--config", str(deployment), *args[:2]], input=args[2] + "\n")
-        return runner.invoke(app, ["--config", str(deployment), *args])
+            return invoke(deployment, *args[:2], input=args[2] + "\n")
+        return invoke(deployment, *args)
 
-    return invoke
+    return run_one
 
 
 @pytest.fixture
@@ -99,7 +92,7 @@ def test_issue_json_then_lookup_and_revoke(run, ready, fixtures_dir, tmp_path):
     after = run("lookup", first["guarantee_no"], first["access_key"])
     assert after.exit_code == 1 and "失効しています(理由: 契約解除のため)" in after.output
     again = run("guarantor", "revoke", first["guarantee_no"], "--reason", "もう一度")
-    assert isinstance(again.exception, UserFacingError) and "すでに失効" in str(again.exception)
+    assert again.refused_with("すでに失効")
 
 
 def test_a_mistyped_key_is_reported_without_a_lookup(run, ready, fixtures_dir, tmp_path):
@@ -108,9 +101,9 @@ def test_a_mistyped_key_is_reported_without_a_lookup(run, ready, fixtures_dir, t
     key = first["access_key"]
     typo = key[:-1] + ("A" if key[-1] != "A" else "B")
     typed = run("lookup", first["guarantee_no"], typo)
-    assert isinstance(typed.exception, UserFacingError) and "チェック文字" in str(typed.exception)
+    assert typed.refused_with("チェック文字")
     short = run("lookup", first["guarantee_no"], key[:-2])
-    assert isinstance(short.exception, UserFacingError) and "16文字" in str(short.exception)
+    assert short.refused_with("16文字")
     engine = make_engine(f"sqlite:///{ready.parent / 'var' / 'keydesk.db'}")
     with Session(engine) as session:
         assert session.exec(select(LookupFailure)).all() == []
@@ -145,22 +138,22 @@ def test_the_human_table_masks_the_key(run, ready, fixtures_dir, tmp_path):
 def test_issue_needs_the_signing_key_and_the_file(run, deployment, fixtures_dir):
     assert run("db", "upgrade").exit_code == 0
     missing_key = run("guarantor", "issue", str(fixtures_dir / "guarantees.csv"))
-    assert isinstance(missing_key.exception, UserFacingError) and "keydesk guarantor init" in str(missing_key.exception)
+    assert missing_key.refused_with("keydesk guarantor init")
     assert run("guarantor", "init").exit_code == 0
     missing_file = run("guarantor", "issue", str(fixtures_dir / "nope.csv"))
-    assert isinstance(missing_file.exception, UserFacingError) and "見つかりません" in str(missing_file.exception)
+    assert missing_file.refused_with("見つかりません")
 
 
 def test_a_malformed_guarantee_number(run, ready):
     result = run("lookup", "26-12", "7K3M-Q9TX-2HVB-R4NC")
-    assert isinstance(result.exception, UserFacingError) and "保証契約番号" in str(result.exception)
+    assert result.refused_with("保証契約番号")
 
 
 def test_a_bad_header_issues_nothing(run, ready, tmp_path):
     csv_file = tmp_path / "bad.csv"
     csv_file.write_text("guarantee_type,contractor_name\n前払金保証,株式会社美郷建設\n", encoding="utf-8")
     result = run("guarantor", "issue", str(csv_file), "--out", str(tmp_path / "o"))
-    assert isinstance(result.exception, UserFacingError) and "1行目" in str(result.exception)
+    assert result.refused_with("1行目")
     assert not (tmp_path / "o").exists()
 
 
@@ -183,11 +176,10 @@ def test_a_tampered_registry_row_shows_an_invalid_signature(run, ready, fixtures
 
 
 def test_the_key_is_never_taken_from_the_command_line(ready, deployment):
-    runner = CliRunner()
-    result = runner.invoke(app, ["--config", str(deployment), "lookup", "26-000123-4", "7K3M-Q9TX-2HVB-R4NC"])
-    assert result.exit_code != 0 and "コマンドラインに書かないでください" in str(result.exception or result.output)
+    result = invoke(deployment, "lookup", "26-000123-4", "7K3M-Q9TX-2HVB-R4NC")
+    assert result.exit_code != 0 and "コマンドラインに書かないでください" in result.output
     from formats.guarantee_no import luhn_digit
 
     number = f"26-000123-{luhn_digit('26000123')}"
-    empty = runner.invoke(app, ["--config", str(deployment), "lookup", number], input="")
-    assert empty.exit_code != 0 and "標準入力" in str(empty.exception or empty.output)
+    empty = invoke(deployment, "lookup", number, input="")
+    assert empty.exit_code != 0 and "標準入力" in empty.output

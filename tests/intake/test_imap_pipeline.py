@@ -9,15 +9,14 @@ from pathlib import Path
 
 import pytest
 from sqlmodel import Session, select
-from typer.testing import CliRunner
 
 from keydesk.database import make_engine
 from store.tables import InboundMessage, OutboxMessage, Submission
 from tests.support.deployment import issue_guarantees
 from tests.support.desk_mail import mail
-from tests.support.servers import cli_app, deployment_for
+from tests.support.cli import invoke
+from tests.support.servers import deployment_for
 
-app = cli_app()
 ACCEPTED = "keydesk/受付済"
 RETURNED = "keydesk/返送"
 
@@ -50,7 +49,7 @@ def test_poll_once_takes_verifies_records_answers_and_files_with_the_real_pipeli
     server.append(mail([("認証キー等のお知らせ.pdf", notice)]))
     server.append(mail([("領収書.pdf", receipt)], subject="保証料の領収書"))
 
-    result = CliRunner().invoke(app, ["--config", str(config), "poll", "--once", "--json"])
+    result = invoke(config, "poll", "--once", "--json")
 
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
@@ -75,5 +74,5 @@ def test_poll_once_takes_verifies_records_answers_and_files_with_the_real_pipeli
     assert server.uids("INBOX") == []
     assert (server.folder_count(ACCEPTED), server.folder_count(RETURNED)) == (1, 1)
 
-    again = CliRunner().invoke(app, ["--config", str(config), "poll", "--once", "--json"])
+    again = invoke(config, "poll", "--once", "--json")
     assert again.exit_code == 0 and not [line for line in again.stdout.splitlines() if line.startswith("{")]

@@ -150,9 +150,46 @@ def test_automatic_headers(header, expected):
     assert automatic(parse(raw), "text/plain", "hi", has_documents=False).automatic is expected
 
 
+@pytest.mark.parametrize(
+    ("header", "top_type", "reason"),
+    [
+        (b"Precedence: auto_reply", "text/plain", "Precedence: auto_reply"),
+        (b"Precedence: auto-reply", "text/plain", "Precedence: auto-reply"),
+        (b"X-Precedence: bulk", "text/plain", "X-Precedence: bulk"),
+        (b"Return-Path:", "text/plain", "null Return-Path"),
+        (b"List-Id: <news.example.jp>", "text/plain", "mailing-list header list-id"),
+        (b"X-Mailer: x", "message/delivery-status", "message/delivery-status (a report)"),
+        (b"X-Mailer: x", "message/feedback-report", "message/feedback-report (a report)"),
+        (b"X-Mailer: x", "message/disposition-notification", "message/disposition-notification (a report)"),
+        (b"Sender: MAILER-DAEMON@mx.example.jp", "text/plain", "sent by MAILER-DAEMON"),
+        (b"X-Failed-Recipients: a@b.example.jp", "text/plain", "x-failed-recipients"),
+    ],
+)
+def test_each_automatic_reason_is_named(header, top_type, reason):
+    """The reason is what staff read in the digest: each rule names itself, and only itself."""
+    raw = header + b"\r\nFrom: tanaka@kensetsu-sato.example.jp\r\nSubject: hi\r\n\r\nbody\r\n"
+    verdict = automatic(parse(raw), top_type, "hi", has_documents=False)
+    assert verdict.automatic and verdict.reasons == (reason,)
+
+
+def test_an_auto_reply_subject_on_a_mail_with_references_only_is_automatic():
+    raw = b"From: a@b.example.jp\r\nSubject: Out of Office\r\nReferences: <r1@town.example.jp>\r\n\r\nx"
+    verdict = automatic(parse(raw), "text/plain", "Out of Office", has_documents=False)
+    assert verdict.automatic and verdict.reasons == ("auto-reply subject on a reply without documents",)
+
+
 def test_contractor_mail_is_not_automatic():
     assert not walk("outlook2010_iso2022jp.eml").automatic
     assert not walk("thunderbird_forward_nested.eml").automatic
+
+
+def test_a_card_number_or_a_word_before_the_key_does_not_hide_it():
+    """Card numbers and 16-letter words are skipped one by one: the key typed after them is still read."""
+    key = KEYS["access_key"]
+    text = f"カード 1234-5678-9012-3456 ABCDEFGHJKMNPQRS 9999 8888 7777 6666\n番号 26-000123-5 認証キー {key}"
+    [found] = typed_keys(text)
+    assert (found.guarantee_no, found.guarantee_no_valid, found.access_key_valid) == ("26-000123-5", True, True)
+    assert found.access_key == access_key.parse(key)
 
 
 # --- sender ---------------------------------------------------------------------------------
@@ -170,6 +207,17 @@ def test_sender_from_and_reply_to_checked_and_invalid_ones_kept_flagged():
     assert ("good@example.jp", True) in reply
     assert all(not valid for address, valid in reply if address != "good@example.jp")
     assert all(a.error for a in found.reply_to if not a.valid)
+
+
+def test_an_invalid_address_keeps_where_it_came_from_and_why_it_is_refused():
+    """Staff see the refused address as the sender wrote it: header, display name, address, reason."""
+    raw = b'From: a@example.jp\r\nReply-To: "x" <no-domain>\r\n\r\n'
+    [refused] = sender(parse(raw)).reply_to
+    assert (refused.header, refused.display_name, refused.address) == ("Reply-To", "x", "no-domain")
+    assert (refused.valid, refused.normalized) == (False, None)
+    assert "@-sign" in refused.error  # email_validator's reason, not a placeholder
+    [good] = sender(parse(raw)).from_
+    assert (good.header, good.valid, good.normalized) == ("From", True, "a@example.jp")
 
 
 def test_two_from_addresses_or_none_is_not_a_valid_sender():

@@ -14,7 +14,6 @@ from sqlmodel import Session, select
 from intake.manual_lookup import ManualLookupError, parse_facts, pending_lookups, record_manual_lookup, reveal_key
 from intake.register_store import DbAcceptedIndex
 from keydesk.composition import desk_context
-from foundation.errors import UserFacingError
 from keydesk.runtime import Runtime
 from mailer.digest import DigestTarget, collect, render_text
 from mailer.reply import template_environment
@@ -200,17 +199,13 @@ def test_the_manual_commands(issued: dict, manual_desk: Runtime) -> None:
     assert issued["rows"][0]["access_key"] not in listed.output
     revealed = invoke(config, "manual", "reveal", row.receipt_no, "--staff", "山田")
     assert revealed.exit_code == 0 and revealed.output.splitlines()[-1] == issued["rows"][0]["access_key"]
-    from typer.testing import CliRunner
-
-    from keydesk.cli import app
-
-    recorded = CliRunner().invoke(
-        app,
-        ["--config", str(config), "manual", "record", row.receipt_no, "--staff", "山田", "--facts", "-"],
+    recorded = invoke(
+        config,
+        *("manual", "record", row.receipt_no, "--staff", "山田", "--facts", "-"),
         input=json.dumps(facts(), ensure_ascii=False),
     )
     assert recorded.exit_code == 0, recorded.output
     assert "accepted" in recorded.output and "送信待ち" in recorded.output
     assert "照会待ち 0 件" in invoke(config, "manual", "list").output
-    with pytest.raises(UserFacingError, match="照会待ちの保証はありません"):
-        invoke(config, "manual", "record", row.receipt_no, "--staff", "山田", "--status", "no_match")
+    again = invoke(config, "manual", "record", row.receipt_no, "--staff", "山田", "--status", "no_match")
+    assert again.refused_with("照会待ちの保証はありません")

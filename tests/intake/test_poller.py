@@ -8,7 +8,6 @@ import sys
 import textwrap
 
 import pytest
-from typer.testing import CliRunner
 from sqlmodel import Session, select
 
 from intake.intake_service import header_summary
@@ -19,9 +18,9 @@ from intake.settings import Limits, PollSettings
 from store.tables import InboundMessage, OutboxMessage, Submission
 from keydesk import composition
 from keydesk.database import make_engine
-from tests.support.servers import IntakeHarness, cli_app, deployment_for, sample_process, make_mail
+from tests.support.cli import invoke
+from tests.support.servers import IntakeHarness, deployment_for, sample_process, make_mail
 
-app = cli_app()
 ACCEPTED = "keydesk/受付済"
 RETURNED = "keydesk/返送"
 
@@ -292,9 +291,7 @@ def test_poll_once_json_prints_one_object_per_mail(pymap_server, tmp_path, monke
     config = deployment_for(tmp_path, pymap_server)
     monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
     pymap_server.append_many([make_mail(10), make_mail(11, body="[returned] 不備\r\n")])
-    runner = CliRunner()
-
-    result = runner.invoke(app, ["--config", str(config), "poll", "--once", "--json"])
+    result = invoke(config, "poll", "--once", "--json")
 
     assert result.exit_code == 0, result.output
     lines = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
@@ -303,9 +300,9 @@ def test_poll_once_json_prints_one_object_per_mail(pymap_server, tmp_path, monke
         ("contractor@kensetsu.example", "returned", ["key.missing"]),
     ]
     assert all(isinstance(m["uid"], int) for m in lines)
-    again = runner.invoke(app, ["--config", str(config), "poll", "--once", "--json"])
+    again = invoke(config, "poll", "--once", "--json")
     assert again.exit_code == 0 and not [line for line in again.stdout.splitlines() if line.startswith("{")]
-    refused = runner.invoke(app, ["--config", str(config), "poll"])
+    refused = invoke(config, "poll")
     assert refused.exit_code != 0
 
 
@@ -315,9 +312,7 @@ def test_keydesk_poll_once_records_two_hundred_mixed_mails_exactly_once(imap_ser
     monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
     mails, _ = _mixed_mails(200)
     imap_server.append_many(mails)
-    runner = CliRunner()
-
-    first = runner.invoke(app, ["--config", str(config), "poll", "--once", "--json"])
+    first = invoke(config, "poll", "--once", "--json")
 
     assert first.exit_code == 0, first.output
     taken = [json.loads(line) for line in first.stdout.splitlines() if line.startswith("{")]
@@ -327,7 +322,7 @@ def test_keydesk_poll_once_records_two_hundred_mixed_mails_exactly_once(imap_ser
         rows = session.exec(select(InboundMessage)).all()
         assert len(rows) == 200 and len({row.sha256 for row in rows}) == 200
         assert len(session.exec(select(Submission)).all()) == 200
-    second = runner.invoke(app, ["--config", str(config), "poll", "--once", "--json"])
+    second = invoke(config, "poll", "--once", "--json")
     assert second.exit_code == 0 and not [line for line in second.stdout.splitlines() if line.startswith("{")]
     assert imap_server.uids("INBOX") == []
 
@@ -339,6 +334,6 @@ def test_poll_refuses_while_another_process_holds_the_mailbox(pymap_server, tmp_
     from keydesk.runtime import Runtime
 
     with composition.mailbox_lock(Runtime(config).settings, "misato"):
-        result = CliRunner().invoke(app, ["--config", str(config), "poll", "--once"])
-    assert result.exit_code == 1 and "別の keydesk が受信中です" in str(result.exception)
+        result = invoke(config, "poll", "--once")
+    assert result.exit_code == 1 and result.refused_with("別の keydesk が受信中です")
     assert pymap_server.uids("INBOX") != []  # nothing was taken

@@ -16,7 +16,7 @@ from sqlmodel import Session, select
 from keydesk import composition, daemon
 from keydesk.runtime import Runtime
 from store.tables import AuditEvent, Document, InboundMessage, Submission
-from tests.support.cli import invoke, invoke_main, wait_until
+from tests.support.cli import invoke, wait_until
 from tests.support.deployment import edit_section
 from tests.support.servers import deployment_for, make_mail, sample_process
 
@@ -115,7 +115,7 @@ def test_without_secrets_nothing_secret_is_in_the_archive(desk, tmp_path, monkey
     key = (desk.parent / "var" / "secrets" / "audit.key").read_bytes()
     assert key not in with_secrets.read_bytes() and key.strip() not in _gunzipped(with_secrets)
     monkeypatch.setenv("KEYDESK_BACKUP_PASSPHRASE", "a wrong passphrase!!")
-    result = invoke_main(desk, "restore", str(with_secrets), "--home", str(tmp_path / "elsewhere"))
+    result = invoke(desk, "restore", str(with_secrets), "--home", str(tmp_path / "elsewhere"))
     assert result.exit_code == 2 and "パスフレーズが違います" in result.stderr
 
 
@@ -131,7 +131,7 @@ def test_restore_refuses_a_home_that_is_not_empty(desk, tmp_path):
     occupied = tmp_path / "occupied"
     occupied.mkdir()
     (occupied / "something").write_text("x")
-    result = invoke_main(desk, "restore", str(archive), "--home", str(occupied))
+    result = invoke(desk, "restore", str(archive), "--home", str(occupied))
     assert result.exit_code == 2 and "is not empty" in result.stderr
     assert sorted(p.name for p in occupied.iterdir()) == ["something"]
 
@@ -171,7 +171,7 @@ def test_purge_removes_old_files_keeps_rows_and_the_audit_trail_green(desk, pyma
         )
 
     inside = (date.today() - timedelta(days=365)).isoformat()
-    refused = invoke_main(config, "purge", "--before", inside)
+    refused = invoke(config, "purge", "--before", inside)
     assert refused.exit_code == 2 and "保存期間 (5 年) 内" in refused.stderr
 
     before = (date.today() - timedelta(days=5 * 366)).isoformat()

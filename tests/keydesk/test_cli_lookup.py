@@ -12,7 +12,6 @@ from sqlmodel import Session, select
 from guarantor import registry
 from guarantor.pdf import render_key_notice
 from guarantor.service.tokens import desk_for_token
-from foundation.errors import UserFacingError
 from keydesk.runtime import Runtime
 from foundation.config import ConfigError
 from store.tables import AuditEvent, LookupFailure, LookupToken
@@ -41,13 +40,13 @@ def test_token_add_prints_the_token_once_as_the_last_line_and_keeps_a_hash(issue
     assert "失効" in invoke(config, "guarantor", "token", "list").output
     with Session(runtime.engine) as session:
         assert desk_for_token(session, token) is None
-    with pytest.raises(UserFacingError):
-        invoke(config, "guarantor", "token", "revoke", "misato")
+    assert invoke(config, "guarantor", "token", "revoke", "misato").refused_with(
+        "窓口 misato の有効なトークンはありません"
+    )
 
 
 def test_serve_refuses_plain_http_off_loopback(issued: dict) -> None:
-    with pytest.raises(UserFacingError, match="loopback"):
-        invoke(issued["config"], "guarantor", "serve", "--host", "0.0.0.0", "--port", "0")
+    assert invoke(issued["config"], "guarantor", "serve", "--host", "0.0.0.0", "--port", "0").refused_with("loopback")
 
 
 @pytest.mark.parametrize(

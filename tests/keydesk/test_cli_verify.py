@@ -11,11 +11,9 @@ import json
 from pathlib import Path
 
 from sqlmodel import Session, select
-from typer.testing import CliRunner
 
 from keydesk.runtime import Runtime
 from store.tables import Contract as ContractRow, InboundMessage, Submission
-from keydesk.cli import app
 from tests.support.cli import invoke
 from tests.support.deployment import CONTRACTS
 from tests.support.desk_mail import mail, take
@@ -132,9 +130,9 @@ def test_contracts_import_reports_bad_lines_and_updates_on_reimport(issued: dict
 def test_contracts_import_of_an_unreadable_file_fails_with_one_line(issued: dict) -> None:
     bad = issued["tmp"] / "bad.csv"
     bad.write_text("a,b\n1,2\n", encoding="utf-8")
-    result = CliRunner().invoke(app, ["--config", str(issued["config"]), "contracts", "import", str(bad)])
+    result = invoke(issued["config"], "contracts", "import", str(bad))
     assert result.exit_code != 0
-    assert "足りない列" in str(result.exception)
+    assert result.refused_with("足りない列")
 
 
 def test_rules_check_and_replay(issued: dict) -> None:

@@ -206,7 +206,6 @@ def test_outbox_send_tells_a_wrong_smtp_ca_file_from_a_missing_one(deployment, t
     from sqlalchemy import text
     from sqlmodel import Session
 
-    from foundation.errors import UserFacingError
     from keydesk.runtime import Runtime
     from mailer.outbox import enqueue, new_message_id
 
@@ -230,12 +229,10 @@ def test_outbox_send_tells_a_wrong_smtp_ca_file_from_a_missing_one(deployment, t
         session.commit()
     with running(Recorder(), tls_context=tls.server_context(), require_starttls=True) as port:
         use_smtp(deployment, port, "starttls")
-        with pytest.raises(UserFacingError) as missing:
-            invoke(deployment, "outbox", "send")
+        missing = invoke(deployment, "outbox", "send")
         use_smtp(deployment, port, "starttls", ca_file=f'"{other.ca_file}"')
         with Runtime(deployment).engine.begin() as connection:  # due again at once, not after the backoff
             connection.execute(text("UPDATE outbox_message SET next_attempt_at = '2000-01-01 00:00:00'"))
-        with pytest.raises(UserFacingError) as wrong:
-            invoke(deployment, "outbox", "send")
-    assert "smtp.ca_file にその CA 証明書 (PEM) を指定してください" in str(missing.value)
-    assert f"smtp.ca_file {other.ca_file} に、このサーバーの証明書を発行した CA が入っていません" in str(wrong.value)
+        wrong = invoke(deployment, "outbox", "send")
+    assert missing.refused_with("smtp.ca_file にその CA 証明書 (PEM) を指定してください")
+    assert wrong.refused_with(f"smtp.ca_file {other.ca_file} に、このサーバーの証明書を発行した CA が入っていません")

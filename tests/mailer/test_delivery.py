@@ -13,7 +13,6 @@ from pathlib import Path
 
 import pytest
 from sqlmodel import Session, SQLModel, select
-from typer.testing import CliRunner
 
 from keydesk.database import make_engine
 from mailer import delivery
@@ -24,6 +23,7 @@ from mailer.smtp_client import SmtpConnectError, SmtpConnector, SmtpSession
 from store.audit import verify_chain
 from store.claim_owner import open_owner
 from store.tables import AuditEvent, OutboxMessage
+from tests.support.cli import invoke
 from tests.support.smtp_servers import (
     CloseAfterEachMessage,
     DropAfterData,
@@ -574,17 +574,11 @@ def test_retry_brings_back_failed_recipients_only(db):
 
 @pytest.fixture
 def deployment(tmp_path, monkeypatch):
-    from keydesk import cli_outbox
-    from keydesk.cli import app
-
-    if not any(getattr(g, "name", None) == "outbox" for g in app.registered_groups):
-        cli_outbox.register(app)
     monkeypatch.delenv("KEYDESK_CONFIG", raising=False)
     monkeypatch.delenv("KEYDESK_KEY_ENCRYPTION_KEY", raising=False)
-    runner = CliRunner()
     config = tmp_path / "config"
-    assert runner.invoke(app, ["init", str(config)]).exit_code == 0
-    return app, runner, config
+    assert invoke(config, "init", str(config)).exit_code == 0
+    return config
 
 
 def _point_smtp_at(config: Path, port: int) -> None:
@@ -593,40 +587,40 @@ def _point_smtp_at(config: Path, port: int) -> None:
 
 
 def test_cli_send_list_and_retry(deployment):
-    app, runner, config = deployment
+    config = deployment
     handler = RefusingRecipients({"gone@builder.example": ["550 5.1.1 no such user"]})
     with running(handler) as port:
         _point_smtp_at(config, port)
 
-        def invoke(*args):
-            return runner.invoke(app, ["--config", str(config), *args])
+        def run(*args):
+            return invoke(config, *args)
 
-        assert invoke("db", "upgrade").exit_code == 0
+        assert run("db", "upgrade").exit_code == 0
         engine = make_engine(f"sqlite:///{config.parent}/var/keydesk.db")
         add(engine, 1, recipients=("ok@builder.example",), key="a")
         [bad] = add(engine, 1, recipients=("gone@builder.example",), key="b")
         engine.dispose()
-        sent = invoke("outbox", "send")
-        listed = invoke("outbox", "list")
-        failed = invoke("outbox", "list", "--failed")
-        retried = invoke("outbox", "retry", str(bad))
-        unknown = invoke("outbox", "retry", "4242")
+        sent = run("outbox", "send")
+        listed = run("outbox", "list")
+        failed = run("outbox", "list", "--failed")
+        retried = run("outbox", "retry", str(bad))
+        unknown = run("outbox", "retry", "4242")
         handler.wait_for_messages(1)
     assert sent.exit_code == 0 and "送信済 1 件" in sent.output and "失敗 1 件" in sent.output
     assert "ok@builder.example(送信済)" in listed.output and "gone@builder.example(失敗)" in listed.output
     assert "gone@builder.example" in failed.output and "ok@builder.example" not in failed.output
     assert retried.exit_code == 0 and "gone@builder.example" in retried.output
-    assert unknown.exit_code == 1 and "見つかりません" in str(unknown.exception) + unknown.output
+    assert unknown.exit_code == 1 and unknown.refused_with("見つかりません")
 
 
 def test_cli_send_reports_an_unreachable_server(deployment):
     from tests.support.smtp_servers import free_port
 
-    app, runner, config = deployment
+    config = deployment
     _point_smtp_at(config, free_port())
-    assert runner.invoke(app, ["--config", str(config), "db", "upgrade"]).exit_code == 0
+    assert invoke(config, "db", "upgrade").exit_code == 0
     engine = make_engine(f"sqlite:///{config.parent}/var/keydesk.db")
     add(engine, 1)
     engine.dispose()
-    result = runner.invoke(app, ["--config", str(config), "outbox", "send"])
-    assert result.exit_code == 1 and "接続できませんでした" in str(result.exception)
+    result = invoke(config, "outbox", "send")
+    assert result.exit_code == 1 and result.refused_with("接続できませんでした")

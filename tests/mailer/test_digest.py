@@ -17,9 +17,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 from sqlmodel import Session, SQLModel, select
-from typer.testing import CliRunner
 
 from keydesk.database import make_engine, upgrade
+from tests.support.cli import invoke
 from keydesk.settings import load_settings
 from mailer.digest import (
     CSV_COLUMNS,
@@ -540,12 +540,7 @@ def cli_deployment(deployment: Path):
 
 
 def run_cli(deployment: Path, *args: str):
-    from keydesk import cli_digest
-    from keydesk.cli import app
-
-    if not any(getattr(c, "name", None) == "digest" for c in app.registered_commands):
-        cli_digest.register(app)
-    return CliRunner().invoke(app, ["--config", str(deployment), "digest", *args])
+    return invoke(deployment, "digest", *args)
 
 
 def test_cli_print_shows_the_days_submissions_by_department(cli_deployment: Path) -> None:
@@ -575,11 +570,9 @@ def test_cli_send_enqueues_once(cli_deployment: Path) -> None:
     ],
 )
 def test_cli_mistakes_are_one_line(cli_deployment: Path, args, message: str) -> None:
-    from foundation.errors import UserFacingError
-
     result = run_cli(cli_deployment, *args)
     assert result.exit_code != 0
-    assert isinstance(result.exception, UserFacingError) and message in str(result.exception)
+    assert result.refused_with(message)
 
 
 def test_cli_since_takes_a_date(cli_deployment: Path) -> None:

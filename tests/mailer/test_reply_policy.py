@@ -26,8 +26,9 @@ from mailer.reply_policy import (
     should_reply,
     valid_address,
 )
-from rules.findings import Verdict
-from store.tables import OutboxMessage
+from rules.findings import Finding, Verdict
+from store import stored_findings
+from store.tables import InboundMessage, OutboxMessage, Submission
 
 DESK = "keiyaku@town.misato.example"
 NOW = datetime(2026, 4, 10, 1, 0, tzinfo=timezone.utc)
@@ -334,6 +335,179 @@ def test_rate_limit_counts_only_this_senders_replies_in_the_last_hour(session) -
         session, CONTRACTOR, desk="misato", desk_address=DESK, limit=4, now=NOW + timedelta(minutes=30), automatic=False
     )
     assert later.reply
+
+
+def test_replies_to_mails_with_a_new_guarantee_do_not_count_toward_the_sender_limit(session) -> None:
+    """A contractor submitting ten guarantees in ten mails is answered every time; replies to
+    questions, empty mails and repeats of an accepted guarantee are what the limit counts."""
+    sender = "tanaka@misato-kensetsu.example"
+
+    def answered(n: int, findings: list[Finding] | None, guarantee_no: str | None = "26-000123-4") -> None:
+        inbound = InboundMessage(
+            desk="misato", account="a", mailbox="INBOX", uidvalidity=1, uid=n, sha256=f"{n:064d}", size=1
+        )
+        session.add(inbound)
+        session.flush()
+        if findings is not None:
+            session.add(
+                Submission(
+                    desk="misato",
+                    inbound_id=inbound.id,
+                    guarantee_no=guarantee_no,
+                    verdict=Verdict.ACCEPTED.value,
+                    findings_json=stored_findings.dump(findings),
+                )
+            )
+        message = build_message(sender=Mailbox(DESK), to=[Mailbox(sender)], subject="s", text="t", now=NOW)
+        row, _ = enqueue(
+            session,
+            desk="misato",
+            idempotency_key=f"reply:{n}",
+            kind="reply",
+            message=message,
+            envelope_from=DESK,
+            recipients=[sender],
+            inbound_id=inbound.id,
+        )
+        row.created_at = NOW - timedelta(minutes=n)
+        session.add(row)
+        session.flush()
+
+    answered(1, [])  # a new guarantee: exempt
+    answered(2, [Finding("lookup.no_match")])  # a new guarantee, returned: exempt all the same
+    assert recent_reply_count(session, desk="misato", address=sender, now=NOW) == 0
+    answered(3, [Finding("submission.duplicate")])  # the same guarantee again: counts
+    answered(4, None)  # no guarantee at all (a question): counts
+    answered(5, [], guarantee_no=None)  # a submission without a number: counts
+    add_reply(session, sender, NOW - timedelta(minutes=6))  # a reply to no recorded mail: counts
+    assert recent_reply_count(session, desk="misato", address=sender, now=NOW) == 4
+
+
+def test_an_unauthenticated_reply_to_is_kept_only_in_the_from_domain() -> None:
+    """Anyone can write From and Reply-To: without authentication a Reply-To pointing at a third
+    party is ignored, one in the sender's own domain is kept."""
+    own_domain = mail("""
+From: tanaka@misato-kensetsu.example
+Reply-To: jimu@misato-kensetsu.example
+""")
+    third_party = mail("""
+From: tanaka@misato-kensetsu.example
+Reply-To: victim@elsewhere.example
+""")
+    assert reply_address(own_domain, authenticated=False) == "jimu@misato-kensetsu.example"
+    assert reply_address(third_party, authenticated=False) == "tanaka@misato-kensetsu.example"
+    assert reply_address(third_party, authenticated=True) == "victim@elsewhere.example"
+    assert reply_address(third_party) == "victim@elsewhere.example"  # authenticated unless told otherwise
+
+
+POLICY_BASE = dict(
+    automatic=False,
+    automatic_reason=None,
+    own_reason=None,
+    address="jimu@misato-kensetsu.example",
+    own_addresses=[DESK],
+    recent_replies=0,
+    limit=5,
+    sender_address="tanaka@misato-kensetsu.example",
+)
+
+
+@pytest.mark.parametrize(
+    ("policy", "authenticated", "submission", "expected"),
+    [
+        ("all", False, False, ReplyDecision(True, "jimu@misato-kensetsu.example", "reply")),
+        ("authenticated", True, False, ReplyDecision(True, "jimu@misato-kensetsu.example", "reply")),
+        (
+            "authenticated",
+            False,
+            True,
+            ReplyDecision(False, None, "sender not authenticated (reply_to = authenticated)"),
+        ),
+        ("submissions", True, False, ReplyDecision(True, "jimu@misato-kensetsu.example", "reply")),
+        (
+            "submissions",
+            False,
+            False,
+            ReplyDecision(False, None, "sender not authenticated and the mail is no submission"),
+        ),
+        (
+            "submissions",
+            False,
+            True,
+            ReplyDecision(
+                True,
+                "tanaka@misato-kensetsu.example",
+                "short reply: sender not authenticated, plausibly a submission",
+                short=True,
+            ),
+        ),
+    ],
+)
+def test_who_gets_a_reply_under_each_reply_to_policy(policy, authenticated, submission, expected) -> None:
+    """reply_to = authenticated | submissions | all: an unauthenticated sender gets nothing, the short
+    reply at its From address (never the Reply-To), or the full reply."""
+    decision = decide(**POLICY_BASE, policy=policy, authenticated=authenticated, submission=submission)
+    assert decision == expected
+
+
+def test_an_unknown_reply_policy_is_a_programming_error() -> None:
+    with pytest.raises(ValueError, match="'everyone'"):
+        decide(**POLICY_BASE, policy="everyone")
+
+
+def test_the_desk_limit_holds_replies_back_in_the_outbox(session) -> None:
+    """Past the desk's hourly limit a reply is built and kept (suppressed), not refused outright."""
+    below = decide(**POLICY_BASE, desk_recent_replies=2, desk_limit=3)
+    assert below == ReplyDecision(True, "jimu@misato-kensetsu.example", "reply")
+    at = decide(**POLICY_BASE, desk_recent_replies=3, desk_limit=3)
+    assert at == ReplyDecision(
+        False,
+        "jimu@misato-kensetsu.example",
+        "desk rate limit: 3 replies in the last hour (limit 3)",
+        suppressed=True,
+    )
+    for n in range(3):  # three replies of this desk to three senders in the last hour
+        add_reply(session, f"firm{n}@example.jp", NOW - timedelta(minutes=n + 1))
+    add_reply(session, "firm9@example.jp", NOW - timedelta(minutes=2), desk="other")
+    held = should_reply(
+        session, CONTRACTOR, desk="misato", desk_address=DESK, limit=9, now=NOW, automatic=False, desk_limit=3
+    )
+    assert (held.reply, held.suppressed, held.address) == (False, True, "tanaka@misato-kensetsu.example")
+    assert held.reason == "desk rate limit: 3 replies in the last hour (limit 3)"
+    assert should_reply(
+        session, CONTRACTOR, desk="misato", desk_address=DESK, limit=9, now=NOW, automatic=False, desk_limit=4
+    ).reply
+
+
+def test_the_short_reply_goes_to_from_and_the_sender_limit_counts_replies_to_from(session) -> None:
+    message = mail("""
+From: tanaka@misato-kensetsu.example
+Reply-To: jimu@misato-kensetsu.example
+""")
+
+    def ask():
+        return should_reply(
+            session,
+            message,
+            desk="misato",
+            desk_address=DESK,
+            limit=2,
+            now=NOW,
+            automatic=False,
+            policy="submissions",
+            authenticated=False,
+            submission=True,
+        )
+
+    first = ask()
+    assert (first.reply, first.short, first.address) == (True, True, "tanaka@misato-kensetsu.example")
+    for minutes in (1, 2):
+        add_reply(session, "jimu@misato-kensetsu.example", NOW - timedelta(minutes=minutes))  # not counted
+    assert ask().reply
+    for minutes in (3, 4):
+        add_reply(session, "tanaka@misato-kensetsu.example", NOW - timedelta(minutes=minutes))
+    refused = ask()
+    assert not refused.reply and "2 replies to tanaka@misato-kensetsu.example" in refused.reason
 
 
 def test_a_limit_of_zero_turns_replies_off(session) -> None:

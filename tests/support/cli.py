@@ -1,4 +1,4 @@
-"""Running keydesk from a test: in this process (typer's runner), as a subprocess, and waiting
+"""Running keydesk from a test: in this process (through ``keydesk.cli.main``), as a subprocess, and waiting
 for a condition with a deadline (never a sleep for synchronisation)."""
 
 from __future__ import annotations
@@ -45,15 +45,6 @@ def run_keydesk(
     )
 
 
-def invoke(config: Path, *args: str):
-    """The CLI in this process (typer's runner): fast, for tests that run many commands."""
-    from typer.testing import CliRunner
-
-    from keydesk.cli import app
-
-    return CliRunner().invoke(app, ["--config", str(config), *args], catch_exceptions=False)
-
-
 @dataclass(frozen=True)
 class MainResult:
     """What `keydesk …` printed and its exit code, run through ``keydesk.cli.main`` in this process."""
@@ -66,17 +57,22 @@ class MainResult:
     def output(self) -> str:
         return self.stdout + self.stderr
 
+    def refused_with(self, text: str) -> bool:
+        """It stopped with a message a person can act on (not a crash's), and the message says ``text``."""
+        return self.exit_code != 0 and text in self.stderr and "unexpected error" not in self.stderr
 
-def invoke_main(config: Path, *args: str) -> MainResult:
-    """The CLI as a person meets it, in this process: through ``keydesk.cli.main``, which alone turns
-    an error into its message and exit code (``invoke`` lets the exception through instead)."""
+
+def invoke(config: Path, *args: str, input: str | None = None) -> MainResult:
+    """The CLI as a person meets it, in this process (fast, for tests that run many commands): through
+    ``keydesk.cli.main``, which alone turns an error into its message on stderr and its exit code.
+    ``input`` is what is typed on standard input."""
     from click.testing import CliRunner
 
     from keydesk.cli import main
 
     umask = os.umask(0o022)  # main() narrows the process umask; the suite keeps its own
     os.umask(umask)
-    streams = CliRunner().isolation()
+    streams = CliRunner().isolation(input=input)
     with streams as captured:
         try:
             main(["--config", str(config), *args])

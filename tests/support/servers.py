@@ -531,16 +531,6 @@ class IntakeHarness:
 # -- a deployment (config folder + migrated database) for CLI tests -------------------------------
 
 
-def cli_app():
-    """keydesk's typer app with the intake commands registered (once)."""
-    from keydesk import cli_intake
-    from keydesk.cli import app
-
-    if not any(command.name == "poll" for command in app.registered_commands):
-        cli_intake.register(app)
-    return app
-
-
 def deployment_for(
     tmp_path: Path, server=None, *, imap_port: int | None = None, smtp_port: int | None = None, embedded: bool = False
 ) -> Path:

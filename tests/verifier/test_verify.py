@@ -400,6 +400,21 @@ def test_already_accepted_guarantee_is_a_duplicate(desk: Desk) -> None:
     assert result.verdict is Verdict.ACCEPTED
 
 
+def test_manual_mode_answers_an_already_accepted_number_at_once_without_a_clerk(desk: Desk) -> None:
+    key = keys.parse(desk.lookup.issue(ADVANCE_CERT))
+    desk.lookup.answers[("26-000123-4", key)] = LookupResult(LookupStatus.MANUAL, reason="manual mode")
+    pending = desk.verify(notice(ADVANCE_CERT, key))
+    assert codes(pending.guarantees[0].findings) == ["lookup.manual"]  # a new number waits for a clerk
+    desk.accepted.receipts["26-000123-4"] = "K-2026-000042"
+    result = desk.verify(notice(ADVANCE_CERT, key))
+    [guarantee] = result.guarantees
+    assert codes(guarantee.findings) == ["submission.duplicate"]
+    [duplicate] = guarantee.findings
+    assert duplicate.guarantee_no == "26-000123-4" and duplicate.params["previous_receipt"] == "K-2026-000042"
+    assert "K-2026-000042" in duplicate.message and "manual mode" in duplicate.detail
+    assert result.verdict is Verdict.ACCEPTED
+
+
 def test_several_notices_in_one_mail_are_judged_each_and_the_strongest_wins(desk: Desk) -> None:
     key_a = desk.lookup.issue(ADVANCE_CERT)
     key_c = desk.lookup.issue(CONTRACT_CERT)
