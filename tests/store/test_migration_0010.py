@@ -1,4 +1,4 @@
-"""Migration 0009 gives the staff decisions' reasons the one stored-findings shape, on SQLite and PostgreSQL."""
+"""Migration 0010 gives the staff decisions' reasons the one stored-findings shape, on SQLite and PostgreSQL."""
 
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ DECISION = (
 )
 
 
-def test_0009_gives_the_reasons_of_staff_decisions_the_one_shape(database_url: str) -> None:
+def test_0010_gives_the_reasons_of_staff_decisions_the_one_shape(database_url: str) -> None:
     engine = make_engine(database_url)
     try:
         config = _alembic_config(engine)
-        command.upgrade(config, "0008")
+        command.upgrade(config, "0009")
         already = stored_findings.dump([Finding("lookup.no_match", detail="窓口で照会")])
         values = {
             1: json.dumps(["lookup.no_match", "no.such.code"]),  # the code-only shape of before
@@ -46,7 +46,7 @@ def test_0009_gives_the_reasons_of_staff_decisions_the_one_shape(database_url: s
                 connection.execute(text(SUBMISSION), {"id": row_id})
                 connection.execute(text(DECISION), {"id": row_id, "reasons": reasons})
 
-        command.upgrade(config, "0009")
+        command.upgrade(config, "0010")
 
         with engine.connect() as connection:
             stored = dict(connection.execute(text("SELECT id, reasons_json FROM staff_decision")).all())
@@ -55,7 +55,7 @@ def test_0009_gives_the_reasons_of_staff_decisions_the_one_shape(database_url: s
         assert stored_findings.codes(stored[1]) == ["lookup.no_match", "no.such.code"]
         assert (stored[2], stored[3], stored[4]) == ("[]", already, "not json")
 
-        command.downgrade(config, "0008")  # the way down gives the codes back
+        command.downgrade(config, "0009")  # the way down gives the codes back
         with engine.connect() as connection:
             down = dict(connection.execute(text("SELECT id, reasons_json FROM staff_decision")).all())
         assert json.loads(down[1]) == ["lookup.no_match", "no.such.code"]

@@ -6,8 +6,8 @@ becomes that object (severity and message from the code table, as ``stored_findi
 writes them); objects are kept, and a value that is not a JSON list is kept as it is.
 The way down turns the objects back into their codes.
 
-Revision ID: 0009
-Revises: 0008
+Revision ID: 0010
+Revises: 0009
 """
 
 from __future__ import annotations
@@ -18,8 +18,8 @@ from collections.abc import Callable
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0009"
-down_revision = "0008"
+revision = "0010"
+down_revision = "0009"
 branch_labels = None
 depends_on = None
 
