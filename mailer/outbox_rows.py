@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
@@ -41,6 +41,14 @@ UNCONFIRMED_NOTE = "delivered-unconfirmed"
 # An audit event to record with a guarded update: (action, subject, detail).
 AuditEvent = tuple[str, str, dict]
 
+# Built once: the SET clause comes from the parameters' column names, and SQLAlchemy caches the
+# compiled form per set of names, so a guarded update costs no statement building per message.
+_GUARDED = update(T).where(
+    T.c.id == bindparam("guard_id"),
+    T.c.state == bindparam("guard_state"),
+    T.c.next_attempt_at == bindparam("guard_token"),
+)
+
 
 def recipient_states(row) -> dict[str, str]:
     states = json.loads(row.recipient_states_json or "{}")
@@ -65,22 +73,22 @@ def guarded_update(
     connection: Connection | None = None,
 ) -> bool:
     """Apply ``values`` if the row is still ours; record audit events in the same transaction."""
-    guarded = update(T).where(T.c.id == row_id, T.c.state == expected, T.c.next_attempt_at == token).values(**values)
+    params = dict(values, guard_id=row_id, guard_state=expected, guard_token=token)
     if not events:  # the common case, kept light: one statement, one commit
         if connection is not None:
             try:
-                done = connection.execute(guarded).rowcount == 1
+                done = connection.execute(_GUARDED, params).rowcount == 1
                 connection.commit()
             except BaseException:
                 connection.rollback()
                 raise
             return done
         with engine.begin() as fresh:
-            return fresh.execute(guarded).rowcount == 1
+            return fresh.execute(_GUARDED, params).rowcount == 1
 
     def attempt() -> bool:
         with Session(engine) as session:
-            if session.connection().execute(guarded).rowcount != 1:
+            if session.connection().execute(_GUARDED, params).rowcount != 1:
                 session.rollback()
                 return False
             for action, subject, detail in events:
