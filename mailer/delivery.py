@@ -321,7 +321,10 @@ def _deliver_one(rnd: Round, session: SmtpSession, claim: Claim) -> bool:
         return True
 
     try:
-        result = session.send(claim.envelope_from, claim.targets, claim.raw, before_final_dot)
+        # At least once, the check may come before the body, which then goes out with the final dot.
+        result = session.send(
+            claim.envelope_from, claim.targets, claim.raw, before_final_dot, write_body_first=not again
+        )
     except SmtpConnectError as exc:
         rnd.report.connection_error = str(exc)
         log.warning("outbox %s: %s", claim.row_id, exc)
