@@ -20,6 +20,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # for tests.support.smtp_servers, the same sink the tests use
 
+from sqlalchemy import inspect  # noqa: E402
+from sqlalchemy.engine import make_url  # noqa: E402
 from sqlmodel import Session, SQLModel  # noqa: E402
 
 from keydesk.database import make_engine  # noqa: E402
@@ -70,9 +72,19 @@ def floor_rate(port: int, raws: list[tuple[str, bytes]]) -> float:
     return len(raws) / (time.perf_counter() - start)
 
 
-def outbox_rate(port: int, messages: list, directory: Path) -> tuple[float, float, int]:
-    engine = make_engine(f"sqlite:///{directory}/bench.db")
+def outbox_rate(port: int, messages: list, url: str) -> tuple[float, float, int]:
+    engine = make_engine(url)
+    if inspect(engine).get_table_names():
+        raise SystemExit(f"{engine.url.render_as_string()} is not empty: the benchmark wants a database of its own")
     SQLModel.metadata.create_all(engine)
+    try:
+        return _deliver_all(engine, port, messages)
+    finally:
+        SQLModel.metadata.drop_all(engine)
+        engine.dispose()
+
+
+def _deliver_all(engine, port: int, messages: list) -> tuple[float, float, int]:
     start = time.perf_counter()
     with Session(engine) as session:
         for n, message in enumerate(messages):
@@ -92,7 +104,6 @@ def outbox_rate(port: int, messages: list, directory: Path) -> tuple[float, floa
     start = time.perf_counter()
     report = deliver_due(engine, smtp, OutboxSettings(), now=datetime.now(timezone.utc))
     seconds = time.perf_counter() - start
-    engine.dispose()
     if report.sent != len(messages):
         raise SystemExit(f"only {report.sent} of {len(messages)} sent: {report.summary()}")
     return len(messages) / seconds, len(messages) / enqueue_seconds, smtp.connector.connections_opened
@@ -101,14 +112,21 @@ def outbox_rate(port: int, messages: list, directory: Path) -> tuple[float, floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=10_000)
+    parser.add_argument(
+        "--database-url",
+        help="an empty database of the benchmark's own (its tables are created and dropped); "
+        "default: SQLite in a temporary folder",
+    )
     args = parser.parse_args()
     messages = notices(args.messages)
     # smtplib sends bytes as given, so the floor gets CRLF line ends prepared for free.
     raws = [(m["To"].split("<")[-1].rstrip(">"), m.as_bytes(policy=m.policy.clone(linesep="\r\n"))) for m in messages]
     with tempfile.TemporaryDirectory() as tmp, running(Recorder(keep_content=False)) as port:
         floor = floor_rate(port, raws)
-        rate, enqueue_rate, connections = outbox_rate(port, messages, Path(tmp))
+        url = args.database_url or f"sqlite:///{Path(tmp) / 'bench.db'}"
+        rate, enqueue_rate, connections = outbox_rate(port, messages, url)
     print(f"messages:                 {args.messages}")
+    print(f"database:                 {make_url(url).get_backend_name()}")
     print(f"floor (smtplib, 1 conn):  {floor:8.0f} msgs/s")
     print(f"keydesk outbox delivery:  {rate:8.0f} msgs/s over {connections} connection(s)")
     print(f"enqueue (one commit):     {enqueue_rate:8.0f} msgs/s")
