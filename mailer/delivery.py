@@ -423,6 +423,8 @@ def _settle(rnd: Round, claim: Claim, phase: str, result: SendResult) -> None:
         claim.desk,
         rnd.now,
         connection=None if events else rnd.connection(),
+        # Losing an at-least-once outcome (only to a database server crash) means one more copy, no more.
+        durable=not rnd.settings.sends_again(claim.kind),
     ):
         log.error("outbox %s: claim lost before the outcome was recorded (%s)", claim.row_id, values["state"])
         return
