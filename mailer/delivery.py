@@ -31,6 +31,10 @@ unknown_outcome``):
   its recipients become ``unconfirmed``, the row ``sent`` with a note in ``last_error``, and an
   audit event is recorded. Staff can send it again with ``keydesk outbox retry ID``.
 
+Each answer is committed on its own, right after it comes: grouping answers would leave several
+messages in the unknown outcome at once (docs/delivery.md argues it). On PostgreSQL the answer of an
+``again`` row does not wait for the WAL flush (losing it to a database crash means one more copy).
+
 Per recipient (``recipient_states_json``): ``pending`` (to send; 4xx answers stay here),
 ``in_data`` (accepted by RCPT, in a ``never`` transaction now running), ``sent``,
 ``unconfirmed``, ``failed`` (5xx, or still 4xx when ``give_up_after_hours`` have passed since the

@@ -90,8 +90,8 @@ class SmtpConnector:
                 )
             else:
                 client = smtplib.SMTP(s.host, s.port, timeout=s.timeout_seconds, local_hostname=self._local_hostname)
-            # The final dot goes out as a small write of its own after a commit; without NODELAY,
-            # Nagle's algorithm and the server's delayed ACK hold it back ~40 ms per message.
+            # Commands, and the final dot after an at-most-once commit, are small writes of their own;
+            # without NODELAY, Nagle's algorithm and the server's delayed ACK hold them back ~40 ms.
             client.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             client.ehlo()
             if s.security == "starttls":
