@@ -207,7 +207,8 @@ def _claim(rnd: Round, ids: list[int]) -> list[Claim]:
             .returning(*T.c)
         ).all()
     claimed_at = time.monotonic()
-    return [Claim.of(row, claimed_at) for row in sorted(rows, key=lambda r: ids.index(r.id))]
+    order = {row_id: position for position, row_id in enumerate(ids)}
+    return [Claim.of(row, claimed_at) for row in sorted(rows, key=lambda r: order[r.id])]
 
 
 def _due_ids(engine: Engine, now: datetime, limit: int) -> list[int]:
