@@ -31,6 +31,10 @@ unknown_outcome``):
   its recipients become ``unconfirmed``, the row ``sent`` with a note in ``last_error``, and an
   audit event is recorded. Staff can send it again with ``keydesk outbox retry ID``.
 
+Each answer is committed on its own, right after it comes: grouping answers would leave several
+messages in the unknown outcome at once (docs/delivery.md argues it). On PostgreSQL the answer of an
+``again`` row does not wait for the WAL flush (losing it to a database crash means one more copy).
+
 Per recipient (``recipient_states_json``): ``pending`` (to send; 4xx answers stay here),
 ``in_data`` (accepted by RCPT, in a ``never`` transaction now running), ``sent``,
 ``unconfirmed``, ``failed`` (5xx, or still 4xx when ``give_up_after_hours`` have passed since the
@@ -203,7 +207,8 @@ def _claim(rnd: Round, ids: list[int]) -> list[Claim]:
             .returning(*T.c)
         ).all()
     claimed_at = time.monotonic()
-    return [Claim.of(row, claimed_at) for row in sorted(rows, key=lambda r: ids.index(r.id))]
+    order = {row_id: position for position, row_id in enumerate(ids)}
+    return [Claim.of(row, claimed_at) for row in sorted(rows, key=lambda r: order[r.id])]
 
 
 def _due_ids(engine: Engine, now: datetime, limit: int) -> list[int]:
@@ -321,7 +326,10 @@ def _deliver_one(rnd: Round, session: SmtpSession, claim: Claim) -> bool:
         return True
 
     try:
-        result = session.send(claim.envelope_from, claim.targets, claim.raw, before_final_dot)
+        # At least once, the check may come before the body, which then goes out with the final dot.
+        result = session.send(
+            claim.envelope_from, claim.targets, claim.raw, before_final_dot, write_body_first=not again
+        )
     except SmtpConnectError as exc:
         rnd.report.connection_error = str(exc)
         log.warning("outbox %s: %s", claim.row_id, exc)
@@ -420,6 +428,8 @@ def _settle(rnd: Round, claim: Claim, phase: str, result: SendResult) -> None:
         claim.desk,
         rnd.now,
         connection=None if events else rnd.connection(),
+        # Losing an at-least-once outcome (only to a database server crash) means one more copy, no more.
+        durable=not rnd.settings.sends_again(claim.kind),
     ):
         log.error("outbox %s: claim lost before the outcome was recorded (%s)", claim.row_id, values["state"])
         return

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
-from sqlalchemy import update
+from sqlalchemy import bindparam, text, update
 from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
@@ -41,6 +41,20 @@ UNCONFIRMED_NOTE = "delivered-unconfirmed"
 # An audit event to record with a guarded update: (action, subject, detail).
 AuditEvent = tuple[str, str, dict]
 
+# Built once: the SET clause comes from the parameters' column names, and SQLAlchemy caches the
+# compiled form per set of names, so a guarded update costs no statement building per message.
+_GUARDED = update(T).where(
+    T.c.id == bindparam("guard_id"),
+    T.c.state == bindparam("guard_state"),
+    T.c.next_attempt_at == bindparam("guard_token"),
+)
+
+# An outcome whose loss would cost at most a second copy (at least once) need not wait for PostgreSQL's
+# WAL flush: the commit is visible at once and outlives our process; only a crash of the database
+# server within its WAL writer's delay (< 1 s) could undo it, and the row would then be sent again.
+# SQLite already commits so (WAL, synchronous=NORMAL: durable across our crash, not a power cut).
+_NO_FLUSH_WAIT = text("SET LOCAL synchronous_commit = off")
+
 
 def recipient_states(row) -> dict[str, str]:
     states = json.loads(row.recipient_states_json or "{}")
@@ -63,24 +77,23 @@ def guarded_update(
     desk: str = "",
     now: datetime | None = None,
     connection: Connection | None = None,
+    durable: bool = True,
 ) -> bool:
-    """Apply ``values`` if the row is still ours; record audit events in the same transaction."""
-    guarded = update(T).where(T.c.id == row_id, T.c.state == expected, T.c.next_attempt_at == token).values(**values)
+    """Apply ``values`` if the row is still ours; record audit events in the same transaction.
+
+    ``durable=False`` (an update without events whose loss only means sending again) lets PostgreSQL
+    commit without waiting for the WAL flush.
+    """
+    params = dict(values, guard_id=row_id, guard_state=expected, guard_token=token)
     if not events:  # the common case, kept light: one statement, one commit
         if connection is not None:
-            try:
-                done = connection.execute(guarded).rowcount == 1
-                connection.commit()
-            except BaseException:
-                connection.rollback()
-                raise
-            return done
-        with engine.begin() as fresh:
-            return fresh.execute(guarded).rowcount == 1
+            return _light(connection, params, durable)
+        with engine.connect() as fresh:
+            return _light(fresh, params, durable)
 
     def attempt() -> bool:
         with Session(engine) as session:
-            if session.connection().execute(guarded).rowcount != 1:
+            if session.connection().execute(_GUARDED, params).rowcount != 1:
                 session.rollback()
                 return False
             for action, subject, detail in events:
@@ -89,6 +102,18 @@ def guarded_update(
             return True
 
     return retry_on_conflict(attempt, what=f"outbox {row_id}: recording the outcome")
+
+
+def _light(connection: Connection, params: dict, durable: bool) -> bool:
+    try:
+        if not durable and connection.dialect.name == "postgresql":
+            connection.execute(_NO_FLUSH_WAIT)
+        done = connection.execute(_GUARDED, params).rowcount == 1
+        connection.commit()
+    except BaseException:
+        connection.rollback()
+        raise
+    return done
 
 
 def final_values(states: dict[str, str], now: datetime, note: str | None) -> dict:

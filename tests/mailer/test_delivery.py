@@ -12,6 +12,7 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import pytest
+from sqlalchemy import event
 from sqlmodel import Session, SQLModel, select
 
 from keydesk.database import make_engine
@@ -19,7 +20,7 @@ from mailer import delivery
 from mailer.message import Mailbox, build_message
 from mailer.outbox import enqueue
 from mailer.settings import OutboxSettings, SmtpSettings
-from mailer.smtp_client import SmtpConnectError, SmtpConnector, SmtpSession
+from mailer.smtp_client import SmtpConnectError, SmtpConnector, SmtpSession, prepare_data
 from store.audit import verify_chain
 from store.claim_owner import open_owner
 from store.tables import AuditEvent, OutboxMessage
@@ -213,6 +214,116 @@ def test_a_partial_refusal_is_handled_per_recipient(db):
     final = row(db, row_id)
     assert final.state == "sent" and json.loads(final.recipient_states_json)["later@builder.example"] == "sent"
     assert audit_actions(db) == ["outbox.recipient_failed"]
+
+
+def test_in_a_batch_a_message_refused_at_rcpt_waits_or_fails_alone_and_the_others_go(db):
+    handler = RefusingRecipients(
+        {"gone@builder.example": ["550 5.1.1 no such user"], "later@builder.example": ["450 4.2.1 mailbox busy"]}
+    )
+    addresses = ["a@builder.example", "gone@builder.example", "b@builder.example", "later@builder.example"]
+    ids = [add(db, recipients=(address,), key=address)[0] for address in addresses]
+    with running(handler) as port:
+        report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
+        received = handler.wait_for_messages(2)
+    assert (report.sent, report.failed, report.retry_later) == (2, 1, 1) and handler.connections == 1
+    # The refusals were reset on the same connection and the next messages went through it.
+    assert [m.rcpt_tos for m in received] == [("a@builder.example",), ("b@builder.example",)]
+    states = {address: row(db, row_id) for address, row_id in zip(addresses, ids)}
+    assert [states[a].state for a in addresses] == ["sent", "failed", "sent", "pending"]
+    assert "550 5.1.1" in states["gone@builder.example"].last_error
+    assert states["later@builder.example"].next_attempt_at == T0 + timedelta(seconds=60)
+    assert audit_actions(db) == ["outbox.failed"]
+
+
+class _WriteRecorder(SmtpConnector):
+    """Opens real connections and shows ``note`` every write our side makes on them, in order."""
+
+    def __init__(self, settings: SmtpSettings, note) -> None:
+        super().__init__(settings)
+        self.note = note
+
+    def open(self):
+        client = super().open()
+        send = client.send
+
+        def noted(data):
+            self.note(data if isinstance(data, bytes) else data.encode())
+            return send(data)
+
+        client.send = noted
+        return client
+
+
+@pytest.mark.parametrize("policy", ["again", "never"])
+def test_the_body_goes_out_with_the_final_dot_unless_a_record_must_come_between(db, policy):
+    """At least once, nothing is recorded before the dot: the check comes first and the body and the dot make
+    one write. At most once, data_sent is committed after the whole body and before the dot, so it covers
+    only the final dot."""
+    [row_id] = add(db)
+    steps: list = []
+    state_at_the_dot: list[str] = []
+
+    def note_write(data: bytes) -> None:
+        steps.append(data)
+        if data.endswith(b"\r\n.\r\n") or data == b".\r\n":
+            state_at_the_dot.append(row(db, row_id).state)
+
+    hooks = delivery.FaultHooks(before_final_dot=lambda _row_id: steps.append("check"))
+    settings = OUTBOX.model_copy(update={"unknown_outcome": {"notice": policy}})
+    with running(Recorder()) as port:
+        connector = _WriteRecorder(SmtpSettings(host="127.0.0.1", port=port, security="plain"), note_write)
+        report = delivery.deliver_due(db, SmtpSession(connector), settings, now=T0, hooks=hooks)
+    assert report.sent == 1 and row(db, row_id).state == "sent"
+    after_data = steps[steps.index(b"DATA\r\n") + 1 :]
+    if policy == "again":
+        check, body_and_dot = after_data[:2]
+        assert check == "check" and b"Subject:" in body_and_dot and body_and_dot.endswith(b"\r\n.\r\n")
+        assert state_at_the_dot == ["sending"]
+    else:
+        body, check, dot = after_data[:3]
+        assert b"Subject:" in body and not body.endswith(b".\r\n") and (check, dot) == ("check", b".\r\n")
+        assert state_at_the_dot == ["data_sent"]
+
+
+@pytest.mark.parametrize("policy", ["again", "never"])
+def test_only_an_at_least_once_outcome_skips_the_wait_for_the_postgresql_wal_flush(db, policy):
+    """Losing an at-least-once outcome to a database crash means one more copy; losing an at-most-once
+    record (data_sent, its outcome) could mean a second copy it promised never to send."""
+    statements: list[str] = []
+
+    def note(_conn, _cursor, statement, *_args) -> None:
+        statements.append(" ".join(statement.split()))
+
+    [row_id] = add(db)
+    settings = OUTBOX.model_copy(update={"unknown_outcome": {"notice": policy}})
+    event.listen(db, "before_cursor_execute", note)
+    try:
+        with running(Recorder()) as port:
+            assert delivery.deliver_due(db, smtp(port), settings, now=T0).sent == 1
+    finally:
+        event.remove(db, "before_cursor_execute", note)
+    assert row(db, row_id).state == "sent"
+    no_wait = [i for i, s in enumerate(statements) if s == "SET LOCAL synchronous_commit = off"]
+    if policy == "again" and db.dialect.name == "postgresql":
+        # Right before the outcome's update, in its transaction: the claim was committed with the wait.
+        [at] = no_wait
+        assert statements[at + 1].startswith("UPDATE outbox") and "sent_at" in statements[at + 1]
+    else:
+        assert no_wait == []
+
+
+@pytest.mark.parametrize(
+    ("raw", "prepared"),
+    [
+        (b"a\nb\n", b"a\r\nb\r\n"),
+        (b"a\r\nb\rc", b"a\r\nb\r\nc\r\n"),
+        (b".first\n.\n..two\nmid.dot\n", b"..first\r\n..\r\n...two\r\nmid.dot\r\n"),
+        (b"x\r.y\r\n.z", b"x\r\n..y\r\n..z\r\n"),
+        (b"", b"\r\n"),
+    ],
+)
+def test_data_is_sent_with_crlf_line_ends_and_dot_stuffed(raw, prepared):
+    assert prepare_data(raw) == prepared
 
 
 def test_4xx_gives_up_after_the_configured_hours(db):
