@@ -216,6 +216,19 @@ def test_a_partial_refusal_is_handled_per_recipient(db):
     assert audit_actions(db) == ["outbox.recipient_failed"]
 
 
+def test_a_251_at_rcpt_is_an_acceptance(db):
+    """RFC 5321's 251 (user not local; will forward) takes the message like a 250."""
+    handler = RefusingRecipients({"moved@builder.example": ["251 2.1.5 user not local; will forward"]})
+    [row_id] = add(db, recipients=("moved@builder.example", "ok@builder.example"))
+    with running(handler) as port:
+        report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
+        [received] = handler.wait_for_messages(1)
+    assert report.sent == 1 and received.rcpt_tos == ("moved@builder.example", "ok@builder.example")
+    final = row(db, row_id)
+    assert final.state == "sent"
+    assert json.loads(final.recipient_states_json) == {"moved@builder.example": "sent", "ok@builder.example": "sent"}
+
+
 def test_in_a_batch_a_message_refused_at_rcpt_waits_or_fails_alone_and_the_others_go(db):
     handler = RefusingRecipients(
         {"gone@builder.example": ["550 5.1.1 no such user"], "later@builder.example": ["450 4.2.1 mailbox busy"]}
@@ -479,6 +492,17 @@ def test_at_most_once_a_server_that_drops_the_connection_after_data_gets_one_cop
     assert first.unconfirmed == 1 and later.ids == [] and len(handler.messages) == 1
     final = row(db, row_id)
     assert final.state == "sent" and final.last_error.startswith("delivered-unconfirmed")
+
+
+def test_at_most_once_every_recipient_of_a_dropped_transaction_is_unconfirmed(db):
+    handler = DropAfterData()
+    recipients = ("first@builder.example", "second@builder.example")
+    [row_id] = add(db, recipients=recipients)
+    with running(handler) as port:
+        report = delivery.deliver_due(db, smtp(port), AT_MOST_ONCE, now=T0)
+    assert report.unconfirmed == 1
+    # Neither address can be told apart from the other: both may have the message, neither is sent it again.
+    assert json.loads(row(db, row_id).recipient_states_json) == dict.fromkeys(recipients, "unconfirmed")
 
 
 def test_a_server_that_drops_the_connection_after_data_is_tried_again_with_the_same_message_id(db):

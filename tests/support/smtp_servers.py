@@ -86,7 +86,7 @@ class RefusingRecipients(Recorder):
         with self._changed:
             script = self.answers.get(address)
             answer = script.pop(0) if script else "250 2.1.5 OK"
-        if answer.startswith("250"):
+        if answer.startswith("2"):  # 250, or 251 (not local, forwarded)
             envelope.rcpt_tos.append(address)
         return answer
 
