@@ -29,6 +29,20 @@ def _submissions(engine) -> dict[int, int]:
         return dict(session.exec(select(Submission.inbound_id, func.count()).group_by(Submission.inbound_id)).all())
 
 
+def _worker(engine, mailbox, owner, process) -> IntakeService:
+    """One worker's intake service on the shared database (raw mail in it, as workers keep it)."""
+    return IntakeService(
+        desk=DESK,
+        mailbox=mailbox,
+        poll=PollSettings(),
+        limits=Limits(),
+        engine=engine,
+        store=DatabaseRawStore(engine),
+        process=process,
+        owner=owner,
+    )
+
+
 def test_one_failing_mail_rolls_back_only_its_own_work_and_the_batch_commits_once(pymap_server, tmp_path):
     pymap_server.append_many([make_mail(n, body="[late-boom]\r\n" if n == 2 else None) for n in range(12)])
 
@@ -125,16 +139,7 @@ def test_two_workers_claim_different_mails_at_the_same_time(database_url, tmp_pa
 
     owners = [open_owner(engine, tmp_path / "locks") for _ in range(2)]
     services = [
-        IntakeService(
-            desk=DESK,
-            mailbox=mailbox,
-            poll=PollSettings(),
-            limits=Limits(),
-            engine=engine,
-            store=store,
-            process=hook(name, other),
-            owner=owner,
-        )
+        _worker(engine, mailbox, owner, hook(name, other))
         for name, other, owner in (("a", "b", owners[0]), ("b", "a", owners[1]))
     ]
     reports = {}
@@ -168,26 +173,13 @@ def test_a_standby_worker_starts_on_new_mail_when_the_holder_records_it(database
     commit) can make the standby worker take the mails within the deadline."""
     engine = make_engine(database_url)
     SQLModel.metadata.create_all(engine)
-    store = DatabaseRawStore(engine)
     mailbox = pymap_server.mailbox_settings()
     owners = [open_owner(engine, tmp_path / "locks") for _ in range(2)]
-
-    def service(owner, process):
-        return IntakeService(
-            desk=DESK,
-            mailbox=mailbox,
-            poll=PollSettings(),
-            limits=Limits(),
-            engine=engine,
-            store=store,
-            process=process,
-            owner=owner,
-        )
 
     def refuse(session, inbound, raw):
         raise AssertionError("the holder only records in this test")
 
-    holder, standby = service(owners[0], refuse), service(owners[1], sample_process)
+    holder, standby = _worker(engine, mailbox, owners[0], refuse), _worker(engine, mailbox, owners[1], sample_process)
     rounds = []
     first_round = threading.Event()
     plain_round = standby.process_pending
@@ -236,7 +228,6 @@ def test_the_holders_pass_waits_for_another_workers_batch_and_moves_its_mails_to
 ):
     engine = make_engine(database_url)
     SQLModel.metadata.create_all(engine)
-    store = DatabaseRawStore(engine)
     mailbox = pymap_server.mailbox_settings()
     owners = [open_owner(engine, tmp_path / "locks") for _ in range(2)]
     holder_waits = threading.Event()
@@ -254,19 +245,10 @@ def test_the_holders_pass_waits_for_another_workers_batch_and_moves_its_mails_to
         assert holder_waits.wait(30), "the holder's pass did not wait for this worker's batch"
         return sample_process(session, inbound, raw)
 
-    def service(owner, process):
-        return IntakeService(
-            desk=DESK,
-            mailbox=mailbox,
-            poll=PollSettings(),
-            limits=Limits(),
-            engine=engine,
-            store=store,
-            process=process,
-            owner=owner,
-        )
-
-    holder, standby = service(owners[0], sample_process), service(owners[1], slow_standby)
+    holder, standby = (
+        _worker(engine, mailbox, owners[0], sample_process),
+        _worker(engine, mailbox, owners[1], slow_standby),
+    )
     pymap_server.append_many([make_mail(n) for n in range(2)])
     try:
         with MailboxConnection(mailbox, password=pymap_server.password) as conn:
