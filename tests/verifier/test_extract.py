@@ -263,3 +263,73 @@ def test_two_fields_on_one_line_and_a_mistyped_key_shown_masked(signatures):
         ProblemKind.CHECKSUM,
         "****-****-****-XPF0: the check character does not match: the key was probably mistyped",
     )
+
+
+def test_a_key_shaped_value_with_a_letter_keys_never_use_is_unreadable_saying_which(signatures):
+    notice = extract_fields("認証キー 1QFZ-2E8V-RKDT-WSTU\n", signatures)
+    assert (notice.access_key, notice.access_key_valid) == (None, False)
+    assert notice.problem("access_key") == FieldProblem(
+        "access_key", ProblemKind.UNREADABLE, "not an access key: 'U' is not a character used in access keys"
+    )
+
+
+def test_the_value_after_the_label_wins_over_other_numbers_on_the_notice(signatures):
+    notice = extract_fields(f"保証契約番号 {NUMBER_1}\n(旧番号 {NUMBER_2})\n", signatures)
+    assert notice.guarantee_no == NUMBER_1 and notice.problem("guarantee_no") is None
+    unlabelled = extract_fields(f"{NUMBER_1}\n{NUMBER_2}\n", signatures)
+    assert unlabelled.guarantee_no is None
+    assert unlabelled.problem("guarantee_no") == FieldProblem(
+        "guarantee_no", ProblemKind.AMBIGUOUS, "2 different values and none after the label"
+    )
+
+
+def test_an_unlabelled_key_split_by_a_space_is_read_whole(signatures):
+    notice = extract_fields("1QFZ-2E8V -RKDT-WST0\n", signatures)
+    assert (notice.access_key, notice.access_key_valid) == ("1QFZ2E8VRKDTWST0", True)
+
+
+def test_staff_see_the_first_40_characters_of_a_value_that_cannot_be_read(signatures):
+    junk = "あいうえおかきくけこ" * 4 + "さしすせそ"  # 45 characters
+    text = f"保証契約番号 {junk}\n保証の種類 {junk}\n保証金額 {junk}\n保証期間 {junk}\n"
+    notice = extract_fields(text, signatures)
+    shown = repr(junk[:40])
+    assert notice.problem("guarantee_no").detail == f"the value after the label does not match the pattern: {shown}"
+    assert notice.problem("guarantee_type").detail == f"not a known guarantee type: {shown}"
+    assert notice.problem("guarantee_amount").detail == f"not an amount: {shown}"
+    assert notice.problem("period_start").detail == f"no start and end dates in the period: {shown}"
+
+
+def test_a_reversed_period_tells_staff_both_dates(signatures):
+    reversed_ = extract_fields("保証期間:令和9年3月31日から令和8年4月1日まで\n", signatures)
+    assert reversed_.problem("period_end").detail == "the period ends (2026-04-01) before it starts (2027-03-31)"
+
+
+def test_a_complete_period_line_does_not_borrow_dates_from_the_next_line(signatures):
+    notice = extract_fields("保証期間 令和8年4月1日から令和9年3月31日まで\n(令和8年4月3日 発行)\n", signatures)
+    assert (notice.period_start, notice.period_end) == (date(2026, 4, 1), date(2027, 3, 31))
+
+
+def test_a_wrapped_period_reads_the_line_after_not_the_one_before(signatures):
+    notice = extract_fields("注記 令和8年1月1日\n保証期間 令和8年4月1日から\n令和9年3月31日まで\n", signatures)
+    assert (notice.period_start, notice.period_end) == (date(2026, 4, 1), date(2027, 3, 31))
+
+
+def test_a_label_alone_on_the_last_lines(signatures):
+    issued = extract_fields("工事名 町道改良工事\n発行日\n令和8年4月3日\n", signatures)
+    assert issued.issued_on == date(2026, 4, 3)  # its value is the very last line
+    notice = extract_fields("工事名 町道改良工事\n発注者\n", signatures)
+    assert notice.problem("obligee") == FieldProblem("obligee", ProblemKind.UNREADABLE, "no value for obligee")
+
+
+def test_a_value_stops_at_the_next_label_on_its_line(signatures):
+    notice = extract_fields("発注者 美郷町長 受注者 XL建設株式会社\n受注者XYZ\n", signatures)
+    assert notice.obligee == "美郷町長"
+    assert notice.contractor == "XL建設株式会社"  # 受注者XYZ has no space or colon: not the label
+
+
+def test_pages_without_a_title_are_one_notice_read_across_pages(signatures):
+    result = TextResult(TextStatus.OK, text=(f"保証契約番号 {NUMBER_1}", "発行日 令和8年4月3日"), page_count=2)
+    (notice,) = extract_key_notices(result, signatures)
+    assert notice.pages == (0, 1)
+    assert (notice.guarantee_no, notice.issued_on) == (NUMBER_1, date(2026, 4, 3))
+    assert extract_key_notices(TextResult(TextStatus.OK, text=(), page_count=0), signatures) == []
