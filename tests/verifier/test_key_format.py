@@ -100,3 +100,20 @@ def test_keys_of_another_format_are_masked_by_that_format_or_whole() -> None:
 def test_the_result_note_accepts() -> None:
     assert Finding("lookup.completed").verdict is Verdict.ACCEPTED
     assert Finding("lookup.manual", params={"guarantee_no": "26-000123-4"}).verdict is Verdict.NEEDS_REVIEW
+
+
+def test_a_key_that_does_not_fit_a_configured_format_says_why() -> None:
+    with pytest.raises(keys.AccessKeyError) as short:
+        keys.read("0123-4567-89AB", HEX)
+    assert short.value.reason == "an access key has 16 characters, got 12"
+    with pytest.raises(keys.AccessKeyError) as foreign:
+        keys.read("0123-4567-89AB-CDEG", HEX)
+    assert foreign.value.reason == "'G' is not a character used in access keys"
+
+
+def test_only_keys_of_12_symbols_or_more_show_their_last_4_when_masked() -> None:
+    # Four symbols of a shorter key would be a third of it or more: too much help to a guesser.
+    twelve = AccessKeyFormat(length=12, alphabet="0123456789ABCDEF", check="none")
+    eleven = AccessKeyFormat(length=11, alphabet="0123456789ABCDEF", check="none")
+    assert keys.mask("0123-4567-89AB", twelve) == "****-****-****-89AB"
+    assert keys.mask("0123-4567-89A", eleven) == "****-****-****-****"
