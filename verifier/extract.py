@@ -221,11 +221,11 @@ def extract_fields(text: str, signatures: DocumentSignatures, pages: tuple[int, 
             note(field, ProblemKind.MISSING, f"no label for {field}")
 
     found, text_value = labels.value("period")
-    dates = find_dates(text_value)
+    # 「令和8年4月1日(2026年4月1日)から令和9年3月31日(2027年3月31日)まで」 gives each date twice:
+    # distinct dates are counted, so a first line holding only the start twice still reads the next.
+    dates = list(dict.fromkeys(find_dates(text_value)))
     if len(dates) < 2:
-        dates = find_dates(text_value + " " + labels.following_line("period"))
-    # 「令和8年4月1日(2026年4月1日)から令和9年3月31日(2027年3月31日)まで」 gives each date twice.
-    dates = list(dict.fromkeys(dates))
+        dates = list(dict.fromkeys(find_dates(text_value + " " + labels.following_line("period"))))
     if len(dates) >= 2:
         values["period_start"], values["period_end"] = dates[0], dates[-1]
         if dates[-1] < dates[0]:

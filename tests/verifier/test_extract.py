@@ -218,6 +218,12 @@ def test_a_period_wrapped_onto_the_next_line_is_read_whole(signatures):
     assert notice.problem("period_start") is None and notice.problem("period_end") is None
 
 
+def test_a_wrapped_period_giving_each_date_twice_is_read_whole(signatures):
+    notice = extract_fields("保証期間 令和8年4月1日(2026年4月1日)から\n令和9年3月31日(2027年3月31日)まで\n", signatures)
+    assert (notice.period_start, notice.period_end) == (date(2026, 4, 1), date(2027, 3, 31))
+    assert notice.problem("period_start") is None
+
+
 def test_a_label_followed_by_another_label_has_no_value(signatures):
     notice = extract_fields("保証期間\n発行日 令和8年4月3日\n発注者\n保証金額 1,000円\n", signatures)
     assert notice.issued_on == date(2026, 4, 3)  # not swallowed as the period's value
