@@ -245,7 +245,7 @@ def test_numbers_mixing_digits_and_units(text, expected):
     assert parse_number(text) == expected
 
 
-@pytest.mark.parametrize("text", ["12百", "10百", "二〇二六百", "一万二万", "1,2345", "十二三", "円"])
+@pytest.mark.parametrize("text", ["12百", "10百", "二〇二六百", "一万二万", "1,2345", "十二三", "二1", "円"])
 def test_impossible_numbers_raise_naming_the_text(text):
     with pytest.raises(ValueError) as raised:
         parse_number(text)
