@@ -9,7 +9,16 @@ from pathlib import Path
 import pytest
 
 from intake.authentication_results import authentication, parse_authentication_results
-from intake.mail_context import automatic, choose_body, html_to_text, message_id, sender, sent_date, typed_keys
+from intake.mail_context import (
+    TYPED_KEYS_MAX,
+    automatic,
+    choose_body,
+    html_to_text,
+    message_id,
+    sender,
+    sent_date,
+    typed_keys,
+)
 from intake.mime import walk_mail
 from formats import access_key, guarantee_no
 
@@ -283,3 +292,107 @@ def test_typed_keys_ignore_card_numbers_words_and_urls():
     )  # wrong Luhn digit
     found = typed_keys(text)
     assert [(k.guarantee_no, k.guarantee_no_valid, k.access_key) for k in found] == [("26-000123-4", False, None)]
+
+
+# --- edge cases the mutation run showed untested (issue 15) ----------------------------------
+
+
+def test_message_id_without_brackets_empty_or_with_edge_characters():
+    assert message_id(parse(b"Message-ID: abc@example.jp (sent by x)\r\n\r\n")) == "abc@example.jp"
+    assert message_id(parse(b"Message-ID: \r\n\r\n")) is None
+    # '!' and '~' are the first and last visible ASCII: kept; DEL is a control character: dropped.
+    assert message_id(parse(b"Message-ID: <!a~\x7f@x>\r\n\r\n")) == "!a~@x"
+
+
+def test_a_validator_failure_flags_the_address_instead_of_breaking_the_intake(monkeypatch):
+    import intake.mail_context as mail_context
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("validator bug")
+
+    monkeypatch.setattr(mail_context, "validate_email", broken)
+    found = sender(parse(b"From: =?utf-8?b?5bel5YuZ?= <koumu@example.jp>\r\n\r\n"))
+    [address] = found.from_
+    assert (address.header, address.display_name, address.address) == ("From", "工務", "koumu@example.jp")
+    assert address.valid is False and address.normalized is None and not found.valid
+    assert "validator bug" in address.error
+
+
+def test_auto_submitted_no_with_a_parameter_is_a_person():
+    message = parse(b"From: a@example.jp\r\nAuto-Submitted: no; reason=typed\r\n\r\n")
+    assert automatic(message, "text/plain", "", True).automatic is False
+
+
+def test_a_bare_daemon_sender_without_domain_is_automatic():
+    message = parse(b"From: MAILER-DAEMON\r\nSubject: x\r\n\r\n")
+    assert automatic(message, "text/plain", "x", False).automatic is True
+
+
+@pytest.mark.parametrize(
+    "html, text",
+    [
+        # Outlook's conditional comments hold markup: none of it is text.
+        ("<!--[if mso]><p>old</p><![endif]--><p>a</p>", "a"),
+        ("a<!-- <b>x</b> -->b<!-- <i>y</i> -->c", "abc"),
+        ("<!----><p>a</p>", "a"),  # an empty comment
+        ("a<!-- <b>x</b> -->b<!-- never closed <i>y</i>", "ab"),
+        ("a-->b<!--c <i>x</i> -->d", "a-->bd"),  # a stray "-->" before the comment
+    ],
+)
+def test_html_comments_are_dropped_with_the_markup_inside(html, text):
+    assert html_to_text(html) == text
+
+
+@pytest.mark.parametrize(
+    "html, text",
+    [
+        ("ab<br>c", "ab\nc"),  # text before the first tag
+        ("<p>a<script/>b</p>", "ab"),  # a self-closed script hides nothing
+        ("<style><b>x</b></style>after", "after"),
+        ("a<b>b</b>c", "abc"),  # inline tags do not split words
+        ("<table><tr><th>a</th><th>b</th></tr></table>", "a b"),
+        ("a  \t b<br>  c  ", "a b\nc"),
+    ],
+)
+def test_html_to_text_edge_cases(html, text):
+    assert html_to_text(html) == text
+
+
+def test_choose_body_joins_parts_and_unifies_line_ends():
+    assert choose_body(["a", "b"], []) == "a\nb"
+    assert choose_body([], ["<p>a</p>", "<p>b</p>"]) == "a\nb"
+    assert choose_body(["a\r\nb\rc"], []) == "a\nb\nc"
+
+
+def test_typed_keys_lowercase_bare_or_letters_only_and_after_a_non_key():
+    key = "1QFZ-2E8V-RKDT-WST0"
+    canonical = access_key.canonical(key)
+    assert [k.access_key for k in typed_keys(f"認証キー {key.lower()}")] == [canonical]
+    assert [k.access_key for k in typed_keys(key.replace("-", ""))] == [canonical]
+    assert [k.access_key for k in typed_keys("ABCD-EFGH-JKMN-PQRS")] == [access_key.canonical("ABCD-EFGH-JKMN-PQRS")]
+    assert [k.access_key for k in typed_keys(f"UUUU-UUUU-UUUU-UUU1 {key}")] == [canonical]
+
+
+def test_typed_keys_pair_each_key_with_the_nearest_number():
+    key = "1QFZ-2E8V-RKDT-WST0"
+    alone = typed_keys(key)
+    assert [(k.guarantee_no, k.guarantee_no_valid) for k in alone] == [(None, False)]
+    a, b, c = guarantee_no.make(2026, 1), guarantee_no.make(2026, 2), guarantee_no.make(2026, 3)
+    assert typed_keys(f"{a} {b} {c} {key}")[0].guarantee_no == c  # the last number before it
+    after = typed_keys(f"{key} {a} {b}")
+    assert after[0].guarantee_no == a  # else the first after it
+    assert [k.guarantee_no for k in after[1:]] == [b]
+
+
+def test_typed_keys_with_the_configured_number_pattern_drop_spaces():
+    import re
+
+    pattern = re.compile(r"\d{2}\s?-\s?\d{6}\s?-\s?\d")
+    assert [k.guarantee_no for k in typed_keys("番号 26 - 000123 - 5", pattern)] == ["26-000123-5"]
+
+
+def test_typed_keys_are_capped():
+    numbers = " ".join(guarantee_no.make(2026, n) for n in range(1, 61))
+    assert len(typed_keys(numbers)) == TYPED_KEYS_MAX == 50
+    many_keys = " ".join(access_key.generate() for _ in range(60))
+    assert len(typed_keys(many_keys)) == TYPED_KEYS_MAX

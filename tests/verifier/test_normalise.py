@@ -221,3 +221,59 @@ def test_arbitrary_text_gives_a_value_or_a_value_error(text):
         assert value is not None
     find_dates(text)
     find_amounts(text)
+
+
+# -- edges the mutation run showed untested (issue 15) ---------------------------------------
+
+
+def test_dash_folding_and_squeezing():
+    from verifier.normalise import fold_dashes, squeeze
+
+    assert fold_dashes("26−000123–4") == "26-000123-4"
+    assert squeeze(" 保 証\n期間 ") == "保証期間"
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("5百", 500),  # one arabic digit before 百 is a count of hundreds
+        ("二〇二六", 2026),  # kanji digits written positionally
+        ("二千二十六", 2026),
+    ],
+)
+def test_numbers_mixing_digits_and_units(text, expected):
+    assert parse_number(text) == expected
+
+
+@pytest.mark.parametrize("text", ["12百", "10百", "二〇二六百", "一万二万", "1,2345", "十二三", "二1", "円"])
+def test_impossible_numbers_raise_naming_the_text(text):
+    with pytest.raises(ValueError) as raised:
+        parse_number(text)
+    assert repr(text) in str(raised.value)  # staff see which printed value could not be read
+
+
+@pytest.mark.parametrize("text", ["2026年2月30日", "令和8年2月30日", "令和0年4月1日", "令和元年4月30日", "2026/13/01"])
+def test_impossible_dates_name_the_whole_date(text):
+    with pytest.raises(ValueError) as raised:
+        parse_date(text)
+    assert repr(text) in str(raised.value)
+
+
+def test_an_impossible_date_does_not_hide_the_dates_after_it():
+    assert find_dates("2026年2月30日 2026年3月1日") == [date(2026, 3, 1)]
+
+
+@pytest.mark.parametrize("text", ["あ円", "99999999999999999円"])
+def test_garbage_or_absurd_amounts_name_the_text(text):
+    with pytest.raises(ValueError) as raised:
+        parse_amount(text)
+    assert repr(text) in str(raised.value)
+
+
+def test_amounts_with_a_trailing_comma_or_written_as_enya():
+    assert parse_amount("12,345,000,円") == 12_345_000  # a comma left at a line end
+    assert find_amounts("合計 12,000円也") == [12_000]
+
+
+def test_an_absurd_amount_does_not_hide_the_amounts_after_it():
+    assert find_amounts("9999999999999999円 / 1,000円") == [1_000]

@@ -498,3 +498,211 @@ def test_a_certificate_without_contract_number_is_matched_by_work_name_and_contr
     other = replace(unnumbered, guarantee_no="26-000126-7", contractor_name="別建設株式会社")
     key = desk.lookup.issue(other)
     assert "register.no_contract" in codes(desk.verify(notice(other, key)).guarantees[0].findings)
+
+
+# -- what the caller and staff get back (mutation run, issue 15) ------------------------------
+
+
+def test_automatic_mail_still_lists_its_documents_and_says_why_it_was_ignored(desk: Desk) -> None:
+    key = desk.lookup.issue(ADVANCE_CERT)
+    result = desk.verify(
+        notice(ADVANCE_CERT, key), context=MailContext(desk="misato", automatic=True, automatic_reason="Auto-Submitted")
+    )
+    [document] = result.documents
+    assert document.name == "認証キー等のお知らせ.pdf"
+    assert document.evidence  # staff see why it was taken for a key notice
+    assert "Auto-Submitted" in result.findings[0].detail
+
+
+def test_each_document_reports_its_findings_numbers_masked_keys_and_evidence(desk: Desk) -> None:
+    key = desk.lookup.issue(ADVANCE_CERT)
+    result = desk.verify(notice(ADVANCE_CERT, key), InputDocument("memo.docx", None))
+    notice_result, memo = result.documents
+    assert notice_result.access_keys_masked == (keys.mask(key),)
+    assert notice_result.evidence and memo.evidence
+    assert notice_result.findings == ()
+    assert codes(memo.findings) == ["doc.other"] and memo.findings[0].document == "memo.docx"
+
+
+def test_the_signed_certificate_and_its_type_reach_the_caller(desk: Desk) -> None:
+    signed = sign(ADVANCE_CERT)
+    key = desk.lookup.issue(ADVANCE_CERT, signed)
+    [guarantee] = desk.verify(notice(ADVANCE_CERT, key)).guarantees
+    assert guarantee.signed == signed  # the caller stores it as the proof
+    assert guarantee.guarantee_type is GuaranteeType.ADVANCE
+
+
+def test_a_typed_key_verified_in_accept_mode_reports_the_certificate_type(desk: Desk) -> None:
+    desk.rules = RULES.model_copy(update={"sender": SenderPolicy(key_in_body="accept")})
+    key = desk.lookup.issue(CONTRACT_CERT)
+    result = desk.verify(context=MailContext(desk="misato", typed_keys=(Typed("26-000124-2", keys.parse(key)),)))
+    [guarantee] = result.guarantees
+    assert guarantee.guarantee_type is GuaranteeType.CONTRACT and guarantee.department == "keiyaku"
+
+
+def test_a_notice_without_a_readable_key_keeps_its_printed_type_and_document(desk: Desk) -> None:
+    text = (
+        "電子証書閲覧用「認証キー」等のお知らせ\n保証契約番号:26-000123-4\n認証キー:(印字なし)\n"
+        "保証の種類:前払金保証\n保証金額:4,938,000円\n発注者用保証確認サービスで電子証書を閲覧してください。"
+    )
+    result = desk.verify(InputDocument("n.pdf", TextResult(TextStatus.OK, (text,), 1)))
+    [guarantee] = result.guarantees
+    assert codes(guarantee.findings) == ["key.unreadable"]
+    assert guarantee.guarantee_type is GuaranteeType.ADVANCE  # routed to the right department
+    assert guarantee.document == "n.pdf" and guarantee.findings[0].document == "n.pdf"
+
+
+def test_a_notice_with_a_key_but_no_number_goes_to_a_person(desk: Desk) -> None:
+    text = (
+        "電子証書閲覧用「認証キー」等のお知らせ\n認証キー:1QFZ-2E8V-RKDT-WST0\n保証の種類:前払金保証\n"
+        "発注者用保証確認サービスで電子証書を閲覧してください。"
+    )
+    result = desk.verify(InputDocument("n.pdf", TextResult(TextStatus.OK, (text,), 1)))
+    [guarantee] = result.guarantees
+    assert (guarantee.guarantee_no, codes(guarantee.findings)) == (None, ["key.unreadable"])
+    assert result.verdict is Verdict.NEEDS_REVIEW and desk.lookup.calls == []
+
+
+def test_a_checksum_finding_names_its_guarantee_and_document(desk: Desk) -> None:
+    key = keys.parse(desk.lookup.issue(ADVANCE_CERT))
+    typo = key[:-1] + ("0" if key[-1] != "0" else "1")
+    [guarantee] = desk.verify(notice(ADVANCE_CERT, typo, "typo.pdf")).guarantees
+    [finding] = guarantee.findings
+    assert (finding.guarantee_no, finding.document) == ("26-000123-4", "typo.pdf")
+
+
+def test_number_only_and_duplicate_typed_keys_ask_for_the_pdf_once(desk: Desk) -> None:
+    key = keys.parse(desk.lookup.issue(ADVANCE_CERT))
+    typed = (Typed("26-000999-0", None), Typed("26-000123-4", key), Typed(None, key), Typed("26-000124-2", key))
+    result = desk.verify(context=MailContext(desk="misato", typed_keys=typed))
+    assert codes(result.findings) == ["key.in_body"]
+    assert desk.lookup.calls == []
+
+
+def test_a_typed_key_beside_its_notice_does_not_hide_the_next_typed_key(desk: Desk) -> None:
+    key = desk.lookup.issue(ADVANCE_CERT)
+    other = keys.parse(desk.lookup.issue(CONTRACT_CERT))
+    typed = (Typed("26-000123-4", keys.parse(key)), Typed("26-000124-2", other))
+    result = desk.verify(notice(ADVANCE_CERT, key), context=MailContext(desk="misato", typed_keys=typed))
+    assert "key.in_body" in codes(result.findings)
+
+
+def test_the_same_typed_key_twice_is_judged_once_in_accept_mode(desk: Desk) -> None:
+    desk.rules = RULES.model_copy(update={"sender": SenderPolicy(key_in_body="accept")})
+    key = keys.parse(desk.lookup.issue(ADVANCE_CERT))
+    typed = (Typed("26-000123-4", key), Typed("26‐000123‐4", key))
+    result = desk.verify(context=MailContext(desk="misato", typed_keys=typed))
+    assert len(result.guarantees) == 1 and len(desk.lookup.calls) == 1
+
+
+def test_a_repeated_notice_does_not_stop_the_notices_after_it(desk: Desk) -> None:
+    key_a = desk.lookup.issue(ADVANCE_CERT)
+    key_c = desk.lookup.issue(CONTRACT_CERT)
+    result = desk.verify(
+        notice(ADVANCE_CERT, key_a), notice(ADVANCE_CERT, key_a, "copy.pdf"), notice(CONTRACT_CERT, key_c, "c.pdf")
+    )
+    assert [g.guarantee_no for g in result.guarantees] == ["26-000123-4", "26-000124-2"]
+
+
+class DeskAwareAccepted(FakeAccepted):
+    """Receipts per (desk, number): another desk's acceptance is not a duplicate here."""
+
+    def receipt_for(self, desk: str, guarantee_no: str) -> str | None:
+        return self.receipts.get(f"{desk}/{guarantee_no}")
+
+
+def test_manual_mode_duplicate_is_per_desk_and_names_the_guarantee(desk: Desk) -> None:
+    desk.accepted = DeskAwareAccepted({"other/26-000123-4": "K-2026-000001"})
+    key = keys.parse(desk.lookup.issue(ADVANCE_CERT))
+    desk.lookup.answers[("26-000123-4", key)] = LookupResult(LookupStatus.MANUAL, reason="manual mode")
+    [guarantee] = desk.verify(notice(ADVANCE_CERT, key)).guarantees
+    assert codes(guarantee.findings) == ["lookup.manual"]  # accepted at another desk: not a duplicate here
+    desk.accepted.receipts["misato/26-000123-4"] = "K-2026-000042"
+    [guarantee] = desk.verify(notice(ADVANCE_CERT, key, "again.pdf")).guarantees
+    [duplicate] = guarantee.findings
+    assert duplicate.code == "submission.duplicate" and duplicate.document == "again.pdf"
+    assert "26-000123-4" in duplicate.message
+
+
+def test_a_type_the_desk_does_not_take_is_refused_from_the_notice(desk: Desk) -> None:
+    desk.rules = RULES.model_copy(update={"eligible_guarantee_types": [GuaranteeType.ADVANCE]})
+    key = desk.lookup.issue(CONTRACT_CERT)
+    result = desk.verify(notice(CONTRACT_CERT, key, "k.pdf"))
+    [guarantee] = result.guarantees
+    [finding] = guarantee.findings
+    assert finding.code == "cert.type_not_eligible" and "契約保証" in finding.message
+    assert (finding.guarantee_no, finding.document) == ("26-000124-2", "k.pdf")
+    assert "契約保証" in finding.detail
+    assert desk.lookup.calls == []
+
+
+def test_a_found_answer_without_a_certificate_is_treated_as_unavailable(desk: Desk) -> None:
+    key = keys.parse(desk.lookup.issue(ADVANCE_CERT))
+    desk.lookup.answers[("26-000123-4", key)] = LookupResult(LookupStatus.FOUND, None)
+    [guarantee] = desk.verify(notice(ADVANCE_CERT, key)).guarantees
+    assert codes(guarantee.findings) == ["lookup.unavailable"]
+
+
+def test_a_signed_payload_that_is_not_a_certificate_is_a_signature_problem(desk: Desk) -> None:
+    payload = b'{"not": "a certificate"}'
+    from tests.support.verify import SIGNING_KEY
+    from verifier.certificate_signature import key_id
+
+    garbage = SignedCertificate(payload, SIGNING_KEY.sign(payload), key_id(SIGNING_KEY.public_key()))
+    key = desk.lookup.issue(ADVANCE_CERT, garbage)
+    [guarantee] = desk.verify(notice(ADVANCE_CERT, key)).guarantees
+    assert codes(guarantee.findings) == ["cert.signature"]
+    assert guarantee.certificate is None and guarantee.verdict is Verdict.NEEDS_REVIEW
+    assert "26-000123-4" in guarantee.findings[0].message
+
+
+def test_notice_differences_name_every_field_that_differs() -> None:
+    from verifier.extract import KeyNoticeFields
+
+    shown = KeyNoticeFields(
+        pages=(0,),
+        guarantee_no="26-000999-0",
+        guarantee_type=GuaranteeType.CONTRACT,
+        obligee="北郷町長",
+        contractor="北郷建設",
+        work_name="県道北郷線 舗装工事",
+        guarantee_amount=1,
+        contract_amount=2,
+        period_start=date(2020, 1, 1),
+        period_end=date(2020, 1, 2),
+    )
+    labels = [d.split(":")[0] for d in notice_differences(shown, ADVANCE_CERT)]
+    assert labels == [
+        "guarantee_no",
+        "guarantee_type",
+        "obligee",
+        "contractor",
+        "work_name",
+        "guarantee_amount",
+        "contract_amount",
+        "period_start",
+        "period_end",
+    ]
+    same = replace(
+        shown,
+        guarantee_no=ADVANCE_CERT.guarantee_no,
+        guarantee_type=ADVANCE_CERT.guarantee_type,
+        obligee=ADVANCE_CERT.obligee,
+        contractor=ADVANCE_CERT.contractor_name,
+        work_name=ADVANCE_CERT.work_name,
+        guarantee_amount=ADVANCE_CERT.guarantee_amount,
+        contract_amount=ADVANCE_CERT.contract_amount,
+        period_start=ADVANCE_CERT.period_start,
+        period_end=ADVANCE_CERT.period_end,
+    )
+    assert notice_differences(same, ADVANCE_CERT) == []
+
+
+def test_a_wrapped_work_name_agrees_from_eight_characters_on() -> None:
+    from verifier.extract import KeyNoticeFields
+
+    certificate = replace(ADVANCE_CERT, work_name="町道美郷線道路改良工事その二")
+    eight = KeyNoticeFields(pages=(0,), work_name="町道美郷線道路改")
+    seven = KeyNoticeFields(pages=(0,), work_name="町道美郷線道路")
+    assert notice_differences(eight, certificate) == []
+    assert [d.split(":")[0] for d in notice_differences(seven, certificate)] == ["work_name"]
