@@ -18,6 +18,7 @@ from rules.domain import Certificate, Contract, GuaranteeType
 from rules.evaluate import evaluate
 from rules.names import obligee_matches
 from rules.schema import DeskRules
+from tests.support.certificates import ADVANCE_CERT
 
 ADVANCE, INTERMEDIATE, CONTRACT = GuaranteeType.ADVANCE, GuaranteeType.INTERMEDIATE_ADVANCE, GuaranteeType.CONTRACT
 BASE = {
@@ -58,26 +59,8 @@ ROW = Contract(
 
 
 def cert(kind: GuaranteeType = ADVANCE, **changes) -> Certificate:
-    base = Certificate(
-        guarantee_no="26-000123-4",
-        guarantee_type=kind,
-        guarantor="西日本建設業保証株式会社",
-        contractor_name="株式会社美郷建設",
-        obligee="美郷町長",
-        desk="misato",
-        contract_no="R8-001",
-        work_name="町道美郷線 道路改良工事",
-        work_category="工事",
-        contract_amount=10_000_000,
-        guarantee_amount=4_000_000,
-        fee=30_000,
-        contract_date=date(2026, 4, 10),
-        completion_date=date(2027, 3, 15),
-        period_start=date(2026, 4, 10),
-        period_end=date(2027, 3, 15),
-        issued_on=date(2026, 4, 12),
-    )
-    return replace(base, **changes)
+    amounts = {"contract_amount": 10_000_000, "guarantee_amount": 4_000_000}
+    return replace(ADVANCE_CERT, guarantee_type=kind, **{**amounts, **changes})
 
 
 def codes(certificate: Certificate, desk: DeskRules = RULES, contract: Contract | None = ROW, **kwargs) -> list[str]:

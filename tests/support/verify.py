@@ -15,6 +15,7 @@ from rules.domain import Certificate, Contract, GuaranteeType
 from rules.schema import DeskRules
 from rules.signatures import DocumentSignatures
 from formats import access_key as keys
+from tests.support.certificates import ADVANCE_CERT
 from verifier.certificate_signature import SignedCertificate, canonical_json, key_id
 from verifier.lookup import LookupResult, LookupStatus
 from verifier.pdf_text import extract_in_process
@@ -35,25 +36,6 @@ ISSUED = datetime(2026, 4, 12, 9, 0, tzinfo=timezone.utc)
 SIGNING_KEY = Ed25519PrivateKey.generate()
 TRUSTED = {key_id(SIGNING_KEY.public_key()): SIGNING_KEY.public_key()}
 
-ADVANCE_CERT = Certificate(
-    guarantee_no="26-000123-4",
-    guarantee_type=GuaranteeType.ADVANCE,
-    guarantor="西日本建設業保証株式会社",
-    contractor_name="株式会社美郷建設",
-    obligee="美郷町長",
-    desk="misato",
-    contract_no="R8-001",
-    work_name="町道美郷線 道路改良工事",
-    work_category="工事",
-    contract_amount=12_345_000,
-    guarantee_amount=4_938_000,
-    fee=30_000,
-    contract_date=date(2026, 4, 10),
-    completion_date=date(2027, 3, 15),
-    period_start=date(2026, 4, 10),
-    period_end=date(2027, 3, 15),
-    issued_on=date(2026, 4, 12),
-)
 CONTRACT_CERT = replace(
     ADVANCE_CERT, guarantee_no="26-000124-2", guarantee_type=GuaranteeType.CONTRACT, guarantee_amount=1_234_500
 )
