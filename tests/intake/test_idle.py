@@ -11,7 +11,7 @@ from intake.idle_loop import run_idle_loop
 from intake.poller import ConnectionLost, MailboxConnection
 from intake.settings import PollSettings
 from store.tables import Submission
-from tests.support.servers import IntakeHarness, make_mail, wait_until
+from tests.support.servers import IntakeHarness, make_mail, wait_until, use_stand_in_pipeline
 
 # Validation keeps real deployments sane (≥ 5 s polls); tests construct faster settings directly.
 FAST = PollSettings.model_construct(
@@ -182,14 +182,14 @@ def test_keydesk_run_serves_embedded_mail_and_takes_what_is_mailed_to_the_desk(t
     """`keydesk run` on the default config: embedded IMAP + SMTP, IDLE intake, clean stop."""
     import smtplib
 
-    from keydesk import composition, daemon
+    from keydesk import daemon
     from keydesk.embedded_imap import port_closed
     from keydesk.runtime import Runtime
-    from tests.support.servers import deployment_for, free_port, sample_process
+    from tests.support.servers import deployment_for, free_port
 
     imap_port, smtp_port = free_port(), free_port()
     config = deployment_for(tmp_path, imap_port=imap_port, smtp_port=smtp_port, embedded=True)
-    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+    use_stand_in_pipeline(monkeypatch)
     runtime = Runtime(config)
     stop, ready, failures = threading.Event(), threading.Event(), []
 

@@ -19,7 +19,7 @@ from store.tables import InboundMessage, OutboxMessage, Submission
 from keydesk import composition
 from keydesk.database import make_engine
 from tests.support.cli import invoke
-from tests.support.servers import IntakeHarness, deployment_for, sample_process, make_mail
+from tests.support.servers import IntakeHarness, deployment_for, sample_process, make_mail, use_stand_in_pipeline
 
 ACCEPTED = "keydesk/受付済"
 RETURNED = "keydesk/返送"
@@ -289,7 +289,7 @@ def test_header_summary_never_raises_on_hostile_headers(headers):
 def test_poll_once_json_prints_one_object_per_mail(pymap_server, tmp_path, monkeypatch):
 
     config = deployment_for(tmp_path, pymap_server)
-    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+    use_stand_in_pipeline(monkeypatch)
     pymap_server.append_many([make_mail(10), make_mail(11, body="[returned] 不備\r\n")])
     result = invoke(config, "poll", "--once", "--json")
 
@@ -309,7 +309,7 @@ def test_poll_once_json_prints_one_object_per_mail(pymap_server, tmp_path, monke
 def test_keydesk_poll_once_records_two_hundred_mixed_mails_exactly_once(imap_server, tmp_path, monkeypatch):
     """The issue's "Done when", through the command a cron job would run."""
     config = deployment_for(tmp_path, imap_server)
-    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+    use_stand_in_pipeline(monkeypatch)
     mails, _ = _mixed_mails(200)
     imap_server.append_many(mails)
     first = invoke(config, "poll", "--once", "--json")
@@ -329,7 +329,7 @@ def test_keydesk_poll_once_records_two_hundred_mixed_mails_exactly_once(imap_ser
 
 def test_poll_refuses_while_another_process_holds_the_mailbox(pymap_server, tmp_path, monkeypatch):
     config = deployment_for(tmp_path, pymap_server)
-    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+    use_stand_in_pipeline(monkeypatch)
     pymap_server.append(make_mail(12))
     from keydesk.runtime import Runtime
 

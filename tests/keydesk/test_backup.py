@@ -18,14 +18,14 @@ from keydesk.runtime import Runtime
 from store.tables import AuditEvent, Document, InboundMessage, Submission
 from tests.support.cli import invoke, wait_until
 from tests.support.deployment import edit_section
-from tests.support.servers import deployment_for, make_mail, sample_process
+from tests.support.servers import deployment_for, make_mail, use_stand_in_pipeline
 
 PASSPHRASE = "correct horse battery staple"
 
 
 @pytest.fixture
 def desk(pymap_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+    use_stand_in_pipeline(monkeypatch)
     monkeypatch.setattr(daemon, "companions", lambda: ())
     monkeypatch.setenv("KEYDESK_BACKUP_PASSPHRASE", PASSPHRASE)
     home = tmp_path / "town"
@@ -199,7 +199,7 @@ def test_backup_and_restore_on_postgresql(pymap_server, tmp_path, monkeypatch, p
     """pg_dump of a live database, pg_restore into an empty one: the same views."""
     from keydesk.database import make_engine, upgrade
 
-    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+    use_stand_in_pipeline(monkeypatch)
     monkeypatch.setenv("KEYDESK_BACKUP_PASSPHRASE", PASSPHRASE)
     config = deployment_for(tmp_path / "town", pymap_server)
     edit_section(config, "[database]", url_env='"KEYDESK_TEST_DESK_DB"')

@@ -15,7 +15,7 @@ import pytest
 from tests.support.cli import invoke, run_keydesk
 from tests.support.deployment import edit_section, use_smtp
 from tests.support.smtp_servers import Recorder, password_authenticator, running
-from tests.support.servers import deployment_for, free_port
+from tests.support.servers import deployment_for, free_port, use_stand_in_pipeline
 from tests.support.tls_certs import private_ca
 
 PASSWORD_ENV = "KEYDESK_TEST_SMTP_PASSWORD"
@@ -152,10 +152,9 @@ def dovecot_dot_server():
 
 
 def test_folders_use_the_servers_delimiter_as_the_readme_says(dovecot_dot_server, tmp_path, monkeypatch):
-    from keydesk import composition
-    from tests.support.servers import make_mail, sample_process
+    from tests.support.servers import make_mail
 
-    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+    use_stand_in_pipeline(monkeypatch)
     config = deployment_for(tmp_path, dovecot_dot_server)
     result, _ = _check(config)
     assert "folders appear as 'keydesk.受付済'" in _line(result.output, "desks.misato.mailbox")

@@ -17,7 +17,7 @@ from store.tables import InboundMessage, OutboxMessage, Submission
 from tests.support.cli import invoke, wait_until
 from tests.support.deployment import edit_section, use_smtp
 from tests.support.smtp_servers import Recorder, running
-from tests.support.servers import deployment_for, make_mail, sample_process
+from tests.support.servers import deployment_for, make_mail, use_stand_in_pipeline
 
 
 def _outbox_states(config) -> list[str]:
@@ -26,7 +26,7 @@ def _outbox_states(config) -> list[str]:
 
 
 def test_poll_once_delivers_the_replies_it_queued(imap_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+    use_stand_in_pipeline(monkeypatch)
     config = deployment_for(tmp_path, imap_server)
     handler = Recorder()
     with running(handler) as port:
@@ -41,7 +41,7 @@ def test_poll_once_delivers_the_replies_it_queued(imap_server, tmp_path, monkeyp
 
 
 def test_poll_once_no_send_only_queues(pymap_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+    use_stand_in_pipeline(monkeypatch)
     config = deployment_for(tmp_path, pymap_server)
     handler = Recorder()
     with running(handler) as port:
@@ -56,7 +56,7 @@ def test_poll_once_no_send_only_queues(pymap_server, tmp_path, monkeypatch):
 
 
 def test_poll_once_with_the_smtp_server_down_keeps_the_replies_and_warns(pymap_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+    use_stand_in_pipeline(monkeypatch)
     config = deployment_for(tmp_path, pymap_server)
     use_smtp(config, 9)  # the discard port: nothing listens there
     pymap_server.append(make_mail(3))
@@ -67,7 +67,7 @@ def test_poll_once_with_the_smtp_server_down_keeps_the_replies_and_warns(pymap_s
 
 
 def test_poll_json_prints_a_line_for_a_byte_identical_copy_too(pymap_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+    use_stand_in_pipeline(monkeypatch)
     config = deployment_for(tmp_path, pymap_server)
     pymap_server.append_many([make_mail(4), make_mail(4)])
     result = invoke(config, "poll", "--once", "--json", "--no-send")
@@ -79,7 +79,7 @@ def test_poll_json_prints_a_line_for_a_byte_identical_copy_too(pymap_server, tmp
 
 
 def test_run_picks_up_a_fixed_password_file_without_a_restart(imap_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+    use_stand_in_pipeline(monkeypatch)
     monkeypatch.setattr(daemon, "companions", lambda: ())
     config = deployment_for(tmp_path, imap_server)
     edit_section(config, "[poll]", reconnect_max_seconds="1")
@@ -158,7 +158,7 @@ def test_the_audit_trail_tells_the_whole_story_of_a_poll(pymap_server, tmp_path,
     so `audit verify` covers the intake, not only exceptional events."""
     from store.tables import AuditEvent
 
-    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+    use_stand_in_pipeline(monkeypatch)
     config = deployment_for(tmp_path, pymap_server)
     pymap_server.append_many([make_mail(7), make_mail(8, body="[returned]\r\n")])
     assert invoke(config, "poll", "--once", "--no-send").exit_code == 0

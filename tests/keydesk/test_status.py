@@ -10,14 +10,14 @@ from datetime import datetime, timedelta, timezone
 import httpx
 from sqlmodel import Session
 
-from keydesk import composition, daemon
+from keydesk import daemon
 from keydesk.runtime import Runtime
 from keydesk.status import record_pass
 from store.tables import DeskStatus
 from tests.support.cli import invoke, wait_until
 from tests.support.deployment import edit_section, use_smtp
 from tests.support.smtp_servers import Recorder, running
-from tests.support.servers import deployment_for, free_port, make_mail, sample_process
+from tests.support.servers import deployment_for, free_port, make_mail, use_stand_in_pipeline
 
 
 def _status(config, *args):
@@ -26,7 +26,7 @@ def _status(config, *args):
 
 
 def test_status_is_healthy_after_a_pass_and_degraded_when_smtp_is_down(pymap_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+    use_stand_in_pipeline(monkeypatch)
     config = deployment_for(tmp_path, pymap_server)
     code, report = _status(config, "--no-connect")
     assert code == 1 and report["desks"]["misato"]["problems"] == ["no intake pass has completed yet"]
@@ -52,7 +52,7 @@ def test_status_is_healthy_after_a_pass_and_degraded_when_smtp_is_down(pymap_ser
 
 
 def test_a_stale_last_pass_and_a_quarantined_mail_make_the_desk_degraded(pymap_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+    use_stand_in_pipeline(monkeypatch)
     config = deployment_for(tmp_path, pymap_server)
     runtime = Runtime(config)
     record_pass(runtime.engine, "misato", 0, now=datetime.now(timezone.utc) - timedelta(hours=3))
@@ -69,7 +69,7 @@ def test_a_stale_last_pass_and_a_quarantined_mail_make_the_desk_degraded(pymap_s
 
 
 def test_keydesk_run_serves_the_same_figures_as_prometheus_metrics(pymap_server, tmp_path, monkeypatch):
-    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+    use_stand_in_pipeline(monkeypatch)
     monkeypatch.setattr(daemon, "companions", lambda: ())
     config = deployment_for(tmp_path, pymap_server)
     metrics_port = free_port()

@@ -404,6 +404,13 @@ def make_mail(
     return head.encode() + text.encode("utf-8") + extra
 
 
+def use_stand_in_pipeline(monkeypatch) -> None:
+    """Make every desk the CLI or daemon wires up in this test process mail with ``sample_process``."""
+    from keydesk import composition
+
+    monkeypatch.setattr(composition, "process_factory", lambda runtime, desk: sample_process)
+
+
 def sample_process(session, inbound, raw):
     """The pipeline's stand-in: one submission and one reply in the outbox, like the real one.
 
