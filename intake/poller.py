@@ -1,9 +1,8 @@
 """One connection to a desk's mailbox: connect, log in, and the few UID commands intake needs.
 
 Only UID commands are used, and nothing a sender wrote is ever put into a command: the only
-arguments are UIDs the server gave us and folder names from the configuration. Bodies are read
-with ``BODY.PEEK[]`` (never setting \\Seen behind a person's back), small mails several per FETCH
-and large ones in partial chunks, so memory stays bounded by the chunk size.
+arguments are UIDs the server gave us and folder names from the configuration. How bodies are
+downloaded (bounded FETCH commands, never setting \\Seen) is in intake/mail_download.py.
 """
 
 from __future__ import annotations
@@ -15,7 +14,7 @@ import select
 import ssl
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from imapclient import IMAPClient
@@ -23,6 +22,7 @@ from imapclient.exceptions import LoginError
 
 from foundation.errors import OperationalError
 from foundation.net import is_loopback
+from intake.mail_download import MailDownload
 from intake.settings import MailboxSettings
 from store.token_command import TOKEN_COMMAND_TIMEOUT, TokenCommandError, run_token_command
 
@@ -30,8 +30,6 @@ log = logging.getLogger(__name__)
 
 # What a dropped connection, a timeout or a confused server raises: the caller reconnects.
 TRANSIENT_ERRORS: tuple[type[BaseException], ...] = (OSError, imaplib.IMAP4.error)
-# Headers of a mail too large to download are read up to this many bytes.
-HEADER_CAP_BYTES = 256 * 1024
 
 
 class MailboxError(OperationalError):
@@ -56,7 +54,7 @@ def fetch_oauth_token(command: list[str], timeout: float = TOKEN_COMMAND_TIMEOUT
         raise MailboxError(str(exc)) from None
 
 
-class MailboxConnection:
+class MailboxConnection(MailDownload):
     """A logged-in IMAP connection to one configured mailbox; use as a context manager."""
 
     def __init__(
@@ -174,65 +172,6 @@ class MailboxConnection:
             return {}
         response = self.client.fetch(uids, ["RFC822.SIZE"])
         return {uid: int(data[b"RFC822.SIZE"]) for uid, data in response.items() if b"RFC822.SIZE" in data}
-
-    def fetch_headers(self, uid: int, cap: int = HEADER_CAP_BYTES) -> bytes | None:
-        """The header block (at most ``cap`` bytes) of one mail; None when it is gone."""
-        response = self.client.fetch([uid], [f"BODY.PEEK[HEADER]<0.{cap}>"])
-        data = response.get(uid, {})
-        for key, value in data.items():
-            if key.startswith(b"BODY[HEADER]"):
-                return bytes(value or b"")
-        return None
-
-    def fetch_bodies(
-        self, sizes: dict[int, int], chunk_bytes: int, max_bytes: int
-    ) -> Iterator[tuple[int, bytes | None]]:
-        """Yield (uid, raw bytes) in UID order; None for a mail that vanished or outgrew ``max_bytes``.
-
-        Mails smaller than a chunk are fetched several at a time (up to a chunk in total);
-        larger ones with partial fetches of ``chunk_bytes`` each.
-        """
-        batch: list[int] = []
-        batch_bytes = 0
-        for uid in sorted(sizes):
-            size = sizes[uid]
-            if size >= chunk_bytes:
-                yield from self._fetch_whole(batch)
-                batch, batch_bytes = [], 0
-                yield uid, self._fetch_chunked(uid, chunk_bytes, max_bytes)
-                continue
-            if batch and batch_bytes + size > chunk_bytes:
-                yield from self._fetch_whole(batch)
-                batch, batch_bytes = [], 0
-            batch.append(uid)
-            batch_bytes += size
-        yield from self._fetch_whole(batch)
-
-    def _fetch_whole(self, uids: list[int]) -> Iterator[tuple[int, bytes | None]]:
-        if not uids:
-            return
-        response = self.client.fetch(uids, ["BODY.PEEK[]"])
-        for uid in uids:
-            body = response.get(uid, {}).get(b"BODY[]")
-            yield uid, bytes(body) if body is not None else None
-
-    def _fetch_chunked(self, uid: int, chunk_bytes: int, max_bytes: int) -> bytes | None:
-        parts: list[bytes] = []
-        offset = 0
-        while True:
-            response = self.client.fetch([uid], [f"BODY.PEEK[]<{offset}.{chunk_bytes}>"])
-            data = response.get(uid)
-            if not data:
-                return None
-            chunk = next((bytes(v or b"") for k, v in data.items() if k.startswith(b"BODY[]")), None)
-            if chunk is None:
-                return None
-            parts.append(chunk)
-            offset += len(chunk)
-            if offset > max_bytes:
-                return None  # the server understated RFC822.SIZE: treat as too large
-            if len(chunk) < chunk_bytes:
-                return b"".join(parts)
 
     # -- mailbox actions ----------------------------------------------------------------------
 

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING
 from sqlalchemy import text
 from sqlmodel import Session, select
 
+from foundation.read_ahead import read_ahead
 from intake.mime_headers import raw_value
 from intake.pass_report import PassReport, TakenMail
 from intake.poller import MailboxConnection
@@ -70,26 +71,32 @@ def record_new(
     copies: list[Copy] = []
     if not new:
         return copies
-    sizes: dict[int, int] = {}
-    for chunk in chunks(new):  # bounded commands: a mailbox of 10,000 mails is not one FETCH
-        sizes.update(conn.sizes(chunk))
     limit = service.limits.mail_max_bytes
-    fitting = {uid: size for uid, size in sizes.items() if size <= limit}
-    oversize = [uid for uid, size in sizes.items() if size > limit]
+    sizes: dict[int, int] = {}
+    oversize: list[int] = []
     batch: list[_Fetched] = []
     batch_bytes = 0
     in_folder = set(present)
-    # Recorded in batches of about a fetch chunk: one fsync per file, one per folder and
-    # one commit per batch, all before any of these mails is processed.
-    for uid, raw in conn.fetch_bodies(fitting, service.poll.fetch_chunk_bytes, limit):
-        if raw is None:
-            oversize.append(uid)  # vanished meanwhile, or larger than it claimed
-            continue
-        batch.append(_Fetched(uid, raw, len(raw), False))
-        batch_bytes += len(raw)
-        if batch_bytes >= service.poll.fetch_chunk_bytes or len(batch) >= _BATCH_MAILS:
-            _record(service, batch, uidvalidity, in_folder, report, copies)
-            batch, batch_bytes = [], 0
+    chunk_bytes = service.poll.fetch_chunk_bytes
+    # Recorded in batches of about a fetch chunk: one fsync per file, one per folder and one
+    # commit per batch, all before any of these mails is processed. The next mails download
+    # meanwhile (at most two chunks ahead), so the pass waits on the server or the disk, not both.
+    with read_ahead(
+        conn.fetch_mails(new, chunk_bytes, limit),
+        weigh=lambda fetched: len(fetched[2] or b""),
+        budget=2 * chunk_bytes,
+        name=f"intake-fetch-{service.desk}",
+    ) as downloaded:
+        for uid, size, raw in downloaded:
+            if raw is None:
+                sizes[uid] = size
+                oversize.append(uid)  # too large, vanished meanwhile, or larger than it claimed
+                continue
+            batch.append(_Fetched(uid, raw, len(raw), False))
+            batch_bytes += len(raw)
+            if batch_bytes >= chunk_bytes or len(batch) >= _BATCH_MAILS:
+                _record(service, batch, uidvalidity, in_folder, report, copies)
+                batch, batch_bytes = [], 0
     for uid in sorted(oversize):
         headers = conn.fetch_headers(uid)
         if headers is not None:  # else expunged by someone else meanwhile: nothing to take

@@ -94,6 +94,31 @@ def test_two_hundred_mixed_mails_are_each_recorded_exactly_once(imap_server, tmp
     assert harness.count(Submission) == 200 and harness.count(OutboxMessage) == 200
 
 
+def test_mails_around_the_first_fetch_prefix_are_stored_whole_and_recorded_in_arrival_order(imap_server, tmp_path):
+    # The first FETCH reads each mail's size and first PREFIX_BYTES; longer mails are fetched again.
+    # Sizes on both sides of that boundary, between short mails, must come out whole, and the rows
+    # must follow the UIDs (a later mail of a contractor is judged after the earlier one).
+    from intake.mail_download import PREFIX_BYTES
+
+    mails = []
+    for number, target in enumerate(range(PREFIX_BYTES - 24, PREFIX_BYTES + 25)):
+        short = make_mail(number)
+        mails.append(short if number % 3 == 0 else short + b"P" * (target - len(short)))
+    imap_server.append_many(mails)
+    harness = IntakeHarness(tmp_path, imap_server)
+
+    report = harness.poll_once()
+
+    rows = sorted(harness.rows(), key=lambda row: row.id)
+    assert report.recorded == len(mails) and len(report.taken) == len(mails)
+    assert [row.uid for row in rows] == sorted(row.uid for row in rows)
+    assert [row.message_id for row in rows] == [f"<mail-{n}@kensetsu.example>" for n in range(len(mails))]
+    for row, sent in zip(rows, mails):
+        stored = harness.store.read(row.raw_path)
+        assert stored.replace(b"\r\n", b"\n") == sent.replace(b"\r\n", b"\n")
+    assert {row.state for row in rows} == {"processed"}
+
+
 def test_a_mail_over_the_size_limit_is_recorded_from_its_headers_only(imap_server, tmp_path):
     seen: list[bytes] = []
 
