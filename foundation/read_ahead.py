@@ -24,10 +24,6 @@ from typing import Generic, TypeVar
 T = TypeVar("T")
 
 
-class _Stopped(Exception):
-    """The consumer went away: the producer ends at its next item."""
-
-
 class _Channel(Generic[T]):
     def __init__(self, budget: int, weigh: Callable[[T], int]) -> None:
         self.budget = budget
@@ -39,17 +35,19 @@ class _Channel(Generic[T]):
         self.error: BaseException | None = None
         self.changed = threading.Condition()
 
-    def put(self, item: T) -> None:
+    def put(self, item: T) -> bool:
+        """Hand over ``item``; False when the consumer went away (the producer then ends)."""
         weight = self.weigh(item)
         with self.changed:
             # An item heavier than the whole budget still goes through, alone.
             while not self.stopped and self.items and self.weight + weight > self.budget:
                 self.changed.wait()
             if self.stopped:
-                raise _Stopped
+                return False
             self.items.append((item, weight))
             self.weight += weight
             self.changed.notify_all()
+            return True
 
     def close(self, error: BaseException | None = None) -> None:
         with self.changed:
@@ -85,9 +83,8 @@ def read_ahead(produce: Iterator[T], *, weigh: Callable[[T], int], budget: int, 
     def run() -> None:
         try:
             for item in produce:
-                channel.put(item)
-        except _Stopped:
-            channel.close()
+                if not channel.put(item):
+                    break
         except BaseException as exc:  # noqa: BLE001 - handed to the consumer, raised there
             channel.close(exc)
         else:

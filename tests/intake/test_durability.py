@@ -15,10 +15,12 @@ from intake.poller import TRANSIENT_ERRORS, MailboxConnection
 from intake.raw_store import RawStore, RawStoreError, sha256_hex
 from intake.settings import PollSettings
 from store.tables import InboundMessage, OutboxMessage, Submission
+from tests.support.cli import wait_until
 from tests.support.servers import IntakeHarness, make_mail, sample_process
 
 ROOT = Path(__file__).resolve().parents[2]
 ACCEPTED = "keydesk/受付済"
+RETURNED = "keydesk/返送"
 
 # Runs one pass in a child process; with CRASH set it dies (os._exit) right after the first
 # processing commit (of a batch of BATCH mails), before any mailbox action: the worst moment for
@@ -329,3 +331,68 @@ def test_rows_are_committed_before_processing_starts(pymap_server, tmp_path):
     harness.poll_once()
 
     assert seen_in_database == [2, 2]
+
+
+def test_each_batch_is_moved_while_the_next_is_processed(imap_server, tmp_path, monkeypatch):
+    # Batches of 5: while the last mail is being processed, the mails of the batches committed
+    # before it have already left the inbox (the IMAP connection is idle during processing; a
+    # thread moves meanwhile). Without that, all 15 would stay until processing ends.
+    import intake.intake_service
+
+    monkeypatch.setattr(intake.intake_service, "_PROCESS_BATCH", 5)
+    imap_server.append_many([make_mail(n) for n in range(15)])
+    last_uid = max(imap_server.uids("INBOX"))
+    inbox_during_the_last_mail: list[list[int]] = []
+
+    def inbox_once_some_moved():
+        uids = imap_server.uids("INBOX")
+        return uids if len(uids) < 15 else None
+
+    def process(session, inbound, raw):
+        if inbound.uid == last_uid:
+            inbox = wait_until(inbox_once_some_moved, what="the committed batches to be moved")
+            inbox_during_the_last_mail.append(inbox)
+        return sample_process(session, inbound, raw)
+
+    harness = IntakeHarness(tmp_path, imap_server, process=process)
+    report = harness.poll_once()
+
+    [inbox] = inbox_during_the_last_mail
+    assert last_uid in inbox and len(inbox) <= 5  # only the batch still open was left
+    assert len(report.taken) == 15 and report.actions == 15
+    assert imap_server.uids("INBOX") == [] and imap_server.folder_count(ACCEPTED) == 15
+    assert all(row.mailbox_action_done for row in harness.rows())
+    assert harness.poll_once().actions == 0  # nothing is moved twice
+
+
+def test_a_pending_mail_of_an_old_uidvalidity_never_moves_a_new_mail_with_its_uid(imap_server, tmp_path):
+    # Mails recorded under one UIDVALIDITY but not yet processed, then the folder is recreated with
+    # other mails: the same UID numbers now name other mails, and the old rows must not move them.
+    folder = "keydesk-test-old-uidvalidity"
+    imap_server.ensure_folder(folder)
+    imap_server.append_many([make_mail(n, body="[returned] 番号のみ\r\n") for n in range(3)], folder)
+    failing = {"on": True}
+
+    def process(session, inbound, raw):
+        if failing["on"]:
+            raise ValueError("the pipeline is down")
+        return sample_process(session, inbound, raw)
+
+    mailbox = imap_server.mailbox_settings(folder=folder)
+    harness = IntakeHarness(tmp_path, imap_server, mailbox=mailbox, process=process)
+    first = harness.poll_once()
+    assert first.recorded == 3 and first.failures == 3 and first.actions == 0
+    old_uids = sorted(row.uid for row in harness.rows())
+
+    imap_server.recreate_folder(folder)
+    imap_server.append_many([make_mail(n) for n in range(10, 13)], folder)
+    with imap_server.client() as client:
+        client.select_folder(folder, readonly=True)
+        assert sorted(client.search("ALL")) == old_uids  # the same numbers, other mails
+    failing["on"] = False
+
+    second = harness.poll_once()
+
+    assert second.recorded == 3 and len(second.taken) == 6  # the old rows are processed too
+    assert imap_server.folder_count(RETURNED) == 0  # no new mail was moved by an old row's verdict
+    assert imap_server.folder_count(ACCEPTED) == 3 and imap_server.uids(folder) == []
