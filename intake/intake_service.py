@@ -22,10 +22,8 @@ A pass has three stages, each safe to repeat after a crash at any point:
    companions down with it a second time. A quarantined mail is still acknowledged (the
    ``acknowledge`` hook, where the reply policy allows) and listed for staff in the digest.
 3. **Act** (intake/mailbox_actions.py). Only after that commit is the mail moved to its verdict's
-   folder (or flagged seen): each batch's mails by a thread while the next batch is processed
-   (the connection is idle meanwhile), the rest one UID MOVE per folder at the end; then
-   ``mailbox_action_done`` is set for all of them in one commit. A crash in between only repeats
-   the move.
+   folder (or flagged seen), one UID MOVE per folder; then ``mailbox_action_done`` is set for all
+   of them in one commit. A crash in between only repeats the move.
 """
 
 from __future__ import annotations
@@ -33,8 +31,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from sqlalchemy import update
@@ -44,7 +41,7 @@ from sqlmodel import Session, select
 from foundation.errors import ContentionError
 from intake.decision_filing import file_decided_mails
 from intake.claims import claim_batch, holders_in_hand
-from intake.mailbox_actions import BatchMover, act
+from intake.mailbox_actions import act
 from intake.pass_report import PassReport, TakenMail
 from intake.poller import MailboxConnection
 from intake.raw_store import RawStore
@@ -131,7 +128,6 @@ class IntakeService:
         self.process = process
         self.after_commit = after_commit
         self.on_batch = on_batch
-        self._mover: BatchMover | None = None  # during a pass's stage 2
         # The pipeline answers quarantined mail too; a bare process hook may not.
         self.acknowledge = acknowledge or getattr(process, "acknowledge_quarantined", None)
         self.owner = owner
@@ -154,29 +150,12 @@ class IntakeService:
         report = PassReport(uidvalidity=selected.uidvalidity)
         present = conn.search_uids()
         copies = record_new(self, conn, selected.uidvalidity, present, report)
-        in_folder = set(present)
-        with self._moving_meanwhile(conn, selected.uidvalidity, in_folder) as mover:
-            self._process_pending(report)
-        report.actions += mover.actions
+        self._process_pending(report)
         self._await_other_workers(report)
-        act(self, conn, selected.uidvalidity, in_folder, copies, report, moved=frozenset(mover.moved))
+        act(self, conn, selected.uidvalidity, set(present), copies, report)
         # Mails staff decided on in the console go on from the review folder to their outcome's folder.
         report.actions += file_decided_mails(conn, self.engine, self.desk, self.mailbox)
         return report
-
-    @contextmanager
-    def _moving_meanwhile(self, conn: MailboxConnection, uidvalidity: int, present: set[int]) -> Iterator[BatchMover]:
-        """Stage 3 of each batch runs in a thread while the next batch is processed (BatchMover)."""
-        mover = BatchMover(self, conn, uidvalidity, present).start()
-        self._mover = mover
-        try:
-            yield mover
-        except BaseException:
-            mover.finish(raise_error=False)  # the processing error is the one to report
-            raise
-        finally:
-            self._mover = None
-        mover.finish()
 
     # -- stage 2: process ----------------------------------------------------------------------
 
@@ -339,8 +318,6 @@ class IntakeService:
             with Session(self.engine) as session:
                 for taken in result.taken:
                     self.after_commit(session.get(InboundMessage, taken.inbound_id))
-        if self._mover is not None and result.taken:
-            self._mover.hand([taken.inbound_id for taken in result.taken])
         for inbound_id, give_up in result.failed:
             if give_up:
                 self._quarantine(inbound_id, "gave up after repeated failures", report)

@@ -15,7 +15,6 @@ from intake.poller import TRANSIENT_ERRORS, MailboxConnection
 from intake.raw_store import RawStore, RawStoreError, sha256_hex
 from intake.settings import PollSettings
 from store.tables import InboundMessage, OutboxMessage, Submission
-from tests.support.cli import wait_until
 from tests.support.servers import IntakeHarness, make_mail, sample_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -331,38 +330,6 @@ def test_rows_are_committed_before_processing_starts(pymap_server, tmp_path):
     harness.poll_once()
 
     assert seen_in_database == [2, 2]
-
-
-def test_each_batch_is_moved_while_the_next_is_processed(imap_server, tmp_path, monkeypatch):
-    # Batches of 5: while the last mail is being processed, the mails of the batches committed
-    # before it have already left the inbox (the IMAP connection is idle during processing; a
-    # thread moves meanwhile). Without that, all 15 would stay until processing ends.
-    import intake.intake_service
-
-    monkeypatch.setattr(intake.intake_service, "_PROCESS_BATCH", 5)
-    imap_server.append_many([make_mail(n) for n in range(15)])
-    last_uid = max(imap_server.uids("INBOX"))
-    inbox_during_the_last_mail: list[list[int]] = []
-
-    def inbox_once_some_moved():
-        uids = imap_server.uids("INBOX")
-        return uids if len(uids) < 15 else None
-
-    def process(session, inbound, raw):
-        if inbound.uid == last_uid:
-            inbox = wait_until(inbox_once_some_moved, what="the committed batches to be moved")
-            inbox_during_the_last_mail.append(inbox)
-        return sample_process(session, inbound, raw)
-
-    harness = IntakeHarness(tmp_path, imap_server, process=process)
-    report = harness.poll_once()
-
-    [inbox] = inbox_during_the_last_mail
-    assert last_uid in inbox and len(inbox) <= 5  # only the batch still open was left
-    assert len(report.taken) == 15 and report.actions == 15
-    assert imap_server.uids("INBOX") == [] and imap_server.folder_count(ACCEPTED) == 15
-    assert all(row.mailbox_action_done for row in harness.rows())
-    assert harness.poll_once().actions == 0  # nothing is moved twice
 
 
 def test_a_pending_mail_of_an_old_uidvalidity_never_moves_a_new_mail_with_its_uid(imap_server, tmp_path):
