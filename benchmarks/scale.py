@@ -61,7 +61,12 @@ def child(count: int, directory: Path) -> dict:
         sink = Recorder(keep_content=False)
         with running(sink) as port:
             started = time.perf_counter()
-            report = harness.poll_once()
+            taken = 0
+            while True:  # a backlog over poll.mails_per_pass takes several passes, as in `keydesk run`
+                report = harness.poll_once()
+                taken += len(report.taken)
+                if not report.more:
+                    break
             intake = time.perf_counter() - started
             settings = SmtpSettings(host="127.0.0.1", port=port, security="plain")
             started = time.perf_counter()
@@ -69,7 +74,7 @@ def child(count: int, directory: Path) -> dict:
                 harness.engine, SmtpSession(SmtpConnector(settings)), OutboxSettings(), now=datetime.now(timezone.utc)
             )
             outbox = time.perf_counter() - started
-        assert len(report.taken) == count and delivered.sent == count, (len(report.taken), delivered.summary())
+        assert taken == count and delivered.sent == count, (taken, delivered.summary())
     finally:
         (server.cleanup if isinstance(server, DovecotServer) else server.kill)()
     peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

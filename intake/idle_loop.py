@@ -44,7 +44,9 @@ def run_idle_loop(
                 _report(report, on_pass)
                 backoff = FIRST_BACKOFF_SECONDS  # a full pass worked: the connection is healthy
                 while not stop.is_set():
-                    if conn.supports_idle:
+                    if report.more:
+                        pass  # a backlog is taken window after window, without waiting
+                    elif conn.supports_idle:
                         # Mail that arrived during the pass was announced then, not in IDLE: look first.
                         if not conn.new_mail_announced():
                             conn.idle_wait(poll.idle_renew_seconds, stop, wake=wake)

@@ -37,3 +37,4 @@ class PassReport:
     recognised_mails: list[TakenMail] = field(default_factory=list)
     failures: int = 0  # processing attempts that raised
     actions: int = 0  # mails moved or flagged
+    more: bool = False  # new mails beyond this pass's window (``mails_per_pass``) are waiting

@@ -63,12 +63,22 @@ class Copy:
 def record_new(
     service: IntakeService, conn: MailboxConnection, uidvalidity: int, present: list[int], report: PassReport
 ) -> list[Copy]:
+    copies: list[Copy] = []
+    if not present:
+        return copies
     with Session(service.engine) as session:
+        # Only the folder's current UID range: the rows of mails moved out long ago (UIDs below
+        # it, a desk's whole history) are not loaded at every pass.
         known = set(
-            session.exec(select(InboundMessage.uid).where(*service.mine(), InboundMessage.uidvalidity == uidvalidity))
+            session.exec(
+                select(InboundMessage.uid).where(
+                    *service.mine(), InboundMessage.uidvalidity == uidvalidity, InboundMessage.uid >= present[0]
+                )
+            )
         )
     new = [uid for uid in present if uid not in known]
-    copies: list[Copy] = []
+    if len(new) > service.poll.mails_per_pass:
+        new, report.more = new[: service.poll.mails_per_pass], True
     if not new:
         return copies
     limit = service.limits.mail_max_bytes

@@ -63,6 +63,10 @@ class PollSettings(StrictModel):
     # again from 1 s after a pass that worked).
     reconnect_max_seconds: int = Field(default=30, ge=1)
     fetch_chunk_bytes: int = Field(default=1_048_576, ge=65_536)
+    # One pass takes at most this many new mails; the next pass follows at once. What a pass holds
+    # in memory grows with its mails, so a backlog (a desk pointed at a full mailbox) is taken in
+    # windows and peak memory stays flat however many are waiting.
+    mails_per_pass: int = Field(default=2_000, ge=1)
     # A mail whose processing fails this many times is quarantined and shown to staff.
     max_attempts: int = Field(default=3, ge=1)
     # `keydesk run` looks accepted guarantees up again this often, to tell staff of one revoked after

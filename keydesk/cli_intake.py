@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
 
 def poll(
     ctx: typer.Context,
-    once: bool = typer.Option(False, "--once", help="Run one pass and exit (for cron)."),
+    once: bool = typer.Option(False, "--once", help="Take what is waiting and exit (for cron); a backlog over poll.mails_per_pass takes several passes."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per mail touched (copies included)."),
     desk: str | None = typer.Option(None, "--desk", help="Only this desk (default: every desk)."),
     no_send: bool = typer.Option(
@@ -61,11 +61,15 @@ def poll(
                     composition.mailbox_lock(settings, desk_id, runtime.engine),
                     composition.connector(settings, desk_id)() as conn,
                 ):
-                    report = service.run_pass(conn)
+                    # A backlog larger than one pass's window is taken whole, window by window.
+                    more = True
+                    while more:
+                        report = service.run_pass(conn)
+                        record_pass(runtime.engine, desk_id, len(report.taken))
+                        _print_report(settings, desk_id, report, as_json)
+                        more = report.more
             except (MailboxError, *TRANSIENT_ERRORS) as exc:
                 raise mailbox_problem(settings, desk_id, exc) from None
-            record_pass(runtime.engine, desk_id, len(report.taken))
-            _print_report(settings, desk_id, report, as_json)
             _retry_held(runtime, desk_id, as_json)
         if not no_send:
             _deliver_after_poll(runtime, owner, as_json)

@@ -233,3 +233,16 @@ def _count(runtime, table) -> int:
 
     with Session(runtime.engine) as session:
         return session.exec(select(func.count()).select_from(table)).one()
+
+
+def test_a_backlog_over_one_window_is_taken_without_waiting_for_new_mail(imap_server, tmp_path):
+    # Three windows of 3 mails: the loop goes on to the next window at once instead of idling
+    # (which, with nothing new arriving, would leave 6 mails waiting for half an hour).
+    imap_server.append_many([make_mail(n) for n in range(9)])
+    windowed = PollSettings.model_construct(**{**FAST.model_dump(), "mails_per_pass": 3, "idle_renew_seconds": 600})
+    harness = IntakeHarness(tmp_path, imap_server, poll=windowed)
+    with _Loop(harness, poll=windowed) as loop:
+        wait_until(lambda: loop.taken() == 9, what="all three windows of the backlog")
+        wait_until(loop.idling.is_set, what="the connection to enter IDLE once the backlog is done")
+        assert loop.passes == 3
+    assert imap_server.uids("INBOX") == []

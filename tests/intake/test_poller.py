@@ -119,6 +119,24 @@ def test_mails_around_the_first_fetch_prefix_are_stored_whole_and_recorded_in_ar
     assert {row.state for row in rows} == {"processed"}
 
 
+def test_a_pass_takes_at_most_its_window_of_new_mails_oldest_first(imap_server, tmp_path):
+    imap_server.append_many([make_mail(n) for n in range(10)])
+    uids = imap_server.uids("INBOX")
+    harness = IntakeHarness(tmp_path, imap_server, poll=PollSettings(mails_per_pass=4))
+
+    reports = [harness.poll_once() for _ in range(3)]
+
+    assert [(report.recorded, len(report.taken), report.actions, report.more) for report in reports] == [
+        (4, 4, 4, True),
+        (4, 4, 4, True),
+        (2, 2, 2, False),
+    ]
+    assert [taken.uid for report in reports for taken in report.taken] == uids  # arrival order
+    assert imap_server.uids("INBOX") == [] and harness.count(Submission) == 10
+    last = harness.poll_once()
+    assert (last.recorded, last.taken, last.more) == (0, [], False)  # nothing left
+
+
 def test_a_mail_over_the_size_limit_is_recorded_from_its_headers_only(imap_server, tmp_path):
     seen: list[bytes] = []
 

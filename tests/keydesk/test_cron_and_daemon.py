@@ -174,3 +174,19 @@ def test_the_audit_trail_tells_the_whole_story_of_a_poll(pymap_server, tmp_path,
     assert [v["replies"][0]["message_id"] for v in verdicts] == [reply.message_id for reply in replies]
     verify = invoke(config, "audit", "verify")
     assert verify.exit_code == 0 and "鍵付き" in verify.stdout
+
+
+def test_poll_once_takes_a_backlog_larger_than_one_pass_whole(pymap_server, tmp_path, monkeypatch):
+    use_stand_in_pipeline(monkeypatch)
+    config = deployment_for(tmp_path, pymap_server)
+    edit_section(config, "[poll]", mails_per_pass="2")
+    pymap_server.append_many([make_mail(n) for n in range(5)])
+
+    result = invoke(config, "poll", "--once", "--no-send")
+
+    assert result.exit_code == 0, result.output
+    # Three passes of at most two mails, each reported as it ends.
+    assert result.output.count("通を処理しました") == 3
+    assert pymap_server.uids("INBOX") == []
+    with Session(Runtime(config).engine) as session:
+        assert len(session.exec(select(Submission)).all()) == 5
