@@ -36,7 +36,11 @@ def register(app: typer.Typer) -> None:
 
 def poll(
     ctx: typer.Context,
-    once: bool = typer.Option(False, "--once", help="Take what is waiting and exit (for cron); a backlog over poll.mails_per_pass takes several passes."),
+    once: bool = typer.Option(
+        False,
+        "--once",
+        help="Take what is waiting and exit (for cron); a backlog over poll.mails_per_pass takes several passes.",
+    ),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object per mail touched (copies included)."),
     desk: str | None = typer.Option(None, "--desk", help="Only this desk (default: every desk)."),
     no_send: bool = typer.Option(
