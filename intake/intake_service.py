@@ -239,6 +239,9 @@ class IntakeService:
             session.connection().execute(
                 update(_INBOUND).where(_INBOUND.c.id.in_(ids)).values(processing_by=_INBOUND.c.processing_by)
             )
+            # The batch's rows in one query, held here (the session's identity map keeps rows only
+            # while someone does): each mail's session.get below then finds its row loaded.
+            in_hand = {row.id: row for row in session.exec(select(InboundMessage).where(InboundMessage.id.in_(ids)))}
             started = time.monotonic()
             for inbound_id in ids:
                 if result.done and time.monotonic() - started >= _COMMIT_SECONDS:
@@ -246,7 +249,7 @@ class IntakeService:
                 result.done += 1
                 try:
                     with session.begin_nested():
-                        row = session.get(InboundMessage, inbound_id)
+                        row = in_hand.get(inbound_id) or session.get(InboundMessage, inbound_id)
                         if row.processed_at is not None:
                             continue  # a worker that thought us dead took it over and finished it
                         taken, detail = self._process_row(session, row)
