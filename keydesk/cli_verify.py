@@ -1,8 +1,9 @@
 """Staff and admin commands around the decision: `keydesk verify`, `keydesk contracts import`,
 `keydesk rules check [--replay N]`.
 
-Parse and print: ``intake.verify_file`` reads a PDF or mail, the verifier and the rules decide,
-``intake.register_store`` imports and reads the register, ``intake.replay`` replays recorded guarantees.
+Parse and print: ``keydesk.composition.dry_run_checker`` wires the verifier and the rules to the
+register and the look-up for `verify`, ``intake.register_store`` imports and reads the register,
+``intake.replay`` replays recorded guarantees.
 """
 
 from __future__ import annotations
@@ -15,15 +16,12 @@ from zoneinfo import ZoneInfo
 import typer
 from sqlmodel import Session
 
-from guarantor.keys import load_trusted_keys
-from intake.verify_file import file_inputs, read_bounded, reply_preview
+from intake.verify_file import read_bounded
 from intake.replay import ReplayChange, replay_submissions
 from intake.register_store import (
-    DbAcceptedIndex,
-    DbContractRegister,
     import_contracts,
 )
-from keydesk.composition import lookup_service
+from keydesk import composition
 from foundation.errors import UserFacingError
 from keydesk.command_inputs import MAX_CSV_BYTES, desk_id_of
 from keydesk.runtime import Runtime
@@ -32,8 +30,7 @@ from rules.findings import VERDICT_LABELS, Verdict, label_of
 from rules.signatures import DocumentKind
 from store.audit import record as audit
 from formats.csv_table import CsvTableError
-from verifier.pdf_text import PdfTextWorker
-from verifier.verify import MailVerdict, Ports, verify_mail
+from verifier.verify import MailVerdict
 
 contracts_app = typer.Typer(help="The town's contract register (契約台帳).", no_args_is_help=True)
 rules_app = typer.Typer(help="The town's rules (config/rules.toml).", no_args_is_help=True)
@@ -65,41 +62,17 @@ def verify(
 ) -> None:
     """Say what a PDF or a mail is and whether the desk would accept it. Records nothing."""
     runtime: Runtime = ctx.obj
-    settings = runtime.settings
-    desk_id = desk_id_of(settings, desk)
-    limits = settings.limits
-    pdf_limits = limits.pdf_limits()
-    trusted = load_trusted_keys(settings.guarantor.trust_directory)
-    lookup = lookup_service(runtime, desk_id, record=False)  # records nothing, look-up failures included
+    desk_id = desk_id_of(runtime.settings, desk)
     failed = False
-    with PdfTextWorker(pdf_limits) as worker, Session(runtime.engine) as session:
-        ports = Ports(lookup, DbContractRegister(session), DbAcceptedIndex(session), trusted)
+    with composition.dry_run_checker(runtime, desk_id) as check:
         for path in paths:
             try:
-                documents, context, mail = file_inputs(
-                    path,
-                    desk_id=desk_id,
-                    limits=settings.limits,
-                    authserv_id=settings.desks[desk_id].authserv_id,
-                    patterns=settings.rules.documents.patterns,
-                    read_pdf=worker.extract,
-                )
+                result, reply = check(path)
             except (UserFacingError, OSError) as error:
                 failed = True
                 _print_error(path, error, as_json)
                 continue
-            result = verify_mail(
-                documents, context, settings.rules.desks[desk_id], settings.rules.documents, ports, _now(settings)
-            )
-            _print_result(
-                path,
-                result,
-                as_json,
-                reply_preview(
-                    mail, result, desk_address=settings.desks[desk_id].address, policy=settings.desks[desk_id].reply_to
-                ),
-            )
-        session.rollback()  # nothing the adapters read is ever written back
+            _print_result(path, result, as_json, reply)
     if failed:
         raise typer.Exit(1)
 

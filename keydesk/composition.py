@@ -9,7 +9,9 @@ from __future__ import annotations
 import os
 import secrets
 from datetime import datetime, timezone
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from zoneinfo import ZoneInfo
 from pathlib import Path
 
 from sqlalchemy.engine import Engine
@@ -29,6 +31,8 @@ from intake.desk_profile import DeskProfile
 from intake.pipeline import Pipeline
 from intake.poller import MailboxConnection, MailboxError
 from intake.raw_store import RawStore, open_raw_store
+from intake.register_store import DbAcceptedIndex, DbContractRegister
+from intake.verify_file import file_inputs, reply_preview
 from intake.verify_inputs import key_patterns
 from keydesk.runtime import Runtime
 from keydesk.secret_files import ensure_secret_file
@@ -40,6 +44,8 @@ from store.claim_owner import ClaimOwner
 from store.tls import client_ssl_context
 from web.server import Listen, ServedApp
 from verifier.lookup import CertificateLookup
+from verifier.pdf_text import PdfTextWorker
+from verifier.verify import MailVerdict, Ports, verify_mail
 
 
 def desk_profile(runtime: Runtime, desk_id: str) -> DeskProfile:
@@ -81,6 +87,39 @@ def lookup_service(runtime: Runtime, desk_id: str, *, record: bool = True) -> Ce
     return RegistryLookup(
         runtime.engine, runtime.settings.guarantor, requester=desk_id, actor=f"desk:{desk_id}", record=record
     )
+
+
+@contextmanager
+def dry_run_checker(runtime: Runtime, desk_id: str) -> Iterator[Callable[[Path], tuple[MailVerdict, dict | None]]]:
+    """What ``keydesk verify`` runs on each file: the desk's verifier and rules, with the real register
+    and look-up, recording nothing. ``check(path)`` gives the verdict and the reply the mail would get
+    (None for a PDF); a file that cannot be read raises UserFacingError or OSError."""
+    settings = runtime.settings
+    desk = settings.desks[desk_id]
+    trusted = load_trusted_keys(settings.guarantor.trust_directory)
+    lookup = lookup_service(runtime, desk_id, record=False)  # records nothing, look-up failures included
+    with PdfTextWorker(settings.limits.pdf_limits()) as worker, Session(runtime.engine) as session:
+        ports = Ports(lookup, DbContractRegister(session), DbAcceptedIndex(session), trusted)
+
+        def check(path: Path) -> tuple[MailVerdict, dict | None]:
+            documents, context, mail = file_inputs(
+                path,
+                desk_id=desk_id,
+                limits=settings.limits,
+                authserv_id=desk.authserv_id,
+                patterns=settings.rules.documents.patterns,
+                read_pdf=worker.extract,
+            )
+            now = datetime.now(ZoneInfo(settings.timezone))
+            result = verify_mail(
+                documents, context, settings.rules.desks[desk_id], settings.rules.documents, ports, now
+            )
+            return result, reply_preview(mail, result, desk_address=desk.address, policy=desk.reply_to)
+
+        try:
+            yield check
+        finally:
+            session.rollback()  # nothing the adapters read is ever written back
 
 
 def raw_store(runtime: Runtime) -> RawStore:
