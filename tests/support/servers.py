@@ -22,7 +22,7 @@ import pytest
 from imapclient import IMAPClient
 
 from intake.settings import MailboxSettings
-from keydesk.embedded_imap import EmbeddedImap, greeting_ok, port_closed
+from keydesk.embedded_imap import EmbeddedImap, die_with_parent, greeting_ok, port_closed
 from tests.support.cli import wait_until
 from tests.support.tls_certs import TlsFiles, private_ca
 
@@ -262,6 +262,8 @@ service stats {{
             stdout=subprocess.DEVNULL,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            # A test run or benchmark killed midway leaves no Dovecot behind holding its port.
+            preexec_fn=die_with_parent(os.getpid()),  # noqa: PLW1509 - only prctl, async-signal-safe
         )
         deadline = time.monotonic() + 20
         while not greeting_ok(self.host, self.port):
