@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -555,6 +556,10 @@ def test_an_unreachable_server_keeps_the_rows_for_later(db):
     for row_id in ids:  # none is left stuck in "sending" until its lease ends
         kept = row(db, row_id)
         assert kept.state == "pending" and kept.next_attempt_at == T0 + timedelta(minutes=1)
+    # Staff see why in `keydesk outbox list`: the first row was tried, the others were not.
+    notes = [row(db, row_id).last_error for row_id in ids]
+    assert "421" in notes[0] and "cannot connect" in notes[0]
+    assert all(note.startswith("not tried: ") and "cannot connect" in note for note in notes[1:])
 
 
 def test_a_deliverer_whose_lease_ran_out_cannot_finish_a_second_copy(db):
@@ -578,6 +583,124 @@ def test_a_deliverer_whose_lease_ran_out_cannot_finish_a_second_copy(db):
         )
         received = handler.wait_for_messages(1)
     assert other[0].recovered == 1 and other[0].sent == 1 and stalled.sent == 0
+    assert len(received) == 1 and row(db, row_id).state == "sent"
+
+
+def _stall(seconds: float) -> None:
+    """The deliverer stops for ``seconds`` of its own monotonic clock (a paused VM, a slow disk)."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        time.sleep(0.001)
+
+
+def test_a_deliverer_slower_than_half_its_lease_still_sends_a_row_nobody_took(db):
+    """Past half its lease the deliverer asks the database before the final dot; the row is still its own,
+    so the mail goes out once, on time, instead of waiting for a recovery."""
+    handler = Recorder()
+    [row_id] = add(db)
+    with running(handler) as port:
+        report = delivery.deliver_due(
+            db,
+            smtp(port),
+            OUTBOX,
+            now=T0,
+            lease=timedelta(milliseconds=2),
+            hooks=delivery.FaultHooks(after_claim=lambda _row_id: _stall(0.01)),
+        )
+        received = handler.wait_for_messages(1)
+    assert report.sent == 1 and report.ids == [row_id] and len(received) == 1
+    final = row(db, row_id)
+    assert final.state == "sent" and final.attempts == 1
+
+
+def test_a_deliverer_stalled_past_its_whole_lease_sends_no_second_copy(db):
+    """Taken over after its lease ended, a deliverer must ask, not trust its own clock, even if the stall
+    lasted less than twice the lease."""
+    handler = Recorder()
+    [row_id] = add(db)
+    lease = timedelta(seconds=0.4)
+    with running(handler) as port:
+        other = []
+
+        def taken_over_while_stalled(_row_id):
+            started = time.monotonic()
+            other.append(delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(hours=1)))
+            _stall(lease.total_seconds() * 1.25 - (time.monotonic() - started))
+
+        stalled = delivery.deliver_due(
+            db, smtp(port), OUTBOX, now=T0, lease=lease, hooks=delivery.FaultHooks(after_claim=taken_over_while_stalled)
+        )
+    assert other[0].sent == 1 and stalled.sent == 0
+    assert len(handler.messages) == 1 and row(db, row_id).state == "sent"
+
+
+def test_a_row_taken_back_the_moment_its_lease_ended_is_not_sent_by_the_stalled_deliverer(db):
+    """Recovery at the very end of the lease leaves the row pending with the claim's own token: only its
+    state tells the stalled deliverer that the row is no longer its own."""
+    handler = Recorder()
+    [row_id] = add(db)
+    lease = timedelta(milliseconds=2)
+
+    def lease_ends_and_the_row_is_taken_back(_row_id):
+        assert delivery.recover_stale(db, T0 + lease) == 1
+        _stall(0.01)
+
+    with running(handler) as port:
+        stalled = delivery.deliver_due(
+            db,
+            smtp(port),
+            OUTBOX,
+            now=T0,
+            lease=lease,
+            hooks=delivery.FaultHooks(after_claim=lease_ends_and_the_row_is_taken_back),
+        )
+        assert handler.messages == [] and row(db, row_id).state == "pending"
+        later = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + lease)
+        received = handler.wait_for_messages(1)
+    assert stalled.ids == [] and later.sent == 1
+    assert len(received) == 1 and row(db, row_id).state == "sent"
+
+
+def test_a_deliverer_whose_lease_ran_out_sends_nothing_while_another_holds_the_row(db):
+    """The row is in ``sending`` again, but under the other deliverer's claim: only the token tells."""
+    handler = Recorder()
+    [row_id] = add(db)
+    claimed, go_on = threading.Event(), threading.Event()
+
+    def hold(_row_id):
+        claimed.set()
+        assert go_on.wait(30)
+
+    reports = []
+    other = threading.Thread(
+        target=lambda: reports.append(
+            delivery.deliver_due(
+                db, smtp(port), OUTBOX, now=T0 + timedelta(hours=1), hooks=delivery.FaultHooks(after_claim=hold)
+            )
+        )
+    )
+
+    def another_deliverer_takes_the_row(_row_id):
+        other.start()
+        assert claimed.wait(30)
+        _stall(0.01)
+
+    with running(handler) as port:
+        try:
+            stalled = delivery.deliver_due(
+                db,
+                smtp(port),
+                OUTBOX,
+                now=T0,
+                lease=timedelta(milliseconds=2),
+                hooks=delivery.FaultHooks(after_claim=another_deliverer_takes_the_row),
+            )
+            assert handler.messages == []
+        finally:
+            go_on.set()
+            other.join(timeout=60)
+        received = handler.wait_for_messages(1)
+    assert stalled.sent == 0 and reports[0].sent == 1
     assert len(received) == 1 and row(db, row_id).state == "sent"
 
 
