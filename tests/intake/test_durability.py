@@ -247,6 +247,27 @@ def test_a_mail_processed_after_an_interruption_has_no_failed_attempt(pymap_serv
     assert (row.attempts, row.interrupted) == (0, 1)  # max_attempts=1 did not apply; the death is on record
 
 
+def test_a_mail_already_out_of_attempts_is_quarantined_at_its_next_claim_without_running_again(pymap_server, tmp_path):
+    """A mail that failed as often as allowed (the limit lowered since, or the process stopped between the
+    failure's commit and the quarantine) is quarantined when it is next claimed, not run once more."""
+    pymap_server.append(make_mail(1, body="[boom]\r\n"))
+    calls = []
+
+    def process(session, inbound, raw):
+        calls.append(inbound.id)
+        return sample_process(session, inbound, raw)  # "[boom]" raises
+
+    first = IntakeHarness(tmp_path, pymap_server, process=process, poll=PollSettings(max_attempts=3)).poll_once()
+    lowered = IntakeHarness(tmp_path, pymap_server, process=process, poll=PollSettings(max_attempts=1))
+    report = lowered.poll_once()
+
+    (row,) = lowered.rows()
+    assert first.failures == 1 and calls == [row.id]  # run in the first pass only
+    assert [t.state for t in report.taken] == ["quarantined"] and report.failures == 0
+    assert (row.state, row.attempts, row.interrupted) == ("quarantined", 1, 0)
+    assert pymap_server.folder_count("keydesk/隔離") == 1 and pymap_server.uids("INBOX") == []
+
+
 class _FailingWithAcknowledgement:
     """A process hook that always fails, and answers the quarantined mail like the pipeline does."""
 
