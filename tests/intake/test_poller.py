@@ -120,6 +120,20 @@ def test_a_mail_over_the_size_limit_is_recorded_from_its_headers_only(imap_serve
     assert harness.poll_once().taken == []
 
 
+def test_a_mail_of_exactly_the_size_limit_is_taken_whole_and_recorded_once(pymap_server, tmp_path):
+    pymap_server.append(make_mail(11, extra=b"P" * 4000))
+    with pymap_server.client() as client:
+        client.select_folder("INBOX", readonly=True)
+        [size] = [data[b"RFC822.SIZE"] for data in client.fetch(client.search("ALL"), ["RFC822.SIZE"]).values()]
+    harness = IntakeHarness(tmp_path, pymap_server, limits=Limits(mail_max_bytes=size))
+
+    report = harness.poll_once()
+
+    (row,) = harness.rows()
+    assert report.recorded == 1 and (row.state, row.size) == ("processed", size)
+    assert harness.store.read(row.raw_path).endswith(b"P" * 4000)  # the whole mail, not its headers
+
+
 def test_flag_action_leaves_the_mail_in_place_and_never_takes_it_again(imap_server, tmp_path):
     imap_server.append(make_mail(2))
     harness = IntakeHarness(tmp_path, imap_server, mailbox=imap_server.mailbox_settings(action="flag"))
@@ -284,6 +298,21 @@ def test_header_summary_never_raises_on_hostile_headers(headers):
     message_id, sender, subject = header_summary(headers)
     for value in (message_id, sender, subject):
         assert value is None or isinstance(value.encode("utf-8"), bytes)  # storable: no lone surrogates
+
+
+def test_header_summary_takes_the_header_block_only_and_cuts_long_values_for_the_listing():
+    crlf = (
+        b"Message-ID: <k-1@kensetsu.example>\r\nFrom: =?utf-8?b?5bu66Kit?= <a@kensetsu.example>\r\n"
+        b"Subject: " + b"x" * 1500 + b"\r\n\r\nSubject: a line of the body\r\n"
+    )
+    assert header_summary(crlf) == ("<k-1@kensetsu.example>", "建設 <a@kensetsu.example>", "x" * 998)
+    # LF line ends, no Subject header: a body line that looks like one is not taken for it.
+    assert header_summary(b"From: a@kensetsu.example\n\nSubject: not a header\n") == (
+        None,
+        "a@kensetsu.example",
+        None,
+    )
+    assert header_summary(b"Subject: \r\nFrom: a@kensetsu.example\r\n\r\n")[2] is None  # empty: nothing to list
 
 
 def test_poll_once_json_prints_one_object_per_mail(pymap_server, tmp_path, monkeypatch):
