@@ -109,11 +109,27 @@ def test_a_batch_of_50_goes_over_one_connection_and_each_arrives_once(db):
         report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
         received = handler.wait_for_messages(50)
     assert report.sent == 50 and handler.connections == 1
+    assert {m.mail_from for m in received} == {DESK}  # bounces come back to the desk
     assert sorted(message_ids(received)) == sorted(row(db, i).message_id for i in ids)
     assert all(row(db, i).state == "sent" and row(db, i).sent_at is not None for i in ids)
     # Dot-stuffing survived the trip: the body arrives as written.
     body = email.message_from_bytes(received[0].content, policy=email.policy.default).get_content()
     assert "\n.\n.leading dot\n" in body
+
+
+def test_rows_beyond_one_claimed_batch_go_out_in_the_same_round_oldest_first(db):
+    handler = Recorder()
+    ids = add(db, 5)
+    with Session(db) as session:  # due in the reverse order of their ids
+        for position, row_id in enumerate(ids):
+            session.get(OutboxMessage, row_id).next_attempt_at = T0 - timedelta(minutes=position)
+        session.commit()
+    settings = OUTBOX.model_copy(update={"batch_size": 2})
+    with running(handler) as port:
+        report = delivery.deliver_due(db, smtp(port), settings, now=T0)
+        received = handler.wait_for_messages(5)
+    assert report.sent == 5 and report.ids == ids[::-1] and handler.connections == 1
+    assert message_ids(received) == [row(db, i).message_id for i in ids[::-1]]
 
 
 def test_421_then_451_are_retried_with_growing_backoff_and_delivered_exactly_once(db):
@@ -150,6 +166,14 @@ def test_550_fails_at_once_and_is_audited(db):
     assert audit_actions(db) == ["outbox.failed"]
     with Session(db) as session:
         assert verify_chain(session).intact
+        [event] = session.exec(select(AuditEvent))
+    # What the staff digest lists: which desk's message, to whom, why, and when.
+    assert (event.desk, event.subject, event.at.replace(tzinfo=timezone.utc)) == ("misato", f"outbox:{row_id}", T0)
+    assert json.loads(event.detail_json) == {
+        "recipients": ["contractor@builder.example"],
+        "error": failed.last_error,
+        "message_id": failed.message_id,
+    }
 
 
 def test_a_550_at_mail_from_fails_at_once_instead_of_waiting(db):
