@@ -15,7 +15,8 @@ from intake.mailbox_lock import MailboxBusy
 from intake.poller import MailboxConnection, MailboxError, fetch_oauth_token
 from intake.raw_store import sha256_hex
 from intake.settings import Limits, PollSettings
-from store.tables import InboundMessage, OutboxMessage, Submission
+from store import stored_findings
+from store.tables import AuditEvent, InboundMessage, OutboxMessage, Submission
 from keydesk import composition
 from keydesk.database import make_engine
 from tests.support.cli import invoke
@@ -48,6 +49,55 @@ def test_new_mail_is_taken_once_and_a_second_pass_takes_nothing(imap_server, tmp
     assert (second.recorded, second.taken, second.actions) == (0, [], 0)
     assert harness.count(Submission) == 1
     assert harness.count(OutboxMessage) == 1
+
+
+def test_each_verdict_is_audited_with_its_findings_receipt_and_the_reply_it_queued(pymap_server, tmp_path):
+    pymap_server.append_many([make_mail(1), make_mail(2, body="[returned] 再送します\r\n")])
+
+    def numbered(session, inbound, raw):
+        inbound.receipt_no = f"K-{inbound.uid}"
+        return sample_process(session, inbound, raw)
+
+    harness = IntakeHarness(tmp_path, pymap_server, process=numbered)
+    harness.poll_once()
+
+    with Session(harness.engine) as session:
+        events = session.exec(select(AuditEvent).where(AuditEvent.action == "intake.verdict").order_by(AuditEvent.id))
+        audited = [(e.desk, e.actor, e.subject, json.loads(e.detail_json)) for e in events]
+        replies = {
+            r.inbound_id: {"outbox": r.id, "message_id": r.message_id} for r in session.exec(select(OutboxMessage))
+        }
+    accepted, returned = harness.rows()
+    assert audited == [
+        (
+            "misato",
+            "intake",
+            f"inbound:{accepted.id}",
+            {
+                "verdict": "accepted",
+                "findings": [],
+                "receipt_no": f"K-{accepted.uid}",
+                "replies": [replies[accepted.id]],
+            },
+        ),
+        (
+            "misato",
+            "intake",
+            f"inbound:{returned.id}",
+            {
+                "verdict": "returned",
+                "findings": ["key.missing"],
+                "receipt_no": f"K-{returned.uid}",
+                "replies": [replies[returned.id]],
+            },
+        ),
+    ]
+    assert (accepted.verdict, returned.verdict) == ("accepted", "returned")
+    # The pipeline stand-in leaves the row's findings empty: the outcome's codes are stored for the listings.
+    assert (stored_findings.codes(accepted.findings_json), stored_findings.codes(returned.findings_json)) == (
+        [],
+        ["key.missing"],
+    )
 
 
 def _mixed_mails(count: int) -> tuple[list[bytes], int]:
