@@ -141,6 +141,30 @@ def test_uidvalidity_reset_reprocesses_nothing(imap_server, tmp_path):
     assert (third.recorded, third.recognised, third.taken) == (0, 0, [])  # nothing downloaded again
 
 
+def test_after_a_uidvalidity_reset_the_copies_of_processed_and_quarantined_mail_are_filed_again(pymap_server, tmp_path):
+    folder = "desk-in"
+    mails = [make_mail(1), make_mail(2, body="[boom]\r\n")]
+    pymap_server.ensure_folder(folder)
+    pymap_server.append_many(mails, folder)
+    harness = IntakeHarness(
+        tmp_path,
+        pymap_server,
+        mailbox=pymap_server.mailbox_settings(folder=folder),
+        poll=PollSettings(max_attempts=1),
+    )
+    first = harness.poll_once()
+    assert sorted(t.state for t in first.taken) == ["processed", "quarantined"]
+
+    pymap_server.recreate_folder(folder)  # a server migration: the same mails come back under a new UIDVALIDITY
+    pymap_server.append_many(mails, folder)
+    report = harness.poll_once()
+
+    assert (report.recorded, report.recognised, report.taken) == (0, 2, [])
+    assert pymap_server.uids(folder) == []  # neither copy is left in the desk's folder
+    assert pymap_server.folder_count(ACCEPTED) == 2 and pymap_server.folder_count("keydesk/隔離") == 2
+    assert harness.count(Submission) == 1
+
+
 class _DyingServerConnection(MailboxConnection):
     """Kills the server after a few mails were downloaded, in the middle of the record stage."""
 
