@@ -297,12 +297,14 @@ class _FailingWithAcknowledgement:
 
     def __init__(self) -> None:
         self.acknowledged: list[int] = []
+        self.read: list[bytes] = []
 
     def __call__(self, session, inbound, raw):
         raise RuntimeError("cannot read this mail")
 
     def acknowledge_quarantined(self, session, inbound, raw):
         self.acknowledged.append(inbound.id)
+        self.read.append(raw)
         inbound.receipt_no = f"K-TEST-{inbound.id}"
         session.add(inbound)
 
@@ -317,6 +319,10 @@ def test_a_quarantined_mail_is_still_acknowledged_in_the_same_transaction(pymap_
 
     (row,) = harness.rows()
     assert [t.state for t in report.taken] == ["quarantined"] and process.acknowledged == [row.id]
+    # The answer is written from the mail itself (its sender, its subject): the stored bytes are handed over.
+    assert (
+        process.read == [harness.store.read(row.raw_path)] and b"From: contractor@kensetsu.example" in process.read[0]
+    )
     assert row.state == "quarantined" and row.receipt_no == f"K-TEST-{row.id}" and row.attempts == 2
     assert "intake.quarantined" in harness.audit_actions()
 
