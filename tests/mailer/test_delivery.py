@@ -323,6 +323,37 @@ def test_the_body_goes_out_with_the_final_dot_unless_a_record_must_come_between(
         assert state_at_the_dot == ["data_sent"]
 
 
+def test_at_most_once_the_record_before_the_final_dot_names_every_accepted_recipient(db):
+    """What a crash right after the dot leaves for recovery: the recipients accepted at RCPT (250 and 251) are
+    in the transaction, so they are never sent it again; the refused one is still to be settled."""
+    handler = RefusingRecipients(
+        {"moved@builder.example": ["251 2.1.5 user not local; will forward"], "gone@builder.example": ["550 5.1.1 no"]}
+    )
+    recipients = ("ok@builder.example", "moved@builder.example", "gone@builder.example")
+    [row_id] = add(db, recipients=recipients)
+    at_the_dot: list[tuple[str, dict]] = []
+
+    def note_write(data: bytes) -> None:
+        if data == b".\r\n":
+            kept = row(db, row_id)
+            at_the_dot.append((kept.state, json.loads(kept.recipient_states_json)))
+
+    with running(handler) as port:
+        connector = _WriteRecorder(SmtpSettings(host="127.0.0.1", port=port, security="plain"), note_write)
+        report = delivery.deliver_due(db, SmtpSession(connector), AT_MOST_ONCE, now=T0)
+    assert at_the_dot == [
+        (
+            "data_sent",
+            {"ok@builder.example": "in_data", "moved@builder.example": "in_data", "gone@builder.example": "pending"},
+        )
+    ]
+    assert report.sent == 1 and json.loads(row(db, row_id).recipient_states_json) == {
+        "ok@builder.example": "sent",
+        "moved@builder.example": "sent",
+        "gone@builder.example": "failed",
+    }
+
+
 @pytest.mark.parametrize("policy", ["again", "never"])
 def test_only_an_at_least_once_outcome_skips_the_wait_for_the_postgresql_wal_flush(db, policy):
     """Losing an at-least-once outcome to a database crash means one more copy; losing an at-most-once
