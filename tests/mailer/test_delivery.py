@@ -693,6 +693,33 @@ def test_a_deliverer_stalled_past_its_whole_lease_sends_no_second_copy(db):
     assert len(handler.messages) == 1 and row(db, row_id).state == "sent"
 
 
+def test_a_row_lost_to_another_deliverer_does_not_stop_the_round_for_the_rest_of_the_batch(db):
+    handler = Recorder()
+    lost, kept = add(db, 2)
+
+    def another_deliverer_claims_the_first(row_id):
+        if row_id == lost:  # its claim, as another deliverer's UPDATE would write it: a new token, a new owner
+            with Session(db) as session:
+                taken = session.get(OutboxMessage, lost)
+                taken.next_attempt_at, taken.claimed_by = T0 + timedelta(hours=1), "f" * 32
+                session.commit()
+            _stall(0.01)
+
+    with running(handler) as port:
+        report = delivery.deliver_due(
+            db,
+            smtp(port),
+            OUTBOX,
+            now=T0,
+            lease=timedelta(milliseconds=2),
+            hooks=delivery.FaultHooks(after_claim=another_deliverer_claims_the_first),
+        )
+        [received] = handler.wait_for_messages(1)
+    assert report.sent == 1 and report.ids == [kept] and report.connection_error is None
+    assert message_ids([received]) == [row(db, kept).message_id] and row(db, kept).state == "sent"
+    assert row(db, lost).state == "sending"  # left to its new holder
+
+
 def test_a_row_taken_back_the_moment_its_lease_ended_is_not_sent_by_the_stalled_deliverer(db):
     """Recovery at the very end of the lease leaves the row pending with the claim's own token: only its
     state tells the stalled deliverer that the row is no longer its own."""
