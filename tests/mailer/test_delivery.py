@@ -112,6 +112,7 @@ def test_a_batch_of_50_goes_over_one_connection_and_each_arrives_once(db):
     assert {m.mail_from for m in received} == {DESK}  # bounces come back to the desk
     assert sorted(message_ids(received)) == sorted(row(db, i).message_id for i in ids)
     assert all(row(db, i).state == "sent" and row(db, i).sent_at is not None for i in ids)
+    assert all(row(db, i).last_error is None for i in ids)  # nothing for `outbox list` to show as a problem
     # Dot-stuffing survived the trip: the body arrives as written.
     body = email.message_from_bytes(received[0].content, policy=email.policy.default).get_content()
     assert "\n.\n.leading dot\n" in body
@@ -252,6 +253,24 @@ def test_a_251_at_rcpt_is_an_acceptance(db):
     final = row(db, row_id)
     assert final.state == "sent"
     assert json.loads(final.recipient_states_json) == {"moved@builder.example": "sent", "ok@builder.example": "sent"}
+
+
+class _ForwardingThenRefusingData(RefusingRecipients):
+    """Accepts one recipient with 251 (forwarded), then refuses the message itself at the final dot."""
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        return "554 5.6.0 message refused"
+
+
+def test_a_recipient_accepted_with_251_is_not_counted_as_sent_when_the_message_is_refused(db):
+    handler = _ForwardingThenRefusingData({"moved@builder.example": ["251 2.1.5 user not local; will forward"]})
+    [row_id] = add(db, recipients=("moved@builder.example",))
+    with running(handler) as port:
+        report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
+    failed = row(db, row_id)
+    assert (report.sent, report.failed) == (0, 1) and failed.state == "failed"
+    assert json.loads(failed.recipient_states_json) == {"moved@builder.example": "failed"}
+    assert "554 5.6.0" in failed.last_error
 
 
 def test_in_a_batch_a_message_refused_at_rcpt_waits_or_fails_alone_and_the_others_go(db):
@@ -571,6 +590,10 @@ def test_a_server_that_drops_the_connection_after_data_is_tried_again_with_the_s
         received = handler.wait_for_messages(2)
     assert first.retry_later == 1 and first.unconfirmed == 0 and later.retry_later == 1
     assert kept.state == "pending" and kept.next_attempt_at == T0 + timedelta(minutes=1)
+    assert (
+        kept.last_error
+        == "contractor@builder.example: 421 the connection ended before the server answered the final dot"
+    )
     assert message_ids(received) == [kept.message_id, kept.message_id]
 
 
