@@ -234,6 +234,10 @@ def test_a_partial_refusal_is_handled_per_recipient(db):
         "later@builder.example": "pending",
         "gone@builder.example": "failed",
     }
+    assert (
+        middle.last_error
+        == "later@builder.example: 450 4.2.1 mailbox busy; gone@builder.example: 550 5.1.1 no such user"
+    )
     assert (first.retry_later, second.sent) == (1, 1)
     # The accepted recipient is never sent the message again; the 4xx one is retried alone.
     assert [m.rcpt_tos for m in received] == [("ok@builder.example",), ("later@builder.example",)]
@@ -421,7 +425,9 @@ def test_4xx_gives_up_after_the_configured_hours(db):
         delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
         report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(hours=96))
     final = row(db, row_id)
-    assert report.failed == 1 and final.state == "failed" and final.last_error.startswith("gave up after 96 hours")
+    assert report.failed == 1 and final.state == "failed"
+    assert final.last_error == "gave up after 96 hours: contractor@builder.example: 451 4.3.0 try later"
+    assert json.loads(final.recipient_states_json) == {"contractor@builder.example": "failed"}
     assert handler.messages == []
 
 
