@@ -246,6 +246,33 @@ def test_a_partial_refusal_is_handled_per_recipient(db):
     assert audit_actions(db) == ["outbox.recipient_failed"]
 
 
+def test_the_rounds_report_counts_every_row_by_its_outcome(db):
+    """What `keydesk outbox send` prints (送信済 N 件, 失敗 N 件 …) comes from these counts."""
+    handler = RefusingRecipients(
+        {
+            "gone1@builder.example": ["550 5.1.1 no such user"],
+            "gone2@builder.example": ["550 5.1.1 no such user"],
+            "later1@builder.example": ["450 4.2.1 mailbox busy"],
+            "later2@builder.example": ["450 4.2.1 mailbox busy"],
+        }
+    )
+    for address in ("ok1", "gone1", "later1", "ok2", "gone2", "later2"):
+        add(db, recipients=(f"{address}@builder.example",), key=address)
+    with running(handler) as port:
+        report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
+        handler.wait_for_messages(2)
+    assert (report.sent, report.failed, report.retry_later, report.unconfirmed) == (2, 2, 2, 0)
+    assert len(report.ids) == 6
+
+
+def test_at_most_once_every_unconfirmed_row_of_a_round_is_counted(db):
+    handler = DropAfterData()
+    add(db, 2)
+    with running(handler) as port:
+        report = delivery.deliver_due(db, smtp(port), AT_MOST_ONCE, now=T0)
+    assert (report.unconfirmed, report.sent, len(handler.messages)) == (2, 0, 2)
+
+
 def test_a_251_at_rcpt_is_an_acceptance(db):
     """RFC 5321's 251 (user not local; will forward) takes the message like a 250."""
     handler = RefusingRecipients({"moved@builder.example": ["251 2.1.5 user not local; will forward"]})
@@ -573,6 +600,11 @@ def test_at_most_once_a_server_that_drops_the_connection_after_data_gets_one_cop
     assert first.unconfirmed == 1 and later.ids == [] and len(handler.messages) == 1
     final = row(db, row_id)
     assert final.state == "sent" and final.last_error.startswith("delivered-unconfirmed")
+    # The audit trail says which message may or may not have arrived, for staff to check with the contractor.
+    with Session(db) as session:
+        [event] = session.exec(select(AuditEvent))
+    assert (event.action, event.subject) == ("outbox.unconfirmed", f"outbox:{row_id}")
+    assert json.loads(event.detail_json) == {"message_id": final.message_id, "note": final.last_error}
 
 
 def test_at_most_once_every_recipient_of_a_dropped_transaction_is_unconfirmed(db):
