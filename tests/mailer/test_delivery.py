@@ -126,10 +126,20 @@ def test_rows_beyond_one_claimed_batch_go_out_in_the_same_round_oldest_first(db)
             session.get(OutboxMessage, row_id).next_attempt_at = T0 - timedelta(minutes=position)
         session.commit()
     settings = OUTBOX.model_copy(update={"batch_size": 2})
+    in_hand: list[int] = []  # rows this deliverer holds as each one's turn comes
+
+    def count_claimed(_row_id):
+        with Session(db) as session:
+            in_hand.append(len(session.exec(select(OutboxMessage).where(OutboxMessage.state == "sending")).all()))
+
     with running(handler) as port:
-        report = delivery.deliver_due(db, smtp(port), settings, now=T0)
+        report = delivery.deliver_due(
+            db, smtp(port), settings, now=T0, hooks=delivery.FaultHooks(after_claim=count_claimed)
+        )
         received = handler.wait_for_messages(5)
     assert report.sent == 5 and report.ids == ids[::-1] and handler.connections == 1
+    # Claimed two at a time: the rest stay pending, free for another deliverer meanwhile.
+    assert in_hand == [2, 1, 2, 1, 1]
     assert message_ids(received) == [row(db, i).message_id for i in ids[::-1]]
 
 
