@@ -110,7 +110,7 @@ def test_a_batch_of_50_goes_over_one_connection_and_each_arrives_once(db):
         received = handler.wait_for_messages(50)
     assert report.sent == 50 and handler.connections == 1
     assert {m.mail_from for m in received} == {DESK}  # bounces come back to the desk
-    assert sorted(message_ids(received)) == sorted(row(db, i).message_id for i in ids)
+    assert message_ids(received) == [row(db, i).message_id for i in ids]  # due at once: in the order they were queued
     assert all(row(db, i).state == "sent" and row(db, i).sent_at is not None for i in ids)
     assert all(row(db, i).last_error is None for i in ids)  # nothing for `outbox list` to show as a problem
     # Dot-stuffing survived the trip: the body arrives as written.
@@ -472,6 +472,20 @@ def test_the_backoff_is_capped():
     assert delivery.retry_delay(1, OUTBOX) == timedelta(seconds=60)
     assert delivery.retry_delay(3, OUTBOX) == timedelta(seconds=240)
     assert delivery.retry_delay(30, OUTBOX) == timedelta(seconds=3600)
+
+
+@pytest.mark.parametrize(("timeout_seconds", "lease_seconds"), [(10, 300), (60, 600)])
+def test_a_claim_is_held_for_five_minutes_or_ten_smtp_timeouts_whichever_is_longer(db, timeout_seconds, lease_seconds):
+    """Nobody recovers a row before the claim's lease ends, so it must outlast a transaction on a slow server."""
+    [row_id] = add(db)
+    lease_ends = []
+    hooks = delivery.FaultHooks(after_claim=lambda _row_id: lease_ends.append(row(db, row_id).next_attempt_at))
+    with running(Recorder()) as port:
+        session = SmtpSession(
+            SmtpConnector(SmtpSettings(host="127.0.0.1", port=port, security="plain", timeout_seconds=timeout_seconds))
+        )
+        assert delivery.deliver_due(db, session, OUTBOX, now=T0, hooks=hooks).sent == 1
+    assert [moment.replace(tzinfo=timezone.utc) for moment in lease_ends] == [T0 + timedelta(seconds=lease_seconds)]
 
 
 CRASHING_DELIVERER = """
