@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from sqlmodel import Session, func, select
 from intake.poller import TRANSIENT_ERRORS, MailboxConnection
 from intake.raw_store import RawStore, RawStoreError, sha256_hex
 from intake.settings import PollSettings
-from store.tables import InboundMessage, OutboxMessage, Submission
+from store.tables import AuditEvent, InboundMessage, OutboxMessage, Submission
 from tests.support.servers import IntakeHarness, make_mail, sample_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -249,6 +250,18 @@ def test_a_run_killed_from_outside_is_not_the_mails_failure_but_is_bounded(pymap
     assert len(calls) == 3  # the fourth pass gives up without calling the pipeline again
     assert [t.state for t in report.taken] == ["quarantined"]
     assert pymap_server.folder_count("keydesk/隔離") == 1
+    # The audit trail says why: no failed attempt, but every run interrupted.
+    assert _quarantine_records(harness) == [
+        (f"inbound:{row.id}", {"attempts": 0, "interrupted": 3, "error": "processing was interrupted 3 times"})
+    ]
+
+
+def _quarantine_records(harness: IntakeHarness) -> list[tuple[str, dict]]:
+    with Session(harness.engine) as session:
+        events = session.exec(
+            select(AuditEvent).where(AuditEvent.action == "intake.quarantined").order_by(AuditEvent.id)
+        )
+        return [(event.subject, json.loads(event.detail_json)) for event in events]
 
 
 def test_a_mail_processed_after_an_interruption_has_no_failed_attempt(pymap_server, tmp_path):
@@ -324,6 +337,9 @@ def test_a_quarantined_mail_is_still_acknowledged_in_the_same_transaction(pymap_
         process.read == [harness.store.read(row.raw_path)] and b"From: contractor@kensetsu.example" in process.read[0]
     )
     assert row.state == "quarantined" and row.receipt_no == f"K-TEST-{row.id}" and row.attempts == 2
+    assert _quarantine_records(harness) == [
+        (f"inbound:{row.id}", {"attempts": 2, "interrupted": 0, "error": "RuntimeError: cannot read this mail"})
+    ]
     assert "intake.quarantined" in harness.audit_actions()
 
 
