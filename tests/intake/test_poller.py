@@ -100,6 +100,31 @@ def test_each_verdict_is_audited_with_its_findings_receipt_and_the_reply_it_queu
     )
 
 
+def test_every_recorded_mail_is_in_the_audit_trail_with_the_hash_of_its_bytes(pymap_server, tmp_path):
+    pymap_server.append_many([make_mail(n) for n in range(3)])
+    harness = IntakeHarness(tmp_path, pymap_server)
+
+    harness.poll_once()
+
+    rows = harness.rows()
+    with Session(harness.engine) as session:
+        [event] = session.exec(select(AuditEvent).where(AuditEvent.action == "intake.recorded"))
+    assert (event.desk, event.actor, event.subject) == ("misato", "intake", f"inbound:{rows[0].id}-{rows[-1].id}")
+    assert json.loads(event.detail_json) == {
+        "uidvalidity": pymap_server.uidvalidity(),
+        "mails": [
+            {
+                "inbound": row.id,
+                "uid": row.uid,
+                "sha256": sha256_hex(harness.store.read(row.raw_path)),
+                "size": row.size,
+            }
+            for row in rows
+        ],
+    }
+    assert [row.size for row in rows] == [len(harness.store.read(row.raw_path)) for row in rows]
+
+
 def _mixed_mails(count: int) -> tuple[list[bytes], int]:
     """Small, Japanese, returned, chunked (over 64 KiB) and over-size (over 512 KiB) mails."""
     mails, oversize = [], 0
