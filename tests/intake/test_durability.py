@@ -155,10 +155,25 @@ def test_after_a_uidvalidity_reset_the_copies_of_processed_and_quarantined_mail_
     )
     first = harness.poll_once()
     assert sorted(t.state for t in first.taken) == ["processed", "quarantined"]
+    before = [(row.uidvalidity, row.uid) for row in harness.rows()]
 
     pymap_server.recreate_folder(folder)  # a server migration: the same mails come back under a new UIDVALIDITY
     pymap_server.append_many(mails, folder)
     report = harness.poll_once()
+
+    # Each row follows its mail, and the audit trail records where from and where to.
+    after = [(row.uidvalidity, row.uid) for row in harness.rows()]
+    assert all(validity == pymap_server.uidvalidity(folder) for validity, _ in after)
+    with Session(harness.engine) as session:
+        moves = session.exec(select(AuditEvent).where(AuditEvent.action == "intake.relocated").order_by(AuditEvent.id))
+        details = [json.loads(event.detail_json) for event in moves]
+    assert details == [
+        {
+            "from": {"mailbox": folder, "uidvalidity": v0, "uid": u0},
+            "to": {"mailbox": folder, "uidvalidity": v1, "uid": u1},
+        }
+        for (v0, u0), (v1, u1) in zip(before, after)
+    ]
 
     assert (report.recorded, report.recognised, report.taken) == (0, 2, [])
     assert pymap_server.uids(folder) == []  # neither copy is left in the desk's folder
