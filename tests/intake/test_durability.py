@@ -320,6 +320,33 @@ def test_a_mail_already_out_of_attempts_is_quarantined_at_its_next_claim_without
     assert pymap_server.folder_count("keydesk/隔離") == 1 and pymap_server.uids("INBOX") == []
 
 
+def test_a_mail_that_failed_once_and_then_went_through_keeps_no_error_and_its_attempt(pymap_server, tmp_path):
+    pymap_server.append(make_mail(1))
+    failures = []
+
+    def flaky(session, inbound, raw):
+        if not failures:
+            failures.append(inbound.id)
+            raise OSError("the register was briefly unreachable")
+        return sample_process(session, inbound, raw)
+
+    harness = IntakeHarness(tmp_path, pymap_server, process=flaky, poll=PollSettings(max_attempts=3))
+    first = harness.poll_once()
+    (failed,) = harness.rows()
+    second = harness.poll_once()
+
+    (row,) = harness.rows()
+    assert (first.failures, failed.last_error) == (1, "OSError: the register was briefly unreachable")
+    assert [t.state for t in second.taken] == ["processed"]
+    assert (row.state, row.last_error, row.attempts, row.interrupted, row.processing_by) == (
+        "processed",
+        None,
+        1,
+        0,
+        None,
+    )
+
+
 class _FailingWithAcknowledgement:
     """A process hook that always fails, and answers the quarantined mail like the pipeline does."""
 
