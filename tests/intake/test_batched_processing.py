@@ -4,6 +4,7 @@ take different mails (issue 13's throughput work), without giving up a crash gua
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from sqlalchemy import event
@@ -292,3 +293,33 @@ def test_each_committed_batch_is_announced_with_its_mails(pymap_server, tmp_path
     assert sorted(i for batch in announced for i in batch) == sorted(t.inbound_id for t in report.taken)
     # Each announcement comes after its batch's commit: those mails are processed in the database.
     assert committed_then == [sum(len(b) for b in announced[: n + 1]) for n in range(len(announced))]
+
+
+def test_a_pass_does_not_wait_for_the_mail_another_desks_worker_has_in_hand(pymap_server, tmp_path):
+    """The pass waits (up to 15 s) only for its own desk's mails held by other live workers."""
+    pymap_server.append(make_mail(1))
+    harness = IntakeHarness(tmp_path, pymap_server)
+    with (
+        open_owner(harness.engine, tmp_path / "locks") as ours,
+        open_owner(harness.engine, tmp_path / "locks") as other,
+    ):
+        harness.service.owner = ours
+        with Session(harness.engine) as session:  # another town's worker, alive, is processing a mail of its own
+            session.add(
+                InboundMessage(
+                    desk="other",
+                    account=harness.mailbox.username,
+                    mailbox=harness.mailbox.folder,
+                    uidvalidity=1,
+                    uid=1,
+                    sha256="0" * 64,
+                    size=1,
+                    processing_by=other.id,
+                )
+            )
+            session.commit()
+        started = time.monotonic()
+        report = harness.poll_once()
+        took = time.monotonic() - started
+    assert [t.state for t in report.taken] == ["processed"] and report.actions == 1
+    assert took < 10, took
