@@ -323,3 +323,33 @@ def test_a_pass_does_not_wait_for_the_mail_another_desks_worker_has_in_hand(pyma
         took = time.monotonic() - started
     assert [t.state for t in report.taken] == ["processed"] and report.actions == 1
     assert took < 10, took
+
+
+def test_a_worker_takes_over_its_own_leftover_claims_and_a_dead_workers_at_once_but_not_a_live_ones(
+    pymap_server, tmp_path
+):
+    pymap_server.append_many([make_mail(n) for n in range(3)])
+    harness = IntakeHarness(tmp_path, pymap_server)
+    locks = tmp_path / "locks"
+    with open_owner(harness.engine, locks) as ours, open_owner(harness.engine, locks) as alive:
+        gone = open_owner(harness.engine, locks)
+        harness.service.owner = ours
+        with harness.lock(), harness.connection() as conn:  # stage 1 only: the rows exist, nobody processed them
+            record_new(harness.service, conn, conn.select().uidvalidity, conn.search_uids(), PassReport())
+        mine, dead, held = harness.rows()
+        with Session(
+            harness.engine
+        ) as session:  # claims as a failed pass of ours, a killed and a live worker left them
+            for row_id, holder in ((mine.id, ours.id), (dead.id, gone.id), (held.id, alive.id)):
+                session.get(InboundMessage, row_id).processing_by = holder
+            session.commit()
+        gone.close()
+
+        report = harness.service.process_pending()
+
+    assert sorted(t.inbound_id for t in report.taken) == [mine.id, dead.id]
+    assert [(r.processed_at is not None, r.processing_by) for r in harness.rows()] == [
+        (True, None),
+        (True, None),
+        (False, alive.id),
+    ]
