@@ -354,3 +354,33 @@ def test_a_worker_takes_over_its_own_leftover_claims_and_a_dead_workers_at_once_
         (True, None),
         (False, alive.id),
     ]
+
+
+class _NumberingProcess:
+    """Like the pipeline: receipt numbers drawn in the claim's transaction, then each mail processed."""
+
+    def __init__(self) -> None:
+        self.reserved: list[list[int]] = []
+
+    def reserve_receipt_nos(self, session, rows) -> None:
+        self.reserved.append([row.id for row in rows])
+        for row in rows:
+            row.receipt_no = f"R-{row.id:04d}"
+            session.add(row)
+
+    def __call__(self, session, inbound, raw):
+        assert inbound.receipt_no == f"R-{inbound.id:04d}"  # drawn and committed before the processing
+        return sample_process(session, inbound, raw)
+
+
+def test_receipt_numbers_are_drawn_for_each_claimed_batch_in_mail_order(pymap_server, tmp_path):
+    pymap_server.append_many([make_mail(n) for n in range(25)])
+    process = _NumberingProcess()
+    harness = IntakeHarness(tmp_path, pymap_server, process=process)
+
+    report = harness.poll_once()
+
+    rows = harness.rows()
+    assert report.failures == 0 and len(report.taken) == 25
+    assert process.reserved == [[row.id for row in rows[:20]], [row.id for row in rows[20:]]]  # claims of 20
+    assert [row.receipt_no for row in rows] == [f"R-{row.id:04d}" for row in rows]
