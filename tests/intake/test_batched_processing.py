@@ -328,7 +328,7 @@ def test_a_pass_does_not_wait_for_the_mail_another_desks_worker_has_in_hand(pyma
 def test_a_worker_takes_over_its_own_leftover_claims_and_a_dead_workers_at_once_but_not_a_live_ones(
     pymap_server, tmp_path
 ):
-    pymap_server.append_many([make_mail(n) for n in range(3)])
+    pymap_server.append_many([make_mail(n) for n in range(4)])
     harness = IntakeHarness(tmp_path, pymap_server)
     locks = tmp_path / "locks"
     with open_owner(harness.engine, locks) as ours, open_owner(harness.engine, locks) as alive:
@@ -336,7 +336,7 @@ def test_a_worker_takes_over_its_own_leftover_claims_and_a_dead_workers_at_once_
         harness.service.owner = ours
         with harness.lock(), harness.connection() as conn:  # stage 1 only: the rows exist, nobody processed them
             record_new(harness.service, conn, conn.select().uidvalidity, conn.search_uids(), PassReport())
-        mine, dead, held = harness.rows()
+        mine, fresh, dead, held = harness.rows()  # fresh: claimed by nobody yet, between the others
         with Session(
             harness.engine
         ) as session:  # claims as a failed pass of ours, a killed and a live worker left them
@@ -348,8 +348,9 @@ def test_a_worker_takes_over_its_own_leftover_claims_and_a_dead_workers_at_once_
         report = harness.service.process_pending()
         again = harness.service.process_pending()  # only the live worker's claim is left: nothing to take
 
-    assert sorted(t.inbound_id for t in report.taken) == [mine.id, dead.id] and again.taken == []
+    assert sorted(t.inbound_id for t in report.taken) == [mine.id, fresh.id, dead.id] and again.taken == []
     assert [(r.processed_at is not None, r.processing_by) for r in harness.rows()] == [
+        (True, None),
         (True, None),
         (True, None),
         (False, alive.id),
