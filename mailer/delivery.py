@@ -229,7 +229,6 @@ def deliver_due(
     settings: OutboxSettings,
     *,
     now: datetime,
-    max_messages: int | None = None,
     lease: timedelta | None = None,
     hooks: FaultHooks = FaultHooks(),
     owner: ClaimOwner | None = None,
@@ -245,9 +244,8 @@ def deliver_due(
     rnd.report.recovered = recover_abandoned(engine, settings, now, owner)
     seen: set[int] = set()
     try:
-        while max_messages is None or len(seen) < max_messages:
-            room = settings.batch_size if max_messages is None else min(settings.batch_size, max_messages - len(seen))
-            ids = [i for i in _due_ids(engine, now, room) if i not in seen]
+        while True:
+            ids = [i for i in _due_ids(engine, now, settings.batch_size) if i not in seen]
             if not ids:
                 break
             seen.update(ids)

@@ -4,6 +4,7 @@ take different mails (issue 13's throughput work), without giving up a crash gua
 from __future__ import annotations
 
 import threading
+import time
 
 import pytest
 from sqlalchemy import event
@@ -292,3 +293,95 @@ def test_each_committed_batch_is_announced_with_its_mails(pymap_server, tmp_path
     assert sorted(i for batch in announced for i in batch) == sorted(t.inbound_id for t in report.taken)
     # Each announcement comes after its batch's commit: those mails are processed in the database.
     assert committed_then == [sum(len(b) for b in announced[: n + 1]) for n in range(len(announced))]
+
+
+def test_a_pass_does_not_wait_for_the_mail_another_desks_worker_has_in_hand(pymap_server, tmp_path):
+    """The pass waits (up to 15 s) only for its own desk's mails held by other live workers."""
+    pymap_server.append(make_mail(1))
+    harness = IntakeHarness(tmp_path, pymap_server)
+    with (
+        open_owner(harness.engine, tmp_path / "locks") as ours,
+        open_owner(harness.engine, tmp_path / "locks") as other,
+    ):
+        harness.service.owner = ours
+        with Session(harness.engine) as session:  # another town's worker, alive, is processing a mail of its own
+            session.add(
+                InboundMessage(
+                    desk="other",
+                    account=harness.mailbox.username,
+                    mailbox=harness.mailbox.folder,
+                    uidvalidity=1,
+                    uid=1,
+                    sha256="0" * 64,
+                    size=1,
+                    processing_by=other.id,
+                )
+            )
+            session.commit()
+        started = time.monotonic()
+        report = harness.poll_once()
+        took = time.monotonic() - started
+    assert [t.state for t in report.taken] == ["processed"] and report.actions == 1
+    assert took < 10, took
+
+
+def test_a_worker_takes_over_its_own_leftover_claims_and_a_dead_workers_at_once_but_not_a_live_ones(
+    pymap_server, tmp_path
+):
+    pymap_server.append_many([make_mail(n) for n in range(4)])
+    harness = IntakeHarness(tmp_path, pymap_server)
+    locks = tmp_path / "locks"
+    with open_owner(harness.engine, locks) as ours, open_owner(harness.engine, locks) as alive:
+        gone = open_owner(harness.engine, locks)
+        harness.service.owner = ours
+        with harness.lock(), harness.connection() as conn:  # stage 1 only: the rows exist, nobody processed them
+            record_new(harness.service, conn, conn.select().uidvalidity, conn.search_uids(), PassReport())
+        mine, fresh, dead, held = harness.rows()  # fresh: claimed by nobody yet, between the others
+        with Session(
+            harness.engine
+        ) as session:  # claims as a failed pass of ours, a killed and a live worker left them
+            for row_id, holder in ((mine.id, ours.id), (dead.id, gone.id), (held.id, alive.id)):
+                session.get(InboundMessage, row_id).processing_by = holder
+            session.commit()
+        gone.close()
+
+        report = harness.service.process_pending()
+        again = harness.service.process_pending()  # only the live worker's claim is left: nothing to take
+
+    assert sorted(t.inbound_id for t in report.taken) == [mine.id, fresh.id, dead.id] and again.taken == []
+    assert [(r.processed_at is not None, r.processing_by) for r in harness.rows()] == [
+        (True, None),
+        (True, None),
+        (True, None),
+        (False, alive.id),
+    ]
+
+
+class _NumberingProcess:
+    """Like the pipeline: receipt numbers drawn in the claim's transaction, then each mail processed."""
+
+    def __init__(self) -> None:
+        self.reserved: list[list[int]] = []
+
+    def reserve_receipt_nos(self, session, rows) -> None:
+        self.reserved.append([row.id for row in rows])
+        for row in rows:
+            row.receipt_no = f"R-{row.id:04d}"
+            session.add(row)
+
+    def __call__(self, session, inbound, raw):
+        assert inbound.receipt_no == f"R-{inbound.id:04d}"  # drawn and committed before the processing
+        return sample_process(session, inbound, raw)
+
+
+def test_receipt_numbers_are_drawn_for_each_claimed_batch_in_mail_order(pymap_server, tmp_path):
+    pymap_server.append_many([make_mail(n) for n in range(25)])
+    process = _NumberingProcess()
+    harness = IntakeHarness(tmp_path, pymap_server, process=process)
+
+    report = harness.poll_once()
+
+    rows = harness.rows()
+    assert report.failures == 0 and len(report.taken) == 25
+    assert process.reserved == [[row.id for row in rows[:20]], [row.id for row in rows[20:]]]  # claims of 20
+    assert [row.receipt_no for row in rows] == [f"R-{row.id:04d}" for row in rows]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -14,7 +15,7 @@ from sqlmodel import Session, func, select
 from intake.poller import TRANSIENT_ERRORS, MailboxConnection
 from intake.raw_store import RawStore, RawStoreError, sha256_hex
 from intake.settings import PollSettings
-from store.tables import InboundMessage, OutboxMessage, Submission
+from store.tables import AuditEvent, InboundMessage, OutboxMessage, Submission
 from tests.support.servers import IntakeHarness, make_mail, sample_process
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -142,6 +143,45 @@ def test_uidvalidity_reset_reprocesses_nothing(imap_server, tmp_path):
     assert (third.recorded, third.recognised, third.taken) == (0, 0, [])  # nothing downloaded again
 
 
+def test_after_a_uidvalidity_reset_the_copies_of_processed_and_quarantined_mail_are_filed_again(pymap_server, tmp_path):
+    folder = "desk-in"
+    mails = [make_mail(1), make_mail(2, body="[boom]\r\n")]
+    pymap_server.ensure_folder(folder)
+    pymap_server.append_many(mails, folder)
+    harness = IntakeHarness(
+        tmp_path,
+        pymap_server,
+        mailbox=pymap_server.mailbox_settings(folder=folder),
+        poll=PollSettings(max_attempts=1),
+    )
+    first = harness.poll_once()
+    assert sorted(t.state for t in first.taken) == ["processed", "quarantined"]
+    before = [(row.uidvalidity, row.uid) for row in harness.rows()]
+
+    pymap_server.recreate_folder(folder)  # a server migration: the same mails come back under a new UIDVALIDITY
+    pymap_server.append_many(mails, folder)
+    report = harness.poll_once()
+
+    # Each row follows its mail, and the audit trail records where from and where to.
+    after = [(row.uidvalidity, row.uid) for row in harness.rows()]
+    assert all(validity == pymap_server.uidvalidity(folder) for validity, _ in after)
+    with Session(harness.engine) as session:
+        moves = session.exec(select(AuditEvent).where(AuditEvent.action == "intake.relocated").order_by(AuditEvent.id))
+        details = [json.loads(event.detail_json) for event in moves]
+    assert details == [
+        {
+            "from": {"mailbox": folder, "uidvalidity": v0, "uid": u0},
+            "to": {"mailbox": folder, "uidvalidity": v1, "uid": u1},
+        }
+        for (v0, u0), (v1, u1) in zip(before, after)
+    ]
+
+    assert (report.recorded, report.recognised, report.taken) == (0, 2, [])
+    assert pymap_server.uids(folder) == []  # neither copy is left in the desk's folder
+    assert pymap_server.folder_count(ACCEPTED) == 2 and pymap_server.folder_count("keydesk/隔離") == 2
+    assert harness.count(Submission) == 1
+
+
 class _DyingServerConnection(MailboxConnection):
     """Kills the server after a few mails were downloaded, in the middle of the record stage."""
 
@@ -226,6 +266,18 @@ def test_a_run_killed_from_outside_is_not_the_mails_failure_but_is_bounded(pymap
     assert len(calls) == 3  # the fourth pass gives up without calling the pipeline again
     assert [t.state for t in report.taken] == ["quarantined"]
     assert pymap_server.folder_count("keydesk/隔離") == 1
+    # The audit trail says why: no failed attempt, but every run interrupted.
+    assert _quarantine_records(harness) == [
+        (f"inbound:{row.id}", {"attempts": 0, "interrupted": 3, "error": "processing was interrupted 3 times"})
+    ]
+
+
+def _quarantine_records(harness: IntakeHarness) -> list[tuple[str, dict]]:
+    with Session(harness.engine) as session:
+        events = session.exec(
+            select(AuditEvent).where(AuditEvent.action == "intake.quarantined").order_by(AuditEvent.id)
+        )
+        return [(event.subject, json.loads(event.detail_json)) for event in events]
 
 
 def test_a_mail_processed_after_an_interruption_has_no_failed_attempt(pymap_server, tmp_path):
@@ -248,17 +300,67 @@ def test_a_mail_processed_after_an_interruption_has_no_failed_attempt(pymap_serv
     assert (row.attempts, row.interrupted) == (0, 1)  # max_attempts=1 did not apply; the death is on record
 
 
+def test_a_mail_already_out_of_attempts_is_quarantined_at_its_next_claim_without_running_again(pymap_server, tmp_path):
+    """A mail that failed as often as allowed (the limit lowered since, or the process stopped between the
+    failure's commit and the quarantine) is quarantined when it is next claimed, not run once more."""
+    pymap_server.append(make_mail(1, body="[boom]\r\n"))
+    calls = []
+
+    def process(session, inbound, raw):
+        calls.append(inbound.id)
+        return sample_process(session, inbound, raw)  # "[boom]" raises
+
+    first = IntakeHarness(tmp_path, pymap_server, process=process, poll=PollSettings(max_attempts=3)).poll_once()
+    lowered = IntakeHarness(tmp_path, pymap_server, process=process, poll=PollSettings(max_attempts=1))
+    report = lowered.poll_once()
+
+    (row,) = lowered.rows()
+    assert first.failures == 1 and calls == [row.id]  # run in the first pass only
+    assert [t.state for t in report.taken] == ["quarantined"] and report.failures == 0
+    assert (row.state, row.attempts, row.interrupted) == ("quarantined", 1, 0)
+    assert pymap_server.folder_count("keydesk/隔離") == 1 and pymap_server.uids("INBOX") == []
+
+
+def test_a_mail_that_failed_once_and_then_went_through_keeps_no_error_and_its_attempt(pymap_server, tmp_path):
+    pymap_server.append(make_mail(1))
+    failures = []
+
+    def flaky(session, inbound, raw):
+        if not failures:
+            failures.append(inbound.id)
+            raise OSError("the register was briefly unreachable")
+        return sample_process(session, inbound, raw)
+
+    harness = IntakeHarness(tmp_path, pymap_server, process=flaky, poll=PollSettings(max_attempts=3))
+    first = harness.poll_once()
+    (failed,) = harness.rows()
+    second = harness.poll_once()
+
+    (row,) = harness.rows()
+    assert (first.failures, failed.last_error) == (1, "OSError: the register was briefly unreachable")
+    assert [t.state for t in second.taken] == ["processed"]
+    assert (row.state, row.last_error, row.attempts, row.interrupted, row.processing_by) == (
+        "processed",
+        None,
+        1,
+        0,
+        None,
+    )
+
+
 class _FailingWithAcknowledgement:
     """A process hook that always fails, and answers the quarantined mail like the pipeline does."""
 
     def __init__(self) -> None:
         self.acknowledged: list[int] = []
+        self.read: list[bytes] = []
 
     def __call__(self, session, inbound, raw):
         raise RuntimeError("cannot read this mail")
 
     def acknowledge_quarantined(self, session, inbound, raw):
         self.acknowledged.append(inbound.id)
+        self.read.append(raw)
         inbound.receipt_no = f"K-TEST-{inbound.id}"
         session.add(inbound)
 
@@ -273,7 +375,14 @@ def test_a_quarantined_mail_is_still_acknowledged_in_the_same_transaction(pymap_
 
     (row,) = harness.rows()
     assert [t.state for t in report.taken] == ["quarantined"] and process.acknowledged == [row.id]
+    # The answer is written from the mail itself (its sender, its subject): the stored bytes are handed over.
+    assert (
+        process.read == [harness.store.read(row.raw_path)] and b"From: contractor@kensetsu.example" in process.read[0]
+    )
     assert row.state == "quarantined" and row.receipt_no == f"K-TEST-{row.id}" and row.attempts == 2
+    assert _quarantine_records(harness) == [
+        (f"inbound:{row.id}", {"attempts": 2, "interrupted": 0, "error": "RuntimeError: cannot read this mail"})
+    ]
     assert "intake.quarantined" in harness.audit_actions()
 
 

@@ -15,7 +15,8 @@ from intake.mailbox_lock import MailboxBusy
 from intake.poller import MailboxConnection, MailboxError, fetch_oauth_token
 from intake.raw_store import sha256_hex
 from intake.settings import Limits, PollSettings
-from store.tables import InboundMessage, OutboxMessage, Submission
+from store import stored_findings
+from store.tables import AuditEvent, InboundMessage, OutboxMessage, Submission
 from keydesk import composition
 from keydesk.database import make_engine
 from tests.support.cli import invoke
@@ -48,6 +49,80 @@ def test_new_mail_is_taken_once_and_a_second_pass_takes_nothing(imap_server, tmp
     assert (second.recorded, second.taken, second.actions) == (0, [], 0)
     assert harness.count(Submission) == 1
     assert harness.count(OutboxMessage) == 1
+
+
+def test_each_verdict_is_audited_with_its_findings_receipt_and_the_reply_it_queued(pymap_server, tmp_path):
+    pymap_server.append_many([make_mail(1), make_mail(2, body="[returned] 再送します\r\n")])
+
+    def numbered(session, inbound, raw):
+        inbound.receipt_no = f"K-{inbound.uid}"
+        return sample_process(session, inbound, raw)
+
+    harness = IntakeHarness(tmp_path, pymap_server, process=numbered)
+    harness.poll_once()
+
+    with Session(harness.engine) as session:
+        events = session.exec(select(AuditEvent).where(AuditEvent.action == "intake.verdict").order_by(AuditEvent.id))
+        audited = [(e.desk, e.actor, e.subject, json.loads(e.detail_json)) for e in events]
+        replies = {
+            r.inbound_id: {"outbox": r.id, "message_id": r.message_id} for r in session.exec(select(OutboxMessage))
+        }
+    accepted, returned = harness.rows()
+    assert audited == [
+        (
+            "misato",
+            "intake",
+            f"inbound:{accepted.id}",
+            {
+                "verdict": "accepted",
+                "findings": [],
+                "receipt_no": f"K-{accepted.uid}",
+                "replies": [replies[accepted.id]],
+            },
+        ),
+        (
+            "misato",
+            "intake",
+            f"inbound:{returned.id}",
+            {
+                "verdict": "returned",
+                "findings": ["key.missing"],
+                "receipt_no": f"K-{returned.uid}",
+                "replies": [replies[returned.id]],
+            },
+        ),
+    ]
+    assert (accepted.verdict, returned.verdict) == ("accepted", "returned")
+    # The pipeline stand-in leaves the row's findings empty: the outcome's codes are stored for the listings.
+    assert (stored_findings.codes(accepted.findings_json), stored_findings.codes(returned.findings_json)) == (
+        [],
+        ["key.missing"],
+    )
+
+
+def test_every_recorded_mail_is_in_the_audit_trail_with_the_hash_of_its_bytes(pymap_server, tmp_path):
+    pymap_server.append_many([make_mail(n) for n in range(3)])
+    harness = IntakeHarness(tmp_path, pymap_server)
+
+    harness.poll_once()
+
+    rows = harness.rows()
+    with Session(harness.engine) as session:
+        [event] = session.exec(select(AuditEvent).where(AuditEvent.action == "intake.recorded"))
+    assert (event.desk, event.actor, event.subject) == ("misato", "intake", f"inbound:{rows[0].id}-{rows[-1].id}")
+    assert json.loads(event.detail_json) == {
+        "uidvalidity": pymap_server.uidvalidity(),
+        "mails": [
+            {
+                "inbound": row.id,
+                "uid": row.uid,
+                "sha256": sha256_hex(harness.store.read(row.raw_path)),
+                "size": row.size,
+            }
+            for row in rows
+        ],
+    }
+    assert [row.size for row in rows] == [len(harness.store.read(row.raw_path)) for row in rows]
 
 
 def _mixed_mails(count: int) -> tuple[list[bytes], int]:
@@ -161,6 +236,20 @@ def test_a_mail_over_the_size_limit_is_recorded_from_its_headers_only(imap_serve
     assert seen == [headers]  # the pipeline is called with the headers, to answer the sender
     assert report.taken[0].state == "too_large" and row.mailbox_action_done
     assert harness.poll_once().taken == []
+
+
+def test_a_mail_of_exactly_the_size_limit_is_taken_whole_and_recorded_once(pymap_server, tmp_path):
+    pymap_server.append(make_mail(11, extra=b"P" * 4000))
+    with pymap_server.client() as client:
+        client.select_folder("INBOX", readonly=True)
+        [size] = [data[b"RFC822.SIZE"] for data in client.fetch(client.search("ALL"), ["RFC822.SIZE"]).values()]
+    harness = IntakeHarness(tmp_path, pymap_server, limits=Limits(mail_max_bytes=size))
+
+    report = harness.poll_once()
+
+    (row,) = harness.rows()
+    assert report.recorded == 1 and (row.state, row.size) == ("processed", size)
+    assert harness.store.read(row.raw_path).endswith(b"P" * 4000)  # the whole mail, not its headers
 
 
 def test_flag_action_leaves_the_mail_in_place_and_never_takes_it_again(imap_server, tmp_path):
@@ -327,6 +416,21 @@ def test_header_summary_never_raises_on_hostile_headers(headers):
     message_id, sender, subject = header_summary(headers)
     for value in (message_id, sender, subject):
         assert value is None or isinstance(value.encode("utf-8"), bytes)  # storable: no lone surrogates
+
+
+def test_header_summary_takes_the_header_block_only_and_cuts_long_values_for_the_listing():
+    crlf = (
+        b"Message-ID: <k-1@kensetsu.example>\r\nFrom: =?utf-8?b?5bu66Kit?= <a@kensetsu.example>\r\n"
+        b"Subject: " + b"x" * 1500 + b"\r\n\r\nSubject: a line of the body\r\n"
+    )
+    assert header_summary(crlf) == ("<k-1@kensetsu.example>", "建設 <a@kensetsu.example>", "x" * 998)
+    # LF line ends, no Subject header: a body line that looks like one is not taken for it.
+    assert header_summary(b"From: a@kensetsu.example\n\nSubject: not a header\n") == (
+        None,
+        "a@kensetsu.example",
+        None,
+    )
+    assert header_summary(b"Subject: \r\nFrom: a@kensetsu.example\r\n\r\n")[2] is None  # empty: nothing to list
 
 
 def test_poll_once_json_prints_one_object_per_mail(pymap_server, tmp_path, monkeypatch):

@@ -8,6 +8,7 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -108,11 +109,38 @@ def test_a_batch_of_50_goes_over_one_connection_and_each_arrives_once(db):
         report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
         received = handler.wait_for_messages(50)
     assert report.sent == 50 and handler.connections == 1
-    assert sorted(message_ids(received)) == sorted(row(db, i).message_id for i in ids)
+    assert {m.mail_from for m in received} == {DESK}  # bounces come back to the desk
+    assert message_ids(received) == [row(db, i).message_id for i in ids]  # due at once: in the order they were queued
     assert all(row(db, i).state == "sent" and row(db, i).sent_at is not None for i in ids)
+    assert all(row(db, i).last_error is None for i in ids)  # nothing for `outbox list` to show as a problem
     # Dot-stuffing survived the trip: the body arrives as written.
     body = email.message_from_bytes(received[0].content, policy=email.policy.default).get_content()
     assert "\n.\n.leading dot\n" in body
+
+
+def test_rows_beyond_one_claimed_batch_go_out_in_the_same_round_oldest_first(db):
+    handler = Recorder()
+    ids = add(db, 5)
+    with Session(db) as session:  # due in the reverse order of their ids
+        for position, row_id in enumerate(ids):
+            session.get(OutboxMessage, row_id).next_attempt_at = T0 - timedelta(minutes=position)
+        session.commit()
+    settings = OUTBOX.model_copy(update={"batch_size": 2})
+    in_hand: list[int] = []  # rows this deliverer holds as each one's turn comes
+
+    def count_claimed(_row_id):
+        with Session(db) as session:
+            in_hand.append(len(session.exec(select(OutboxMessage).where(OutboxMessage.state == "sending")).all()))
+
+    with running(handler) as port:
+        report = delivery.deliver_due(
+            db, smtp(port), settings, now=T0, hooks=delivery.FaultHooks(after_claim=count_claimed)
+        )
+        received = handler.wait_for_messages(5)
+    assert report.sent == 5 and report.ids == ids[::-1] and handler.connections == 1
+    # Claimed two at a time: the rest stay pending, free for another deliverer meanwhile.
+    assert in_hand == [2, 1, 2, 1, 1]
+    assert message_ids(received) == [row(db, i).message_id for i in ids[::-1]]
 
 
 def test_421_then_451_are_retried_with_growing_backoff_and_delivered_exactly_once(db):
@@ -149,6 +177,14 @@ def test_550_fails_at_once_and_is_audited(db):
     assert audit_actions(db) == ["outbox.failed"]
     with Session(db) as session:
         assert verify_chain(session).intact
+        [event] = session.exec(select(AuditEvent))
+    # What the staff digest lists: which desk's message, to whom, why, and when.
+    assert (event.desk, event.subject, event.at.replace(tzinfo=timezone.utc)) == ("misato", f"outbox:{row_id}", T0)
+    assert json.loads(event.detail_json) == {
+        "recipients": ["contractor@builder.example"],
+        "error": failed.last_error,
+        "message_id": failed.message_id,
+    }
 
 
 def test_a_550_at_mail_from_fails_at_once_instead_of_waiting(db):
@@ -208,12 +244,43 @@ def test_a_partial_refusal_is_handled_per_recipient(db):
         "later@builder.example": "pending",
         "gone@builder.example": "failed",
     }
+    assert (
+        middle.last_error
+        == "later@builder.example: 450 4.2.1 mailbox busy; gone@builder.example: 550 5.1.1 no such user"
+    )
     assert (first.retry_later, second.sent) == (1, 1)
     # The accepted recipient is never sent the message again; the 4xx one is retried alone.
     assert [m.rcpt_tos for m in received] == [("ok@builder.example",), ("later@builder.example",)]
     final = row(db, row_id)
     assert final.state == "sent" and json.loads(final.recipient_states_json)["later@builder.example"] == "sent"
     assert audit_actions(db) == ["outbox.recipient_failed"]
+
+
+def test_the_rounds_report_counts_every_row_by_its_outcome(db):
+    """What `keydesk outbox send` prints (送信済 N 件, 失敗 N 件 …) comes from these counts."""
+    handler = RefusingRecipients(
+        {
+            "gone1@builder.example": ["550 5.1.1 no such user"],
+            "gone2@builder.example": ["550 5.1.1 no such user"],
+            "later1@builder.example": ["450 4.2.1 mailbox busy"],
+            "later2@builder.example": ["450 4.2.1 mailbox busy"],
+        }
+    )
+    for address in ("ok1", "gone1", "later1", "ok2", "gone2", "later2"):
+        add(db, recipients=(f"{address}@builder.example",), key=address)
+    with running(handler) as port:
+        report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
+        handler.wait_for_messages(2)
+    assert (report.sent, report.failed, report.retry_later, report.unconfirmed) == (2, 2, 2, 0)
+    assert len(report.ids) == 6
+
+
+def test_at_most_once_every_unconfirmed_row_of_a_round_is_counted(db):
+    handler = DropAfterData()
+    add(db, 2)
+    with running(handler) as port:
+        report = delivery.deliver_due(db, smtp(port), AT_MOST_ONCE, now=T0)
+    assert (report.unconfirmed, report.sent, len(handler.messages)) == (2, 0, 2)
 
 
 def test_a_251_at_rcpt_is_an_acceptance(db):
@@ -227,6 +294,24 @@ def test_a_251_at_rcpt_is_an_acceptance(db):
     final = row(db, row_id)
     assert final.state == "sent"
     assert json.loads(final.recipient_states_json) == {"moved@builder.example": "sent", "ok@builder.example": "sent"}
+
+
+class _ForwardingThenRefusingData(RefusingRecipients):
+    """Accepts one recipient with 251 (forwarded), then refuses the message itself at the final dot."""
+
+    async def handle_DATA(self, server, session, envelope) -> str:
+        return "554 5.6.0 message refused"
+
+
+def test_a_recipient_accepted_with_251_is_not_counted_as_sent_when_the_message_is_refused(db):
+    handler = _ForwardingThenRefusingData({"moved@builder.example": ["251 2.1.5 user not local; will forward"]})
+    [row_id] = add(db, recipients=("moved@builder.example",))
+    with running(handler) as port:
+        report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
+    failed = row(db, row_id)
+    assert (report.sent, report.failed) == (0, 1) and failed.state == "failed"
+    assert json.loads(failed.recipient_states_json) == {"moved@builder.example": "failed"}
+    assert "554 5.6.0" in failed.last_error
 
 
 def test_in_a_batch_a_message_refused_at_rcpt_waits_or_fails_alone_and_the_others_go(db):
@@ -298,6 +383,37 @@ def test_the_body_goes_out_with_the_final_dot_unless_a_record_must_come_between(
         assert state_at_the_dot == ["data_sent"]
 
 
+def test_at_most_once_the_record_before_the_final_dot_names_every_accepted_recipient(db):
+    """What a crash right after the dot leaves for recovery: the recipients accepted at RCPT (250 and 251) are
+    in the transaction, so they are never sent it again; the refused one is still to be settled."""
+    handler = RefusingRecipients(
+        {"moved@builder.example": ["251 2.1.5 user not local; will forward"], "gone@builder.example": ["550 5.1.1 no"]}
+    )
+    recipients = ("ok@builder.example", "moved@builder.example", "gone@builder.example")
+    [row_id] = add(db, recipients=recipients)
+    at_the_dot: list[tuple[str, dict]] = []
+
+    def note_write(data: bytes) -> None:
+        if data == b".\r\n":
+            kept = row(db, row_id)
+            at_the_dot.append((kept.state, json.loads(kept.recipient_states_json)))
+
+    with running(handler) as port:
+        connector = _WriteRecorder(SmtpSettings(host="127.0.0.1", port=port, security="plain"), note_write)
+        report = delivery.deliver_due(db, SmtpSession(connector), AT_MOST_ONCE, now=T0)
+    assert at_the_dot == [
+        (
+            "data_sent",
+            {"ok@builder.example": "in_data", "moved@builder.example": "in_data", "gone@builder.example": "pending"},
+        )
+    ]
+    assert report.sent == 1 and json.loads(row(db, row_id).recipient_states_json) == {
+        "ok@builder.example": "sent",
+        "moved@builder.example": "sent",
+        "gone@builder.example": "failed",
+    }
+
+
 @pytest.mark.parametrize("policy", ["again", "never"])
 def test_only_an_at_least_once_outcome_skips_the_wait_for_the_postgresql_wal_flush(db, policy):
     """Losing an at-least-once outcome to a database crash means one more copy; losing an at-most-once
@@ -346,7 +462,9 @@ def test_4xx_gives_up_after_the_configured_hours(db):
         delivery.deliver_due(db, smtp(port), OUTBOX, now=T0)
         report = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(hours=96))
     final = row(db, row_id)
-    assert report.failed == 1 and final.state == "failed" and final.last_error.startswith("gave up after 96 hours")
+    assert report.failed == 1 and final.state == "failed"
+    assert final.last_error == "gave up after 96 hours: contractor@builder.example: 451 4.3.0 try later"
+    assert json.loads(final.recipient_states_json) == {"contractor@builder.example": "failed"}
     assert handler.messages == []
 
 
@@ -354,6 +472,20 @@ def test_the_backoff_is_capped():
     assert delivery.retry_delay(1, OUTBOX) == timedelta(seconds=60)
     assert delivery.retry_delay(3, OUTBOX) == timedelta(seconds=240)
     assert delivery.retry_delay(30, OUTBOX) == timedelta(seconds=3600)
+
+
+@pytest.mark.parametrize(("timeout_seconds", "lease_seconds"), [(10, 300), (60, 600)])
+def test_a_claim_is_held_for_five_minutes_or_ten_smtp_timeouts_whichever_is_longer(db, timeout_seconds, lease_seconds):
+    """Nobody recovers a row before the claim's lease ends, so it must outlast a transaction on a slow server."""
+    [row_id] = add(db)
+    lease_ends = []
+    hooks = delivery.FaultHooks(after_claim=lambda _row_id: lease_ends.append(row(db, row_id).next_attempt_at))
+    with running(Recorder()) as port:
+        session = SmtpSession(
+            SmtpConnector(SmtpSettings(host="127.0.0.1", port=port, security="plain", timeout_seconds=timeout_seconds))
+        )
+        assert delivery.deliver_due(db, session, OUTBOX, now=T0, hooks=hooks).sent == 1
+    assert [moment.replace(tzinfo=timezone.utc) for moment in lease_ends] == [T0 + timedelta(seconds=lease_seconds)]
 
 
 CRASHING_DELIVERER = """
@@ -492,6 +624,11 @@ def test_at_most_once_a_server_that_drops_the_connection_after_data_gets_one_cop
     assert first.unconfirmed == 1 and later.ids == [] and len(handler.messages) == 1
     final = row(db, row_id)
     assert final.state == "sent" and final.last_error.startswith("delivered-unconfirmed")
+    # The audit trail says which message may or may not have arrived, for staff to check with the contractor.
+    with Session(db) as session:
+        [event] = session.exec(select(AuditEvent))
+    assert (event.action, event.subject) == ("outbox.unconfirmed", f"outbox:{row_id}")
+    assert json.loads(event.detail_json) == {"message_id": final.message_id, "note": final.last_error}
 
 
 def test_at_most_once_every_recipient_of_a_dropped_transaction_is_unconfirmed(db):
@@ -515,6 +652,10 @@ def test_a_server_that_drops_the_connection_after_data_is_tried_again_with_the_s
         received = handler.wait_for_messages(2)
     assert first.retry_later == 1 and first.unconfirmed == 0 and later.retry_later == 1
     assert kept.state == "pending" and kept.next_attempt_at == T0 + timedelta(minutes=1)
+    assert (
+        kept.last_error
+        == "contractor@builder.example: 421 the connection ended before the server answered the final dot"
+    )
     assert message_ids(received) == [kept.message_id, kept.message_id]
 
 
@@ -555,29 +696,182 @@ def test_an_unreachable_server_keeps_the_rows_for_later(db):
     for row_id in ids:  # none is left stuck in "sending" until its lease ends
         kept = row(db, row_id)
         assert kept.state == "pending" and kept.next_attempt_at == T0 + timedelta(minutes=1)
+    # Staff see why in `keydesk outbox list`: the first row was tried, the others were not.
+    notes = [row(db, row_id).last_error for row_id in ids]
+    assert "421" in notes[0] and "cannot connect" in notes[0]
+    assert all(note.startswith("not tried: ") and "cannot connect" in note for note in notes[1:])
 
 
-def test_a_deliverer_whose_lease_ran_out_cannot_finish_a_second_copy(db):
+@pytest.mark.parametrize("policy", ["again", "never"])
+def test_a_deliverer_whose_lease_ran_out_cannot_finish_a_second_copy(db, policy):
+    """At least once, the check before the final dot finds the row taken; at most once, so does the record
+    of data_sent that must precede the dot."""
     handler = Recorder()
     [row_id] = add(db)
+    settings = OUTBOX.model_copy(update={"unknown_outcome": {"notice": policy}})
     with running(handler) as port:
         other = []
 
         def lease_runs_out(claimed_id):
             # Another deliverer takes the row over while this one is stalled after its claim.
-            other.append(delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(hours=1)))
+            other.append(delivery.deliver_due(db, smtp(port), settings, now=T0 + timedelta(hours=1)))
 
         # The stall outlasts the stalled deliverer's lease on its own clock too (a 1 ms lease).
         stalled = delivery.deliver_due(
             db,
             smtp(port),
-            OUTBOX,
+            settings,
             now=T0,
             lease=timedelta(milliseconds=1),
             hooks=delivery.FaultHooks(after_claim=lease_runs_out),
         )
         received = handler.wait_for_messages(1)
     assert other[0].recovered == 1 and other[0].sent == 1 and stalled.sent == 0
+    assert len(received) == 1 and row(db, row_id).state == "sent"
+
+
+def _stall(seconds: float) -> None:
+    """The deliverer stops for ``seconds`` of its own monotonic clock (a paused VM, a slow disk)."""
+    until = time.monotonic() + seconds
+    while time.monotonic() < until:
+        time.sleep(0.001)
+
+
+def test_a_deliverer_slower_than_half_its_lease_still_sends_a_row_nobody_took(db):
+    """Past half its lease the deliverer asks the database before the final dot; the row is still its own,
+    so the mail goes out once, on time, instead of waiting for a recovery."""
+    handler = Recorder()
+    [row_id] = add(db)
+    with running(handler) as port:
+        report = delivery.deliver_due(
+            db,
+            smtp(port),
+            OUTBOX,
+            now=T0,
+            lease=timedelta(milliseconds=2),
+            hooks=delivery.FaultHooks(after_claim=lambda _row_id: _stall(0.01)),
+        )
+        received = handler.wait_for_messages(1)
+    assert report.sent == 1 and report.ids == [row_id] and len(received) == 1
+    final = row(db, row_id)
+    assert final.state == "sent" and final.attempts == 1
+
+
+def test_a_deliverer_stalled_past_its_whole_lease_sends_no_second_copy(db):
+    """Taken over after its lease ended, a deliverer must ask, not trust its own clock, even if the stall
+    lasted less than twice the lease."""
+    handler = Recorder()
+    [row_id] = add(db)
+    lease = timedelta(seconds=0.4)
+    with running(handler) as port:
+        other = []
+
+        def taken_over_while_stalled(_row_id):
+            started = time.monotonic()
+            other.append(delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(hours=1)))
+            _stall(lease.total_seconds() * 1.25 - (time.monotonic() - started))
+
+        stalled = delivery.deliver_due(
+            db, smtp(port), OUTBOX, now=T0, lease=lease, hooks=delivery.FaultHooks(after_claim=taken_over_while_stalled)
+        )
+    assert other[0].sent == 1 and stalled.sent == 0
+    assert len(handler.messages) == 1 and row(db, row_id).state == "sent"
+
+
+def test_a_row_lost_to_another_deliverer_does_not_stop_the_round_for_the_rest_of_the_batch(db):
+    handler = Recorder()
+    lost, kept = add(db, 2)
+
+    def another_deliverer_claims_the_first(row_id):
+        if row_id == lost:  # its claim, as another deliverer's UPDATE would write it: a new token, a new owner
+            with Session(db) as session:
+                taken = session.get(OutboxMessage, lost)
+                taken.next_attempt_at, taken.claimed_by = T0 + timedelta(hours=1), "f" * 32
+                session.commit()
+            _stall(0.01)
+
+    with running(handler) as port:
+        report = delivery.deliver_due(
+            db,
+            smtp(port),
+            OUTBOX,
+            now=T0,
+            lease=timedelta(milliseconds=2),
+            hooks=delivery.FaultHooks(after_claim=another_deliverer_claims_the_first),
+        )
+        [received] = handler.wait_for_messages(1)
+    assert report.sent == 1 and report.ids == [kept] and report.connection_error is None
+    assert message_ids([received]) == [row(db, kept).message_id] and row(db, kept).state == "sent"
+    assert row(db, lost).state == "sending"  # left to its new holder
+
+
+def test_a_row_taken_back_the_moment_its_lease_ended_is_not_sent_by_the_stalled_deliverer(db):
+    """Recovery at the very end of the lease leaves the row pending with the claim's own token: only its
+    state tells the stalled deliverer that the row is no longer its own."""
+    handler = Recorder()
+    [row_id] = add(db)
+    lease = timedelta(milliseconds=2)
+
+    def lease_ends_and_the_row_is_taken_back(_row_id):
+        assert delivery.recover_stale(db, T0 + lease) == 1
+        _stall(0.01)
+
+    with running(handler) as port:
+        stalled = delivery.deliver_due(
+            db,
+            smtp(port),
+            OUTBOX,
+            now=T0,
+            lease=lease,
+            hooks=delivery.FaultHooks(after_claim=lease_ends_and_the_row_is_taken_back),
+        )
+        assert handler.messages == [] and row(db, row_id).state == "pending"
+        later = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + lease)
+        received = handler.wait_for_messages(1)
+    assert stalled.ids == [] and later.sent == 1
+    assert len(received) == 1 and row(db, row_id).state == "sent"
+
+
+def test_a_deliverer_whose_lease_ran_out_sends_nothing_while_another_holds_the_row(db):
+    """The row is in ``sending`` again, but under the other deliverer's claim: only the token tells."""
+    handler = Recorder()
+    [row_id] = add(db)
+    claimed, go_on = threading.Event(), threading.Event()
+
+    def hold(_row_id):
+        claimed.set()
+        assert go_on.wait(30)
+
+    reports = []
+    other = threading.Thread(
+        target=lambda: reports.append(
+            delivery.deliver_due(
+                db, smtp(port), OUTBOX, now=T0 + timedelta(hours=1), hooks=delivery.FaultHooks(after_claim=hold)
+            )
+        )
+    )
+
+    def another_deliverer_takes_the_row(_row_id):
+        other.start()
+        assert claimed.wait(30)
+        _stall(0.01)
+
+    with running(handler) as port:
+        try:
+            stalled = delivery.deliver_due(
+                db,
+                smtp(port),
+                OUTBOX,
+                now=T0,
+                lease=timedelta(milliseconds=2),
+                hooks=delivery.FaultHooks(after_claim=another_deliverer_takes_the_row),
+            )
+            assert handler.messages == []
+        finally:
+            go_on.set()
+            other.join(timeout=60)
+        received = handler.wait_for_messages(1)
+    assert stalled.sent == 0 and reports[0].sent == 1
     assert len(received) == 1 and row(db, row_id).state == "sent"
 
 
