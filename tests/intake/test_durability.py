@@ -280,16 +280,22 @@ def _quarantine_records(harness: IntakeHarness) -> list[tuple[str, dict]]:
         return [(event.subject, json.loads(event.detail_json)) for event in events]
 
 
-def test_a_mail_processed_after_an_interruption_has_no_failed_attempt(pymap_server, tmp_path):
-    pymap_server.append(make_mail(1))
-    deaths = []
+def _failing_the_first_time(error: BaseException):
+    """A processing hook that raises ``error`` on its first call, then works like the pipeline stand-in."""
+    calls = []
 
     def process(session, inbound, raw):
-        if not deaths:
-            deaths.append(inbound.id)
-            raise SystemExit("killed")
+        calls.append(inbound.id)
+        if len(calls) == 1:
+            raise error
         return sample_process(session, inbound, raw)
 
+    return process
+
+
+def test_a_mail_processed_after_an_interruption_has_no_failed_attempt(pymap_server, tmp_path):
+    pymap_server.append(make_mail(1))
+    process = _failing_the_first_time(SystemExit("killed"))
     harness = IntakeHarness(tmp_path, pymap_server, process=process, poll=PollSettings(max_attempts=1))
     with pytest.raises(SystemExit):
         harness.poll_once()
@@ -323,14 +329,7 @@ def test_a_mail_already_out_of_attempts_is_quarantined_at_its_next_claim_without
 
 def test_a_mail_that_failed_once_and_then_went_through_keeps_no_error_and_its_attempt(pymap_server, tmp_path):
     pymap_server.append(make_mail(1))
-    failures = []
-
-    def flaky(session, inbound, raw):
-        if not failures:
-            failures.append(inbound.id)
-            raise OSError("the register was briefly unreachable")
-        return sample_process(session, inbound, raw)
-
+    flaky = _failing_the_first_time(OSError("the register was briefly unreachable"))
     harness = IntakeHarness(tmp_path, pymap_server, process=flaky, poll=PollSettings(max_attempts=3))
     first = harness.poll_once()
     (failed,) = harness.rows()

@@ -717,17 +717,18 @@ def test_a_deliverer_whose_lease_ran_out_cannot_finish_a_second_copy(db, policy)
             other.append(delivery.deliver_due(db, smtp(port), settings, now=T0 + timedelta(hours=1)))
 
         # The stall outlasts the stalled deliverer's lease on its own clock too (a 1 ms lease).
-        stalled = delivery.deliver_due(
-            db,
-            smtp(port),
-            settings,
-            now=T0,
-            lease=timedelta(milliseconds=1),
-            hooks=delivery.FaultHooks(after_claim=lease_runs_out),
-        )
+        stalled = _deliver_stalled(db, port, lease_runs_out, lease=timedelta(milliseconds=1), settings=settings)
         received = handler.wait_for_messages(1)
     assert other[0].recovered == 1 and other[0].sent == 1 and stalled.sent == 0
     assert len(received) == 1 and row(db, row_id).state == "sent"
+
+
+def _deliver_stalled(db, port, after_claim, *, lease: timedelta, settings=OUTBOX):
+    """One round at T0 by a deliverer with a short ``lease`` whose every claim is followed by
+    ``after_claim`` (a stall on its own clock, another deliverer's takeover)."""
+    return delivery.deliver_due(
+        db, smtp(port), settings, now=T0, lease=lease, hooks=delivery.FaultHooks(after_claim=after_claim)
+    )
 
 
 def _stall(seconds: float) -> None:
@@ -743,14 +744,7 @@ def test_a_deliverer_slower_than_half_its_lease_still_sends_a_row_nobody_took(db
     handler = Recorder()
     [row_id] = add(db)
     with running(handler) as port:
-        report = delivery.deliver_due(
-            db,
-            smtp(port),
-            OUTBOX,
-            now=T0,
-            lease=timedelta(milliseconds=2),
-            hooks=delivery.FaultHooks(after_claim=lambda _row_id: _stall(0.01)),
-        )
+        report = _deliver_stalled(db, port, lambda _row_id: _stall(0.01), lease=timedelta(milliseconds=2))
         received = handler.wait_for_messages(1)
     assert report.sent == 1 and report.ids == [row_id] and len(received) == 1
     final = row(db, row_id)
@@ -771,9 +765,7 @@ def test_a_deliverer_stalled_past_its_whole_lease_sends_no_second_copy(db):
             other.append(delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + timedelta(hours=1)))
             _stall(lease.total_seconds() * 1.25 - (time.monotonic() - started))
 
-        stalled = delivery.deliver_due(
-            db, smtp(port), OUTBOX, now=T0, lease=lease, hooks=delivery.FaultHooks(after_claim=taken_over_while_stalled)
-        )
+        stalled = _deliver_stalled(db, port, taken_over_while_stalled, lease=lease)
     assert other[0].sent == 1 and stalled.sent == 0
     assert len(handler.messages) == 1 and row(db, row_id).state == "sent"
 
@@ -791,14 +783,7 @@ def test_a_row_lost_to_another_deliverer_does_not_stop_the_round_for_the_rest_of
             _stall(0.01)
 
     with running(handler) as port:
-        report = delivery.deliver_due(
-            db,
-            smtp(port),
-            OUTBOX,
-            now=T0,
-            lease=timedelta(milliseconds=2),
-            hooks=delivery.FaultHooks(after_claim=another_deliverer_claims_the_first),
-        )
+        report = _deliver_stalled(db, port, another_deliverer_claims_the_first, lease=timedelta(milliseconds=2))
         [received] = handler.wait_for_messages(1)
     assert report.sent == 1 and report.ids == [kept] and report.connection_error is None
     assert message_ids([received]) == [row(db, kept).message_id] and row(db, kept).state == "sent"
@@ -817,14 +802,7 @@ def test_a_row_taken_back_the_moment_its_lease_ended_is_not_sent_by_the_stalled_
         _stall(0.01)
 
     with running(handler) as port:
-        stalled = delivery.deliver_due(
-            db,
-            smtp(port),
-            OUTBOX,
-            now=T0,
-            lease=lease,
-            hooks=delivery.FaultHooks(after_claim=lease_ends_and_the_row_is_taken_back),
-        )
+        stalled = _deliver_stalled(db, port, lease_ends_and_the_row_is_taken_back, lease=lease)
         assert handler.messages == [] and row(db, row_id).state == "pending"
         later = delivery.deliver_due(db, smtp(port), OUTBOX, now=T0 + lease)
         received = handler.wait_for_messages(1)
@@ -858,14 +836,7 @@ def test_a_deliverer_whose_lease_ran_out_sends_nothing_while_another_holds_the_r
 
     with running(handler) as port:
         try:
-            stalled = delivery.deliver_due(
-                db,
-                smtp(port),
-                OUTBOX,
-                now=T0,
-                lease=timedelta(milliseconds=2),
-                hooks=delivery.FaultHooks(after_claim=another_deliverer_takes_the_row),
-            )
+            stalled = _deliver_stalled(db, port, another_deliverer_takes_the_row, lease=timedelta(milliseconds=2))
             assert handler.messages == []
         finally:
             go_on.set()
