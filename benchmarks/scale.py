@@ -74,12 +74,9 @@ def child(count: int, directory: Path) -> dict:
         sink = _counting_sink()
         with running(sink) as port:
             started = time.perf_counter()
-            taken = 0
-            while True:  # a backlog over poll.mails_per_pass takes several passes, as in `keydesk run`
-                report = harness.poll_once()
-                taken += len(report.taken)
-                if not report.more:
-                    break
+            # A backlog over poll.mails_per_pass takes several passes, as in `keydesk run`.
+            with harness.lock(), harness.connection() as conn:
+                taken = sum(len(report.taken) for report in harness.service.run_until_caught_up(conn))
             intake = time.perf_counter() - started
             intake_peak_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
             settings = SmtpSettings(host="127.0.0.1", port=port, security="plain")

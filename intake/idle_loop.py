@@ -40,13 +40,10 @@ def run_idle_loop(
         try:
             with connect() as conn:
                 log.info("intake connected to %s (%s)", label, "IDLE" if conn.supports_idle else "polling")
-                report = service.run_pass(conn)
-                _report(report, on_pass)
+                _catch_up(service, conn, stop, on_pass)
                 backoff = FIRST_BACKOFF_SECONDS  # a full pass worked: the connection is healthy
                 while not stop.is_set():
-                    if report.more:
-                        pass  # a backlog is taken window after window, without waiting
-                    elif conn.supports_idle:
+                    if conn.supports_idle:
                         # Mail that arrived during the pass was announced then, not in IDLE: look first.
                         if not conn.new_mail_announced():
                             conn.idle_wait(poll.idle_renew_seconds, stop, wake=wake)
@@ -54,8 +51,7 @@ def run_idle_loop(
                         break
                     if stop.is_set():
                         break
-                    report = service.run_pass(conn)
-                    _report(report, on_pass)
+                    _catch_up(service, conn, stop, on_pass)
         except (MailboxError, RawStoreError, OperationalError, *TRANSIENT_ERRORS) as exc:
             if stop.is_set():
                 break
@@ -69,6 +65,17 @@ def run_idle_loop(
             stop.wait(backoff)
             backoff = min(backoff * 2, float(poll.reconnect_max_seconds))
     log.info("intake for %s stopped", label)
+
+
+def _catch_up(
+    service: IntakeService, conn: MailboxConnection, stop: threading.Event, on_pass: Callable[[PassReport], None] | None
+) -> None:
+    """Take what is waiting: a backlog window after window without waiting for news; a stop is
+    heard between windows."""
+    for report in service.run_until_caught_up(conn):
+        _report(report, on_pass)
+        if stop.is_set():
+            return
 
 
 def _report(report: PassReport, on_pass: Callable[[PassReport], None] | None) -> None:

@@ -31,7 +31,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
 from sqlalchemy import update
@@ -157,6 +157,15 @@ class IntakeService:
         report.actions += file_decided_mails(conn, self.engine, self.desk, self.mailbox)
         return report
 
+    def run_until_caught_up(self, conn: MailboxConnection) -> Iterator[PassReport]:
+        """Passes one after the other until no new mail is left beyond a pass's window
+        (``poll.mails_per_pass``); each pass's report as it ends."""
+        while True:
+            report = self.run_pass(conn)
+            yield report
+            if not report.more:
+                return
+
     # -- stage 2: process ----------------------------------------------------------------------
 
     def process_pending(self) -> PassReport:
@@ -249,7 +258,7 @@ class IntakeService:
                 result.done += 1
                 try:
                     with session.begin_nested():
-                        row = in_hand.get(inbound_id) or session.get(InboundMessage, inbound_id)
+                        row = in_hand[inbound_id]
                         if row.processed_at is not None:
                             continue  # a worker that thought us dead took it over and finished it
                         taken, detail = self._process_row(session, row)

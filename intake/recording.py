@@ -82,8 +82,7 @@ def record_new(
     if not new:
         return copies
     limit = service.limits.mail_max_bytes
-    sizes: dict[int, int] = {}
-    oversize: list[int] = []
+    oversize: list[tuple[int, int]] = []  # (uid, RFC822.SIZE)
     batch: list[_Fetched] = []
     batch_bytes = 0
     in_folder = set(present)
@@ -99,18 +98,17 @@ def record_new(
     ) as downloaded:
         for uid, size, raw in downloaded:
             if raw is None:
-                sizes[uid] = size
-                oversize.append(uid)  # too large, vanished meanwhile, or larger than it claimed
+                oversize.append((uid, size))  # too large, vanished meanwhile, or larger than it claimed
                 continue
             batch.append(_Fetched(uid, raw, len(raw), False))
             batch_bytes += len(raw)
             if batch_bytes >= chunk_bytes or len(batch) >= _BATCH_MAILS:
                 _record(service, batch, uidvalidity, in_folder, report, copies)
                 batch, batch_bytes = [], 0
-    for uid in sorted(oversize):
+    for uid, size in oversize:  # in UID order, as fetch_mails gave them
         headers = conn.fetch_headers(uid)
         if headers is not None:  # else expunged by someone else meanwhile: nothing to take
-            batch.append(_Fetched(uid, headers, sizes.get(uid, len(headers)), True))
+            batch.append(_Fetched(uid, headers, size, True))
     _record(service, batch, uidvalidity, in_folder, report, copies)
     return copies
 

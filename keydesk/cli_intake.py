@@ -66,12 +66,9 @@ def poll(
                     composition.connector(settings, desk_id)() as conn,
                 ):
                     # A backlog larger than one pass's window is taken whole, window by window.
-                    more = True
-                    while more:
-                        report = service.run_pass(conn)
+                    for report in service.run_until_caught_up(conn):
                         record_pass(runtime.engine, desk_id, len(report.taken))
                         _print_report(settings, desk_id, report, as_json)
-                        more = report.more
             except (MailboxError, *TRANSIENT_ERRORS) as exc:
                 raise mailbox_problem(settings, desk_id, exc) from None
             _retry_held(runtime, desk_id, as_json)
