@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import date, datetime, timezone
 from pathlib import Path
 
@@ -17,6 +18,7 @@ from intake.register_store import (
 )
 from keydesk.database import make_engine
 from rules.domain import Certificate, GuaranteeType
+from tests.support.certificates import ADVANCE_CERT
 from store.tables import Contract as ContractRow, InboundMessage, Submission
 from verifier.certificate_signature import SignedCertificate, canonical_json
 
@@ -143,25 +145,7 @@ def test_unreadable_files_fail_whole_with_a_reason(engine, data: bytes, reason: 
 
 
 def _certificate(no: str, kind: GuaranteeType, amount: int) -> Certificate:
-    return Certificate(
-        guarantee_no=no,
-        guarantee_type=kind,
-        guarantor="西日本建設業保証株式会社",
-        contractor_name="株式会社美郷建設",
-        obligee="美郷町長",
-        desk="misato",
-        contract_no="R8-001",
-        work_name="町道美郷線 道路改良工事",
-        work_category="工事",
-        contract_amount=12_345_000,
-        guarantee_amount=amount,
-        fee=1000,
-        contract_date=date(2026, 4, 10),
-        completion_date=date(2027, 3, 15),
-        period_start=date(2026, 4, 10),
-        period_end=date(2027, 3, 15),
-        issued_on=date(2026, 4, 12),
-    )
+    return replace(ADVANCE_CERT, guarantee_no=no, guarantee_type=kind, guarantee_amount=amount, fee=1000)
 
 
 def test_accepted_index_finds_receipts_and_advance_amounts(engine) -> None:

@@ -14,7 +14,7 @@ from rules.domain import Certificate, Contract, GuaranteeType
 from rules.evaluate import at_least, at_most, company_key, evaluate, exact_ratio, japanese_date, percent
 from rules.findings import CODES, Verdict, strongest
 from rules.schema import DeskRules
-from tests.support.certificates import ADVANCE_CERT
+from tests.support.certificates import ADVANCE_CERT, SAMPLE_CONTRACT
 
 ADVANCE, INTERMEDIATE, CONTRACT, RESERVATION = (
     GuaranteeType.ADVANCE,
@@ -50,19 +50,7 @@ def desk_rules(**amounts) -> DeskRules:
 
 RULES = desk_rules()
 
-CONTRACT_ROW = Contract(
-    contract_no="R8-001",
-    desk="misato",
-    work_name="町道美郷線 道路改良工事",
-    work_category="工事",
-    contractor_name="株式会社美郷建設",
-    contract_amount=12_345_000,
-    contract_date=date(2026, 4, 10),
-    completion_date=date(2027, 3, 15),
-    advance_amount=None,
-    intermediate_advance_amount=None,
-    department="kensetsu",
-)
+CONTRACT_ROW = SAMPLE_CONTRACT
 
 
 def certificate(kind: GuaranteeType = ADVANCE, **changes) -> Certificate:

@@ -18,7 +18,7 @@ from rules.domain import Certificate, Contract, GuaranteeType
 from rules.evaluate import evaluate
 from rules.names import obligee_matches
 from rules.schema import DeskRules
-from tests.support.certificates import ADVANCE_CERT
+from tests.support.certificates import ADVANCE_CERT, SAMPLE_CONTRACT
 
 ADVANCE, INTERMEDIATE, CONTRACT = GuaranteeType.ADVANCE, GuaranteeType.INTERMEDIATE_ADVANCE, GuaranteeType.CONTRACT
 BASE = {
@@ -43,19 +43,7 @@ def rules(**changes) -> DeskRules:
 
 
 RULES = rules()
-ROW = Contract(
-    contract_no="R8-001",
-    desk="misato",
-    work_name="町道美郷線 道路改良工事",
-    work_category="工事",
-    contractor_name="株式会社美郷建設",
-    contract_amount=10_000_000,
-    contract_date=date(2026, 4, 10),
-    completion_date=date(2027, 3, 15),
-    advance_amount=None,
-    intermediate_advance_amount=None,
-    department="kensetsu",
-)
+ROW = replace(SAMPLE_CONTRACT, contract_amount=10_000_000)
 
 
 def cert(kind: GuaranteeType = ADVANCE, **changes) -> Certificate:

@@ -15,7 +15,7 @@ from rules.domain import Certificate, Contract, GuaranteeType
 from rules.schema import DeskRules
 from rules.signatures import DocumentSignatures
 from formats import access_key as keys
-from tests.support.certificates import ADVANCE_CERT
+from tests.support.certificates import ADVANCE_CERT, SAMPLE_CONTRACT
 from verifier.certificate_signature import SignedCertificate, canonical_json, key_id
 from verifier.lookup import LookupResult, LookupStatus
 from verifier.pdf_text import extract_in_process
@@ -47,19 +47,7 @@ INTERMEDIATE_CERT = replace(
     guarantee_type=GuaranteeType.INTERMEDIATE_ADVANCE,
     guarantee_amount=2_469_001,
 )
-REGISTER_ROW = Contract(
-    contract_no="R8-001",
-    desk="misato",
-    work_name="町道美郷線 道路改良工事",
-    work_category="工事",
-    contractor_name="㈱美郷建設",
-    contract_amount=12_345_000,
-    contract_date=date(2026, 4, 10),
-    completion_date=date(2027, 3, 15),
-    advance_amount=None,
-    intermediate_advance_amount=None,
-    department="kensetsu",
-)
+REGISTER_ROW = replace(SAMPLE_CONTRACT, contractor_name="㈱美郷建設")  # the register writes ㈱
 
 
 def sign(certificate: Certificate, private_key: Ed25519PrivateKey = SIGNING_KEY) -> SignedCertificate:

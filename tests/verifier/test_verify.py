@@ -290,12 +290,17 @@ def test_mistyped_key_on_a_notice_is_caught_before_the_lookup(desk: Desk) -> Non
     assert desk.lookup.calls == []
 
 
+def _notice_pdf(text: str) -> InputDocument:
+    """A one-page key notice PDF whose text layer reads ``text``."""
+    return InputDocument("n.pdf", TextResult(TextStatus.OK, (text,), 1))
+
+
 def test_notice_without_a_readable_key_goes_to_a_person(desk: Desk) -> None:
     text = (
         "電子証書閲覧用「認証キー」等のお知らせ\n保証契約番号:26-000123-4\n認証キー:(印字なし)\n"
         "保証の種類:前払金保証\n保証金額:4,938,000円\n発注者用保証確認サービスで電子証書を閲覧してください。"
     )
-    result = desk.verify(InputDocument("n.pdf", TextResult(TextStatus.OK, (text,), 1)))
+    result = desk.verify(_notice_pdf(text))
     assert result.documents[0].kind is DocumentKind.KEY_NOTICE
     [guarantee] = result.guarantees
     assert codes(guarantee.findings) == ["key.unreadable"]
@@ -545,7 +550,7 @@ def test_a_notice_without_a_readable_key_keeps_its_printed_type_and_document(des
         "電子証書閲覧用「認証キー」等のお知らせ\n保証契約番号:26-000123-4\n認証キー:(印字なし)\n"
         "保証の種類:前払金保証\n保証金額:4,938,000円\n発注者用保証確認サービスで電子証書を閲覧してください。"
     )
-    result = desk.verify(InputDocument("n.pdf", TextResult(TextStatus.OK, (text,), 1)))
+    result = desk.verify(_notice_pdf(text))
     [guarantee] = result.guarantees
     assert codes(guarantee.findings) == ["key.unreadable"]
     assert guarantee.guarantee_type is GuaranteeType.ADVANCE  # routed to the right department
@@ -557,7 +562,7 @@ def test_a_notice_with_a_key_but_no_number_goes_to_a_person(desk: Desk) -> None:
         "電子証書閲覧用「認証キー」等のお知らせ\n認証キー:1QFZ-2E8V-RKDT-WST0\n保証の種類:前払金保証\n"
         "発注者用保証確認サービスで電子証書を閲覧してください。"
     )
-    result = desk.verify(InputDocument("n.pdf", TextResult(TextStatus.OK, (text,), 1)))
+    result = desk.verify(_notice_pdf(text))
     [guarantee] = result.guarantees
     assert (guarantee.guarantee_no, codes(guarantee.findings)) == (None, ["key.unreadable"])
     assert result.verdict is Verdict.NEEDS_REVIEW and desk.lookup.calls == []
